@@ -1,0 +1,63 @@
+# ModelGate: every command a person or CI needs. Each target sets up what it needs on first run
+# (Python venv with pinned packages, the pinned CDK CLI from npm into node_modules/).
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+ENV ?=
+
+# jsii prints a large banner on every synth under Node 20 (end of life); it is noise, not an error.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test bench synth lint format deploy bootstrap diff clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "need Python 3.11 (python3.11 or python3) on PATH"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+
+demo: setup
+	$(PY) -m demo $(ARGS)
+
+test: setup
+	$(PY) -m pytest -n 2 $(ARGS)
+
+bench: setup
+	$(PY) -m bench $(ARGS)
+
+synth: setup
+	npx cdk synth --quiet $(if $(ENV),-c env=$(ENV))
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Real AWS: `make bootstrap ENV=dev` once per account/region, then `make deploy ENV=dev`.
+bootstrap: setup
+	@test -n "$(ENV)" || { echo "usage: make bootstrap ENV=dev|test|uat|prod [TRUST=<cicd account id>]"; exit 2; }
+	npx cdk bootstrap -c env=$(ENV) $(if $(TRUST),--trust $(TRUST) --cloudformation-execution-policies arn:aws:iam::aws:policy/AdministratorAccess)
+
+deploy: setup
+	@test -n "$(ENV)" || { echo "usage: make deploy ENV=dev|test|uat|prod"; exit 2; }
+	npx cdk deploy -c env=$(ENV) "$$($(PY) -c 'from modelgate.config import load_config; print(load_config().project.name)')-$(ENV)/*" $(ARGS)
+
+diff: setup
+	@test -n "$(ENV)" || { echo "usage: make diff ENV=dev|test|uat|prod"; exit 2; }
+	npx cdk diff -c env=$(ENV) $(ARGS)
+
+clean:
+	rm -rf cdk.out .build .demo .pytest_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""`make bench`: run every bench/bench_*.py, print each result, and rewrite bench/RESULTS.md.
+
+`make bench ARGS="--quick"` runs fewer repetitions; `ARGS="synth"` runs only the benchmarks named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("only", nargs="*", help="benchmark names (bench_<name>.py); default: all")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite bench/RESULTS.md")
+    args = parser.parse_args(argv)
+
+    names = sorted(path.stem.removeprefix("bench_") for path in HERE.glob("bench_*.py"))
+    selected = [name for name in names if not args.only or name in args.only]
+    results = []
+    for name in selected:
+        print(f"== bench {name}", flush=True)
+        result = importlib.import_module(f"bench.bench_{name}").run(quick=args.quick)
+        print(result.console(), flush=True)
+        results.append(result)
+
+    if not args.no_write and not args.only:
+        header = [
+            "# Benchmark results",
+            "",
+            f"Written by `make bench` on {datetime.date.today().isoformat()}: {platform.machine()}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}"
+            f"{' (--quick)' if args.quick else ''}. Ratios are measured side by side in the same run.",
+            "",
+        ]
+        manual = HERE / "RESULTS-manual.md"
+        extra = ["", manual.read_text()] if manual.exists() else []
+        (HERE / "RESULTS.md").write_text("\n".join(header) + "\n".join(r.markdown() for r in results) + "\n".join(extra))
+        print(f"wrote {HERE / 'RESULTS.md'}")
+    return 0 if all(result.met for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`make demo`: ModelGate's lifecycle run locally, with no AWS account."""

@@ -1,0 +1,259 @@
+"""Typed, validated ModelGate configuration (config/modelgate.yaml).
+
+Parsed once in app.py into frozen objects; constructs receive these values and never read files themselves.
+Every error names the file and the dotted key, e.g. `config/modelgate.yaml: environments.dev.account: ...`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+
+from modelgate.environments import ENVIRONMENTS
+from modelgate.instance_types import ALL_INSTANCE_TYPES, GLUE_VERSIONS, GLUE_WORKER_TYPES, GPU_INSTANCE_TYPES
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "modelgate.yaml"
+
+# Commercial regions where SageMaker, Glue, SES and API Gateway are all available.
+REGIONS = frozenset(
+    {
+        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
+        "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1",
+        "eu-south-2", "ap-south-1", "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "ap-northeast-2",
+        "ap-northeast-3", "ap-east-1", "me-south-1", "me-central-1", "af-south-1", "il-central-1",
+    }
+)  # fmt: skip
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem a platform engineer can fix by editing the named key."""
+
+
+def _check(pattern: str, what: str):
+    compiled = re.compile(pattern)
+
+    def validate(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{what}, got {value!r}")
+        return value
+
+    return AfterValidator(validate)
+
+
+def _member(allowed: frozenset[str], what: str):
+    def validate(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(validate)
+
+
+AccountId = Annotated[str, _check(r"\d{12}", "must be a 12-digit AWS account id (quote it in YAML)")]
+Region = Annotated[str, _member(REGIONS, "a supported AWS region")]
+Email = Annotated[str, _check(_EMAIL.pattern, "must be an e-mail address")]
+HttpsUrl = Annotated[str, _check(r"https://[^\s/$.?#][^\s]*", "must be an https:// URL")]
+GpuInstanceType = Annotated[
+    str, _member(GPU_INSTANCE_TYPES, "a SageMaker NVIDIA GPU instance type (e.g. ml.g5.xlarge)")
+]
+InstanceType = Annotated[str, _member(ALL_INSTANCE_TYPES, "a known SageMaker instance type (e.g. ml.m5.xlarge)")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Project(_Frozen):
+    name: Annotated[str, _check(r"[a-z][a-z0-9-]{1,30}", "must be lowercase letters, digits and '-'")]
+    model_package_group: Annotated[
+        str, _check(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", "must be a valid SageMaker model package group name")
+    ]
+
+
+class Cicd(_Frozen):
+    account: AccountId
+    region: Region
+    connection_arn: Annotated[
+        str,
+        _check(
+            r"arn:aws:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[0-9a-f-]{36}",
+            "must be a CodeConnections (CodeStar) connection ARN",
+        ),
+    ]
+    repository: Annotated[str, _check(r"[\w.-]+/[\w.-]+", "must be 'owner/name'")]
+    branch: Annotated[str, Field(min_length=1)]
+
+
+class Approvers(_Frozen):
+    group: Annotated[str, _check(r"[\w+=,.@-]{1,128}", "must be a Cognito group name")]
+    emails: Annotated[tuple[Email, ...], Field(min_length=1), Strict(False)]  # YAML lists
+
+
+class Prep(_Frozen):
+    engine: Literal["processing", "glue"]
+    processing_instance_type: InstanceType
+    glue_version: Annotated[str, _member(GLUE_VERSIONS, f"a Glue version ({', '.join(sorted(GLUE_VERSIONS))})")]
+    glue_worker_type: Annotated[str, _member(GLUE_WORKER_TYPES, "a Glue worker type")]
+    glue_workers: Annotated[int, Field(ge=2, le=299)]
+
+
+class Training(_Frozen):
+    instance_type: GpuInstanceType
+    instance_count: Annotated[int, Field(ge=1, le=64)]
+    max_runtime_minutes: Annotated[int, Field(ge=10, le=28 * 24 * 60)]
+    epochs: Annotated[int, Field(ge=1, le=10_000)]
+    metric_threshold: Annotated[float, Field(gt=0)]
+
+
+class Serving(_Frozen):
+    instance_type: GpuInstanceType
+    min_instances: Annotated[int, Field(ge=1, le=100)]
+    max_instances: Annotated[int, Field(ge=1, le=100)]
+    triton_version: Annotated[str, _check(r"\d{2}\.\d{2}", "must be a Triton release like '24.09'")]
+    data_capture: bool
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Serving:
+        if self.max_instances < self.min_instances:
+            raise ValueError(f"max_instances ({self.max_instances}) is below min_instances ({self.min_instances})")
+        return self
+
+
+class Jwt(_Frozen):
+    issuer: HttpsUrl
+    audience: Annotated[str, Field(min_length=1)]
+    jwks_url: HttpsUrl
+
+
+class Api(_Frozen):
+    throttle_rate: Annotated[int, Field(ge=1, le=10_000)]
+    throttle_burst: Annotated[int, Field(ge=1, le=5_000)]
+    jwt: Jwt
+
+
+class Environment(_Frozen):
+    name: str
+    account: AccountId
+    region: Region
+    sender_email: Email
+    approvers: Approvers
+    prep: Prep
+    training: Training
+    serving: Serving
+    api: Api
+
+
+class ModelGateConfig(_Frozen):
+    source: str
+    project: Project
+    cicd: Cicd | None = None
+    environments: dict[str, Environment]
+
+    def environment(self, name: str) -> Environment:
+        if name not in self.environments:
+            raise ConfigError(
+                f"{self.source}: unknown environment {name!r}; configured: {', '.join(self.environments)}"
+            )
+        return self.environments[name]
+
+    def select(self, selector: str | None) -> list[Environment]:
+        """Environments named by a `-c env=` selector: one name, a comma-separated list, or all when empty."""
+        if not selector or selector == "all":
+            return list(self.environments.values())
+        return [self.environment(name.strip()) for name in selector.split(",") if name.strip()]
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _has_path(document: Any, path: tuple) -> bool:
+    for part in path:
+        in_mapping = isinstance(document, dict) and part in document
+        in_sequence = isinstance(document, list | tuple) and isinstance(part, int) and part < len(document)
+        if not (in_mapping or in_sequence):
+            return False
+        document = document[part]
+    return True
+
+
+def _blame(loc: tuple, overrides: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """The key the user must edit: an environment's own value, or the shared `defaults` value it inherited."""
+    if len(loc) > 2 and loc[0] == "environments":
+        env, rest = loc[1], loc[2:]
+        if not _has_path(overrides.get(env) or {}, rest) and _has_path(defaults, rest):
+            return ".".join(str(part) for part in ("defaults", *rest))
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _format_errors(source: str, error: ValidationError, overrides: dict, defaults: dict) -> str:
+    problems: dict[tuple[str, str], list[str]] = {}  # (key, message) -> environments that inherit it
+    for item in error.errors():
+        key = _blame(item["loc"], overrides, defaults)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] in {"string_type", "int_type", "float_type", "bool_type"}:
+            message = f"{message.lower()} (got {item['input']!r}; quote strings in YAML)"
+        elif item["type"] == "missing":
+            message = "required value is missing"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against README's configuration reference)"
+        problems.setdefault((key, message), []).append(str(item["loc"][1]) if len(item["loc"]) > 1 else "")
+    return "\n".join(
+        f"{source}: {key}: {message}" + (f" (inherited by {', '.join(envs)})" if key.startswith("defaults.") else "")
+        for (key, message), envs in problems.items()
+    )
+
+
+def parse_config(raw: Any, source: str) -> ModelGateConfig:
+    """Validate an already-loaded YAML document; raise ConfigError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    raw = dict(raw)
+    defaults = raw.pop("defaults", {}) or {}
+    environments = raw.get("environments")
+    if not isinstance(environments, dict) or not environments:
+        raise ConfigError(f"{source}: environments: required mapping of {', '.join(ENVIRONMENTS)}")
+    unknown = [name for name in environments if name not in ENVIRONMENTS]
+    if unknown:
+        raise ConfigError(
+            f"{source}: environments.{unknown[0]}: unknown environment; allowed: {', '.join(ENVIRONMENTS)}"
+        )
+    missing = [name for name in ENVIRONMENTS if name not in environments]
+    if missing:
+        raise ConfigError(f"{source}: environments.{missing[0]}: required (promotion runs {' -> '.join(ENVIRONMENTS)})")
+    raw["environments"] = {
+        name: {**_deep_merge(defaults, environments[name] or {}), "name": name} for name in ENVIRONMENTS
+    }
+    raw["source"] = source
+    try:
+        return ModelGateConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(source, error, environments, defaults)) from None
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> ModelGateConfig:
+    path = Path(path)
+    try:
+        shown = str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: configuration file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{shown}: not valid YAML: {error}") from None
+    return parse_config(raw, shown)

@@ -1,0 +1,67 @@
+"""Contract between the training pipeline (producer) and serving (consumer) of Triton model repositories.
+
+One model per customer. Each customer's model is a Triton ensemble packed as `<customer>.tar.gz`; SageMaker's
+multi-model endpoint loads it when called with `TargetModel=<customer>.tar.gz`. The archive holds the model
+directories below, named with the customer so that many archives can be loaded side by side in one Triton.
+
+    <customer>/                       (archive root = a Triton model repository)
+      <customer>_preprocess/          Python backend: raw readings -> normalised window
+      <customer>_forecaster/          ONNX model: normalised window -> normalised forecast
+      <customer>_postprocess/         Python backend: normalised forecast -> forecast in reading units
+      <customer>/                     ensemble wiring the three, the name clients call
+
+Tensors (KServe v2 names the client sends and receives):
+    READINGS  FP32 [WINDOW]   the last WINDOW hourly readings, oldest first (NaN marks a gap)
+    FORECAST  FP32 [HORIZON]  the next HORIZON hourly readings
+
+The ONNX model's own tensors are `window` FP32 [-1, WINDOW] -> `forecast` FP32 [-1, HORIZON], both normalised
+with the customer's (mean, std) that the packaging step stores in the pre/postprocess model directories.
+"""
+
+from __future__ import annotations
+
+import re
+
+WINDOW = 168  # one week of hourly readings in
+HORIZON = 24  # one day of hourly readings out
+
+ENSEMBLE_INPUT = "READINGS"
+ENSEMBLE_OUTPUT = "FORECAST"
+ONNX_INPUT = "window"
+ONNX_OUTPUT = "forecast"
+
+CUSTOMER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class InvalidCustomerIdError(ValueError):
+    pass
+
+
+def check_customer_id(customer: str) -> str:
+    if not CUSTOMER_ID.match(customer):
+        raise InvalidCustomerIdError(
+            f"customer id {customer!r} must be 1-63 lowercase letters, digits or '-', starting with a letter or digit"
+        )
+    return customer
+
+
+def archive_name(customer: str) -> str:
+    """The S3 object name under the MME prefix, and the `TargetModel` value that selects it."""
+    return f"{check_customer_id(customer)}.tar.gz"
+
+
+def customer_from_archive(name: str) -> str:
+    if not name.endswith(".tar.gz"):
+        raise InvalidCustomerIdError(f"{name!r} is not a model archive (<customer>.tar.gz)")
+    return check_customer_id(name.removesuffix(".tar.gz"))
+
+
+def model_names(customer: str) -> dict[str, str]:
+    """Triton model names inside a customer's archive; `ensemble` is the one clients call."""
+    base = check_customer_id(customer).replace("-", "_")
+    return {
+        "preprocess": f"{base}_preprocess",
+        "forecaster": f"{base}_forecaster",
+        "postprocess": f"{base}_postprocess",
+        "ensemble": base,
+    }

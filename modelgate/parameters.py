@@ -1,0 +1,65 @@
+"""Parameter Store contract: where the approved model of each environment is recorded, and its payload.
+
+Path: `/<project>/<model package group>/<environment>`, e.g. `/modelgate/energy-forecast/test`.
+Value: the JSON of `ApprovedModel` (a String parameter, so the value's own version history is also kept by
+SSM; the complete, unbounded decision history lives in the history table, see the approval stack).
+
+Writers: the decision Lambda. Readers: the serving deploy step, the CI/CD promotion gate, the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from modelgate.environments import check_environment
+
+PAYLOAD_SCHEMA_VERSION = 1
+
+
+class ApprovedModelFormatError(ValueError):
+    """A parameter value that is not a valid ApprovedModel payload."""
+
+
+def parameter_name(project: str, model_package_group: str, environment: str) -> str:
+    return f"/{project}/{model_package_group}/{check_environment(environment)}"
+
+
+def parameter_path(project: str, model_package_group: str) -> str:
+    """The prefix under which all environments' parameters of a group live (for IAM scoping and listing)."""
+    return f"/{project}/{model_package_group}"
+
+
+@dataclass(frozen=True)
+class ApprovedModel:
+    model_package_group: str
+    environment: str
+    model_version: int
+    model_package_arn: str
+    model_data_url: str
+    approved_by: str
+    approved_at: str  # ISO 8601, UTC
+    source_environment: str | None  # None for dev (approved straight from the registry)
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": PAYLOAD_SCHEMA_VERSION, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ApprovedModel:
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as error:
+            raise ApprovedModelFormatError(f"approved-model parameter is not JSON: {error}") from None
+        if not isinstance(data, dict) or data.get("schema") != PAYLOAD_SCHEMA_VERSION:
+            raise ApprovedModelFormatError(
+                f"approved-model parameter has schema {data.get('schema') if isinstance(data, dict) else None!r},"
+                f" expected {PAYLOAD_SCHEMA_VERSION}"
+            )
+        fields = {name: data.get(name) for name in cls.__dataclass_fields__}
+        missing = [name for name, value in fields.items() if value is None and name != "source_environment"]
+        if missing:
+            raise ApprovedModelFormatError(f"approved-model parameter lacks: {', '.join(missing)}")
+        if not isinstance(fields["model_version"], int) or fields["model_version"] < 1:
+            raise ApprovedModelFormatError(f"model_version must be a positive integer, got {fields['model_version']!r}")
+        check_environment(fields["environment"])
+        return cls(**fields)

@@ -1,0 +1,57 @@
+"""Builds the CDK app from config: one Stage per selected environment, plus the CI/CD pipeline.
+
+Selectors (CDK context):
+  -c env=dev          only dev (also: dev,test); no selector or env=all: every environment + the pipeline
+  -c config=PATH      another configuration file (default config/modelgate.yaml)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aws_cdk import App
+from aws_cdk import Environment as CdkEnvironment
+
+from modelgate.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
+from stacks.cicd_stack import CicdStack
+from stacks.nag import apply_nag
+from stacks.stage import ModelGateStage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def feature_flags() -> dict:
+    """The feature flags of cdk.json, so that `python app.py` (tests, bench) synthesizes what `cdk synth` does."""
+    return json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+def stage_id(project_name: str, environment_name: str) -> str:
+    return f"{project_name}-{environment_name}"
+
+
+def build_app(context: dict | None = None, outdir: str | None = None) -> App:
+    """Create the app. Config errors raise ConfigError before any construct exists, so nothing is synthesized."""
+    app = App(context={**feature_flags(), **(context or {})}, outdir=outdir)
+    config = load_config(app.node.try_get_context("config") or DEFAULT_CONFIG_PATH)
+    selector = app.node.try_get_context("env")
+    add_environments(app, config, selector)
+    return app
+
+
+def add_environments(app: App, config: ModelGateConfig, selector: str | None) -> list[ModelGateStage]:
+    stages = [
+        ModelGateStage(app, stage_id(config.project.name, env.name), project=config.project, environment=env)
+        for env in config.select(selector)
+    ]
+    # The pipeline deploys every environment in order, so it only makes sense when all are selected.
+    if config.cicd is not None and (not selector or selector == "all"):
+        cicd = CicdStack(
+            app,
+            f"{config.project.name}-cicd",
+            cicd=config.cicd,
+            stages=stages,
+            env=CdkEnvironment(account=config.cicd.account, region=config.cicd.region),
+        )
+        apply_nag(cicd)
+    return stages

@@ -1,0 +1,146 @@
+"""Synthesize the app and read back what matters: stacks, resources and cdk-nag findings.
+
+Used by `make demo` (summary table), the nag test (zero unsuppressed findings) and the synth benchmark.
+cdk-nag reports errors and warnings as construct annotations; with the `annotationsInValidationReport` flag
+errors make synth fail with a `validation-report.json`, warnings land in the stack metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aws_cdk import App, cx_api
+
+from modelgate.environments import ENVIRONMENTS
+from stacks.app_builder import build_app
+
+
+@dataclass(frozen=True)
+class NagFinding:
+    level: str  # "error" | "warning"
+    rule: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level.upper()} {self.rule} at {self.path}: {self.message}"
+
+
+@dataclass
+class StackSummary:
+    stage: str
+    name: str
+    account: str
+    region: str
+    resources: Counter = field(default_factory=Counter)
+    template: dict = field(default_factory=dict)
+
+
+@dataclass
+class SynthResult:
+    outdir: Path
+    stacks: list[StackSummary]
+    findings: list[NagFinding]
+    nag_reports: list[Path]
+
+    def stage_names(self) -> list[str]:
+        """Stage names in promotion order (dev, test, uat, prod), then anything else (the pipeline)."""
+
+        def order(stage: str) -> tuple[int, str]:
+            suffix = stage.rsplit("-", 1)[-1]
+            return (ENVIRONMENTS.index(suffix) if suffix in ENVIRONMENTS else len(ENVIRONMENTS), stage)
+
+        return sorted(dict.fromkeys(stack.stage for stack in self.stacks), key=order)
+
+    def stack(self, stage: str, name: str) -> StackSummary:
+        for stack in self.stacks:
+            if stack.stage == stage and stack.name == name:
+                return stack
+        raise KeyError(f"no stack {name!r} in stage {stage!r}; have {[(s.stage, s.name) for s in self.stacks]}")
+
+
+class NagViolations(Exception):
+    def __init__(self, findings: list[NagFinding]) -> None:
+        super().__init__("cdk-nag found unsuppressed problems:\n" + "\n".join(f"  {f}" for f in findings))
+        self.findings = findings
+
+
+def _rule(message: str) -> str:
+    return message.split(":", 1)[0].split("[", 1)[0].strip()
+
+
+def _findings_from_validation_report(outdir: Path) -> list[NagFinding]:
+    report = json.loads((outdir / "validation-report.json").read_text())
+    return [
+        NagFinding("error", _rule(text := violation["description"]), construct["constructPath"], text.strip())
+        for plugin in report.get("pluginReports", [])
+        for violation in plugin.get("violations", [])
+        for construct in violation.get("violatingConstructs", [])
+    ]
+
+
+def _findings_from_metadata(artifact: cx_api.CloudFormationStackArtifact) -> list[NagFinding]:
+    findings = []
+    for message in artifact.messages:
+        text = str(message.entry.data)
+        if not text.startswith("AwsSolutions-"):
+            continue
+        level = "error" if message.level == cx_api.SynthesisMessageLevel.ERROR else "warning"
+        if message.level in (cx_api.SynthesisMessageLevel.ERROR, cx_api.SynthesisMessageLevel.WARNING):
+            findings.append(NagFinding(level, _rule(text), message.id, text.strip()))
+    return findings
+
+
+def synthesize(outdir: str | Path, context: dict | None = None) -> SynthResult:
+    """Synthesize the ModelGate app into `outdir`; see `synthesize_app`."""
+    return synthesize_app(build_app(context=context, outdir=str(outdir)), outdir)
+
+
+def synthesize_app(app: App, outdir: str | Path) -> SynthResult:
+    """Synthesize `app` (whose outdir is `outdir`). Raises NagViolations listing every nag error."""
+    outdir = Path(outdir)
+    try:
+        assembly = app.synth()
+    except RuntimeError as error:
+        if "ValidationFailed" in str(error) and (outdir / "validation-report.json").exists():
+            raise NagViolations(_findings_from_validation_report(outdir)) from None
+        raise
+    stacks, findings = [], []
+    for artifact in assembly.stacks_recursively:
+        stage, _, name = artifact.hierarchical_id.rpartition("/")
+        resources = Counter(resource["Type"] for resource in artifact.template.get("Resources", {}).values())
+        stacks.append(
+            StackSummary(
+                stage or name,
+                name,
+                artifact.environment.account,
+                artifact.environment.region,
+                resources,
+                artifact.template,
+            )
+        )
+        findings.extend(_findings_from_metadata(artifact))
+    return SynthResult(outdir, stacks, findings, sorted(outdir.glob("AwsSolutions-*-NagReport.csv")))
+
+
+def format_summary(result: SynthResult) -> str:
+    """A per-environment table: stacks, resource counts, the most common resource types, nag status."""
+    lines = []
+    for stage in result.stage_names():
+        stacks = [stack for stack in result.stacks if stack.stage == stage]
+        total = sum(sum(stack.resources.values()) for stack in stacks)
+        first = stacks[0]
+        lines.append(f"{stage}  (account {first.account}, {first.region}): {len(stacks)} stacks, {total} resources")
+        for stack in stacks:
+            top = ", ".join(f"{count} {kind.split('::', 1)[1]}" for kind, count in stack.resources.most_common(6))
+            lines.append(f"  {stack.name:<12} {sum(stack.resources.values()):>4}  {top}")
+    errors = sum(1 for finding in result.findings if finding.level == "error")
+    warnings = sum(1 for finding in result.findings if finding.level == "warning")
+    lines.append(
+        f"cdk-nag AwsSolutions: {errors} unsuppressed errors, {warnings} unsuppressed warnings "
+        f"({len(result.nag_reports)} reports in {result.outdir})"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""The CDK Pipelines pipeline: order of environments, people in the loop, cross-account deployment."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelgate.environments import ENVIRONMENTS
+
+
+@pytest.fixture(scope="module")
+def pipeline(synth, config):
+    stack = synth.stack(f"{config.project.name}-cicd", f"{config.project.name}-cicd")
+    (resource,) = [r for r in stack.template["Resources"].values() if r["Type"] == "AWS::CodePipeline::Pipeline"]
+    return resource["Properties"]
+
+
+def test_environments_deploy_in_promotion_order_after_synth_and_self_update(pipeline, config):
+    names = [stage["Name"] for stage in pipeline["Stages"]]
+    assert names == ["Source", "Build", "UpdatePipeline"] + [f"{config.project.name}-{env}" for env in ENVIRONMENTS]
+
+
+def test_a_person_approves_before_uat_and_prod_only(pipeline):
+    approvals = {
+        stage["Name"].rsplit("-", 1)[1]: [a for a in stage["Actions"] if a["ActionTypeId"]["Category"] == "Approval"]
+        for stage in pipeline["Stages"][3:]
+    }
+    assert {env for env, actions in approvals.items() if actions} == {"uat", "prod"}
+    for env in ("uat", "prod"):
+        (approval,) = approvals[env]
+        deploy_orders = [
+            a["RunOrder"]
+            for s in pipeline["Stages"]
+            if s["Name"].endswith(env)
+            for a in s["Actions"]
+            if a["ActionTypeId"]["Category"] == "Deploy"
+        ]
+        assert approval["RunOrder"] < min(deploy_orders), f"approval must come before deploying {env}"
+
+
+def test_each_environment_is_deployed_with_its_own_accounts_bootstrap_role(pipeline, config):
+    for stage in pipeline["Stages"][3:]:
+        env = stage["Name"].rsplit("-", 1)[1]
+        account = config.environments[env].account
+        for action in stage["Actions"]:
+            if action["ActionTypeId"]["Category"] == "Deploy":
+                assert f"{account}" in str(action["RoleArn"]), (env, action["Name"])
+
+
+def test_artifacts_are_encrypted_with_a_rotating_cross_account_key(synth, config):
+    stack = synth.stack(f"{config.project.name}-cicd", f"{config.project.name}-cicd")
+    keys = [r for r in stack.template["Resources"].values() if r["Type"] == "AWS::KMS::Key"]
+    assert len(keys) == 1
+    assert keys[0]["Properties"]["EnableKeyRotation"] is True
+    (artifact_bucket,) = [
+        r
+        for r in stack.template["Resources"].values()
+        if r["Type"] == "AWS::S3::Bucket" and "LoggingConfiguration" in r["Properties"]
+    ]
+    assert artifact_bucket["Properties"]["LoggingConfiguration"]["LogFilePrefix"] == "pipeline-artifacts/"
+
+
+def test_source_is_the_configured_connection_and_synth_uses_the_makefile(synth, config, pipeline):
+    source = pipeline["Stages"][0]["Actions"][0]["Configuration"]
+    assert source["ConnectionArn"] == config.cicd.connection_arn
+    assert source["FullRepositoryId"] == config.cicd.repository
+    assert source["BranchName"] == config.cicd.branch
+    stack = synth.stack(f"{config.project.name}-cicd", f"{config.project.name}-cicd")
+    projects = [r for r in stack.template["Resources"].values() if r["Type"] == "AWS::CodeBuild::Project"]
+    assert any("make synth" in str(p["Properties"]["Source"]["BuildSpec"]) for p in projects)

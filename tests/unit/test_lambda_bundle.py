@@ -1,0 +1,49 @@
+"""Lambda packaging without Docker: the layer holds Linux x86_64 wheels for the Lambda Python version."""
+
+from __future__ import annotations
+
+import pytest
+
+from stacks import lambda_bundle
+
+
+@pytest.fixture(scope="module")
+def layer():
+    return lambda_bundle.build_dependencies() / "python"
+
+
+def test_layer_has_every_pinned_package_built_for_lambda(layer):
+    assert (layer / "aws_lambda_powertools").is_dir()
+    assert (layer / "jwt").is_dir()
+    binaries = list((layer / "cryptography").rglob("*.so"))
+    assert binaries, "cryptography must come as a compiled manylinux wheel"
+    assert all("x86_64" in path.name or "abi3" in path.name for path in binaries)
+    assert not list(layer.rglob("*.dylib")), "no macOS binaries"
+    assert not list(layer.rglob("*.pyd")), "no Windows binaries"
+
+
+def test_code_asset_carries_handlers_and_shared_package_but_not_synth_only_modules():
+    code = lambda_bundle.build_code()
+    shipped = {str(path.relative_to(code)) for path in code.rglob("*.py")}
+    assert "modelgate/parameters.py" in shipped
+    assert "modelgate/config.py" not in shipped, "config parsing needs pydantic/yaml and only runs at synth"
+    assert not [name for name in shipped if name.startswith(("stacks/", "tests/"))]
+
+
+def test_asset_hashes_are_stable_and_follow_content(tmp_path, monkeypatch):
+    assert lambda_bundle.code_hash() == lambda_bundle.code_hash()
+    before = lambda_bundle.dependencies_hash()
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(lambda_bundle.REQUIREMENTS.read_text() + "\n# changed\n")
+    monkeypatch.setattr(lambda_bundle, "REQUIREMENTS", requirements)
+    assert lambda_bundle.dependencies_hash() != before
+
+
+def test_an_uninstallable_requirement_fails_with_a_clear_message(tmp_path, monkeypatch):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("this-package-does-not-exist-modelgate==0.0.1\n")
+    monkeypatch.setattr(lambda_bundle, "REQUIREMENTS", requirements)
+    monkeypatch.setattr(lambda_bundle, "CACHE", tmp_path / "cache")
+    with pytest.raises(lambda_bundle.BundlingError, match="could not install"):
+        lambda_bundle.build_dependencies()
+    assert not list((tmp_path / "cache" / "lambda-layer").iterdir()), "no half-built layer is left behind"
