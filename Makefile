@@ -24,7 +24,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+.build/.system-packages: system-packages.txt scripts/system-packages.sh
+	scripts/system-packages.sh
+	mkdir -p .build && touch $@
+
+setup: $(VENV)/.installed node_modules/.installed .build/.system-packages
 
 demo: setup
 	$(PY) -m demo $(ARGS)
