@@ -16,11 +16,18 @@ Tensors (KServe v2 names the client sends and receives):
 
 The ONNX model's own tensors are `window` FP32 [-1, WINDOW] -> `forecast` FP32 [-1, HORIZON], both normalised
 with the customer's (mean, std) that the packaging step stores in the pre/postprocess model directories.
+
+A model version's artifacts live under one S3 prefix (the registry's model data URL and the `model_data_url`
+of modelgate.parameters.ApprovedModel), holding every `<customer>.tar.gz` and a `manifest.json`
+(`Manifest` below) that lists them with their SHA-256, so that the serving deploy step copies exactly the
+archives of the approved version and can verify them.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 
 WINDOW = 168  # one week of hourly readings in
 HORIZON = 24  # one day of hourly readings out
@@ -65,3 +72,51 @@ def model_names(customer: str) -> dict[str, str]:
         "postprocess": f"{base}_postprocess",
         "ensemble": base,
     }
+
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+
+
+class ManifestFormatError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    customer: str
+    archive: str  # object name relative to the version prefix, == archive_name(customer)
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model_package_group: str
+    archives: tuple[ArchiveEntry, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema": MANIFEST_SCHEMA_VERSION,
+                "model_package_group": self.model_package_group,
+                "archives": [entry.__dict__ for entry in sorted(self.archives, key=lambda e: e.customer)],
+            },
+            indent=1,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        try:
+            data = json.loads(text)
+            if data.get("schema") != MANIFEST_SCHEMA_VERSION:
+                raise ManifestFormatError(f"manifest schema {data.get('schema')!r}, expected {MANIFEST_SCHEMA_VERSION}")
+            entries = tuple(ArchiveEntry(**entry) for entry in data["archives"])
+            group = data["model_package_group"]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ManifestFormatError(f"not a model manifest: {error}") from None
+        for entry in entries:
+            if entry.archive != archive_name(entry.customer):
+                raise ManifestFormatError(f"archive {entry.archive!r} does not belong to customer {entry.customer!r}")
+        return cls(group, entries)
