@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         manual = HERE / "RESULTS-manual.md"
         extra = ["", manual.read_text()] if manual.exists() else []
-        (HERE / "RESULTS.md").write_text("\n".join(header) + "\n".join(r.markdown() for r in results) + "\n".join(extra))
+        (HERE / "RESULTS.md").write_text(
+            "\n".join(header) + "\n".join(r.markdown() for r in results) + "\n".join(extra)
+        )
         print(f"wrote {HERE / 'RESULTS.md'}")
     return 0 if all(result.met for result in results) else 1
 
