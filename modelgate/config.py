@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, Valid
 
 from modelgate.environments import ENVIRONMENTS
 from modelgate.instance_types import ALL_INSTANCE_TYPES, GLUE_VERSIONS, GLUE_WORKER_TYPES, GPU_INSTANCE_TYPES
+from modelgate.triton_images import UnknownTritonImageError, image_uri
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "modelgate.yaml"
 
@@ -148,6 +149,14 @@ class Environment(_Frozen):
     training: Training
     serving: Serving
     api: Api
+
+    @model_validator(mode="after")
+    def _triton_image_exists(self) -> Environment:
+        try:
+            image_uri(self.region, self.serving.triton_version)
+        except UnknownTritonImageError as error:
+            raise ValueError(f"serving.triton_version: {error}") from None
+        return self
 
 
 class ModelGateConfig(_Frozen):

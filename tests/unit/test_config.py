@@ -72,6 +72,11 @@ def test_config_objects_are_frozen():
             "environments.prod.serving",
             "max_instances (2) is below min_instances (5)",
         ),
+        (
+            lambda r: r["defaults"]["serving"].update(triton_version="19.01"),
+            "environments.dev",
+            "serving.triton_version: Triton release '19.01' is not known",
+        ),
         (lambda r: r["defaults"]["prep"].update(engine="spark"), "defaults.prep.engine", "'processing'"),
         (lambda r: r["defaults"]["approvers"].update(emails=[]), "defaults.approvers.emails", "at least 1"),
         (
