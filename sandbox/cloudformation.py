@@ -1,0 +1,300 @@
+"""`cdk deploy` of one synthesized Stage into the local AWS stand-in (moto's CloudFormation).
+
+What the templates declare is what gets created: the Stage's file assets are published to a local bootstrap
+bucket, the stacks are created in dependency order by moto's CloudFormation, and resource types moto's
+CloudFormation does not implement but the runtime needs (model package group, SES identity, Cognito pool...)
+are created through their APIs from the same template properties, with references to them rewritten. Types
+that only matter in AWS (alarms, bucket policies, autoscaling, WAF...) are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import secrets
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.aws import LocalAws
+
+BOOTSTRAP_QUALIFIER = "hnb659fds"
+
+
+@dataclass
+class LocalFunctionSpec:
+    logical_id: str
+    name: str
+    handler: str
+    environment: dict[str, str]
+
+
+@dataclass
+class DeployedStack:
+    name: str
+    template: dict
+    physical_ids: dict[str, str] = field(default_factory=dict)  # logical id -> physical id
+    functions: dict[str, LocalFunctionSpec] = field(default_factory=dict)  # logical id -> spec
+    skipped: dict[str, str] = field(default_factory=dict)  # logical id -> type
+
+    def physical_id(self, prefix: str) -> str:
+        """Physical id of the one resource whose logical id starts with `prefix` (CDK appends a hash)."""
+        found = [pid for logical, pid in self.physical_ids.items() if logical.startswith(prefix)]
+        if len(found) != 1:
+            raise KeyError(f"{self.name}: {len(found)} resources match {prefix!r}: {sorted(self.physical_ids)}")
+        return found[0]
+
+    def function(self, prefix: str) -> LocalFunctionSpec:
+        found = [spec for logical, spec in self.functions.items() if logical.startswith(prefix)]
+        if len(found) != 1:
+            raise KeyError(f"{self.name}: {len(found)} functions match {prefix!r}: {sorted(self.functions)}")
+        return found[0]
+
+
+class UnsupportedTemplate(Exception):
+    pass
+
+
+# -- resources moto's CloudFormation lacks, created through their APIs ------------------------------------------
+# Each returns (physical id, {attribute: value}) for Ref / Fn::GetAtt rewriting.
+Emulator = Callable[[LocalAws, str, str, dict], tuple[str, dict[str, str]]]
+
+
+def _model_package_group(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    name = props["ModelPackageGroupName"]
+    client = aws.client("sagemaker")
+    arn = client.create_model_package_group(
+        ModelPackageGroupName=name, ModelPackageGroupDescription=props.get("ModelPackageGroupDescription", "")
+    )["ModelPackageGroupArn"]
+    return arn, {"ModelPackageGroupArn": arn}
+
+
+def _ses_identity(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    identity = props["EmailIdentity"]
+    aws.client("ses").verify_email_identity(EmailAddress=identity)
+    return identity, {}
+
+
+def _secret(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    name = props.get("Name") or f"{stack}-{logical}-{secrets.token_hex(3)}"
+    value = props.get("SecretString") or secrets.token_urlsafe(48)
+    arn = aws.client("secretsmanager").create_secret(Name=name, SecretString=value)["ARN"]
+    return arn, {"Id": arn}
+
+
+def _user_pool(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    name = props.get("UserPoolName") or f"{stack}-{logical}"
+    pool = aws.client("cognito-idp").create_user_pool(PoolName=name)["UserPool"]
+    url = f"https://cognito-idp.{aws.region}.amazonaws.com/{pool['Id']}"
+    return pool["Id"], {"Arn": pool["Arn"], "ProviderName": url.removeprefix("https://"), "ProviderURL": url}
+
+
+def _global_table(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    name = props.get("TableName") or f"{stack}-{logical}-{secrets.token_hex(4)}"
+    args: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": props["KeySchema"],
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        args["GlobalSecondaryIndexes"] = [
+            {key: value for key, value in index.items() if key in ("IndexName", "KeySchema", "Projection")}
+            for index in props["GlobalSecondaryIndexes"]
+        ]
+    if props.get("StreamSpecification"):
+        args["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+    table = aws.client("dynamodb").create_table(**args)["TableDescription"]
+    return name, {"Arn": table["TableArn"], "StreamArn": table.get("LatestStreamArn", "")}
+
+
+EMULATED: dict[str, Emulator] = {
+    "AWS::SageMaker::ModelPackageGroup": _model_package_group,
+    "AWS::SES::EmailIdentity": _ses_identity,
+    "AWS::SecretsManager::Secret": _secret,
+    "AWS::Cognito::UserPool": _user_pool,
+    "AWS::DynamoDB::GlobalTable": _global_table,
+}
+
+# Types moto's CloudFormation creates and the local runtime uses.
+NATIVE = {
+    "AWS::S3::Bucket", "AWS::KMS::Key", "AWS::KMS::Alias", "AWS::DynamoDB::Table", "AWS::SQS::Queue",
+    "AWS::SSM::Parameter", "AWS::Lambda::Function", "AWS::Lambda::LayerVersion", "AWS::IAM::Role",
+    "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::Events::Rule", "AWS::Logs::LogGroup", "AWS::SNS::Topic",
+}  # fmt: skip
+
+
+# -- template rewriting ---------------------------------------------------------------------------------------
+def _replace_refs(node: Any, values: dict[str, tuple[str, dict[str, str]]]) -> Any:
+    """Rewrite Ref / Fn::GetAtt of emulated or skipped resources into literal values."""
+    if isinstance(node, dict):
+        if set(node) == {"Ref"} and node["Ref"] in values:
+            return values[node["Ref"]][0]
+        if set(node) == {"Fn::GetAtt"}:
+            target, attribute = (
+                node["Fn::GetAtt"] if isinstance(node["Fn::GetAtt"], list) else node["Fn::GetAtt"].split(".", 1)
+            )
+            if target in values:
+                return values[target][1].get(attribute, f"{values[target][0]}#{attribute}")
+        if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+            text = node["Fn::Sub"]
+            for logical, (physical, attributes) in values.items():
+                text = text.replace("${" + logical + "}", physical)
+                for attribute, value in attributes.items():
+                    text = text.replace("${" + f"{logical}.{attribute}" + "}", value)
+            return {"Fn::Sub": text}
+        return {key: _replace_refs(value, values) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_replace_refs(item, values) for item in node]
+    return node
+
+
+def _strip_for_moto(template: dict) -> dict:
+    template = copy.deepcopy(template)
+    template.pop("Rules", None)  # CDK's bootstrap-version check reads an SSM parameter of the real bootstrap
+    template.get("Parameters", {}).pop("BootstrapVersion", None)
+    for resource in template.get("Resources", {}).values():
+        # moto's KMS CloudFormation expects TagKey/TagValue; tags change nothing locally.
+        resource.get("Properties", {}).pop("Tags", None)
+        resource.pop("Metadata", None)
+    return template
+
+
+def _resolve_literal(node: Any, aws: LocalAws) -> Any:
+    """Resolve the pseudo parameters an emulated resource's own properties may use."""
+    text = json.dumps(node)
+    for name, value in {"AWS::Region": aws.region, "AWS::AccountId": aws.account, "AWS::Partition": "aws"}.items():
+        text = text.replace("${" + name + "}", value).replace(json.dumps({"Ref": name}), json.dumps(value))
+    return json.loads(text)
+
+
+# -- assets ----------------------------------------------------------------------------------------------------
+def _zip_directory(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(directory))
+    return buffer.getvalue()
+
+
+def _publish_assets(aws: LocalAws, assembly: Path, assets_file: Path) -> None:
+    s3 = aws.client("s3")
+    manifest = json.loads(assets_file.read_text())
+    for asset in manifest.get("files", {}).values():
+        source = assembly / asset["source"]["path"]
+        body = _zip_directory(source) if asset["source"].get("packaging") == "zip" else source.read_bytes()
+        for destination in asset["destinations"].values():
+            bucket = _substitute(destination["bucketName"], aws)
+            _ensure_bucket(s3, bucket, aws.region)
+            s3.put_object(Bucket=bucket, Key=_substitute(destination["objectKey"], aws), Body=body)
+
+
+def _substitute(text: str, aws: LocalAws) -> str:
+    return (
+        text.replace("${AWS::AccountId}", aws.account)
+        .replace("${AWS::Region}", aws.region)
+        .replace("${AWS::Partition}", "aws")
+    )
+
+
+def _ensure_bucket(s3, bucket: str, region: str) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except s3.exceptions.ClientError:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+
+
+# -- deployment ------------------------------------------------------------------------------------------------
+def stage_stacks(assembly_dir: Path) -> list[tuple[str, Path, Path | None]]:
+    """(stack name, template path, assets manifest path) in deployment order (dependencies first)."""
+    manifest = json.loads((assembly_dir / "manifest.json").read_text())
+    artifacts = manifest["artifacts"]
+    stacks = {name: art for name, art in artifacts.items() if art["type"] == "aws:cloudformation:stack"}
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for dependency in stacks[name].get("dependencies", []):
+            if dependency in stacks:
+                visit(dependency)
+            elif artifacts.get(dependency, {}).get("type") == "cdk:asset-manifest":
+                continue
+        ordered.append(name)
+
+    for name in stacks:
+        visit(name)
+    result = []
+    for name in ordered:
+        props = stacks[name]["properties"]
+        assets = next(
+            (
+                assembly_dir / artifacts[dep]["properties"]["file"]
+                for dep in stacks[name].get("dependencies", [])
+                if artifacts.get(dep, {}).get("type") == "cdk:asset-manifest"
+            ),
+            None,
+        )
+        result.append((props.get("stackName", name), assembly_dir / props["templateFile"], assets))
+    return result
+
+
+def deploy_stack(aws: LocalAws, name: str, template: dict) -> DeployedStack:
+    deployed = DeployedStack(name=name, template=template)
+    values: dict[str, tuple[str, dict[str, str]]] = {}
+    resources = template.get("Resources", {})
+    for logical, resource in resources.items():
+        kind = resource["Type"]
+        if kind in EMULATED:
+            props = _resolve_literal(_replace_refs(resource.get("Properties", {}), values), aws)
+            values[logical] = EMULATED[kind](aws, name, logical, props)
+            deployed.physical_ids[logical] = values[logical][0]
+        elif kind not in NATIVE:
+            deployed.skipped[logical] = kind
+            values[logical] = (f"not-emulated-{logical}", {})
+    body = _strip_for_moto(template)
+    body["Resources"] = {
+        logical: _replace_refs(resource, values)
+        for logical, resource in body["Resources"].items()
+        if logical not in values
+    }
+    body["Outputs"] = _replace_refs(body.get("Outputs", {}), values)
+    if not body["Resources"]:
+        return deployed
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(StackName=name, TemplateBody=json.dumps(body), Capabilities=["CAPABILITY_NAMED_IAM"])
+    status = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    if status["StackStatus"] != "CREATE_COMPLETE":
+        raise UnsupportedTemplate(f"{name}: {status['StackStatus']} {status.get('StackStatusReason', '')}")
+    for resource in cfn.describe_stack_resources(StackName=name)["StackResources"]:
+        if "LogicalResourceId" in resource and resource.get("PhysicalResourceId"):
+            deployed.physical_ids[resource["LogicalResourceId"]] = resource["PhysicalResourceId"]
+    functions = aws.client("lambda")
+    for logical, resource in body["Resources"].items():
+        if resource["Type"] == "AWS::Lambda::Function" and logical in deployed.physical_ids:
+            config = functions.get_function_configuration(FunctionName=deployed.physical_ids[logical])
+            deployed.functions[logical] = LocalFunctionSpec(
+                logical_id=logical,
+                name=config["FunctionName"],
+                handler=config["Handler"],
+                environment=config.get("Environment", {}).get("Variables", {}),
+            )
+    return deployed
+
+
+def deploy_stage(aws: LocalAws, assembly_dir: str | Path) -> dict[str, DeployedStack]:
+    """Deploy every stack of a synthesized Stage (`cdk.out/assembly-<stage>`), in order. Keyed by stack id."""
+    assembly_dir = Path(assembly_dir)
+    _ensure_bucket(aws.client("s3"), f"cdk-{BOOTSTRAP_QUALIFIER}-assets-{aws.account}-{aws.region}", aws.region)
+    deployed = {}
+    for name, template_path, assets in stage_stacks(assembly_dir):
+        if assets is not None:
+            _publish_assets(aws, assembly_dir, assets)
+        stack = deploy_stack(aws, name, json.loads(template_path.read_text()))
+        deployed[re.sub(r"^.*-", "", name)] = stack
+    return deployed

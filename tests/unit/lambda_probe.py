@@ -1,0 +1,12 @@
+"""A tiny handler for tests/unit/test_lambda_runner.py."""
+
+import os
+
+GREETING = os.environ["GREETING"]  # read at import, like real handlers read their configuration
+
+
+def handler(event, context):
+    if "name" not in event:
+        raise ValueError("no name")
+    print(f"handling {event['name']}")
+    return {"message": f"{GREETING} {event['name']}", "function": context.function_name}
