@@ -1,28 +1,58 @@
-"""An AWS stand-in on loopback: moto's server mode, one account and region, for the demo and integration tests.
+"""An AWS stand-in on loopback: moto's server mode, for the demo and integration tests.
 
-Every client made through `LocalAws.client()` — and every process started with `LocalAws.environ()` (e.g. the
-local Lambda workers) — talks to it instead of AWS. Real code needs no change: boto3 honours AWS_ENDPOINT_URL.
+Several AWS accounts live in the one server (dev, test, uat, prod may each have their own): `LocalAws.account(id)`
+creates an IAM access key in that account, and moto attributes every request signed with it to that account,
+as AWS does. Real code needs no change: boto3 honours AWS_ENDPOINT_URL and the credentials in its environment.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
 
-_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+_BOOTSTRAP_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+class LocalAccount:
+    """One account of the stand-in: sessions, clients and process environments signed as that account."""
+
+    def __init__(self, aws: LocalAws, account: str, access_key: str, secret_key: str) -> None:
+        self.aws = aws
+        self.account = account
+        self.region = aws.region
+        self._credentials = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key}
+
+    @property
+    def url(self) -> str:
+        return self.aws.url
+
+    def environ(self, **overrides: str) -> dict[str, str]:
+        """Environment variables that point AWS SDKs at this account of the stand-in."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self._credentials["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": self._credentials["aws_secret_access_key"],
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            **overrides,
+        }
+
+    def session(self) -> boto3.Session:
+        return boto3.Session(region_name=self.region, **self._credentials)
+
+    def client(self, service: str, **kwargs: Any):
+        return self.session().client(service, endpoint_url=kwargs.pop("endpoint_url", self.url), **kwargs)
 
 
 class LocalAws:
-    def __init__(self, account: str, region: str) -> None:
-        self.account = account
+    def __init__(self, region: str) -> None:
         self.region = region
         self._server: ThreadedMotoServer | None = None
-        self._previous_account: str | None = None
+        self._accounts: dict[str, LocalAccount] = {}
 
     @property
     def url(self) -> str:
@@ -31,33 +61,24 @@ class LocalAws:
         host, port = self._server.get_host_and_port()
         return f"http://{host}:{port}"
 
-    def environ(self, **overrides: str) -> dict[str, str]:
-        """Environment variables that point AWS SDKs at this stand-in."""
-        return {
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_ACCESS_KEY_ID": _CREDENTIALS["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": _CREDENTIALS["aws_secret_access_key"],
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_REGION": self.region,
-            **overrides,
-        }
+    def account(self, account: str) -> LocalAccount:
+        if account not in self._accounts:
+            iam = boto3.client("iam", region_name=self.region, endpoint_url=self.url, **_BOOTSTRAP_CREDENTIALS)
 
-    def session(self) -> boto3.Session:
-        return boto3.Session(region_name=self.region, **_CREDENTIALS)
+            def in_account(request, **_: Any) -> None:
+                request.headers["x-moto-account-id"] = account
 
-    def client(self, service: str, **kwargs: Any):
-        return self.session().client(service, endpoint_url=kwargs.pop("endpoint_url", self.url), **kwargs)
+            iam.meta.events.register("before-sign.iam.*", in_account)
+            iam.create_user(UserName="modelgate-local")
+            key = iam.create_access_key(UserName="modelgate-local")["AccessKey"]
+            self._accounts[account] = LocalAccount(self, account, key["AccessKeyId"], key["SecretAccessKey"])
+        return self._accounts[account]
 
     def __enter__(self) -> LocalAws:
         # Request logs and "no CloudFormation support for X" notes: sandbox.cloudformation reports skips itself.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
-        warnings.filterwarnings(
-            "ignore", message="Tried to parse .* but it's not supported by moto", category=UserWarning
-        )
-        # moto reads the account of new resources from MOTO_ACCOUNT_ID; make ARNs carry the configured account.
-        self._previous_account = os.environ.get("MOTO_ACCOUNT_ID")
-        os.environ["MOTO_ACCOUNT_ID"] = self.account
+        warnings.filterwarnings("ignore", message="Tried to parse .* not supported by moto", category=UserWarning)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         return self
@@ -66,7 +87,4 @@ class LocalAws:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        if self._previous_account is None:
-            os.environ.pop("MOTO_ACCOUNT_ID", None)
-        else:
-            os.environ["MOTO_ACCOUNT_ID"] = self._previous_account
+        self._accounts.clear()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbox.aws import LocalAws
+from sandbox.aws import LocalAccount
 
 BOOTSTRAP_QUALIFIER = "hnb659fds"
 
@@ -61,10 +61,10 @@ class UnsupportedTemplate(Exception):
 
 # -- resources moto's CloudFormation lacks, created through their APIs ------------------------------------------
 # Each returns (physical id, {attribute: value}) for Ref / Fn::GetAtt rewriting.
-Emulator = Callable[[LocalAws, str, str, dict], tuple[str, dict[str, str]]]
+Emulator = Callable[[LocalAccount, str, str, dict], tuple[str, dict[str, str]]]
 
 
-def _model_package_group(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+def _model_package_group(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
     name = props["ModelPackageGroupName"]
     client = aws.client("sagemaker")
     arn = client.create_model_package_group(
@@ -73,27 +73,27 @@ def _model_package_group(aws: LocalAws, stack: str, logical: str, props: dict) -
     return arn, {"ModelPackageGroupArn": arn}
 
 
-def _ses_identity(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+def _ses_identity(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
     identity = props["EmailIdentity"]
     aws.client("ses").verify_email_identity(EmailAddress=identity)
     return identity, {}
 
 
-def _secret(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+def _secret(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
     name = props.get("Name") or f"{stack}-{logical}-{secrets.token_hex(3)}"
     value = props.get("SecretString") or secrets.token_urlsafe(48)
     arn = aws.client("secretsmanager").create_secret(Name=name, SecretString=value)["ARN"]
     return arn, {"Id": arn}
 
 
-def _user_pool(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+def _user_pool(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
     name = props.get("UserPoolName") or f"{stack}-{logical}"
     pool = aws.client("cognito-idp").create_user_pool(PoolName=name)["UserPool"]
     url = f"https://cognito-idp.{aws.region}.amazonaws.com/{pool['Id']}"
     return pool["Id"], {"Arn": pool["Arn"], "ProviderName": url.removeprefix("https://"), "ProviderURL": url}
 
 
-def _global_table(aws: LocalAws, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+def _global_table(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
     name = props.get("TableName") or f"{stack}-{logical}-{secrets.token_hex(4)}"
     args: dict[str, Any] = {
         "TableName": name,
@@ -164,7 +164,7 @@ def _strip_for_moto(template: dict) -> dict:
     return template
 
 
-def _resolve_literal(node: Any, aws: LocalAws) -> Any:
+def _resolve_literal(node: Any, aws: LocalAccount) -> Any:
     """Resolve the pseudo parameters an emulated resource's own properties may use."""
     text = json.dumps(node)
     for name, value in {"AWS::Region": aws.region, "AWS::AccountId": aws.account, "AWS::Partition": "aws"}.items():
@@ -182,7 +182,7 @@ def _zip_directory(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _publish_assets(aws: LocalAws, assembly: Path, assets_file: Path) -> None:
+def _publish_assets(aws: LocalAccount, assembly: Path, assets_file: Path) -> None:
     s3 = aws.client("s3")
     manifest = json.loads(assets_file.read_text())
     for asset in manifest.get("files", {}).values():
@@ -194,7 +194,7 @@ def _publish_assets(aws: LocalAws, assembly: Path, assets_file: Path) -> None:
             s3.put_object(Bucket=bucket, Key=_substitute(destination["objectKey"], aws), Body=body)
 
 
-def _substitute(text: str, aws: LocalAws) -> str:
+def _substitute(text: str, aws: LocalAccount) -> str:
     return (
         text.replace("${AWS::AccountId}", aws.account)
         .replace("${AWS::Region}", aws.region)
@@ -244,7 +244,7 @@ def stage_stacks(assembly_dir: Path) -> list[tuple[str, Path, Path | None]]:
     return result
 
 
-def deploy_stack(aws: LocalAws, name: str, template: dict) -> DeployedStack:
+def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
     deployed = DeployedStack(name=name, template=template)
     values: dict[str, tuple[str, dict[str, str]]] = {}
     resources = template.get("Resources", {})
@@ -287,7 +287,7 @@ def deploy_stack(aws: LocalAws, name: str, template: dict) -> DeployedStack:
     return deployed
 
 
-def deploy_stage(aws: LocalAws, assembly_dir: str | Path) -> dict[str, DeployedStack]:
+def deploy_stage(aws: LocalAccount, assembly_dir: str | Path) -> dict[str, DeployedStack]:
     """Deploy every stack of a synthesized Stage (`cdk.out/assembly-<stage>`), in order. Keyed by stack id."""
     assembly_dir = Path(assembly_dir)
     _ensure_bucket(aws.client("s3"), f"cdk-{BOOTSTRAP_QUALIFIER}-assets-{aws.account}-{aws.region}", aws.region)

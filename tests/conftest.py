@@ -1,6 +1,11 @@
-"""Shared test set-up: no AWS credentials or network endpoints are ever used by accident."""
+"""Shared test set-up: no AWS credentials or network endpoints are ever used by accident, and one synthesis
+of the whole app per session (every stage, the pipeline, cdk-nag) shared by all tests that read templates."""
+
+from __future__ import annotations
 
 import os
+
+import pytest
 
 # Before anything imports boto3 or aws_cdk.
 os.environ.update(
@@ -14,3 +19,17 @@ os.environ.update(
     }
 )
 os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def config():
+    from modelgate.config import load_config
+
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    from stacks.synth_report import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("cdk.out"))

@@ -1,23 +1,9 @@
-"""One synthesis of the whole app per test session (every stage, the pipeline, cdk-nag), shared by all
-template tests: synth is the slow part, assertions are cheap."""
+"""Template assertions share the session's one synthesis (tests/conftest.py: `synth`, `config`)."""
 
 from __future__ import annotations
 
 import pytest
 from aws_cdk.assertions import Template
-
-from modelgate.config import load_config
-from stacks.synth_report import SynthResult, synthesize
-
-
-@pytest.fixture(scope="session")
-def config():
-    return load_config()
-
-
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory) -> SynthResult:
-    return synthesize(tmp_path_factory.mktemp("cdk.out"))
 
 
 @pytest.fixture(scope="session")
