@@ -67,7 +67,12 @@ EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
 LATEST = pd.Timestamp("2100-01-01", tz="UTC")
 _OFFSET_RE = re.compile(r"(?:Z|z|[+-]\d\d:?\d\d)$")
 
-TIMESTAMP_DTYPE = "datetime64[us, UTC]"  # microseconds: what Spark and Parquet readers everywhere understand
+# Microseconds: what Spark and every Parquet reader understand. pandas < 2 (AWS Glue 4.0) only has nanoseconds,
+# and parses ISO 8601 without being told the format.
+_PANDAS_2 = int(pd.__version__.split(".")[0]) >= 2
+TIMESTAMP_DTYPE = "datetime64[us, UTC]" if _PANDAS_2 else "datetime64[ns, UTC]"
+_ISO_FORMAT = {"format": "ISO8601"} if _PANDAS_2 else {}
+_HOUR = pd.tseries.offsets.Hour()
 TAGGED_COLUMNS = ("customer", "timestamp", "reading", "reason", "detail", "raw", "source")
 # The same layout as a Spark DDL schema, for mapInPandas/applyInPandas.
 TAGGED_SPARK_SCHEMA = (
@@ -84,7 +89,7 @@ def _tagged(columns: Mapping[str, Sequence | np.ndarray | pd.Series]) -> pd.Data
         values = columns.get(name)
         if values is None:
             return np.full(length, None, dtype=object)
-        return values.to_numpy() if isinstance(values, pd.Series) else values
+        return values.array if isinstance(values, pd.Series) else values
 
     frame = pd.DataFrame({name: column(name) for name in TAGGED_COLUMNS})
     for name in ("customer", "reason", "detail", "raw", "source"):
@@ -148,7 +153,7 @@ def _assemble(rows: list[tuple], rejected: list[tuple], per_line: bool) -> pd.Da
     """The tagged frame; timestamps are parsed here, vectorised (per row they would dominate the cost)."""
     columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(6)]
     customers, stamps, readings, lines, wheres, numbers = columns
-    parsed = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, errors="coerce", format="ISO8601")
+    parsed = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, errors="coerce", **_ISO_FORMAT)
     unparsable = parsed.isna().to_numpy()
     out_of_range = ~unparsable & ((parsed < EARLIEST) | (parsed >= LATEST)).to_numpy()
     for index in np.flatnonzero(unparsable | out_of_range):
@@ -162,7 +167,7 @@ def _assemble(rows: list[tuple], rejected: list[tuple], per_line: bool) -> pd.Da
     valid = _tagged(
         {
             "customer": np.asarray(customers, dtype=object)[good],
-            "timestamp": parsed[good].dt.floor("h"),
+            "timestamp": parsed[good].dt.floor(_HOUR),
             "reading": np.asarray(readings, dtype="float64")[good],
         }
     )

@@ -101,6 +101,17 @@ def _clear(directory: Path) -> None:
             child.unlink()
 
 
+def curated_table(rows: pd.DataFrame) -> pa.Table:
+    """timestamp as Parquet TIMESTAMP(MICROS, UTC), reading as DOUBLE: the curated schema of both engines."""
+    utc = rows["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[us]")
+    return pa.table(
+        {
+            "timestamp": pa.array(utc, type=pa.timestamp("us", tz="UTC")),
+            "reading": pa.array(rows["reading"].to_numpy(), type=pa.float64()),
+        }
+    )
+
+
 def write_curated(rows: pd.DataFrame, curated: Path) -> int:
     """One Parquet file per customer (rows sorted by customer, then time). Returns the number of customers."""
     if rows.empty:
@@ -109,7 +120,7 @@ def write_curated(rows: pd.DataFrame, curated: Path) -> int:
     codes, _ = pd.factorize(customers)
     boundaries = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist()]
     ends = [*boundaries[1:], len(customers)]
-    table = pa.Table.from_pandas(rows[list(cleaning.CURATED_COLUMNS)], preserve_index=False)
+    table = curated_table(rows)
     for start, end in tqdm(
         zip(boundaries, ends, strict=True), desc="prep: writing customers", total=len(ends), mininterval=2
     ):
