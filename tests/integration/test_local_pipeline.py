@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import tarfile
+from dataclasses import dataclass
 
 import boto3
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from google.protobuf import text_format
 from moto import mock_aws
 from tritonclient.grpc import model_config_pb2
@@ -22,7 +25,7 @@ from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, HORIZON,
 from modelgate.registry import ENVIRONMENTS, PENDING
 from modelgate.triton_images import image_uri
 from pipelines import datagen
-from pipelines.local_runner import LocalRunSettings, LocalStepError, run_pipeline
+from pipelines.local_runner import LocalRunResult, LocalRunSettings, LocalStepError, run_pipeline
 from pipelines.steps import artifact, forecaster, series
 from pipelines.steps.paths import PREP_CURATED
 from sandbox.triton_inprocess import Repository
@@ -32,22 +35,37 @@ BUCKET = "modelgate-artifacts-test"
 PREFIX = f"s3://{BUCKET}/models/{GROUP}/run-1/"
 IMAGE = image_uri("eu-west-1", "25.09")
 SPEC = datagen.DatasetSpec(customers=100, days=42, seed=21)
-# One pipeline run serves every test here: keep them on one xdist worker (pyproject: --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local_pipeline")]
+pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def aws():
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="eu-west-1")
-        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield {"sagemaker": boto3.client("sagemaker", region_name="eu-west-1"), "s3": s3}
+def moto_clients() -> dict:
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return {"sagemaker": boto3.client("sagemaker", region_name="eu-west-1"), "s3": s3}
 
 
-@pytest.fixture(scope="module")
-def run(aws, tmp_path_factory):
+@dataclass
+class Registered:
+    result: LocalRunResult
+    described: dict  # describe_model_package of the registered version
+    objects: dict[str, bytes]  # the version prefix in S3: name -> content
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory) -> Registered:
+    """One pipeline run for the whole test session, even with several xdist workers: the first worker to get
+    here runs it under a file lock in the directory all workers share, the others read its result."""
+    shared = tmp_path_factory.getbasetemp().parent
+    with FileLock(shared / "local-pipeline.lock"):
+        saved = shared / "local-pipeline.pickle"
+        if not saved.exists():
+            saved.write_bytes(pickle.dumps(_register_a_version(shared / "local-pipeline")))
+        return pickle.loads(saved.read_bytes())  # noqa: S301 - written just above by this test session
+
+
+def _register_a_version(work_dir) -> Registered:
     settings = LocalRunSettings(
-        work_dir=tmp_path_factory.mktemp("pipeline"),
+        work_dir=work_dir,
         model_package_group=GROUP,
         dataset=SPEC,
         hyperparameters={"epochs": 4, "steps-per-epoch": 32},
@@ -58,7 +76,22 @@ def run(aws, tmp_path_factory):
         inference_instance_types=("ml.g5.xlarge",),
         progress=False,
     )
-    return run_pipeline(settings, **aws)
+    with mock_aws():  # left before the tests run, so that no other test runs under this mock
+        clients = moto_clients()
+        result = run_pipeline(settings, **clients)
+        described = clients["sagemaker"].describe_model_package(ModelPackageName=result.model_package_arn)
+        key_prefix = PREFIX.removeprefix(f"s3://{BUCKET}/")
+        listing = clients["s3"].list_objects_v2(Bucket=BUCKET, Prefix=key_prefix)["Contents"]
+        objects = {
+            o["Key"].removeprefix(key_prefix): clients["s3"].get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+            for o in listing
+        }
+    return Registered(result, described, objects)
+
+
+@pytest.fixture
+def run(pipeline_run) -> LocalRunResult:
+    return pipeline_run.result
 
 
 def test_a_hundred_customers_are_trained_evaluated_packaged_and_registered(run):
@@ -78,8 +111,8 @@ def test_malformed_records_end_in_quarantine_with_their_count(run):
     assert len(lines) == sum(expected.values())
 
 
-def test_the_registered_version_is_pending_everywhere_with_metrics_and_the_triton_container(run, aws):
-    described = aws["sagemaker"].describe_model_package(ModelPackageName=run.model_package_arn)
+def test_the_registered_version_is_pending_everywhere_with_metrics_and_the_triton_container(pipeline_run):
+    described = pipeline_run.described
     assert described["ModelPackageGroupName"] == GROUP
     assert described["ModelApprovalStatus"] == PENDING
     metadata = described["CustomerMetadataProperties"]
@@ -91,16 +124,12 @@ def test_the_registered_version_is_pending_everywhere_with_metrics_and_the_trito
     assert container == {"Image": IMAGE, "ModelDataUrl": PREFIX}
 
 
-def test_the_version_prefix_holds_every_archive_with_the_manifest_checksums(run, aws):
-    s3 = aws["s3"]
-    key_prefix = PREFIX.removeprefix(f"s3://{BUCKET}/")
-    keys = {o["Key"].removeprefix(key_prefix) for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=key_prefix)["Contents"]}
-    assert keys == {e.archive for e in run.manifest.archives} | {"manifest.json", REPORT_FILE}
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=key_prefix + REPORT_FILE)["Body"].read())
-    assert report["aggregate"]["customers"] == 100
-    for entry in run.manifest.archives[:5]:
-        body = s3.get_object(Bucket=BUCKET, Key=key_prefix + entry.archive)["Body"].read()
-        assert hashlib.sha256(body).hexdigest() == entry.sha256
+def test_the_version_prefix_holds_every_archive_with_the_manifest_checksums(pipeline_run):
+    run, objects = pipeline_run.result, pipeline_run.objects
+    assert set(objects) == {e.archive for e in run.manifest.archives} | {"manifest.json", REPORT_FILE}
+    assert json.loads(objects[REPORT_FILE])["aggregate"]["customers"] == 100
+    for entry in run.manifest.archives:
+        assert hashlib.sha256(objects[entry.archive]).hexdigest() == entry.sha256
 
 
 def archive_files(run, customer: str) -> dict[str, bytes]:
@@ -119,7 +148,7 @@ def test_every_config_pbtxt_parses_with_tritons_model_config(run):
     assert parsed == 4 * 100
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def trained(run):
     return artifact.load(run.work_dir / "train" / "output", scratch=run.work_dir / "loaded-model")
 
@@ -162,7 +191,9 @@ def test_evaluation_writes_the_report_and_a_forecast_plot(run):
     assert len(run.evaluation.per_customer) == 100
 
 
-def test_a_failed_condition_stops_before_packaging_and_registration_with_sharded_training(aws, tmp_path):
+@mock_aws
+def test_a_failed_condition_stops_before_packaging_and_registration_with_sharded_training(tmp_path):
+    aws = moto_clients()
     spec = datagen.DatasetSpec(customers=6, days=24, seed=5, late_start_share=0)
     settings = LocalRunSettings(
         work_dir=tmp_path / "work",
@@ -206,7 +237,9 @@ def test_the_runner_never_deletes_a_directory_it_did_not_make(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
-def test_registering_needs_an_image_a_prefix_and_s3(aws, tmp_path):
+@mock_aws
+def test_registering_needs_an_image_a_prefix_and_s3(tmp_path):
+    aws = moto_clients()
     settings = LocalRunSettings(work_dir=tmp_path, model_package_group=GROUP, progress=False)
     with pytest.raises(ValueError, match="image_uri, model_data_url"):
         run_pipeline(settings, sagemaker=aws["sagemaker"], s3=aws["s3"])

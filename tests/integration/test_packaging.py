@@ -33,12 +33,12 @@ CUSTOMERS = ("cust-00001", "cust-00002", "acme-7")
 GROUP = "energy-forecast"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def models():
     return example_models(CUSTOMERS)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def packaged(models, tmp_path_factory):
     output = tmp_path_factory.mktemp("models")
     manifest = package_models(models, output, GROUP, verify_sample=len(CUSTOMERS), progress=False)
