@@ -58,10 +58,31 @@ class DefinitionError(RuntimeError):
     pass
 
 
+SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
+def _validate_config_once() -> None:
+    """The SDK validates its config against a large JSON schema on every lookup (~0.5 s each, ~60 lookups per
+    definition): validate ours once, then let the lookups through. Nothing else changes."""
+    from sagemaker.core.config.config_manager import SageMakerConfig
+
+    validate = SageMakerConfig.validate_sagemaker_config
+    validate(SDK_CONFIG)
+    frozen = json.dumps(SDK_CONFIG, sort_keys=True)
+
+    def validate_unless_ours(sagemaker_config=None):
+        if json.dumps(sagemaker_config, sort_keys=True) != frozen:
+            validate(sagemaker_config)
+
+    SageMakerConfig.validate_sagemaker_config = staticmethod(validate_unless_ours)
+
+
 def _offline_session(region: str):
     """A PipelineSession that can build a definition without credentials or network."""
     import boto3
     from sagemaker.core.workflow.pipeline_context import PipelineSession
+
+    _validate_config_once()
 
     boto_session = boto3.Session(
         region_name=region,
@@ -72,7 +93,7 @@ def _offline_session(region: str):
         boto_session=boto_session,
         # Never used for uploads (every input is an S3 URI already), but resolving it would call STS and S3.
         default_bucket=placeholder("ArtifactsBucket"),
-        sagemaker_config={"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}},
+        sagemaker_config=SDK_CONFIG,  # telemetry off: it would call STS and an S3 endpoint
     )
 
 
@@ -97,7 +118,7 @@ def image_uri(region: str, instance_type: str) -> str:
     )
 
 
-def build_pipeline(settings: DefinitionSettings):  # noqa: PLR0915 - one linear recipe reads best in one place
+def build_pipeline(settings: DefinitionSettings):
     from sagemaker.core.network import NetworkConfig
     from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import (
