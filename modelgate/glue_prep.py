@@ -122,10 +122,10 @@ def start_prep(body: str, *, glue: Any, sagemaker: Any, job_name: str) -> Outcom
         reason = "Glue prep request rejected: " + "; ".join(problems)
         _fail_step(sagemaker, request.token, reason)
         return Outcome("rejected", detail=reason)
-    existing = _run_for_token(glue, job_name, request.token)
-    if existing:
-        return Outcome("already-started", job_run_id=existing)
     try:
+        existing = _run_for_token(glue, job_name, request.token)
+        if existing:
+            return Outcome("already-started", job_run_id=existing)
         run_id = glue.start_job_run(JobName=job_name, Arguments=request.job_arguments())["JobRunId"]
     except glue.exceptions.ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
