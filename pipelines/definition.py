@@ -42,13 +42,13 @@ PROCESSING_VOLUME_GB = 30
 TRAINING_VOLUME_GB = 50
 
 
-def processing_bootstrap(code_archive: str) -> str:
+def processing_bootstrap(code_archive: str, code_dir: str = CODE_INPUT) -> str:
     """Where processing containers start: unpack the source bundle (the code input: one object, downloaded under
     its own name), install the steps' pinned extra packages (requirements.txt at the bundle's root), then run the
     step script (the first argument) with the job's other arguments."""
     return (
         "set -euo pipefail; src=$(mktemp -d); "
-        f'tar -xzf "{CODE_INPUT}/{code_archive}" -C "$src"; '
+        f'tar -xzf "{code_dir}/{code_archive}" -C "$src"; '
         'python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir -r "$src/requirements.txt"; '
         'cd "$src"; exec python3 "$@"'
     )
