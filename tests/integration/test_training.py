@@ -61,11 +61,14 @@ def test_fill_gaps_carries_the_last_reading_and_zero_before_any():
     assert age[0, 0].item() == float("inf")
 
 
-def test_training_starts_from_the_seasonal_naive_forecast():
+def test_training_starts_from_a_blend_of_last_week_and_the_last_seven_days():
     keys = forecaster.customer_keys(["a", "b"], seed=1)
     params = forecaster.ForecasterParameters.initial(keys, hidden=4, device=torch.device("cpu"))
     windows = torch.randn(2, 3, WINDOW)
-    assert torch.allclose(forecaster.forward(params, windows), windows[..., :HORIZON])  # same hour, one week earlier
+    last_week = windows[..., :HORIZON]  # the same hour one week before the forecast hour
+    same_hour_mean = windows.reshape(2, 3, 7, HORIZON).mean(dim=2)
+    expected = 0.5 * last_week + 0.5 * same_hour_mean
+    assert torch.allclose(forecaster.forward(params, windows), expected, atol=1e-6)
 
 
 def test_each_customer_trains_exactly_as_if_alone(data):
