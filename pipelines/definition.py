@@ -152,7 +152,10 @@ def build_pipeline(settings: DefinitionSettings):
     epochs = ParameterInteger("Epochs", default_value=settings.epochs)
     threshold = ParameterFloat("MetricThreshold", default_value=settings.metric_threshold)
     group = ParameterString("ModelPackageGroup", default_value=settings.model_package_group)
-    parameters = [input_uri, processing_type, training_type, training_count, epochs, threshold, group]
+    # Who starts the run (e-mail), recorded on the model version: approvers may not approve their own models, and
+    # a version without it is not eligible for approval. No default, so every execution must say it.
+    registered_by = ParameterString("RegisteredBy")
+    parameters = [input_uri, processing_type, training_type, training_count, epochs, threshold, group, registered_by]
 
     cpu_image = image_uri(settings.region, settings.processing_instance_type)
     code = ProcessingInput(
@@ -329,6 +332,7 @@ def build_pipeline(settings: DefinitionSettings):
             settings,
             group=group,
             models_uri=models_uri,
+            registered_by=registered_by,
         ),
     )
 
@@ -366,6 +370,7 @@ def build_pipeline(settings: DefinitionSettings):
 # own validation; each is then swapped for its pipeline expression (anything under the version prefix included).
 _SENTINEL_GROUP = "modelgate-sentinel-group"
 _SENTINEL_PREFIX = "s3://modelgate-sentinel-bucket/version/"
+_SENTINEL_REGISTRANT = "registrant@modelgate-sentinel.invalid"
 
 
 def registration_request(settings: DefinitionSettings) -> dict:
@@ -376,21 +381,25 @@ def registration_request(settings: DefinitionSettings) -> dict:
         registration.ModelVersion(
             model_package_group=_SENTINEL_GROUP,
             model_data_url=_SENTINEL_PREFIX,
+            registered_by=_SENTINEL_REGISTRANT,
             image_uri=settings.triton_image_uri,
             inference_instance_types=(settings.inference_instance_type,),
         )
     )
 
 
-def _swap_sentinels(node, *, group, models_uri):
+def _swap_sentinels(node, *, group, models_uri, registered_by):
     from sagemaker.core.workflow.functions import Join
 
+    swap = {"group": group, "models_uri": models_uri, "registered_by": registered_by}
     if isinstance(node, dict):
-        return {key: _swap_sentinels(value, group=group, models_uri=models_uri) for key, value in node.items()}
+        return {key: _swap_sentinels(value, **swap) for key, value in node.items()}
     if isinstance(node, list):
-        return [_swap_sentinels(value, group=group, models_uri=models_uri) for value in node]
+        return [_swap_sentinels(value, **swap) for value in node]
     if node == _SENTINEL_GROUP:
         return group
+    if node == _SENTINEL_REGISTRANT:
+        return registered_by
     if isinstance(node, str) and node.startswith(_SENTINEL_PREFIX):
         return Join(on="", values=[models_uri, "/" + node.removeprefix(_SENTINEL_PREFIX)])
     if isinstance(node, str) and "modelgate-sentinel" in node:
@@ -398,11 +407,13 @@ def _swap_sentinels(node, *, group, models_uri):
     return node
 
 
-def _register_arguments(session, settings: DefinitionSettings, *, group, models_uri):
+def _register_arguments(session, settings: DefinitionSettings, *, group, models_uri, registered_by):
     """The ModelStep's step arguments: the CreateModelPackage request of pipelines/registration.py."""
     from sagemaker.core.model_registry import create_model_package_from_containers
 
-    request = _swap_sentinels(registration_request(settings), group=group, models_uri=models_uri)
+    request = _swap_sentinels(
+        registration_request(settings), group=group, models_uri=models_uri, registered_by=registered_by
+    )
     # The SDK composes a ModelStep from a CreateModelPackage request it intercepts under a PipelineSession; the
     # "model" only has to say which session built it (no repacking, no model object of the SDK's own).
     session.init_model_step_arguments(SimpleNamespace(sagemaker_session=session))

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from pipelines.definition_inputs import DefinitionSettings
-from pipelines.steps.paths import REQUIREMENTS_FILE, RUNTIME_SOURCES
+from pipelines.steps.paths import REQUIREMENTS_FILE, RUNTIME_SOURCES, STEP_SCRIPTS
 from stacks.lambda_bundle import CACHE, ROOT, _cached, _digest
 
 # Sources whose content shapes the definition (besides the settings and the SDK).
@@ -75,6 +75,9 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 def code_bundle() -> Path:
     """sourcedir.tar.gz: byte-identical for identical sources (sorted, fixed times and owners, gzip mtime 0)."""
     files = _files(RUNTIME_SOURCES)
+    missing = sorted(set(STEP_SCRIPTS.values()) - {str(f.relative_to(ROOT)) for f in files})
+    if missing:
+        raise DefinitionBuildError(f"the pipeline runs {missing}, which RUNTIME_SOURCES does not bundle")
     requirements = (ROOT / REQUIREMENTS_FILE).read_bytes()
 
     def build(into: Path) -> None:

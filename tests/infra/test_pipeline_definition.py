@@ -21,6 +21,7 @@ PARAMETERS = {
     "Epochs",
     "MetricThreshold",
     "ModelPackageGroup",
+    "RegisteredBy",
 }
 
 
@@ -120,6 +121,7 @@ def test_parameters_default_to_the_environment_config(definition, config, env):
     }
     assert parameters["ModelPackageGroup"]["DefaultValue"] == config.project.model_package_group
     assert parameters["InputDataUri"]["DefaultValue"].startswith("s3://<Output PublishOutputRefRawData")
+    assert "DefaultValue" not in parameters["RegisteredBy"], "whoever starts a run must say who they are"
 
 
 def test_environments_differ_where_their_config_does(definition, config):
@@ -240,12 +242,14 @@ def test_registration_is_the_request_of_pipelines_registration(definition, confi
         {
             "Steps.Package.ProcessingOutputConfig.Outputs['models'].S3Output.S3Uri": prefix,
             "Parameters.ModelPackageGroup": config.project.model_package_group,
+            "Parameters.RegisteredBy": "scientist@example.com",
         },
     )
     expected = registration.model_package_request(
         registration.ModelVersion(
             model_package_group=config.project.model_package_group,
             model_data_url=prefix + "/",
+            registered_by="scientist@example.com",
             image_uri=image_uri(settings.region, settings.serving.triton_version),
             inference_instance_types=(settings.serving.instance_type,),
         )
@@ -253,7 +257,10 @@ def test_registration_is_the_request_of_pipelines_registration(definition, confi
     assert actual.pop("SkipModelValidation") == "None"  # added by the SDK: validation is SageMaker's default
     assert actual == expected
     assert actual["ModelApprovalStatus"] == PENDING
-    assert actual["CustomerMetadataProperties"] == dict.fromkeys(ENVIRONMENTS, PENDING)
+    assert actual["CustomerMetadataProperties"] == {
+        **dict.fromkeys(ENVIRONMENTS, PENDING),
+        registration.REGISTERED_BY_KEY: "scientist@example.com",
+    }
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
