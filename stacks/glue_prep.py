@@ -140,7 +140,7 @@ class GluePrep(Construct):
         self.start = PipelineFunction(
             self,
             "Start",
-            handler="glue_prep_start.handler",
+            handler="lambdas.glue_prep_start.handler",
             description="ModelGate Glue prep: start the job run a pipeline CallbackStep asks for",
             environment=environment,
             layer=layer,
@@ -158,7 +158,7 @@ class GluePrep(Construct):
         self.finish = PipelineFunction(
             self,
             "Finish",
-            handler="glue_prep_finish.handler",
+            handler="lambdas.glue_prep_finish.handler",
             description="ModelGate Glue prep: report the job run's end to the waiting pipeline step",
             environment=environment,
             layer=layer,
