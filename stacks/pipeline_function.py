@@ -15,13 +15,20 @@ from constructs import Construct
 from stacks.lambda_bundle import ARCHITECTURE, RUNTIME, function_code
 
 
-def encrypted_queue(scope: Construct, construct_id: str, *, key: kms.IKey, **kwargs) -> sqs.Queue:
+def encrypted_queue(scope: Construct, construct_id: str, *, key: kms.IKey | None, **kwargs) -> sqs.Queue:
+    """KMS with the environment's data key, or (key=None) SQS-managed encryption for queues an AWS service
+    writes to on its own behalf (an EventBridge target's DLQ), which the data key's policy does not admit."""
+    encryption = {"encryption": sqs.QueueEncryption.SQS_MANAGED}
+    if key is not None:
+        encryption = {
+            "encryption": sqs.QueueEncryption.KMS,
+            "encryption_master_key": key,
+            "data_key_reuse": Duration.hours(1),  # fewer KMS calls
+        }
     return sqs.Queue(
         scope,
         construct_id,
-        encryption=sqs.QueueEncryption.KMS,
-        encryption_master_key=key,
-        data_key_reuse=Duration.hours(1),  # fewer KMS calls; the key is the environment's data key
+        **encryption,
         enforce_ssl=True,
         retention_period=Duration.days(14),  # the longest SQS allows: time to look at what failed
         **kwargs,
@@ -62,8 +69,9 @@ class PipelineFunction(Construct):
         # No AWS managed policy (nag IAM4): its own log group, plus what the owner grants.
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
         self.log_group.grant_write(self.role)
-        # Asynchronous invocations (EventBridge) that still fail after Lambda's retries land here.
-        self.dead_letters = encrypted_queue(self, "DeadLetters", key=key) if asynchronous else None
+        # Asynchronous invocations (EventBridge) that still fail after Lambda's retries land here, and events
+        # EventBridge could not deliver: SQS-managed encryption, since EventBridge itself writes to it.
+        self.dead_letters = encrypted_queue(self, "DeadLetters", key=None) if asynchronous else None
         self.function = lambda_.Function(
             self,
             "Function",
