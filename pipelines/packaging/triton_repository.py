@@ -34,6 +34,7 @@ from modelgate.model_repository import (
     ENSEMBLE_INPUT,
     ENSEMBLE_OUTPUT,
     HORIZON,
+    MAX_BATCH_SIZE,
     ONNX_INPUT,
     ONNX_OUTPUT,
     WINDOW,
@@ -45,7 +46,6 @@ from modelgate.model_repository import (
 from pipelines.packaging import onnx_export
 from pipelines.steps.forecaster import ForecasterParameters, Hyperparameters, TrainedModels, customer_keys
 
-MAX_BATCH_SIZE = 64
 TRITON_SOURCES = Path(__file__).resolve().parent / "triton"
 _ENSEMBLE_WINDOW = "normalised_window"
 _ENSEMBLE_FORECAST = "normalised_forecast"

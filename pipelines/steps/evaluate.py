@@ -118,8 +118,10 @@ def plot(forecasts: Forecasts, report: EvaluationReport, path: Path, count: int 
     import matplotlib.pyplot as plt
 
     ranked = sorted(report.per_customer, key=lambda m: m.mape_ratio)
-    picks = [ranked[0], ranked[len(ranked) // 2], ranked[-1], *ranked[1:-1]][: min(count, len(ranked))]
-    unique = list(dict.fromkeys(m.customer for m in picks))
+    roles = {ranked[0].customer: "best", ranked[len(ranked) // 2].customer: "median", ranked[-1].customer: "worst"}
+    for metrics in ranked[1:-1]:  # more plots than roles: the next best ones
+        roles.setdefault(metrics.customer, "also shown")
+    unique = list(roles)[: max(1, count)]
     figure, axes = plt.subplots(len(unique), 1, figsize=(12, 2.8 * len(unique)), squeeze=False)
     for axis, customer in zip(axes[:, 0], unique, strict=True):
         index = forecasts.customers.index(customer)
@@ -134,7 +136,7 @@ def plot(forecasts: Forecasts, report: EvaluationReport, path: Path, count: int 
                   label=f"model (MAPE {metrics.mape:.1%})")  # fmt: skip
         for day in range(0, len(hours) + 1, HORIZON):
             axis.axvline(day, color="0.9", linewidth=0.6, zorder=0)
-        axis.set_title(f"{customer}: MAPE ratio {metrics.mape_ratio:.2f}", fontsize=10, loc="left")
+        axis.set_title(f"{customer} ({roles[customer]}): MAPE ratio {metrics.mape_ratio:.2f}", fontsize=10, loc="left")
         axis.set_ylabel("kWh")
         axis.legend(loc="upper left", fontsize=8, ncol=4, frameon=False)
     axes[-1, 0].set_xlabel("hours from the start of the held-out tail (each day forecast from the week before)")

@@ -17,13 +17,14 @@ from modelgate.model_repository import (
     ENSEMBLE_INPUT,
     ENSEMBLE_OUTPUT,
     HORIZON,
+    MAX_BATCH_SIZE,
     WINDOW,
     Manifest,
     archive_name,
     model_names,
 )
 from pipelines.packaging import onnx_export
-from pipelines.packaging.triton_repository import MAX_BATCH_SIZE, Packager, example_models, pack, package_models
+from pipelines.packaging.triton_repository import Packager, example_models, pack, package_models
 from pipelines.steps import artifact, forecaster, package
 from pipelines.steps.paths import OPT_ML_ENV, PackagePaths, StepInputError
 from sandbox.triton_inprocess import ModelFailedError, Repository, parse_config
