@@ -130,9 +130,13 @@ def definition_hash(settings: DefinitionSettings) -> str:
     return _content_hash(_files(DEFINITION_SOURCES), settings.to_json().encode(), _sdk_versions())
 
 
-def generate_definition(settings: DefinitionSettings) -> str:
-    """Run pipelines/definition.py in a sealed child process; returns the definition JSON text."""
-    closed = "http://127.0.0.1:9"  # discard port: nothing listens, so any request fails at once
+CLOSED_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, so any request fails at once
+
+
+def generate_definition(settings: DefinitionSettings, *, proxy: str = CLOSED_PROXY) -> str:
+    """Run pipelines/definition.py in a sealed child process; returns the definition JSON text.
+
+    `proxy` receives every HTTP(S) request the child makes (tests point it at a listener that counts them)."""
     with tempfile.TemporaryDirectory(prefix="modelgate-definition-") as home:
         environment = {
             "PATH": "/usr/bin:/bin",
@@ -143,8 +147,8 @@ def generate_definition(settings: DefinitionSettings) -> str:
             "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_CONFIG_FILE": str(Path(home) / "none"),
             "AWS_SHARED_CREDENTIALS_FILE": str(Path(home) / "none"),
-            "HTTP_PROXY": closed,
-            "HTTPS_PROXY": closed,
+            "HTTP_PROXY": proxy,
+            "HTTPS_PROXY": proxy,
             "NO_PROXY": "",
         }
         result = subprocess.run(

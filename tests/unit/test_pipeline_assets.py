@@ -7,9 +7,11 @@ import gzip
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -109,14 +111,44 @@ def test_bootstrap_stops_at_the_first_failing_command(tmp_path):
     assert "missing.gz" in result.stderr
 
 
-def test_definition_is_built_offline_in_a_sealed_process_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline_assets, "CACHE", tmp_path)
-    text = pipeline_assets.generate_definition(SETTINGS)
+@pytest.fixture
+def counting_proxy():
+    """A local listener standing in for the network: records every connection the definition build opens."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    connections: list[bytes] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(1)
+                try:
+                    connections.append(connection.recv(200))
+                except OSError:
+                    connections.append(b"")
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", connections
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_definition_is_built_without_a_single_network_request(counting_proxy):
+    proxy, connections = counting_proxy
+    text = pipeline_assets.generate_definition(SETTINGS, proxy=proxy)
     definition = json.loads(text)
     parameters = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
     assert parameters["TrainingInstanceCount"] == 2
     assert parameters["Epochs"] == 3
     assert parameters["MetricThreshold"] == 0.9
+    assert connections == [], f"the SDK tried the network: {connections}"
     assert pipeline_assets.generate_definition(SETTINGS) == text, "deterministic: same settings, same definition"
 
 
