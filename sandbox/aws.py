@@ -8,6 +8,7 @@ as AWS does. Real code needs no change: boto3 honours AWS_ENDPOINT_URL and the c
 from __future__ import annotations
 
 import logging
+import urllib.request
 import warnings
 from typing import Any
 
@@ -81,10 +82,18 @@ class LocalAws:
         warnings.filterwarnings("ignore", message="Tried to parse .* not supported by moto", category=UserWarning)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
+        # moto keeps its backends per process, not per server: start from nothing, whatever ran here before.
+        self._reset()
         return self
+
+    def _reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - our own http://127.0.0.1 server
+            pass
 
     def __exit__(self, *exc: object) -> None:
         if self._server is not None:
+            self._reset()  # leave nothing behind for the next stand-in in this process
             self._server.stop()
             self._server = None
         self._accounts.clear()

@@ -8,6 +8,7 @@ from constructs import Construct
 
 from modelgate.config import Environment, Project
 from stacks.nag import apply_nag
+from stacks.pipeline_stack import PipelineStack
 from stacks.storage_stack import StorageStack
 
 
@@ -21,7 +22,10 @@ class ModelGateStage(Stage):
         self.settings = environment
         # Stateful stacks of later environments may not be deleted by accident.
         protect = environment.name in ("uat", "prod")
-        self.storage = StorageStack(self, "Storage", termination_protection=protect)
+        self.storage = StorageStack(
+            self, "Storage", model_package_group=project.model_package_group, termination_protection=protect
+        )
+        self.pipeline = PipelineStack(self, "Pipeline", project=project, environment=environment, storage=self.storage)
 
         Tags.of(self).add("modelgate:project", project.name)
         Tags.of(self).add("modelgate:environment", environment.name)

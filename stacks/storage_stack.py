@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.secure_bucket import AccessLogsBucket, SecureBucket
 
 
 class StorageStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, model_package_group: str, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
 
         self.key = kms.Key(
@@ -39,3 +40,13 @@ class StorageStack(Stack):
         self.artifacts = bucket("Artifacts")
         # What the multi-model endpoint serves: only archives of approved model versions are copied here.
         self.model_repository = bucket("ModelRepository")
+
+        # The Model Registry group every model version of this environment is registered in: its versions and
+        # their approval metadata are the approval history, so it is retained like the data.
+        self.model_package_group = sagemaker.CfnModelPackageGroup(
+            self,
+            "ModelPackageGroup",
+            model_package_group_name=model_package_group,
+            model_package_group_description="ModelGate: one version per training pipeline run that passed its gate",
+        )
+        self.model_package_group.apply_removal_policy(RemovalPolicy.RETAIN)

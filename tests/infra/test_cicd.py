@@ -16,13 +16,16 @@ def pipeline(synth, config):
 
 def test_environments_deploy_in_promotion_order_after_synth_and_self_update(pipeline, config):
     names = [stage["Name"] for stage in pipeline["Stages"]]
-    assert names == ["Source", "Build", "UpdatePipeline"] + [f"{config.project.name}-{env}" for env in ENVIRONMENTS]
+    # "Assets": CDK Pipelines publishes the stages' file assets (Lambda code, step code) before deploying them.
+    assert names == ["Source", "Build", "UpdatePipeline", "Assets"] + [
+        f"{config.project.name}-{env}" for env in ENVIRONMENTS
+    ]
 
 
 def test_a_person_approves_before_uat_and_prod_only(pipeline):
     approvals = {
         stage["Name"].rsplit("-", 1)[1]: [a for a in stage["Actions"] if a["ActionTypeId"]["Category"] == "Approval"]
-        for stage in pipeline["Stages"][3:]
+        for stage in pipeline["Stages"][4:]
     }
     assert {env for env, actions in approvals.items() if actions} == {"uat", "prod"}
     for env in ("uat", "prod"):
@@ -38,7 +41,7 @@ def test_a_person_approves_before_uat_and_prod_only(pipeline):
 
 
 def test_each_environment_is_deployed_with_its_own_accounts_bootstrap_role(pipeline, config):
-    for stage in pipeline["Stages"][3:]:
+    for stage in pipeline["Stages"][4:]:
         env = stage["Name"].rsplit("-", 1)[1]
         account = config.environments[env].account
         for action in stage["Actions"]:

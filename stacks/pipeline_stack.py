@@ -1,0 +1,163 @@
+"""The training pipeline of one environment (stateless): the SageMaker Pipeline and, when the environment's
+`prep.engine` is `glue`, the Glue job and its callback Lambdas. Data, key and model package group are the
+Storage stack's."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from constructs import Construct
+
+from modelgate.config import Environment, Project
+from modelgate.triton_images import image_uri
+from pipelines.definition_inputs import DefinitionSettings
+from stacks.glue_prep import GluePrep
+from stacks.lambda_bundle import dependencies_layer
+from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
+from stacks.storage_stack import StorageStack
+from stacks.training_pipeline import TrainingPipeline
+
+
+def definition_settings(project: Project, environment: Environment) -> DefinitionSettings:
+    return DefinitionSettings(
+        region=environment.region,
+        model_package_group=project.model_package_group,
+        prep_engine=environment.prep.engine,
+        processing_instance_type=environment.prep.processing_instance_type,
+        training_instance_type=environment.training.instance_type,
+        training_instance_count=environment.training.instance_count,
+        max_runtime_seconds=environment.training.max_runtime_minutes * 60,
+        epochs=environment.training.epochs,
+        metric_threshold=environment.training.metric_threshold,
+        triton_image_uri=image_uri(environment.region, environment.serving.triton_version),
+        inference_instance_type=environment.serving.instance_type,
+    )
+
+
+class PipelineStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        project: Project,
+        environment: Environment,
+        storage: StorageStack,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        settings = definition_settings(project, environment)
+        data = {
+            "key": storage.key,
+            "raw_data": storage.raw_data,
+            "curated_data": storage.curated_data,
+            "artifacts": storage.artifacts,
+        }
+        self.glue_prep: GluePrep | None = None
+        if settings.prep_engine == "glue":
+            self.glue_prep = GluePrep(
+                self,
+                "GluePrep",
+                **data,
+                layer=dependencies_layer(self),
+                glue_version=environment.prep.glue_version,
+                worker_type=environment.prep.glue_worker_type,
+                workers=environment.prep.glue_workers,
+                timeout_minutes=environment.training.max_runtime_minutes,
+            )
+        self.training = TrainingPipeline(
+            self,
+            "Training",
+            settings=settings,
+            **data,
+            model_package_group_arn=storage.model_package_group.attr_model_package_group_arn,
+            glue_requests=self.glue_prep.requests if self.glue_prep else None,
+        )
+        if self.glue_prep:
+            self.glue_prep.answer_pipeline(self.training.pipeline_arn)
+        self._suppress_reviewed_wildcards()
+
+    def _suppress_reviewed_wildcards(self) -> None:
+        """Each wildcard below is scoped as far as IAM allows; anything new still fails the nag test."""
+        s3_grants = (*S3_GRANT_ACTIONS, *KMS_GRANT_ACTIONS)
+
+        def objects(*buckets: str) -> list:
+            return [regex(rf"Resource::<{bucket}[0-9A-F]{{8}}\.Arn>\/\*") for bucket in buckets]
+
+        def logs(group: str) -> object:
+            return regex(rf"Resource::arn:aws:logs:[a-z0-9-]+:\d{{12}}:log-group:{group}")
+
+        job_reason = (
+            "SageMaker job role: CDK grant_* on the environment's data buckets (objects of those buckets only) and "
+            "its KMS key; its own CloudWatch log group's streams (named after the job, unknown before it runs); "
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData (conditioned on the /aws/sagemaker/ namespaces) "
+            "have no resource-level permissions (Resource::*)."
+        )
+        roles = {
+            "Training/TrainingRole": (["CuratedData", "Artifacts"], r"\/aws\/sagemaker\/TrainingJobs:\*"),
+            "Training/EvaluationRole": (["CuratedData", "Artifacts"], r"\/aws\/sagemaker\/ProcessingJobs:\*"),
+        }
+        if self.training.prep_role is not None:
+            roles["Training/PrepRole"] = (
+                ["RawData", "CuratedData", "Artifacts"],
+                r"\/aws\/sagemaker\/ProcessingJobs:\*",
+            )
+        for path, (buckets, group) in roles.items():
+            suppress(
+                self,
+                f"{path}/DefaultPolicy/Resource",
+                {"AwsSolutions-IAM5": job_reason},
+                {"AwsSolutions-IAM5": [*s3_grants, *objects(*buckets), logs(group), "Resource::*"]},
+            )
+        suppress(
+            self,
+            "Training/ExecutionRole/DefaultPolicy/Resource",
+            {
+                "AwsSolutions-IAM5": "Pipeline execution role: SageMaker Pipelines names the jobs it starts "
+                "pipelines-<execution>-<step>-<suffix> at run time (processing-job/pipelines-*, "
+                "training-job/pipelines-*); model package versions get their number at registration "
+                "(model-package/<group>/*); the evaluation report is read from <execution>/evaluation/ of the "
+                "artifacts bucket (CDK grant_read with that key pattern); the Glue request queue's KMS grant."
+            },
+            {
+                "AwsSolutions-IAM5": [
+                    *s3_grants,
+                    regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/\*\/evaluation\/\*"),
+                    regex(r"Resource::arn:aws:sagemaker:[a-z0-9-]+:\d{12}:(processing|training)-job\/pipelines-\*"),
+                    regex(r"Resource::arn:aws:sagemaker:[a-z0-9-]+:\d{12}:model-package\/[a-z0-9-]+\/\*"),
+                ]
+            },
+        )
+        if self.glue_prep is None:
+            return
+        suppress(
+            self,
+            "GluePrep/JobRole/DefaultPolicy/Resource",
+            {
+                "AwsSolutions-IAM5": "Glue job role: CDK grant_* on the raw, curated and artifacts buckets (their "
+                "objects only) and the KMS key of the security configuration; Glue's log groups /aws-glue/* (named "
+                "by Glue after the security configuration and role); cloudwatch:PutMetricData has no resource-level "
+                "permissions (Resource::*, conditioned on the Glue namespace)."
+            },
+            {
+                "AwsSolutions-IAM5": [
+                    *s3_grants,
+                    *objects("RawData", "CuratedData", "Artifacts"),
+                    logs(r"\/aws-glue\/\*"),
+                    "Resource::*",
+                ]
+            },
+        )
+        for function in ("Start", "Finish"):
+            suppress(
+                self,
+                f"GluePrep/{function}/Role/DefaultPolicy/Resource",
+                {
+                    "AwsSolutions-IAM5": "Answers the CallbackStep of this pipeline's executions only: execution ARNs "
+                    "(pipeline/<this pipeline>/execution/<id>) exist only at run time."
+                },
+                {
+                    "AwsSolutions-IAM5": [
+                        regex(r"Resource::arn:aws:sagemaker:[a-z0-9-]+:\d{12}:pipeline\/[a-z0-9-]+\/execution\/\*")
+                    ]
+                },
+            )

@@ -1,0 +1,161 @@
+"""The CloudFormation around the training pipeline: roles, KMS, the Glue engine and its callback plumbing, and the
+model package group in the stateful stack. What a security review of the Pipeline stack would check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelgate.environments import ENVIRONMENTS
+
+
+def statements(template, role_prefix: str) -> list[dict]:
+    policies = [
+        policy["Properties"]["PolicyDocument"]["Statement"]
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        if any(role["Ref"].startswith(role_prefix) for role in policy["Properties"]["Roles"])
+    ]
+    assert policies, f"no policy attached to {role_prefix}*"
+    return [statement for policy in policies for statement in policy]
+
+
+def actions_of(statement: dict) -> list[str]:
+    return [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+
+
+def resources_of(statement: dict) -> list:
+    return statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_model_package_group_is_in_the_retained_storage_stack(template, config, env):
+    storage = template(env, "Storage")
+    (group,) = storage.find_resources("AWS::SageMaker::ModelPackageGroup").values()
+    assert group["Properties"]["ModelPackageGroupName"] == config.project.model_package_group
+    assert group["DeletionPolicy"] == "Retain"
+    assert group["UpdateReplacePolicy"] == "Retain"
+    template(env, "Pipeline").resource_count_is("AWS::SageMaker::ModelPackageGroup", 0)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_execution_role_passes_only_the_step_roles_and_only_to_sagemaker(template, env):
+    pipeline = template(env, "Pipeline")
+    (passing,) = [s for s in statements(pipeline, "TrainingExecutionRole") if "iam:PassRole" in actions_of(s)]
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    passed = {r["Fn::GetAtt"][0] for r in resources_of(passing)}
+    expected = {"TrainingTrainingRole", "TrainingEvaluationRole"} | (
+        {"TrainingPrepRole"} if env != "test" else set()  # test preps with Glue, not a Processing job
+    )
+    assert {logical[:-8] for logical in passed} == expected
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_execution_role_starts_only_pipeline_jobs_and_registers_only_into_its_group(template, config, env):
+    pipeline = template(env, "Pipeline")
+    text = json.dumps(statements(pipeline, "TrainingExecutionRole"))
+    for statement in statements(pipeline, "TrainingExecutionRole"):
+        if any(action.startswith("sagemaker:Create") for action in actions_of(statement)):
+            for resource in resources_of(statement):
+                rendered = json.dumps(resource)
+                assert (
+                    "-job/pipelines-*" in rendered
+                    or f"model-package/{config.project.model_package_group}/*" in rendered
+                    or "ModelPackageGroupArn" in rendered
+                ), rendered
+    assert '"Resource": "*"' not in text
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_job_roles_pull_only_the_step_images_and_read_only_their_code_object(template, env):
+    pipeline = template(env, "Pipeline")
+    for role in ("TrainingTrainingRole", "TrainingEvaluationRole"):
+        found = statements(pipeline, role)
+        (ecr,) = [s for s in found if "ecr:BatchGetImage" in actions_of(s)]
+        assert resources_of(ecr) == ["arn:aws:ecr:eu-west-1:763104351884:repository/pytorch-training"]
+        (code,) = [s for s in found if actions_of(s) == ["s3:GetObject"]]
+        (resource,) = resources_of(code)
+        assert resource.startswith("arn:aws:s3:::cdk-"), resource
+        assert resource.endswith(".gz"), "one object: the bundle (CDK names file assets <hash>.<last extension>)"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_only_the_prep_role_reads_raw_data(template, env):
+    pipeline = template(env, "Pipeline")
+    for role in ("TrainingTrainingRole", "TrainingEvaluationRole", "TrainingExecutionRole"):
+        assert "RawData" not in json.dumps(statements(pipeline, role)), role
+
+
+def test_glue_engine_job_is_encrypted_bookmark_free_and_sized_from_config(template, config):
+    settings = config.environments["test"].prep
+    pipeline = template("test", "Pipeline")
+    (job,) = pipeline.find_resources("AWS::Glue::Job").values()
+    props = job["Properties"]
+    assert props["GlueVersion"] == settings.glue_version
+    assert props["WorkerType"] == settings.glue_worker_type
+    assert props["NumberOfWorkers"] == settings.glue_workers
+    assert props["Command"]["Name"] == "glueetl"
+    assert props["Command"]["ScriptLocation"].endswith(".py")
+    assert props["DefaultArguments"]["--job-bookmark-option"] == "job-bookmark-disable"
+    assert props["DefaultArguments"]["--extra-py-files"].endswith(".zip")
+    (security,) = pipeline.find_resources("AWS::Glue::SecurityConfiguration").values()
+    assert props["SecurityConfiguration"] == {
+        "Ref": next(iter(pipeline.find_resources("AWS::Glue::SecurityConfiguration")))
+    }
+    encryption = security["Properties"]["EncryptionConfiguration"]
+    assert encryption["S3Encryptions"][0]["S3EncryptionMode"] == "SSE-KMS"
+    assert encryption["CloudWatchEncryption"]["CloudWatchEncryptionMode"] == "SSE-KMS"
+    assert encryption["JobBookmarksEncryption"]["JobBookmarksEncryptionMode"] == "CSE-KMS"
+
+
+def test_glue_callback_plumbing_has_dead_letters_and_alarms(template):
+    pipeline = template("test", "Pipeline")
+    queues = pipeline.find_resources("AWS::SQS::Queue")
+    for logical, queue in queues.items():
+        if logical.startswith("GluePrepFinishDeadLetters"):
+            # EventBridge writes undeliverable events here itself: a customer key would have to admit it.
+            assert queue["Properties"]["SqsManagedSseEnabled"] is True
+        else:
+            assert "KmsMasterKeyId" in queue["Properties"], f"{logical} is encrypted with the data key"
+    (requests,) = [
+        q for logical, q in queues.items() if logical.startswith("GluePrepRequests") and "Dead" not in logical
+    ]
+    assert requests["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 5
+    (mapping,) = pipeline.find_resources("AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    (rule,) = pipeline.find_resources("AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.glue"]
+    assert pattern["detail-type"] == ["Glue Job State Change"]
+    assert set(pattern["detail"]["state"]) == {"SUCCEEDED", "FAILED", "TIMEOUT", "STOPPED", "ERROR"}
+    (target,) = rule["Properties"]["Targets"]
+    assert "DeadLetterConfig" in target
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8
+    alarms = pipeline.find_resources("AWS::CloudWatch::Alarm")
+    # errors of both functions, the requests DLQ, the finish function's DLQ
+    assert len(alarms) == 4
+
+
+def test_callback_functions_answer_only_this_pipeline(template):
+    pipeline = template("test", "Pipeline")
+    (name,) = [p["Properties"]["PipelineName"] for p in pipeline.find_resources("AWS::SageMaker::Pipeline").values()]
+    for role in ("GluePrepStartRole", "GluePrepFinishRole"):
+        answering = [s for s in statements(pipeline, role) if any(a.startswith("sagemaker:") for a in actions_of(s))]
+        assert answering, role
+        for statement in answering:
+            for resource in resources_of(statement):
+                assert f":pipeline/{name}" in json.dumps(resource), resource
+
+
+def test_environments_without_glue_have_no_glue_plumbing(template):
+    dev = template("dev", "Pipeline")
+    for kind in ("AWS::Glue::Job", "AWS::SQS::Queue", "AWS::Lambda::Function", "AWS::Events::Rule"):
+        dev.resource_count_is(kind, 0)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_pipeline_is_named_by_cdk_and_unique_per_environment(template, env):
+    (pipeline,) = template(env, "Pipeline").find_resources("AWS::SageMaker::Pipeline").values()
+    name = pipeline["Properties"]["PipelineName"]
+    assert name == name.lower()
+    assert env in name
