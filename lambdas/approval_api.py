@@ -1,0 +1,141 @@
+"""Approval API (API Gateway REST, Lambda proxy): the pages behind the e-mail links and the decisions.
+
+GET  /links/{action}?token=...  confirmation page (signs the approver in first); changes nothing
+POST /links/{action}            the decision (form: token, csrf, reason)
+GET  /auth/callback             end of the OIDC sign-in: sets the session cookie, back to the page
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from urllib.parse import quote
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+from modelgate.approval import decisions, pages, signin, web
+from modelgate.approval.services import Services
+from modelgate.approval.settings import ApprovalSettings, SignInSettings
+from modelgate.jwt_auth import JwksCache, JwksUnavailable
+
+logger = Logger(service="modelgate-approval-api")
+
+
+@cache
+def runtime() -> tuple[Services, SignInSettings, JwksCache]:
+    settings = ApprovalSettings.from_environ()
+    sign_in = SignInSettings.from_environ()
+    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    return Services.from_session(settings, boto3.Session()), sign_in, JwksCache(url=sign_in.jwks_url)
+
+
+def _refused(refused: decisions.DecisionRefused) -> dict:
+    logger.info("refused", extra={"reason": refused.reason, "detail": refused.message})
+    return web.html_response(refused.status, pages.refusal(refused.title, refused.message))
+
+
+def links_page(event: APIGatewayProxyEvent, action: str) -> dict:
+    services, sign_in, keys = runtime()
+    api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
+    token = event.get_query_string_value("token") or ""
+    try:
+        link = decisions.read_link(services, token, action)  # bad links are refused before any sign-in
+        approver = signin.session_approver(sign_in, keys, web.session_cookie(web.read_cookies(event.headers), secure))
+    except decisions.DecisionRefused as refused:
+        return _refused(refused)
+    except signin.NotSignedIn:
+        location, state = signin.begin_sign_in(
+            sign_in,
+            services.signer,
+            api_url=api_url,
+            return_to=f"/links/{action}?token={quote(token)}",
+            now=services.epoch(),
+        )
+        return web.redirect(location, [web.set_cookie(signin.SIGN_IN_COOKIE, state, signin.SIGN_IN_SECONDS, secure)])
+    logger.append_keys(model_package_arn=link.model_package_arn, action=action)
+    try:
+        review = decisions.review(services, token, action, approver)
+    except decisions.DecisionRefused as refused:
+        return _refused(refused)
+    return web.html_response(200, pages.confirmation(review, api_url))
+
+
+def decide(event: APIGatewayProxyEvent, action: str) -> dict:
+    services, sign_in, keys = runtime()
+    api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
+    if not web.same_origin(event.headers, api_url):
+        return web.html_response(403, pages.refusal("Refused", "Decisions can only be posted from ModelGate's page."))
+    try:
+        form = web.read_form(event.body, event.is_base64_encoded)
+    except (ValueError, UnicodeDecodeError):
+        return web.html_response(400, pages.refusal("Bad request", "The form could not be read."))
+    try:
+        approver = signin.session_approver(sign_in, keys, web.session_cookie(web.read_cookies(event.headers), secure))
+    except signin.NotSignedIn:
+        return web.html_response(
+            401, pages.refusal("Please sign in again", "Your session has expired. Open the link from the e-mail again.")
+        )
+    try:
+        outcome = decisions.decide(
+            services, form.get("token", ""), action, approver, form.get("csrf"), form.get("reason", "")
+        )
+    except decisions.DecisionRefused as refused:
+        return _refused(refused)
+    decision = outcome.decision
+    logger.info(
+        "decided",
+        extra={
+            "model_version": decision.model_version,
+            "state": decision.state,
+            "decided_by": decision.decided_by,
+            "decision_id": decision.decision_id,
+            "resumed": outcome.resumed,
+        },
+    )
+    return web.html_response(200, pages.result(outcome))
+
+
+def callback(event: APIGatewayProxyEvent) -> dict:
+    services, sign_in, keys = runtime()
+    api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
+    if event.get_query_string_value("error"):
+        message = f"The identity provider said: {event.get_query_string_value('error')}."
+        return web.html_response(400, pages.refusal("Sign-in failed", message))
+    now = services.epoch()
+    try:
+        signed_in = signin.finish_sign_in(
+            sign_in,
+            services.signer,
+            keys,
+            api_url=api_url,
+            code=event.get_query_string_value("code") or "",
+            state=event.get_query_string_value("state") or "",
+            cookie=web.sign_in_cookie(web.read_cookies(event.headers), secure),
+            now=now,
+        )
+    except (signin.SignInFailed, JwksUnavailable) as error:
+        logger.warning("sign-in failed", extra={"detail": str(error)})
+        return web.html_response(400, pages.refusal("Sign-in failed", str(error)))
+    logger.info("signed in", extra={"approver": signed_in.approver.display})
+    return web.redirect(
+        f"{api_url}{signed_in.return_to}",
+        [
+            web.set_cookie(signin.SESSION_COOKIE, signed_in.id_token, signed_in.expires_at - now, secure),
+            web.set_cookie(signin.SIGN_IN_COOKIE, "", 0, secure),
+        ],
+    )
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: object) -> dict:
+    request = APIGatewayProxyEvent(event)
+    resource, method = request.resource, request.http_method
+    if resource == "/links/{action}":
+        action = (request.path_parameters or {}).get("action", "")
+        if action not in ("approve", "reject"):
+            return web.html_response(404, pages.refusal("Not found", f"There is no '{action}' action."))
+        return links_page(request, action) if method == "GET" else decide(request, action)
+    if resource == "/auth/callback" and method == "GET":
+        return callback(request)
+    return web.html_response(404, pages.refusal("Not found", "There is no such page."))

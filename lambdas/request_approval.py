@@ -1,0 +1,42 @@
+"""Request-approval Lambda (EventBridge, async): a new model version (registry event, dev) or a promotion
+request (other environments) -> one e-mail per approver with their own signed approve/reject links.
+
+Idempotent per (request, recipient): EventBridge retries and duplicate events send nothing more. Errors
+propagate, so Lambda retries and finally the on-failure destination (SQS, alarmed) keeps the event.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+
+from modelgate.approval.events import parse_request_event
+from modelgate.approval.request_emails import request_approval
+from modelgate.approval.services import Services
+from modelgate.approval.settings import ApprovalSettings
+
+logger = Logger(service="modelgate-request-approval")
+
+
+@cache
+def services() -> Services:
+    settings = ApprovalSettings.from_environ()
+    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    return Services.from_session(settings, boto3.Session())
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: object) -> dict:
+    bridge = EventBridgeEvent(event)
+    request = parse_request_event(event)
+    logger.append_keys(model_package_arn=request.model_package_arn, request_id=request.request_id)
+    logger.info("approval requested", extra={"event_id": bridge.get_id, "source": bridge.source})
+    outcome = request_approval(request, services())
+    logger.info(
+        "request handled",
+        extra={"sent": outcome.sent, "already_sent": outcome.already_sent, "not_requested": outcome.not_requested},
+    )
+    return {"sent": list(outcome.sent), "already_sent": list(outcome.already_sent), "note": outcome.not_requested}
