@@ -7,6 +7,7 @@ GET  /auth/callback             end of the OIDC sign-in: sets the session cookie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from urllib.parse import quote
 
@@ -22,12 +23,19 @@ from modelgate.jwt_auth import JwksCache, JwksUnavailable
 logger = Logger(service="modelgate-approval-api")
 
 
+@dataclass(frozen=True)
+class Runtime:
+    services: Services
+    sign_in: SignInSettings
+    keys: JwksCache  # the identity provider's signing keys, cached for the container's life
+
+
 @cache
-def runtime() -> tuple[Services, SignInSettings, JwksCache]:
+def runtime() -> Runtime:
     settings = ApprovalSettings.from_environ()
     sign_in = SignInSettings.from_environ()
     logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
-    return Services.from_session(settings, boto3.Session()), sign_in, JwksCache(url=sign_in.jwks_url)
+    return Runtime(Services.from_session(settings, boto3.Session()), sign_in, JwksCache(url=sign_in.jwks_url))
 
 
 def _refused(refused: decisions.DecisionRefused) -> dict:
@@ -35,8 +43,8 @@ def _refused(refused: decisions.DecisionRefused) -> dict:
     return web.html_response(refused.status, pages.refusal(refused.title, refused.message))
 
 
-def links_page(event: APIGatewayProxyEvent, action: str) -> dict:
-    services, sign_in, keys = runtime()
+def links_page(rt: Runtime, event: APIGatewayProxyEvent, action: str) -> dict:
+    services, sign_in, keys = rt.services, rt.sign_in, rt.keys
     api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
     token = event.get_query_string_value("token") or ""
     try:
@@ -61,8 +69,8 @@ def links_page(event: APIGatewayProxyEvent, action: str) -> dict:
     return web.html_response(200, pages.confirmation(review, api_url))
 
 
-def decide(event: APIGatewayProxyEvent, action: str) -> dict:
-    services, sign_in, keys = runtime()
+def decide(rt: Runtime, event: APIGatewayProxyEvent, action: str) -> dict:
+    services, sign_in, keys = rt.services, rt.sign_in, rt.keys
     api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
     if not web.same_origin(event.headers, api_url):
         return web.html_response(403, pages.refusal("Refused", "Decisions can only be posted from ModelGate's page."))
@@ -96,8 +104,8 @@ def decide(event: APIGatewayProxyEvent, action: str) -> dict:
     return web.html_response(200, pages.result(outcome))
 
 
-def callback(event: APIGatewayProxyEvent) -> dict:
-    services, sign_in, keys = runtime()
+def callback(rt: Runtime, event: APIGatewayProxyEvent) -> dict:
+    services, sign_in, keys = rt.services, rt.sign_in, rt.keys
     api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
     if event.get_query_string_value("error"):
         message = f"The identity provider said: {event.get_query_string_value('error')}."
@@ -127,15 +135,19 @@ def callback(event: APIGatewayProxyEvent) -> dict:
     )
 
 
-@logger.inject_lambda_context
-def handler(event: dict, context: object) -> dict:
+def route(rt: Runtime, event: dict) -> dict:
     request = APIGatewayProxyEvent(event)
     resource, method = request.resource, request.http_method
     if resource == "/links/{action}":
         action = (request.path_parameters or {}).get("action", "")
         if action not in ("approve", "reject"):
             return web.html_response(404, pages.refusal("Not found", f"There is no '{action}' action."))
-        return links_page(request, action) if method == "GET" else decide(request, action)
+        return links_page(rt, request, action) if method == "GET" else decide(rt, request, action)
     if resource == "/auth/callback" and method == "GET":
-        return callback(request)
+        return callback(rt, request)
     return web.html_response(404, pages.refusal("Not found", "There is no such page."))
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: object) -> dict:
+    return route(runtime(), event)

@@ -25,14 +25,18 @@ def services() -> Services:
     return Services.from_session(settings, boto3.Session())
 
 
-@logger.inject_lambda_context
-def handler(event: dict, context: object) -> dict:
+def handle(event: dict, services: Services) -> dict:
     bridge = EventBridgeEvent(event)
     run = parse_inference_event(event)
     if run is None:
         logger.info("run did not complete: nothing to promote", extra={"event_id": bridge.get_id})
         return {"requested": False, "note": "run did not complete"}
     logger.append_keys(run=run.run_id)
-    outcome = promote_after_inference(run, services())
+    outcome = promote_after_inference(run, services)
     logger.info(outcome.note, extra={"requested": outcome.requested is not None})
     return {"requested": outcome.requested is not None, "note": outcome.note}
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: object) -> dict:
+    return handle(event, services())

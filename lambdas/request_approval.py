@@ -28,15 +28,19 @@ def services() -> Services:
     return Services.from_session(settings, boto3.Session())
 
 
-@logger.inject_lambda_context
-def handler(event: dict, context: object) -> dict:
+def handle(event: dict, services: Services) -> dict:
     bridge = EventBridgeEvent(event)
     request = parse_request_event(event)
     logger.append_keys(model_package_arn=request.model_package_arn, request_id=request.request_id)
     logger.info("approval requested", extra={"event_id": bridge.get_id, "source": bridge.source})
-    outcome = request_approval(request, services())
+    outcome = request_approval(request, services)
     logger.info(
         "request handled",
         extra={"sent": outcome.sent, "already_sent": outcome.already_sent, "not_requested": outcome.not_requested},
     )
     return {"sent": list(outcome.sent), "already_sent": list(outcome.already_sent), "note": outcome.not_requested}
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: object) -> dict:
+    return handle(event, services())
