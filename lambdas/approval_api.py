@@ -34,7 +34,6 @@ class Runtime:
 def runtime() -> Runtime:
     settings = ApprovalSettings.from_environ()
     sign_in = SignInSettings.from_environ()
-    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
     return Runtime(Services.from_session(settings, boto3.Session()), sign_in, JwksCache(url=sign_in.jwks_url))
 
 
@@ -148,6 +147,9 @@ def route(rt: Runtime, event: dict) -> dict:
     return web.html_response(404, pages.refusal("Not found", "There is no such page."))
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations
 def handler(event: dict, context: object) -> dict:
-    return route(runtime(), event)
+    rt = runtime()
+    settings = rt.services.settings
+    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    return route(rt, event)

@@ -21,7 +21,6 @@ logger = Logger(service="modelgate-post-inference")
 @cache
 def services() -> Services:
     settings = ApprovalSettings.from_environ()
-    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
     return Services.from_session(settings, boto3.Session())
 
 
@@ -37,6 +36,9 @@ def handle(event: dict, services: Services) -> dict:
     return {"requested": outcome.requested is not None, "note": outcome.note}
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations
 def handler(event: dict, context: object) -> dict:
-    return handle(event, services())
+    bundle = services()
+    settings = bundle.settings
+    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    return handle(event, bundle)

@@ -24,7 +24,6 @@ logger = Logger(service="modelgate-request-approval")
 @cache
 def services() -> Services:
     settings = ApprovalSettings.from_environ()
-    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
     return Services.from_session(settings, boto3.Session())
 
 
@@ -41,6 +40,9 @@ def handle(event: dict, services: Services) -> dict:
     return {"sent": list(outcome.sent), "already_sent": list(outcome.already_sent), "note": outcome.not_requested}
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations
 def handler(event: dict, context: object) -> dict:
-    return handle(event, services())
+    bundle = services()
+    settings = bundle.settings
+    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    return handle(event, bundle)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import html
 import http.cookiejar
 import json
 import re
@@ -212,7 +213,9 @@ class Page:
     forms: list[dict] = field(default_factory=list)
 
     def text(self) -> str:
-        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", self.html)).strip()
+        """The visible text, tags and styles removed, entities decoded."""
+        visible = re.sub(r"<(style|script)[^>]*>.*?</\1>", " ", self.html, flags=re.S)
+        return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", visible))).strip()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

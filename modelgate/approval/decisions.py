@@ -75,6 +75,16 @@ def read_link(services: Services, token: str, action: str) -> LinkClaims:
             "wrong_action": "This link is for another action",
         }
         message = str(refused)
+        if refused.reason == "forged":
+            claimed = links.unverified_environment(token)
+            if claimed and claimed != services.settings.environment:
+                # Each environment signs with its own key, so another environment's link fails the MAC here;
+                # say where it seems to belong (from the unverified payload: for the message only).
+                message = (
+                    f"This link is not valid here: it appears to be for the {claimed} environment's approval "
+                    f"service, and this is {services.settings.environment}."
+                )
+                raise DecisionRefused("wrong_environment", "This link is for another environment", message, 400)
         if refused.reason == "expired" and refused.claims is not None:
             message += (
                 " Ask for a new e-mail: modelgate request-promotion "

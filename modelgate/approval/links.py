@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from modelgate.approval.sealed import MacSigner, SealBroken, seal, unseal
+from modelgate.approval.sealed import MacSigner, SealBroken, peek, seal, unseal
 from modelgate.environments import ENVIRONMENTS
 
 APPROVE = "approve"
@@ -122,3 +122,9 @@ def read(token: str, signer: MacSigner, *, now: int, environment: str, action: s
             "wrong_action", f"This link is for '{claims.action}', not '{action}'. Use the link from the e-mail.", claims
         )
     return claims
+
+
+def unverified_environment(token: str) -> str | None:
+    """The environment a token CLAIMS to be for, without verifying it: only to word a refusal."""
+    environment = peek(token).get("env")
+    return environment if environment in ENVIRONMENTS else None

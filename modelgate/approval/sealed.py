@@ -84,3 +84,12 @@ def unseal(purpose: str, sealed: str, signer: MacSigner) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise SealBroken("payload is not an object")
     return payload
+
+
+def peek(sealed: str) -> dict[str, Any]:
+    """The payload WITHOUT verifying it (never act on it: for wording error messages only); {} if unreadable."""
+    try:
+        payload = json.loads(_unb64(sealed.split(".")[0]))
+    except (AttributeError, binascii.Error, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}

@@ -4,6 +4,7 @@ and each environment's approval API (the real handler routing) behind a local AP
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import boto3
@@ -170,5 +171,6 @@ def world():
                 world.envs[env] = Environment(env, services, api, holder["rt"])
             yield world
         finally:
-            for api in gateways:
-                api.__exit__(None, None, None)
+            # In parallel: each stand-in's shutdown waits for its server loop's poll interval.
+            with ThreadPoolExecutor(len(gateways) or 1) as pool:
+                list(pool.map(lambda api: api.__exit__(None, None, None), gateways))
