@@ -95,6 +95,7 @@ class Cicd(_Frozen):
 class Approvers(_Frozen):
     group: Annotated[str, _check(r"[\w+=,.@-]{1,128}", "must be a Cognito group name")]
     emails: Annotated[tuple[Email, ...], Field(min_length=1), Strict(False)]  # YAML lists
+    link_ttl_hours: Annotated[int, Field(ge=1, le=14 * 24)] = 72  # how long approval links stay valid
 
 
 class Prep(_Frozen):

@@ -7,12 +7,21 @@ from aws_cdk import Stage, Tags
 from constructs import Construct
 
 from modelgate.config import Environment, Project
+from stacks.approval_stack import ApprovalStack, ApprovalTopology
 from stacks.nag import apply_nag
 from stacks.storage_stack import StorageStack
 
 
 class ModelGateStage(Stage):
-    def __init__(self, scope: Construct, construct_id: str, *, project: Project, environment: Environment) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        project: Project,
+        environment: Environment,
+        approval: ApprovalTopology | None = None,
+    ) -> None:
         super().__init__(
             scope,
             construct_id,
@@ -22,6 +31,15 @@ class ModelGateStage(Stage):
         # Stateful stacks of later environments may not be deleted by accident.
         protect = environment.name in ("uat", "prod")
         self.storage = StorageStack(self, "Storage", termination_protection=protect)
+        # Without a topology (one environment on its own), the environment holds its own registry.
+        self.approval = ApprovalStack(
+            self,
+            "Approval",
+            project=project,
+            environment=environment,
+            storage=self.storage,
+            topology=approval or ApprovalTopology(environment.account, environment.region),
+        )
 
         Tags.of(self).add("modelgate:project", project.name)
         Tags.of(self).add("modelgate:environment", environment.name)

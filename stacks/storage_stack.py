@@ -7,9 +7,12 @@ destroyed and recreated freely; they receive these objects, never names.
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from modelgate.approval import history, state
+from stacks.nag import suppress
 from stacks.secure_bucket import AccessLogsBucket, SecureBucket
 
 
@@ -39,3 +42,60 @@ class StorageStack(Stack):
         self.artifacts = bucket("Artifacts")
         # What the multi-model endpoint serves: only archives of approved model versions are copied here.
         self.model_repository = bucket("ModelRepository")
+
+        self._approval_state()
+
+    def _approval_state(self) -> None:
+        """What the approval workflow must never lose: its link-signing key, its state, its decision history."""
+        # HMAC key for approval links, CSRF tokens and sign-in state (kms:GenerateMac / kms:VerifyMac): the
+        # secret never leaves KMS. HMAC keys cannot rotate automatically (nag KMS5 is suppressed in the stage).
+        self.approval_signing_key = kms.Key(
+            self,
+            "ApprovalSigningKey",
+            description=f"ModelGate approval link signing (HMAC) ({self.stack_name})",
+            key_spec=kms.KeySpec.HMAC_256,
+            key_usage=kms.KeyUsage.GENERATE_VERIFY_MAC,
+            removal_policy=RemovalPolicy.RETAIN,
+            pending_window=Duration.days(30),
+        )
+        suppress(
+            self,
+            "ApprovalSigningKey/Resource",
+            {
+                "AwsSolutions-KMS5": "An HMAC key: AWS KMS does not rotate HMAC keys automatically. Links expire "
+                "within approvers.link_ttl_hours, so replacing the key by hand costs only outstanding links."
+            },
+        )
+
+        def table(construct_id: str, **kwargs) -> dynamodb.Table:
+            return dynamodb.Table(
+                self,
+                construct_id,
+                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+                encryption_key=self.key,
+                point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                    point_in_time_recovery_enabled=True
+                ),
+                deletion_protection=True,
+                removal_policy=RemovalPolicy.RETAIN,
+                **kwargs,
+            )
+
+        # Used links, committed decisions per (version, environment), sent e-mails (modelgate.approval.state).
+        self.approval_state = table(
+            "ApprovalState",
+            partition_key=dynamodb.Attribute(name=state.PARTITION_KEY, type=dynamodb.AttributeType.STRING),
+            time_to_live_attribute=state.TTL_ATTRIBUTE,
+        )
+        # Every decision, append-only (modelgate.approval.history).
+        self.approval_history = table(
+            "ApprovalHistory",
+            partition_key=dynamodb.Attribute(name=history.PARTITION_KEY, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=history.SORT_KEY, type=dynamodb.AttributeType.STRING),
+        )
+        self.approval_history.add_global_secondary_index(
+            index_name=history.VERSION_INDEX,
+            partition_key=dynamodb.Attribute(name=history.VERSION_INDEX_KEY, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=history.SORT_KEY, type=dynamodb.AttributeType.STRING),
+        )
