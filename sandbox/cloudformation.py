@@ -244,7 +244,25 @@ def stage_stacks(assembly_dir: Path) -> list[tuple[str, Path, Path | None]]:
     return result
 
 
+def _resolve_stack_outputs(node: Any, aws: LocalAccount, cache: dict[str, dict[str, str]]) -> Any:
+    """Replace `Fn::GetStackOutput` (CDK's weak cross-stack references, cdk.json defaultCrossStackReferences)
+    with the producing stack's output value: moto's CloudFormation does not implement that intrinsic."""
+    if isinstance(node, dict):
+        if set(node) == {"Fn::GetStackOutput"}:
+            spec = node["Fn::GetStackOutput"]
+            stack = spec["StackName"]
+            if stack not in cache:
+                described = aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+                cache[stack] = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+            return cache[stack][spec["OutputName"]]
+        return {key: _resolve_stack_outputs(value, aws, cache) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolve_stack_outputs(item, aws, cache) for item in node]
+    return node
+
+
 def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
+    template = _resolve_stack_outputs(template, aws, {})
     deployed = DeployedStack(name=name, template=template)
     values: dict[str, tuple[str, dict[str, str]]] = {}
     resources = template.get("Resources", {})

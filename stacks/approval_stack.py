@@ -172,6 +172,7 @@ class ApprovalStack(Stack):
         role = self.request_approval.role
         storage.approval_signing_key.grant(role, "kms:GenerateMac")
         storage.approval_state.grant(role, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+        storage.key.grant_encrypt_decrypt(role)  # the tables' KMS key
         role.add_to_principal_policy(
             iam.PolicyStatement(actions=["sagemaker:DescribeModelPackage"], resources=[registry_packages])
         )
@@ -213,6 +214,7 @@ class ApprovalStack(Stack):
         role = self.approval_api.role
         storage.approval_signing_key.grant(role, "kms:GenerateMac", "kms:VerifyMac")
         storage.approval_state.grant(role, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+        storage.key.grant_encrypt_decrypt(role)  # the tables' KMS key
         # Append-only: the history table is only ever written with conditional puts, never updated or deleted
         # (the table itself, not its index; its KMS key is granted with the state table above).
         role.add_to_principal_policy(

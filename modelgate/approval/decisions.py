@@ -84,7 +84,9 @@ def read_link(services: Services, token: str, action: str) -> LinkClaims:
                     f"This link is not valid here: it appears to be for the {claimed} environment's approval "
                     f"service, and this is {services.settings.environment}."
                 )
-                raise DecisionRefused("wrong_environment", "This link is for another environment", message, 400)
+                raise DecisionRefused(
+                    "wrong_environment", "This link is for another environment", message, 400
+                ) from None
         if refused.reason == "expired" and refused.claims is not None:
             message += (
                 " Ask for a new e-mail: modelgate request-promotion "

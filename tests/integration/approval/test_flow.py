@@ -40,7 +40,8 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         mails = [m for m in world.emails() if APPROVERS[env][0] in m.recipients]
         assert len(mails) == 1, f"exactly one e-mail to the {env} approvers"
         mail = mails[0]
-        assert f"{GROUP} v1" in mail.subject and env in mail.subject
+        assert f"{GROUP} v1" in mail.subject
+        assert env in mail.subject
         assert "mape" in mail.text and "0.081" in mail.text, "evaluation metrics from the registry's report"
         assert "bob@example.com" in mail.text, "who registered it"
         assert mail.links().keys() == {"approve", "reject"}
@@ -54,7 +55,8 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         page = browser.open(mail.links()["approve"])
         assert page.status == 200, page.text()
         assert f"Approve {GROUP} version 1 for {env}?" in page.text()
-        assert "bob@example.com" in page.text() and "mape" in page.text()
+        assert "bob@example.com" in page.text()
+        assert "mape" in page.text()
         assert any("/oauth2/authorize" in url for _, url, _ in browser.requests), "signed in at the IdP"
         assert world.snapshot(arn) == before, "GET (and sign-in) changed nothing"
 
@@ -65,12 +67,14 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         described = world.describe(arn)
         metadata = described["CustomerMetadataProperties"]
         assert described["ModelApprovalStatus"] == APPROVED
-        assert metadata[env] == APPROVED and metadata[f"{env}.decided_by"] == f"{approver}@example.com"
+        assert metadata[env] == APPROVED
+        assert metadata[f"{env}.decided_by"] == f"{approver}@example.com"
         assert metadata[REGISTERED_BY_KEY] == "bob@example.com", "the registrant survives every update"
         for later in ENVIRONMENTS[ENVIRONMENTS.index(env) + 1 :]:
             assert metadata[later] == PENDING
         parameter = world.parameter(env)
-        assert parameter["model_version"] == 1 and parameter["model_package_arn"] == arn
+        assert parameter["model_version"] == 1
+        assert parameter["model_package_arn"] == arn
         assert parameter["approved_by"] == f"{approver}@example.com"
         assert parameter["source_environment"] == (None if env == "dev" else ENVIRONMENTS[ENVIRONMENTS.index(env) - 1])
         assert parameter["model_data_url"].endswith("/v1.tar.gz")
@@ -97,18 +101,21 @@ def test_a_rejection_needs_a_reason_is_recorded_and_leaves_parameter_store_alone
     browser.submit(page)
     second = world.register()
     world.request("dev", world.registry_event(second))
-    mail = [m for m in world.emails() if "v2" in m.subject][0]
+    mail = next(m for m in world.emails() if "v2" in m.subject)
 
     browser = ApproverBrowser("alice")
     page = browser.open(mail.links()["reject"])
-    assert page.status == 200 and "Reject" in page.text()
+    assert page.status == 200
+    assert "Reject" in page.text()
     without_reason = browser.submit(page, {"reason": "  "})
-    assert without_reason.status == 400 and "reason" in without_reason.text().lower()
+    assert without_reason.status == 400
+    assert "reason" in without_reason.text().lower()
     assert world.describe(second)["ModelApprovalStatus"] == "PendingManualApproval"
 
     page = browser.open(mail.links()["reject"])
     result = browser.submit(page, {"reason": "MAPE regressed on the holiday week"})
-    assert result.status == 200 and "rejected" in result.text()
+    assert result.status == 200
+    assert "rejected" in result.text()
     described = world.describe(second)
     assert described["ModelApprovalStatus"] == "Rejected"
     assert described["CustomerMetadataProperties"]["dev"] == "Rejected"
@@ -136,7 +143,8 @@ def test_promotion_never_skips_an_environment(world):
     world.request("dev", world.registry_event(arn))
     # Inference in dev with a version dev has not approved: nothing to promote.
     outcome = world.post_inference("dev", inference_completed("dev", arn, run="too-early"))
-    assert outcome["requested"] is False and "not approved" in outcome["note"]
+    assert outcome["requested"] is False
+    assert "not approved" in outcome["note"]
     assert world.promotion_events() == []
     # A forged promotion request straight to uat is refused by uat's request Lambda: nothing is sent.
     import pytest
@@ -147,7 +155,12 @@ def test_promotion_never_skips_an_environment(world):
         "id": "x",
         "source": "modelgate.promotion",
         "detail-type": "ModelGate Promotion Requested",
-        "detail": {"model_package_arn": arn, "target_environment": "uat", "source_environment": "test", "request_id": "r"},
+        "detail": {
+            "model_package_arn": arn,
+            "target_environment": "uat",
+            "source_environment": "test",
+            "request_id": "r",
+        },
     }
     with pytest.raises(RequestRefused, match="not approved for test"):
         world.request("uat", forged)
@@ -160,7 +173,7 @@ def test_promotion_never_skips_an_environment(world):
 def test_history_is_kept_per_environment_and_by_version(world):
     arn = world.register()
     world.request("dev", world.registry_event(arn))
-    mail, browser, page = approve_from_email(world, "dev", "alice")
+    _mail, browser, page = approve_from_email(world, "dev", "alice")
     browser.submit(page)
     table = world.envs["dev"].settings.history_table
     dynamodb = world.session.client("dynamodb")

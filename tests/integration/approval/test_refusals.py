@@ -67,7 +67,8 @@ def test_replayed_link(world, pending):
     assert browser.submit(page).status == 200
     refused(world, arn, approve, status=409, says="used by alice@example.com")
     again = browser.post(form["action"], form["fields"], {"Origin": page.url.split("/links")[0]})
-    assert again.status == 409 and "already been used" in again.text()
+    assert again.status == 409
+    assert "already been used" in again.text()
     assert len(world.history("dev")) == 1
 
 
@@ -117,15 +118,18 @@ def test_posts_without_the_page_csrf_token_session_or_same_origin_are_refused(wo
     page = browser.open(approve)
     before = world.snapshot(arn)
     no_csrf = browser.submit(page, {"csrf": ""})
-    assert no_csrf.status == 403 and "CSRF" in no_csrf.text()
+    assert no_csrf.status == 403
+    assert "CSRF" in no_csrf.text()
     form, origin = page.forms[0], page.url.split("/links")[0]
     cross_site = browser.post(form["action"], form["fields"], {"Origin": "https://evil.example"})
     assert cross_site.status == 403
     stranger = ApproverBrowser("alice").post(form["action"], form["fields"], {"Origin": origin})  # no session
-    assert stranger.status == 401 and "sign in" in stranger.text().lower()
+    assert stranger.status == 401
+    assert "sign in" in stranger.text().lower()
     # Another approver's session cannot reuse alice's form (the CSRF token is bound to her).
     dave = ApproverBrowser("dave")
     dave.open(approve)
     hijack = dave.post(form["action"], form["fields"], {"Origin": origin})
-    assert hijack.status == 403 and "not issued to you" in hijack.text()
+    assert hijack.status == 403
+    assert "not issued to you" in hijack.text()
     assert world.snapshot(arn) == before
