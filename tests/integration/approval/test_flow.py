@@ -42,7 +42,7 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         mail = mails[0]
         assert f"{GROUP} v1" in mail.subject
         assert env in mail.subject
-        assert "mape" in mail.text and "0.081" in mail.text, "evaluation metrics from the registry's report"
+        assert "mape: 0.081" in mail.text, "evaluation metrics from the registry's report"
         assert "bob@example.com" in mail.text, "who registered it"
         assert mail.links().keys() == {"approve", "reject"}
         assert mail.links()["approve"] in mail.html.replace("&amp;", "&")

@@ -27,7 +27,8 @@ def refused(world, arn, url, username="alice", status=400, says=""):
     before = world.snapshot(arn)
     page = ApproverBrowser(username).open(url)
     assert page.status == status, page.text()
-    assert 'id="refused"' in page.html and says.lower() in page.text().lower(), page.text()
+    assert 'id="refused"' in page.html
+    assert says.lower() in page.text().lower(), page.text()
     assert world.snapshot(arn) == before
     return page
 
