@@ -17,6 +17,7 @@ from modelgate.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
 from stacks.approval_stack import ApprovalTopology
 from stacks.cicd_stack import CicdStack
 from stacks.nag import apply_nag
+from stacks.promotion_gate import promotion_gates
 from stacks.stage import ModelGateStage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,7 @@ def add_environments(app: App, config: ModelGateConfig, selector: str | None) ->
             f"{config.project.name}-cicd",
             cicd=config.cicd,
             stages=stages,
+            gates=promotion_gates(config),
             env=CdkEnvironment(account=config.cicd.account, region=config.cicd.region),
         )
         apply_nag(cicd)

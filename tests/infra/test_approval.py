@@ -215,3 +215,24 @@ def test_link_key_and_approval_tables_are_stateful_encrypted_and_recoverable(tem
         assert props["SSESpecification"]["KMSMasterKeyId"]
         assert props["DeletionProtectionEnabled"] is True
         assert table["DeletionPolicy"] == "Retain"
+
+
+def test_the_pipeline_checks_the_approved_model_before_deploying_test_uat_and_prod(synth, config):
+    stack = synth.stack(f"{config.project.name}-cicd", f"{config.project.name}-cicd")
+    (pipeline,) = [r for r in stack.template["Resources"].values() if r["Type"] == "AWS::CodePipeline::Pipeline"]
+    projects = {k: r for k, r in stack.template["Resources"].items() if r["Type"] == "AWS::CodeBuild::Project"}
+    for stage in pipeline["Properties"]["Stages"]:
+        env = stage["Name"].rsplit("-", 1)[-1]
+        if env not in ENVIRONMENTS:
+            continue
+        gates = [a for a in stage["Actions"] if a["Name"].startswith("ModelGate")]
+        if env == "dev":
+            assert gates == [], "dev is approved after the pipeline deploys it"
+            continue
+        (gate,) = gates
+        deploys = [a["RunOrder"] for a in stage["Actions"] if a["ActionTypeId"]["Category"] == "Deploy"]
+        assert gate["RunOrder"] < min(deploys), f"the gate runs before {env} is deployed"
+        spec = json.dumps(projects[gate["Configuration"]["ProjectName"]["Ref"]]["Properties"]["Source"]["BuildSpec"])
+        role = f"arn:aws:iam::{config.environments[env].account}:role/{config.project.name}-{env}-promotion-gate"
+        assert f"python -m modelgate approved {GROUP} --env {env}" in spec
+        assert f"--role-arn {role}" in spec
