@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from modelgate.cli import main
 from sandbox.approval import ApproverBrowser
 from tests.integration.approval.conftest import ACCOUNT, GROUP, PROJECT, REGION
@@ -36,10 +38,9 @@ def test_approved_refuses_a_corrupted_parameter_and_an_unknown_environment(world
     world.session.client("ssm").put_parameter(Name=f"/{PROJECT}/{GROUP}/test", Value="{not json", Type="String")
     assert main(["approved", GROUP, "--env", "test", "--project", PROJECT]) == 1
     assert "not a valid approved-model record" in capsys.readouterr().err
-    try:
+    with pytest.raises(SystemExit) as exit_:
         main(["approved", GROUP, "--env", "staging", "--project", PROJECT])
-    except SystemExit as exit_:
-        assert exit_.code == 2
+    assert exit_.value.code == 2
     assert "unknown environment 'staging'" in capsys.readouterr().err
 
 
@@ -49,8 +50,10 @@ def test_status_prints_versions_by_environment_with_who_and_when(world, capsys):
     assert main(["status", GROUP, *REGISTRY]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["version", "created", "registered", "by", "dev", "test", "uat", "prod"]
-    assert lines[1].split()[0] == "2" and "PendingManualApproval" in lines[1]
-    assert lines[2].split()[0] == "1" and "Approved alice@example.com" in lines[2]
+    assert lines[1].split()[0] == "2"
+    assert "PendingManualApproval" in lines[1]
+    assert lines[2].split()[0] == "1"
+    assert "Approved alice@example.com" in lines[2]
 
 
 def test_request_promotion_checks_the_chain_then_asks_the_target_environment(world, capsys):
