@@ -9,6 +9,7 @@ Parameter Store. If applying fails, the same link (POSTed again) finishes the jo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from modelgate.approval import links, state
 from modelgate.approval.history import Decision
@@ -30,6 +31,9 @@ from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.registry import APPROVED, REJECTED
 
 MAX_REASON_CHARS = 1000
+# A committed decision still not applied after this long was abandoned (the API Lambda times out after 30 s):
+# only then may the same link finish it. Sooner, it is a concurrent request (a double-click) still applying it.
+RESUME_AFTER_SECONDS = 90
 _LINK_STATUS = {"malformed": 400, "forged": 400, "expired": 410, "wrong_environment": 400, "wrong_action": 400}
 
 
@@ -244,6 +248,14 @@ def _resume(services: Services, link: LinkClaims, approver: Approver) -> Outcome
         return None  # _check refuses it as replayed
     if recorded.decision.decided_by_subject != approver.subject:
         return None
+    committed = datetime.strptime(recorded.decision.decided_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    if (services.now() - committed).total_seconds() < RESUME_AFTER_SECONDS:
+        raise DecisionRefused(
+            "in_progress",
+            "This decision is being recorded",
+            "Your decision was received and is being applied. Reload this page in a minute to see the result.",
+            409,
+        )
     version = read_model_version(services.sagemaker, link.model_package_arn)
     outcome = apply(services, recorded.decision, version)
     return Outcome(outcome.decision, outcome.parameter, resumed=True)

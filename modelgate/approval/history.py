@@ -57,16 +57,19 @@ class Decision:
         return cls(**values)
 
 
-def put_request(table: str, decision: Decision) -> dict:
-    """The TransactWriteItems entry that appends `decision` (fails if its id exists: never overwrites)."""
+def history_put(table: str, decision: Decision) -> dict:
+    """PutItem arguments that append `decision`, failing if its id exists: history is never overwritten."""
     return {
-        "Put": {
-            "TableName": table,
-            "Item": decision.to_item(),
-            "ConditionExpression": "attribute_not_exists(#sk)",
-            "ExpressionAttributeNames": {"#sk": SORT_KEY},
-        }
+        "TableName": table,
+        "Item": decision.to_item(),
+        "ConditionExpression": "attribute_not_exists(#sk)",
+        "ExpressionAttributeNames": {"#sk": SORT_KEY},
     }
+
+
+def put_request(table: str, decision: Decision) -> dict:
+    """The TransactWriteItems entry that appends `decision`."""
+    return {"Put": history_put(table, decision)}
 
 
 def iter_history(

@@ -18,6 +18,7 @@ from modelgate.environments import ENVIRONMENTS
 from modelgate.jwt_auth import JwksCache
 from sandbox.api_gateway import LocalApiGateway, Route
 from sandbox.approval import provision, register_version, registry_event, sent_emails
+from sandbox.atomic_dynamodb import atomic_dynamodb
 from sandbox.oidc_issuer import LocalIssuer
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
@@ -109,7 +110,7 @@ class World:
 
 @pytest.fixture
 def world():
-    with mock_aws(), LocalIssuer(client_ids=(CLIENT_ID,)) as issuer:
+    with mock_aws(), atomic_dynamodb(), LocalIssuer(client_ids=(CLIENT_ID,)) as issuer:
         session = boto3.Session(region_name=REGION)
         issuer.add_user("alice", "alice@example.com", ["modelgate-approvers"])
         issuer.add_user("bob", "bob@example.com", ["modelgate-approvers"])  # registers models
