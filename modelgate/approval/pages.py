@@ -1,7 +1,8 @@
 """The approval API's HTML pages: confirmation (GET), result (POST), refusal (either). No scripts at all.
 
-Responses carry a strict Content-Security-Policy, no caching, and `Referrer-Policy: no-referrer` (the link's
-token is in the URL and must not leak to other sites).
+Responses carry a strict Content-Security-Policy, no caching, and `Referrer-Policy: same-origin` (the link's
+token is in the URL and must not leak to other sites; `no-referrer` would also make browsers send `Origin: null`
+with the page's own form POST, which the decision endpoint rightly refuses).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from modelgate.environments import ENVIRONMENTS
 SECURITY_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": (
