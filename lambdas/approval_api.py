@@ -13,11 +13,11 @@ from urllib.parse import quote
 
 import boto3
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from modelgate.approval import decisions, pages, signin, web
 from modelgate.approval.services import Services
 from modelgate.approval.settings import ApprovalSettings, SignInSettings
+from modelgate.approval.web import HttpRequest
 from modelgate.jwt_auth import JwksCache, JwksUnavailable
 
 logger = Logger(service="modelgate-approval-api")
@@ -42,10 +42,10 @@ def _refused(refused: decisions.DecisionRefused) -> dict:
     return web.html_response(refused.status, pages.refusal(refused.title, refused.message))
 
 
-def links_page(rt: Runtime, event: APIGatewayProxyEvent, action: str) -> dict:
+def links_page(rt: Runtime, event: HttpRequest, action: str) -> dict:
     services, sign_in, keys = rt.services, rt.sign_in, rt.keys
     api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
-    token = event.get_query_string_value("token") or ""
+    token = event.query_value("token")
     try:
         link = decisions.read_link(services, token, action)  # bad links are refused before any sign-in
         approver = signin.session_approver(sign_in, keys, web.session_cookie(web.read_cookies(event.headers), secure))
@@ -68,7 +68,7 @@ def links_page(rt: Runtime, event: APIGatewayProxyEvent, action: str) -> dict:
     return web.html_response(200, pages.confirmation(review, api_url))
 
 
-def decide(rt: Runtime, event: APIGatewayProxyEvent, action: str) -> dict:
+def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
     services, sign_in, keys = rt.services, rt.sign_in, rt.keys
     api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
     if not web.same_origin(event.headers, api_url):
@@ -103,11 +103,11 @@ def decide(rt: Runtime, event: APIGatewayProxyEvent, action: str) -> dict:
     return web.html_response(200, pages.result(outcome))
 
 
-def callback(rt: Runtime, event: APIGatewayProxyEvent) -> dict:
+def callback(rt: Runtime, event: HttpRequest) -> dict:
     services, sign_in, keys = rt.services, rt.sign_in, rt.keys
     api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
-    if event.get_query_string_value("error"):
-        message = f"The identity provider said: {event.get_query_string_value('error')}."
+    if event.query_value("error"):
+        message = f"The identity provider said: {event.query_value('error')}."
         return web.html_response(400, pages.refusal("Sign-in failed", message))
     now = services.epoch()
     try:
@@ -116,8 +116,8 @@ def callback(rt: Runtime, event: APIGatewayProxyEvent) -> dict:
             services.signer,
             keys,
             api_url=api_url,
-            code=event.get_query_string_value("code") or "",
-            state=event.get_query_string_value("state") or "",
+            code=event.query_value("code"),
+            state=event.query_value("state"),
             cookie=web.sign_in_cookie(web.read_cookies(event.headers), secure),
             now=now,
         )
@@ -135,10 +135,13 @@ def callback(rt: Runtime, event: APIGatewayProxyEvent) -> dict:
 
 
 def route(rt: Runtime, event: dict) -> dict:
-    request = APIGatewayProxyEvent(event)
-    resource, method = request.resource, request.http_method
+    try:
+        request = HttpRequest.from_event(event)
+    except ValueError as error:
+        return web.html_response(400, pages.refusal("Bad request", str(error)))
+    resource, method = request.resource, request.method
     if resource == "/links/{action}":
-        action = (request.path_parameters or {}).get("action", "")
+        action = request.path_parameters.get("action", "")
         if action not in ("approve", "reject"):
             return web.html_response(404, pages.refusal("Not found", f"There is no '{action}' action."))
         return links_page(rt, request, action) if method == "GET" else decide(rt, request, action)

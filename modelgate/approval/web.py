@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,6 +11,40 @@ from modelgate.approval.pages import SECURITY_HEADERS
 from modelgate.approval.signin import SESSION_COOKIE, SIGN_IN_COOKIE
 
 MAX_FORM_BYTES = 16_384
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """The parts of an API Gateway (REST, Lambda proxy) event the approval API reads.
+
+    A small typed parser instead of Powertools' event classes: importing those (all event types at once) costs
+    ~20 ms of every cold start, a tenth of the handler's budget.
+    """
+
+    resource: str
+    method: str
+    path_parameters: dict[str, str]
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: str | None
+    is_base64_encoded: bool
+
+    @classmethod
+    def from_event(cls, event: dict) -> HttpRequest:
+        if not isinstance(event, dict) or "httpMethod" not in event:
+            raise ValueError("not an API Gateway proxy event")
+        return cls(
+            resource=str(event.get("resource") or ""),
+            method=str(event["httpMethod"]),
+            path_parameters=dict(event.get("pathParameters") or {}),
+            query=dict(event.get("queryStringParameters") or {}),
+            headers=dict(event.get("headers") or {}),
+            body=event.get("body"),
+            is_base64_encoded=bool(event.get("isBase64Encoded")),
+        )
+
+    def query_value(self, name: str) -> str:
+        return str(self.query.get(name) or "")
 
 
 def cookie_name(base: str, secure: bool) -> str:
