@@ -319,6 +319,7 @@ class ApprovalStack(Stack):
             )
 
         CfnOutput(self, "ApprovalApiUrl", value=api_url)
+        CfnOutput(self, "HistoryTable", value=storage.approval_history.table_name)  # for `modelgate history`
         self._suppressions(storage)
 
     # -- helpers -------------------------------------------------------------------------------------------------
