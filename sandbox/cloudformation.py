@@ -112,7 +112,19 @@ def _global_table(aws: LocalAccount, stack: str, logical: str, props: dict) -> t
     return name, {"Arn": table["TableArn"], "StreamArn": table.get("LatestStreamArn", "")}
 
 
+def _kms_key(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    # moto's CloudFormation keeps a key's policy as a dict, after which every KMS call on the key fails, and it
+    # ignores KeySpec/KeyUsage (HMAC keys for approval links). The key policy itself is not enforced locally.
+    args = {"Description": props.get("Description", f"{stack}/{logical}")}
+    for name in ("KeySpec", "KeyUsage"):
+        if props.get(name):
+            args[name] = props[name]
+    key = aws.client("kms").create_key(**args)["KeyMetadata"]
+    return key["KeyId"], {"Arn": key["Arn"], "KeyId": key["KeyId"]}
+
+
 EMULATED: dict[str, Emulator] = {
+    "AWS::KMS::Key": _kms_key,
     "AWS::SageMaker::ModelPackageGroup": _model_package_group,
     "AWS::SES::EmailIdentity": _ses_identity,
     "AWS::SecretsManager::Secret": _secret,
@@ -122,7 +134,7 @@ EMULATED: dict[str, Emulator] = {
 
 # Types moto's CloudFormation creates and the local runtime uses.
 NATIVE = {
-    "AWS::S3::Bucket", "AWS::KMS::Key", "AWS::KMS::Alias", "AWS::DynamoDB::Table", "AWS::SQS::Queue",
+    "AWS::S3::Bucket", "AWS::KMS::Alias", "AWS::DynamoDB::Table", "AWS::SQS::Queue",
     "AWS::SSM::Parameter", "AWS::Lambda::Function", "AWS::Lambda::LayerVersion", "AWS::IAM::Role",
     "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::Events::Rule", "AWS::Logs::LogGroup", "AWS::SNS::Topic",
 }  # fmt: skip
