@@ -3,6 +3,9 @@ versions, the SES outbox, and a scriptable approver's browser. Used by the tests
 
 `provision()` creates what stacks/approval_stack.py + storage_stack.py declare for one environment (HMAC key,
 state and history tables with the same keys and index, verified sender), so the real functions run unchanged.
+(Or deploy the synthesized stage with sandbox.cloudformation.deploy_stage, as test_deployed_stack.py does.)
+`session` arguments are anything with `.client(service)`: a boto3 Session (in-process moto) or a
+sandbox.aws.LocalAccount (the moto server).
 """
 
 from __future__ import annotations
