@@ -8,7 +8,6 @@ from functools import cache
 
 import boto3
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
 from modelgate.approval.events import parse_inference_event
 from modelgate.approval.promotion import promote_after_inference
@@ -25,10 +24,9 @@ def services() -> Services:
 
 
 def handle(event: dict, services: Services) -> dict:
-    bridge = EventBridgeEvent(event)
     run = parse_inference_event(event)
     if run is None:
-        logger.info("run did not complete: nothing to promote", extra={"event_id": bridge.get_id})
+        logger.info("run did not complete: nothing to promote", extra={"event_id": event.get("id")})
         return {"requested": False, "note": "run did not complete"}
     logger.append_keys(run=run.run_id)
     outcome = promote_after_inference(run, services)

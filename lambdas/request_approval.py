@@ -3,6 +3,8 @@ request (other environments) -> one e-mail per approver with their own signed ap
 
 Idempotent per (request, recipient): EventBridge retries and duplicate events send nothing more. Errors
 propagate, so Lambda retries and finally the on-failure destination (SQS, alarmed) keeps the event.
+The event is parsed by modelgate.approval.events (typed, with clear errors), not Powertools' event classes,
+whose import alone costs ~20 ms of every cold start.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from functools import cache
 
 import boto3
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
 from modelgate.approval.events import parse_request_event
 from modelgate.approval.request_emails import request_approval
@@ -28,10 +29,9 @@ def services() -> Services:
 
 
 def handle(event: dict, services: Services) -> dict:
-    bridge = EventBridgeEvent(event)
     request = parse_request_event(event)
     logger.append_keys(model_package_arn=request.model_package_arn, request_id=request.request_id)
-    logger.info("approval requested", extra={"event_id": bridge.get_id, "source": bridge.source})
+    logger.info("approval requested", extra={"event_id": event.get("id"), "source": event.get("source")})
     outcome = request_approval(request, services)
     logger.info(
         "request handled",
