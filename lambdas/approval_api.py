@@ -89,6 +89,14 @@ def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
         )
     except decisions.DecisionRefused as refused:
         return _refused(refused)
+    except decisions.ApplyFailed as failed:
+        logger.exception("decision committed but not applied", extra={"decision_id": failed.decision.decision_id})
+        minutes = decisions.RESUME_AFTER_SECONDS // 60 + 1
+        message = (
+            f"Your decision ({failed.decision.state}) is recorded, but updating the model registry or Parameter "
+            f"Store failed. Open the link from the e-mail again in {minutes} minutes to finish it."
+        )
+        return web.html_response(500, pages.refusal("Recorded, not yet applied", message))
     decision = outcome.decision
     logger.info(
         "decided",

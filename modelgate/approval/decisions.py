@@ -46,6 +46,15 @@ class DecisionRefused(Exception):
         self.status = status
 
 
+class ApplyFailed(Exception):
+    """The decision is committed (link used, history written) but the registry / Parameter Store write failed.
+    The same link finishes it later (see RESUME_AFTER_SECONDS)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"decision {decision.decision_id} committed but not applied")
+        self.decision = decision
+
+
 @dataclass(frozen=True)
 class Review:
     """What the confirmation page shows."""
@@ -164,10 +173,33 @@ def _check(services: Services, link: LinkClaims, approver: Approver) -> ModelVer
     return version
 
 
+def _own_unapplied(services: Services, link: LinkClaims, approver: Approver) -> bool:
+    """Whether this link's decision, by this approver, is committed but not applied (it can be finished)."""
+    settings = services.settings
+    if state.link_use(services.dynamodb, settings.state_table, link.token_id) is None:
+        return False
+    version_number = int(link.model_package_arn.rsplit("/", 1)[-1])
+    recorded = state.get_decision(
+        services.dynamodb, settings.state_table, settings.model_package_group, version_number, link.environment
+    )
+    return (
+        recorded is not None
+        and recorded.status == state.RECORDED
+        and recorded.decision.link_token_id == link.token_id
+        and recorded.decision.decided_by_subject == approver.subject
+    )
+
+
 def review(services: Services, token: str, action: str, approver: Approver) -> Review:
-    """GET: everything the confirmation page needs. Writes nothing."""
+    """GET: everything the confirmation page needs. Writes nothing.
+
+    Also shown again for the approver's own decision that was committed but not applied, so that confirming
+    finishes it."""
     link = read_link(services, token, action)
-    version = _check(services, link, approver)
+    if _own_unapplied(services, link, approver):
+        version = read_model_version(services.sagemaker, link.model_package_arn)
+    else:
+        version = _check(services, link, approver)
     evaluation, note = read_evaluation_metrics(services.s3, version.metrics_uri)
     return Review(
         token, link, version, approver, csrf_token(services.signer, approver, link, services.epoch()), evaluation, note
@@ -233,21 +265,25 @@ def decide(
             f"{other.to_environment} by {other.decided_by} at {other.decided_at}.",
             409,
         ) from None
-    return apply(services, decision, version)
+    return _apply_committed(services, decision, version)
+
+
+def _apply_committed(services: Services, decision: Decision, version: ModelVersion) -> Outcome:
+    try:
+        return apply(services, decision, version)
+    except Exception as error:
+        raise ApplyFailed(decision) from error
 
 
 def _resume(services: Services, link: LinkClaims, approver: Approver) -> Outcome | None:
     """If this link's own decision was committed but not applied (a crash or timeout), apply it now."""
     settings = services.settings
-    if state.link_use(services.dynamodb, settings.state_table, link.token_id) is None:
-        return None
-    group = settings.model_package_group
+    if not _own_unapplied(services, link, approver):
+        return None  # _check refuses a used link as replayed
     version_number = int(link.model_package_arn.rsplit("/", 1)[-1])
-    recorded = state.get_decision(services.dynamodb, settings.state_table, group, version_number, link.environment)
-    if recorded is None or recorded.decision.link_token_id != link.token_id or recorded.status == state.APPLIED:
-        return None  # _check refuses it as replayed
-    if recorded.decision.decided_by_subject != approver.subject:
-        return None
+    recorded = state.get_decision(
+        services.dynamodb, settings.state_table, settings.model_package_group, version_number, link.environment
+    )
     committed = datetime.strptime(recorded.decision.decided_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     if (services.now() - committed).total_seconds() < RESUME_AFTER_SECONDS:
         raise DecisionRefused(
@@ -257,7 +293,7 @@ def _resume(services: Services, link: LinkClaims, approver: Approver) -> Outcome
             409,
         )
     version = read_model_version(services.sagemaker, link.model_package_arn)
-    outcome = apply(services, recorded.decision, version)
+    outcome = _apply_committed(services, recorded.decision, version)
     return Outcome(outcome.decision, outcome.parameter, resumed=True)
 
 
