@@ -103,7 +103,7 @@ def register_version(
     group: str,
     bucket: str,
     registered_by: str | None,
-    evaluation: dict | None = None,
+    evaluation: dict | str | None = None,
 ) -> str:
     """Register a model version as the training pipeline does (PendingManualApproval, all environments pending)."""
     sagemaker, s3 = session.client("sagemaker"), session.client("s3")
@@ -112,7 +112,8 @@ def register_version(
     existing = sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
     number = len(existing) + 1
     report_key = f"evaluation/{group}/v{number}/evaluation.json"
-    s3.put_object(Bucket=bucket, Key=report_key, Body=json.dumps(evaluation or {}).encode())
+    body = evaluation if isinstance(evaluation, str) else json.dumps(evaluation or {})
+    s3.put_object(Bucket=bucket, Key=report_key, Body=body.encode())
     metadata = initial_customer_metadata()
     if registered_by:
         metadata[REGISTERED_BY_KEY] = registered_by

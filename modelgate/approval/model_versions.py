@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from modelgate.environments import ENVIRONMENTS
+from modelgate.evaluation_report import SCHEMA_VERSION, EvaluationReportError, parse_report
 from modelgate.registry import (
     APPROVED,
     PENDING,
@@ -199,11 +200,35 @@ def read_evaluation_metrics(s3: Any, uri: str | None) -> tuple[list[tuple[str, f
     if len(body) > MAX_REPORT_BYTES:
         return [], f"evaluation report {uri} is larger than {MAX_REPORT_BYTES} bytes"
     try:
-        metrics = flatten_metrics(json.loads(body))
+        document = json.loads(body)
     except ValueError:
         return [], f"evaluation report {uri} is not JSON"
+    if isinstance(document, dict) and document.get("schema") == SCHEMA_VERSION:
+        return _pipeline_report(body, uri)
+    metrics = flatten_metrics(document)  # a report in another format: its numbers, as they are
     if not metrics:
         return [], f"evaluation report {uri} has no numeric metrics"
     if len(metrics) > MAX_METRICS:
         return metrics[:MAX_METRICS], f"{len(metrics) - MAX_METRICS} more metrics in {uri}"
     return metrics, None
+
+
+def _pipeline_report(body: bytes, uri: str) -> tuple[list[tuple[str, float]], str | None]:
+    """The training pipeline's report (modelgate.evaluation_report): its aggregate over customers."""
+    try:
+        report = parse_report(body)
+    except EvaluationReportError as error:
+        return [], f"evaluation report {uri} is not valid: {error}"
+    aggregate = report.aggregate
+    metrics = [
+        ("customers", float(aggregate.customers)),
+        ("mape", aggregate.mape),
+        ("rmse", aggregate.rmse),
+        ("baseline_mape", aggregate.baseline_mape),
+        ("baseline_rmse", aggregate.baseline_rmse),
+        ("mape_ratio (model / seasonal-naive baseline)", aggregate.mape_ratio),
+    ]
+    note = f"means over {aggregate.customers} customers; {report.horizon} h horizon; per customer: {uri}"
+    if report.skipped:
+        note += f"; {len(report.skipped)} customers without a model"
+    return metrics, note

@@ -254,3 +254,46 @@ def test_settings_round_trip_and_name_what_is_missing():
     broken = {k: v for k, v in settings.environ().items() if k != "MODELGATE_STATE_TABLE"}
     with pytest.raises(SettingsError, match="MODELGATE_STATE_TABLE is not set"):
         ApprovalSettings.from_environ(broken)
+
+
+class FakeS3:
+    """get_object over a dict; ClientError like botocore's for missing keys."""
+
+    class exceptions:  # mirrors boto3's client.exceptions
+        from botocore.exceptions import ClientError
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def get_object(self, Bucket: str, Key: str) -> dict:  # boto3's parameter names
+        import io
+
+        if f"{Bucket}/{Key}" not in self.objects:
+            raise self.exceptions.ClientError({"Error": {"Code": "NoSuchKey", "Message": ""}}, "GetObject")
+        return {"Body": io.BytesIO(self.objects[f"{Bucket}/{Key}"])}
+
+
+def test_evaluation_metrics_from_the_pipeline_report_other_formats_or_a_note_why_not():
+    from modelgate.approval.model_versions import read_evaluation_metrics
+    from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
+
+    report = EvaluationReport.from_customers(
+        model_package_group="energy-forecast", window=168, horizon=24, holdout_hours=168,
+        per_customer=[CustomerMetrics("c1", 0.05, 1.0, 0.1, 2.0, 0.5, 168)], skipped={"c2": "too little data"},
+    )  # fmt: skip
+    s3 = FakeS3(
+        {
+            "b/ours.json": report.to_json().encode(),
+            "b/other.json": b'{"accuracy": 0.9}',
+            "b/broken.json": b'{"schema": 1, "aggregate": {}}',
+            "b/text.json": b"not json",
+        }
+    )
+    metrics, note = read_evaluation_metrics(s3, "s3://b/ours.json")
+    assert ("mape", 0.05) in metrics
+    assert "1 customers without a model" in note
+    assert read_evaluation_metrics(s3, "s3://b/other.json") == ([("accuracy", 0.9)], None)
+    assert "is not valid" in read_evaluation_metrics(s3, "s3://b/broken.json")[1]
+    assert "not JSON" in read_evaluation_metrics(s3, "s3://b/text.json")[1]
+    assert "NoSuchKey" in read_evaluation_metrics(s3, "s3://b/missing.json")[1]
+    assert "no evaluation report" in read_evaluation_metrics(s3, None)[1]

@@ -15,6 +15,7 @@ from lambdas import approval_api, post_inference, request_approval
 from modelgate.approval.services import Services
 from modelgate.approval.settings import SignInSettings
 from modelgate.environments import ENVIRONMENTS
+from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
 from modelgate.jwt_auth import JwksCache
 from sandbox.api_gateway import LocalApiGateway, Route
 from sandbox.approval import provision, register_version, registry_event, sent_emails
@@ -27,7 +28,20 @@ CLIENT_ID = "modelgate-approval"
 APPROVERS = {env: (f"approvers-{env}@example.com",) for env in ENVIRONMENTS}
 GROUPS = {"dev": "modelgate-approvers", "test": "modelgate-approvers", "uat": "modelgate-approvers"}
 GROUPS["prod"] = "modelgate-approvers-prod"
-EVALUATION = {"regression_metrics": {"mape": {"value": 0.081}, "mape_ratio_to_baseline": {"value": 0.74}}}
+EVALUATION = EvaluationReport.from_customers(
+    model_package_group=GROUP,
+    window=168,
+    horizon=24,
+    holdout_hours=168,
+    per_customer=[
+        CustomerMetrics(
+            "c0001", mape=0.071, rmse=1.2, baseline_mape=0.1, baseline_rmse=1.9, mape_ratio=0.71, points=168
+        ),
+        CustomerMetrics(
+            "c0002", mape=0.091, rmse=2.2, baseline_mape=0.12, baseline_rmse=2.8, mape_ratio=0.76, points=168
+        ),
+    ],
+).to_json()  # the training pipeline's evaluation report (modelgate.evaluation_report): mean MAPE 0.081
 
 
 @dataclass
