@@ -37,6 +37,12 @@ def runtime() -> Runtime:
     return Runtime(Services.from_session(settings, boto3.Session()), sign_in, JwksCache(url=sign_in.jwks_url))
 
 
+def _idp_unavailable(error: Exception) -> dict:
+    logger.error("identity provider keys unavailable", extra={"detail": str(error)})
+    message = "The sign-in service cannot be reached right now; nothing was changed. Try the link again shortly."
+    return web.html_response(503, pages.refusal("Sign-in unavailable", message))
+
+
 def _refused(refused: decisions.DecisionRefused) -> dict:
     logger.info("refused", extra={"reason": refused.reason, "detail": refused.message})
     return web.html_response(refused.status, pages.refusal(refused.title, refused.message))
@@ -51,6 +57,8 @@ def links_page(rt: Runtime, event: HttpRequest, action: str) -> dict:
         approver = signin.session_approver(sign_in, keys, web.session_cookie(web.read_cookies(event.headers), secure))
     except decisions.DecisionRefused as refused:
         return _refused(refused)
+    except JwksUnavailable as error:
+        return _idp_unavailable(error)
     except signin.NotSignedIn:
         location, state = signin.begin_sign_in(
             sign_in,
@@ -83,6 +91,8 @@ def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
         return web.html_response(
             401, pages.refusal("Please sign in again", "Your session has expired. Open the link from the e-mail again.")
         )
+    except JwksUnavailable as error:
+        return _idp_unavailable(error)
     try:
         outcome = decisions.decide(
             services, form.get("token", ""), action, approver, form.get("csrf"), form.get("reason", "")

@@ -90,3 +90,28 @@ def test_a_completed_transform_job_leads_to_a_promotion_request(world, deployed_
     assert detail["metrics"]["output"] == output
     assert detail["metrics"]["mape"] == "0.09"
     assert detail["metrics"]["instances"] == "1 x ml.g5.xlarge"
+
+
+def test_an_unreachable_identity_provider_is_a_clear_503_not_a_crash(world):
+    from modelgate.approval.settings import SignInSettings
+    from modelgate.jwt_auth import JwksCache
+
+    arn = world.register()
+    world.request("dev", world.registry_event(arn))
+    (mail,) = world.emails()
+    dev = world.envs["dev"]
+    dead = SignInSettings(
+        "http://127.0.0.1:9/", "http://127.0.0.1:9/jwks", "http://127.0.0.1:9/a", "http://127.0.0.1:9/t", "c"
+    )
+    runtime = approval_api.Runtime(dev.services, dead, JwksCache(url=dead.jwks_url))
+    token = mail.links()["approve"].split("token=", 1)[1]
+    event = {
+        "resource": "/links/{action}",
+        "httpMethod": "GET",
+        "pathParameters": {"action": "approve"},
+        "queryStringParameters": {"token": token},
+        "headers": {"cookie": "mg_session=eyJhbGciOiJSUzI1NiIsImtpZCI6IngifQ.e30.c2ln"},
+    }
+    response = approval_api.route(runtime, event)
+    assert response["statusCode"] == 503
+    assert "nothing was changed" in response["body"]
