@@ -171,7 +171,9 @@ class ApprovalStack(Stack):
         )
         role = self.request_approval.role
         storage.approval_signing_key.grant(role, "kms:GenerateMac")
-        storage.approval_state.grant(role, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+        storage.approval_state.grant(
+            role, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
+        )
         storage.key.grant_encrypt_decrypt(role)  # the tables' KMS key
         role.add_to_principal_policy(
             iam.PolicyStatement(actions=["sagemaker:DescribeModelPackage"], resources=[registry_packages])

@@ -5,8 +5,9 @@
   `decision#<group>#<version>#<env>` item and (3) appends the history entry, each conditional on not existing.
   A double-click fails (1), a second approver fails (2); the history entry exists iff the decision does.
 - each approval e-mail (request, recipient) is claimed before it is sent; a retry of the same request (an
-  EventBridge retry, a duplicate registry event) finds the claim and sends nothing. A claim whose sender died
-  mid-way is taken over after its lease, so a crash cannot lose an e-mail either.
+  EventBridge retry, a duplicate registry event) finds it sent and sends nothing. A claim still being sent
+  makes the retry fail (EmailInFlight: Lambda retries it later); a claim whose sender died is taken over after
+  its lease, so a crash loses no e-mail either.
 Items: partition key `pk`; `expires_at` (epoch seconds) is the table's TTL attribute.
 """
 
@@ -24,7 +25,7 @@ PARTITION_KEY = "pk"
 TTL_ATTRIBUTE = "expires_at"
 RECORDED = "recorded"  # committed in DynamoDB, not yet written to the registry / Parameter Store
 APPLIED = "applied"
-EMAIL_LEASE_SECONDS = 300  # longer than the request Lambda's timeout
+EMAIL_LEASE_SECONDS = 120  # twice the request Lambda's timeout: a crashed sender's claim is free for the retries
 EMAIL_MARKER_DAYS = 30
 
 
@@ -142,8 +143,13 @@ def link_use(dynamodb: Any, table: str, token_id: str) -> tuple[str, str] | None
 
 
 # -- e-mail claims ---------------------------------------------------------------------------------------------
+class EmailInFlight(Exception):
+    """Another attempt is sending this e-mail right now (or died doing so less than a lease ago): retry later."""
+
+
 def claim_email(dynamodb: Any, table: str, request_key: str, recipient: str, now: int) -> str | None:
-    """A claim id if this (request, recipient) e-mail is ours to send, None if it was sent or is being sent."""
+    """A claim id if this (request, recipient) e-mail is ours to send, None if it was sent (EmailInFlight if
+    another attempt holds it)."""
     claim_id = secrets.token_hex(8)
     try:
         dynamodb.put_item(
@@ -160,7 +166,12 @@ def claim_email(dynamodb: Any, table: str, request_key: str, recipient: str, now
             ExpressionAttributeValues={":sending": {"S": "sending"}, ":now": {"N": str(now)}},
         )
     except dynamodb.exceptions.ConditionalCheckFailedException:
-        return None
+        existing = dynamodb.get_item(
+            TableName=table, Key={PARTITION_KEY: {"S": email_key(request_key, recipient)}}, ConsistentRead=True
+        ).get("Item", {})
+        if existing.get("status", {}).get("S") == "sent":
+            return None
+        raise EmailInFlight(f"the e-mail to {recipient} for {request_key} is being sent by another attempt") from None
     return claim_id
 
 

@@ -181,3 +181,29 @@ def test_history_is_kept_per_environment_and_by_version(world):
     assert read_history(dynamodb, table, GROUP, version=2) == []
     assert world.parameter("test") is None
     assert PROJECT == "modelgate"
+
+
+def test_an_email_claimed_by_a_crashed_attempt_is_retried_not_lost(world):
+    import pytest
+
+    from modelgate.approval import state
+    from modelgate.approval.events import parse_request_event
+    from modelgate.approval.request_emails import request_key
+
+    arn = world.register()
+    event = world.registry_event(arn)
+    services = world.envs["dev"].services
+    key, recipient = request_key(parse_request_event(event)), APPROVERS["dev"][0]
+    # An attempt claimed the e-mail and died before sending it.
+    assert state.claim_email(services.dynamodb, services.settings.state_table, key, recipient, services.epoch())
+    with pytest.raises(state.EmailInFlight):
+        world.request("dev", event)  # an EventBridge retry within the lease: fails, so Lambda retries again
+    assert world.emails() == []
+
+    real = services.clock
+    from datetime import timedelta
+
+    services.clock = lambda: real() + timedelta(seconds=state.EMAIL_LEASE_SECONDS + 1)
+    assert world.request("dev", event)["sent"] == [recipient]  # a later retry takes the abandoned claim over
+    assert len(world.emails()) == 1
+    assert world.request("dev", event)["already_sent"] == [recipient]
