@@ -129,6 +129,7 @@ class ApprovalStack(Stack):
             group=environment.approvers.group,
             domain_prefix=f"{project.name}-{env}-{environment.account}",
             callback_url=f"{api_url}/auth/callback",
+            company=environment.approvers.identity_provider,
         )
         settings = ApprovalSettings(
             project=project.name,

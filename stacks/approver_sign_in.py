@@ -1,25 +1,38 @@
 """How approvers prove who they are: a Cognito user pool whose ID tokens carry `cognito:groups`.
 
 The approval API signs people in with the hosted UI (authorization code + PKCE, public client: no secret to
-keep) and checks the approvers group itself. People are added to the group by an administrator
-(`aws cognito-idp admin-add-user-to-group`); a company directory can be federated into the pool (SAML/OIDC
-identity provider) without any change to the API, which only trusts the pool's issuer and groups claim.
+keep) and checks the approvers group itself. Two ways to be in the group:
+- a pool user added by an administrator (`aws cognito-idp admin-add-user-to-group`): claim `cognito:groups`;
+- a user of the company directory (config `approvers.identity_provider`, any OIDC provider) federated into the
+  pool: the directory's groups claim is mapped to the custom attribute `groups`, claim `custom:groups`.
+The client secret of the federation stays in Secrets Manager (a CloudFormation dynamic reference).
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, SecretValue, Stack
 from aws_cdk import aws_cognito as cognito
 from constructs import Construct
 
 from modelgate.approval.settings import SignInSettings
+from modelgate.config import CompanyIdentityProvider
+
+FEDERATED_GROUPS_ATTRIBUTE = "groups"  # custom attribute -> ID token claim `custom:groups`
 
 
 class ApproverSignIn(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, group: str, domain_prefix: str, callback_url: str
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        group: str,
+        domain_prefix: str,
+        callback_url: str,
+        company: CompanyIdentityProvider | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.federated = company is not None
         self.user_pool = cognito.UserPool(
             self,
             "Pool",
@@ -41,7 +54,28 @@ class ApproverSignIn(Construct):
             standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
             deletion_protection=True,
             removal_policy=RemovalPolicy.RETAIN,  # the people and their group memberships
+            custom_attributes={FEDERATED_GROUPS_ATTRIBUTE: cognito.StringAttribute(max_len=2048, mutable=True)},
         )
+        providers = [cognito.UserPoolClientIdentityProvider.COGNITO]
+        federation = None
+        if company is not None:
+            federation = cognito.UserPoolIdentityProviderOidc(
+                self,
+                "Company",
+                user_pool=self.user_pool,
+                name=company.name,
+                issuer_url=company.issuer,
+                client_id=company.client_id,
+                client_secret=SecretValue.secrets_manager(company.client_secret_name).unsafe_unwrap(),
+                scopes=["openid", "email", "profile"],
+                attribute_mapping=cognito.AttributeMapping(
+                    email=cognito.ProviderAttribute.other("email"),
+                    custom={
+                        f"custom:{FEDERATED_GROUPS_ATTRIBUTE}": cognito.ProviderAttribute.other(company.groups_claim)
+                    },
+                ),
+            )
+            providers.append(cognito.UserPoolClientIdentityProvider.custom(company.name))
         cognito.CfnUserPoolGroup(
             self,
             "Approvers",
@@ -63,7 +97,13 @@ class ApproverSignIn(Construct):
             id_token_validity=Duration.hours(1),  # an approval session lasts at most one hour
             access_token_validity=Duration.hours(1),
             prevent_user_existence_errors=True,
+            supported_identity_providers=providers,
+            read_attributes=cognito.ClientAttributes()
+            .with_standard_attributes(email=True, email_verified=True)
+            .with_custom_attributes(FEDERATED_GROUPS_ATTRIBUTE),
         )
+        if federation is not None:
+            self.client.node.add_dependency(federation)
 
     def settings(self) -> SignInSettings:
         region = Stack.of(self).region
@@ -75,5 +115,5 @@ class ApproverSignIn(Construct):
             authorize_url=f"{base}/oauth2/authorize",
             token_url=f"{base}/oauth2/token",
             client_id=self.client.user_pool_client_id,
-            groups_claim="cognito:groups",
+            groups_claim=f"cognito:groups,custom:{FEDERATED_GROUPS_ATTRIBUTE}" if self.federated else "cognito:groups",
         )

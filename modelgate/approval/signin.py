@@ -77,11 +77,16 @@ def _groups(value: object) -> tuple[str, ...]:
 
 
 def approver_from_claims(claims: dict, groups_claim: str) -> Approver:
+    """`groups_claim` may name several claims, comma-separated (e.g. `cognito:groups,custom:groups`: the pool's
+    own groups and those a federated company directory sends); membership is their union."""
+    groups: list[str] = []
+    for claim in (name.strip() for name in groups_claim.split(",") if name.strip()):
+        groups.extend(group for group in _groups(claims.get(claim)) if group not in groups)
     return Approver(
         subject=str(claims.get("sub", "")),
         email=str(claims.get("email", "")).lower() if claims.get("email_verified", True) is not False else "",
         username=str(claims.get("cognito:username") or claims.get("preferred_username") or ""),
-        groups=_groups(claims.get(groups_claim)),
+        groups=tuple(groups),
     )
 
 

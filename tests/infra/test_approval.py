@@ -236,3 +236,46 @@ def test_the_pipeline_checks_the_approved_model_before_deploying_test_uat_and_pr
         role = f"arn:aws:iam::{config.environments[env].account}:role/{config.project.name}-{env}-promotion-gate"
         assert f"python -m modelgate approved {GROUP} --env {env}" in spec
         assert f"--role-arn {role}" in spec
+
+
+@pytest.fixture(scope="module")
+def federated_prod(tmp_path_factory):
+    """A variant (prod only): approvers federated from the company directory."""
+    import yaml
+
+    from modelgate.config import DEFAULT_CONFIG_PATH
+    from stacks.synth_report import synthesize
+
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    raw["environments"]["prod"]["approvers"]["identity_provider"] = {
+        "name": "CompanySSO",
+        "issuer": "https://login.example.com",
+        "client_id": "modelgate-approvals",
+        "client_secret_name": "modelgate/company-sso",
+        "groups_claim": "memberOf",
+    }
+    folder = tmp_path_factory.mktemp("federated")
+    (folder / "modelgate.yaml").write_text(yaml.safe_dump(raw))
+    result = synthesize(folder / "cdk.out", context={"config": str(folder / "modelgate.yaml"), "env": "prod"})
+    assert result.findings == [], "nag stays clean with federation"
+    return result.stack("modelgate-prod", "Approval").template
+
+
+def test_the_company_directory_can_be_federated_with_its_groups_claim(federated_prod):
+    resources = federated_prod["Resources"].values()
+    (provider,) = [r["Properties"] for r in resources if r["Type"] == "AWS::Cognito::UserPoolIdentityProvider"]
+    assert provider["ProviderType"] == "OIDC"
+    assert provider["ProviderDetails"]["oidc_issuer"] == "https://login.example.com"
+    assert provider["ProviderDetails"]["client_secret"] == (
+        "{{resolve:secretsmanager:modelgate/company-sso:SecretString:::}}"
+    ), "the client secret stays in Secrets Manager"
+    assert provider["AttributeMapping"]["custom:groups"] == "memberOf"
+    (client,) = [r["Properties"] for r in resources if r["Type"] == "AWS::Cognito::UserPoolClient"]
+    assert client["SupportedIdentityProviders"] == ["COGNITO", "CompanySSO"]
+    assert "custom:groups" in client["ReadAttributes"]
+    (api,) = [
+        r["Properties"]
+        for r in resources
+        if r["Type"] == "AWS::Lambda::Function" and "approval_api" in r["Properties"]["Handler"]
+    ]
+    assert api["Environment"]["Variables"]["MODELGATE_SIGNIN_GROUPS_CLAIM"] == "cognito:groups,custom:groups"

@@ -219,6 +219,8 @@ def test_identity_helpers():
     assert approver.email == "bob@example.com"
     assert approver.groups == ("a", "b")
     assert approver_from_claims({"sub": "s", "groups": "[a, b]"}, "groups").groups == ("a", "b")
+    federated = {"sub": "s", "cognito:groups": ["x"], "custom:groups": "[modelgate-approvers, y]"}
+    assert approver_from_claims(federated, "cognito:groups,custom:groups").groups == ("x", "modelgate-approvers", "y")
     assert approver_from_claims({"sub": "s", "email": "x@y.z", "email_verified": False}, "g").email == ""
     assert is_registrant(approver, "BOB@example.com")
     assert not is_registrant(approver, None)
