@@ -299,3 +299,21 @@ def test_evaluation_metrics_from_the_pipeline_report_other_formats_or_a_note_why
     assert "not JSON" in read_evaluation_metrics(s3, "s3://b/text.json")[1]
     assert "NoSuchKey" in read_evaluation_metrics(s3, "s3://b/missing.json")[1]
     assert "no evaluation report" in read_evaluation_metrics(s3, None)[1]
+
+
+def test_config_names_a_bad_identity_provider_or_link_lifetime():
+    import yaml
+
+    from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
+
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    assert parse_config(raw, "c.yaml").environments["dev"].approvers.link_ttl_hours == 72
+    raw["defaults"]["approvers"]["link_ttl_hours"] = 0
+    raw["environments"]["prod"]["approvers"]["identity_provider"] = {
+        "name": "SSO", "issuer": "http://plain.example", "client_id": "c", "client_secret_name": "s",
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw, "c.yaml")
+    message = str(error.value)
+    assert "c.yaml: defaults.approvers.link_ttl_hours" in message
+    assert "c.yaml: environments.prod.approvers.identity_provider.issuer: must be an https:// URL" in message
