@@ -66,6 +66,8 @@ class Review:
     csrf: str
     evaluation: list[tuple[str, float]]
     evaluation_note: str | None
+    request_details: dict[str, str]  # who or what asked (e.g. the inference run)
+    run_metrics: list[tuple[str, str]]  # the metrics of the inference run that prompted a promotion
 
 
 @dataclass(frozen=True)
@@ -201,9 +203,13 @@ def review(services: Services, token: str, action: str, approver: Approver) -> R
     else:
         version = _check(services, link, approver)
     evaluation, note = read_evaluation_metrics(services.s3, version.metrics_uri)
-    return Review(
-        token, link, version, approver, csrf_token(services.signer, approver, link, services.epoch()), evaluation, note
+    details, run_metrics = state.load_request(
+        services.dynamodb,
+        services.settings.state_table,
+        state.request_key_of(link.model_package_arn, link.environment, link.request_id),
     )
+    csrf = csrf_token(services.signer, approver, link, services.epoch())
+    return Review(token, link, version, approver, csrf, evaluation, note, details, run_metrics)
 
 
 def decide(

@@ -70,6 +70,10 @@ def confirmation(review: Review, api_url: str) -> str:
         body.append(_table([(name, f"{value:.6g}") for name, value in review.evaluation], "metrics"))
     if review.evaluation_note:
         body.append(f'<p class="note">{_e(review.evaluation_note)}</p>')
+    if review.request_details.get("run") or review.run_metrics:
+        body.append("<h2>Inference run</h2>")
+        rows = [("Run", review.request_details.get("run", "")), ("In", review.request_details.get("source", ""))]
+        body.append(_table([row for row in rows if row[1]] + list(review.run_metrics), "run"))
     reason = (
         '<p><label for="reason">Reason (required)</label><br><textarea id="reason" name="reason" required '
         'maxlength="1000"></textarea></p>'

@@ -24,7 +24,7 @@ class RequestOutcome:
 
 
 def request_key(request: ApprovalRequest) -> str:
-    return f"{request.model_package_arn}#{request.environment}#{request.request_id}"
+    return state.request_key_of(request.model_package_arn, request.environment, request.request_id)
 
 
 def request_approval(request: ApprovalRequest, services: Services) -> RequestOutcome:
@@ -55,6 +55,19 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
 
     evaluation, note = read_evaluation_metrics(services.s3, version.metrics_uri)
     key = request_key(request)
+    details = {
+        "requested_by": request.requested_by,
+        "run": request.run or "",
+        "source": request.source_environment or "",
+    }
+    state.save_request(
+        services.dynamodb,
+        settings.state_table,
+        key,
+        details=details,
+        metrics=list(request.metrics),
+        now=services.epoch(),
+    )
     sent, already = [], []
     for recipient in settings.approver_emails:
         now = services.epoch()

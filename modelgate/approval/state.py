@@ -14,6 +14,7 @@ Items: partition key `pk`; `expires_at` (epoch seconds) is the table's TTL attri
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -196,3 +197,36 @@ def release_email(dynamodb: Any, table: str, request_key: str, recipient: str, c
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={":c": {"S": claim_id}, ":sending": {"S": "sending"}},
         )
+
+
+# -- what a request said (shown again on the confirmation page) -------------------------------------------------
+def request_key_of(model_package_arn: str, environment: str, request_id: str) -> str:
+    """A request's key; links carry (ARN, environment, request id), so pages find the request again."""
+    return f"{model_package_arn}#{environment}#{request_id}"
+
+
+def request_record_key(request_key: str) -> str:
+    return f"request#{request_key}"
+
+
+def save_request(
+    dynamodb: Any, table: str, request_key: str, *, details: dict[str, str], metrics: list[tuple[str, str]], now: int
+) -> None:
+    """Keep the request's details and run metrics for the links' lifetime (plus a margin)."""
+    dynamodb.put_item(
+        TableName=table,
+        Item={
+            PARTITION_KEY: {"S": request_record_key(request_key)},
+            "details": {"S": json.dumps(details)},
+            "metrics": {"S": json.dumps(metrics)},
+            TTL_ATTRIBUTE: {"N": str(now + EMAIL_MARKER_DAYS * 86_400)},
+        },
+    )
+
+
+def load_request(dynamodb: Any, table: str, request_key: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """(details, metrics) of a request; empty when unknown (older links, or expired records)."""
+    item = dynamodb.get_item(TableName=table, Key={PARTITION_KEY: {"S": request_record_key(request_key)}}).get("Item")
+    if not item:
+        return {}, []
+    return json.loads(item["details"]["S"]), [tuple(pair) for pair in json.loads(item["metrics"]["S"])]

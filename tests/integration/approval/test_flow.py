@@ -58,6 +58,8 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         assert "bob@example.com" in page.text()
         assert "mape" in page.text()
         assert any("/oauth2/authorize" in url for _, url, _ in browser.requests), "signed in at the IdP"
+        if env != "dev":
+            assert "customers_scored 1200" in page.text(), "the page shows the run's metrics too"
         assert world.snapshot(arn) == before, "GET (and sign-in) changed nothing"
 
         result = browser.submit(page)
