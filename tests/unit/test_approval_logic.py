@@ -317,3 +317,23 @@ def test_config_names_a_bad_identity_provider_or_link_lifetime():
     message = str(error.value)
     assert "c.yaml: defaults.approvers.link_ttl_hours" in message
     assert "c.yaml: environments.prod.approvers.identity_provider.issuer: must be an https:// URL" in message
+
+
+def test_handlers_import_nothing_the_lambda_bundle_lacks():
+    """The bundle ships modelgate/ without config.py and no CDK, pydantic, YAML or sagemaker SDK."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('sagemaker', 'pydantic', 'yaml', 'aws_cdk') or name == 'modelgate.config':\n"
+        "            raise ImportError('not in the Lambda bundle: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import lambdas.approval_api, lambdas.request_approval, lambdas.post_inference\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
