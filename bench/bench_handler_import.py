@@ -3,6 +3,10 @@
 Every sample is a fresh `python -c "import ..."` process (no shared import cache), the handlers and the boto3
 baseline interleaved so that machine noise hits them alike. Also checks that no handler drags in the sagemaker
 SDK or other heavy ML packages (they are not in the Lambda bundle and would cost seconds).
+
+The approval API imports PyJWT/cryptography on its first token verification (an approver's first request has no
+session yet: it is only redirected to sign in). For transparency the bench also reports the import including
+that stack (`+ jwt`), the cost its sign-in callback pays once per container; the target is on cold import.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def run(quick: bool = False) -> BenchResult:
     measure = {"boto3": lambda: _import("boto3")}
     for handler in HANDLERS:
         measure[handler] = lambda handler=handler: _import(handler)
+    measure["api+jwt"] = lambda: _import("lambdas.approval_api, modelgate.jwt_auth")
     for fn in measure.values():
         fn()  # warm-up: .pyc files and the OS page cache
     samples = interleaved(runs, **measure)

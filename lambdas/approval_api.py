@@ -18,7 +18,6 @@ from modelgate.approval import decisions, pages, signin, web
 from modelgate.approval.services import Services
 from modelgate.approval.settings import ApprovalSettings, SignInSettings
 from modelgate.approval.web import HttpRequest
-from modelgate.jwt_auth import JwksCache, JwksUnavailable
 
 logger = Logger(service="modelgate-approval-api")
 
@@ -27,14 +26,14 @@ logger = Logger(service="modelgate-approval-api")
 class Runtime:
     services: Services
     sign_in: SignInSettings
-    keys: JwksCache  # the identity provider's signing keys, cached for the container's life
+    keys: signin.SigningKeys  # the identity provider's signing keys, cached for the container's life
 
 
 @cache
 def runtime() -> Runtime:
     settings = ApprovalSettings.from_environ()
     sign_in = SignInSettings.from_environ()
-    return Runtime(Services.from_session(settings, boto3.Session()), sign_in, JwksCache(url=sign_in.jwks_url))
+    return Runtime(Services.from_session(settings, boto3.Session()), sign_in, signin.SigningKeys(sign_in.jwks_url))
 
 
 def _idp_unavailable(error: Exception) -> dict:
@@ -57,7 +56,7 @@ def links_page(rt: Runtime, event: HttpRequest, action: str) -> dict:
         approver = signin.session_approver(sign_in, keys, web.session_cookie(web.read_cookies(event.headers), secure))
     except decisions.DecisionRefused as refused:
         return _refused(refused)
-    except JwksUnavailable as error:
+    except signin.IdentityProviderUnavailable as error:
         return _idp_unavailable(error)
     except signin.NotSignedIn:
         location, state = signin.begin_sign_in(
@@ -91,7 +90,7 @@ def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
         return web.html_response(
             401, pages.refusal("Please sign in again", "Your session has expired. Open the link from the e-mail again.")
         )
-    except JwksUnavailable as error:
+    except signin.IdentityProviderUnavailable as error:
         return _idp_unavailable(error)
     try:
         outcome = decisions.decide(
@@ -139,7 +138,7 @@ def callback(rt: Runtime, event: HttpRequest) -> dict:
             cookie=web.sign_in_cookie(web.read_cookies(event.headers), secure),
             now=now,
         )
-    except (signin.SignInFailed, JwksUnavailable) as error:
+    except (signin.SignInFailed, signin.IdentityProviderUnavailable) as error:
         logger.warning("sign-in failed", extra={"detail": str(error)})
         return web.html_response(400, pages.refusal("Sign-in failed", str(error)))
     logger.info("signed in", extra={"approver": signed_in.approver.display})

@@ -21,8 +21,8 @@ from modelgate.approval.events import PROMOTION_DETAIL_TYPE, PROMOTION_SOURCE
 from modelgate.approval.history import Decision, read_history
 from modelgate.approval.services import Services
 from modelgate.approval.settings import SignInSettings
+from modelgate.approval.signin import SigningKeys
 from modelgate.environments import ENVIRONMENTS
-from modelgate.jwt_auth import JwksCache
 from sandbox.api_gateway import LocalApiGateway, Route
 from sandbox.approval import SentEmail, provision, register_version, registry_event, sent_emails
 from sandbox.atomic_dynamodb import atomic_dynamodb
@@ -119,7 +119,7 @@ class LocalApprovalWorkflow:
                 next_event_bus=None if env == ENVIRONMENTS[-1] else bus,
             )
             services = Services.from_session(settings, self.session)
-            holder["rt"] = approval_api.Runtime(services, sign_in, JwksCache(url=self.issuer.jwks_url))
+            holder["rt"] = approval_api.Runtime(services, sign_in, SigningKeys(self.issuer.jwks_url))
             self.envs[env] = LocalEnvironment(env, services, api, holder["rt"])
 
     def __exit__(self, *exc: object) -> None:

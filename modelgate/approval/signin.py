@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import secrets
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from modelgate.approval.links import LinkClaims
 from modelgate.approval.sealed import MacSigner, SealBroken, seal, unseal
 from modelgate.approval.settings import SignInSettings
-from modelgate.jwt_auth import JwksCache, JwtPolicy, TokenRejected, verify
 
 SIGN_IN_SECONDS = 600  # the round trip through the identity provider must finish within this
 CSRF_SECONDS = 3600
@@ -40,6 +40,50 @@ class SignInFailed(Exception):
 
 class NotSignedIn(Exception):
     pass
+
+
+class IdentityProviderUnavailable(Exception):
+    """The identity provider's signing keys cannot be fetched: nobody can be signed in right now."""
+
+
+class SigningKeys:
+    """The identity provider's JWKS (modelgate.jwt_auth.JwksCache), created on first use.
+
+    PyJWT and cryptography are imported then too: an approver's first request (no session yet, so a redirect
+    to sign in) does not need them, which keeps the approval API's cold start short.
+    """
+
+    def __init__(self, jwks_url: str) -> None:
+        self.jwks_url = jwks_url
+        self._cache = None
+        self._lock = threading.Lock()
+
+    def cache(self):  # -> modelgate.jwt_auth.JwksCache
+        if self._cache is None:
+            with self._lock:
+                if self._cache is None:
+                    from modelgate.jwt_auth import JwksCache
+
+                    self._cache = JwksCache(url=self.jwks_url)
+        return self._cache
+
+
+class _TokenRefused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _verify(token: str, signin: SignInSettings, keys: SigningKeys) -> dict:
+    """Claims of an ID token of our client (modelgate.jwt_auth.verify), or _TokenRefused / IdP unavailable."""
+    from modelgate.jwt_auth import JwksUnavailable, JwtPolicy, TokenRejected, verify
+
+    try:
+        return verify(token, JwtPolicy(issuer=signin.issuer, audience=signin.client_id), keys.cache())
+    except TokenRejected as error:
+        raise _TokenRefused(error.reason) from None
+    except JwksUnavailable as error:
+        raise IdentityProviderUnavailable(str(error)) from None
 
 
 class CsrfRejected(Exception):
@@ -145,7 +189,7 @@ def post_form(url: str, fields: dict[str, str], timeout: float = 5.0) -> dict:
 def finish_sign_in(
     signin: SignInSettings,
     signer: MacSigner,
-    keys: JwksCache,
+    keys: SigningKeys,
     *,
     api_url: str,
     code: str,
@@ -180,21 +224,21 @@ def finish_sign_in(
     if not isinstance(id_token, str):
         raise SignInFailed("the identity provider returned no ID token")
     try:
-        claims = verify(id_token, JwtPolicy(issuer=signin.issuer, audience=signin.client_id), keys)
-    except TokenRejected as error:
+        claims = _verify(id_token, signin, keys)
+    except _TokenRefused as error:
         raise SignInFailed(f"the ID token was refused ({error.reason})") from None
     if claims.get("nonce") != pending.get("nonce"):
         raise SignInFailed("the ID token was issued for another sign-in (nonce mismatch)")
     return SignedIn(id_token, approver_from_claims(claims, signin.groups_claim), str(pending["to"]), int(claims["exp"]))
 
 
-def session_approver(signin: SignInSettings, keys: JwksCache, session: str | None) -> Approver:
+def session_approver(signin: SignInSettings, keys: SigningKeys, session: str | None) -> Approver:
     """The approver of a session cookie (a still-valid ID token), or NotSignedIn."""
     if not session:
         raise NotSignedIn("not signed in")
     try:
-        claims = verify(session, JwtPolicy(issuer=signin.issuer, audience=signin.client_id), keys)
-    except TokenRejected as error:
+        claims = _verify(session, signin, keys)
+    except _TokenRefused as error:
         raise NotSignedIn(f"session is not valid ({error.reason})") from None
     if claims.get("token_use", "id") != "id":
         raise NotSignedIn("session token is not an ID token")

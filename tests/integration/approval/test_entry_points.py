@@ -94,7 +94,7 @@ def test_a_completed_transform_job_leads_to_a_promotion_request(world, deployed_
 
 def test_an_unreachable_identity_provider_is_a_clear_503_not_a_crash(world):
     from modelgate.approval.settings import SignInSettings
-    from modelgate.jwt_auth import JwksCache
+    from modelgate.approval.signin import SigningKeys
 
     arn = world.register()
     world.request("dev", world.registry_event(arn))
@@ -103,7 +103,7 @@ def test_an_unreachable_identity_provider_is_a_clear_503_not_a_crash(world):
     dead = SignInSettings(
         "http://127.0.0.1:9/", "http://127.0.0.1:9/jwks", "http://127.0.0.1:9/a", "http://127.0.0.1:9/t", "c"
     )
-    runtime = approval_api.Runtime(dev.services, dead, JwksCache(url=dead.jwks_url))
+    runtime = approval_api.Runtime(dev.services, dead, SigningKeys(dead.jwks_url))
     token = mail.links()["approve"].split("token=", 1)[1]
     event = {
         "resource": "/links/{action}",
