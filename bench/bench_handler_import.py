@@ -54,6 +54,13 @@ def run(quick: bool = False) -> BenchResult:
         rows.append(
             (f"import {handler}, median", f"{median(samples[handler]) * 1000:.0f} ms ({ratios[handler]:.2f}x boto3)")
         )
+    with_jwt = median(samples["api+jwt"])
+    rows.append(
+        (
+            "import lambdas.approval_api + jwt (its first sign-in), median",
+            f"{with_jwt * 1000:.0f} ms ({with_jwt / baseline:.2f}x boto3)",
+        )
+    )
     rows.append(
         ("heavy packages imported by handlers", ", ".join(f"{h}: {m}" for h, m in heavy.items() if m) or "none")
     )

@@ -237,7 +237,8 @@ class ApprovalStack(Stack):
         )
         if is_registry:
             storage.artifacts.grant_read(role)
-        integration = apigateway.LambdaIntegration(self.approval_api.function)
+        # No test-invoke permissions: the console test button is not how these pages are used.
+        integration = apigateway.LambdaIntegration(self.approval_api.function, allow_test_invoke=False)
         links = self.api.root.add_resource("links").add_resource("{action}")
         callback = self.api.root.add_resource("auth").add_resource("callback")
         validator = self.api.add_request_validator(
