@@ -92,9 +92,21 @@ class Cicd(_Frozen):
     branch: Annotated[str, Field(min_length=1)]
 
 
+class CompanyIdentityProvider(_Frozen):
+    """The company directory (any OIDC provider), federated into the approvers' Cognito user pool."""
+
+    name: Annotated[str, _check(r"[\w.-]{3,32}", "must be 3-32 letters, digits, '.', '_' or '-'")]
+    issuer: HttpsUrl
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret_name: Annotated[str, _check(r"[\w/+=.@-]{1,512}", "must be a Secrets Manager secret name")]
+    groups_claim: Annotated[str, Field(min_length=1)] = "groups"  # the IdP's claim listing the user's groups
+
+
 class Approvers(_Frozen):
     group: Annotated[str, _check(r"[\w+=,.@-]{1,128}", "must be a Cognito group name")]
     emails: Annotated[tuple[Email, ...], Field(min_length=1), Strict(False)]  # YAML lists
+    link_ttl_hours: Annotated[int, Field(ge=1, le=14 * 24)] = 72  # how long approval links stay valid
+    identity_provider: CompanyIdentityProvider | None = None
 
 
 class Prep(_Frozen):

@@ -3,6 +3,13 @@
 Every model version carries custom metadata with one key per environment (dev, test, uat, prod) whose value
 is that environment's approval state. moto's update_model_package replaces the whole metadata map while AWS
 merges keys, so writers always send the complete map (see `customer_metadata`).
+
+Other keys:
+- `registered_by` (REGISTERED_BY_KEY): written by the registration (training pipeline): the e-mail address of
+  the person who started the run that registered the version. The approval workflow refuses that person as
+  approver (separation of duties) and refuses to request approval for a version without it.
+- `<env>.decided_by` / `<env>.decided_at`: written by the approval workflow with each environment's decision,
+  so `modelgate status` can show who decided and when from the registry alone.
 """
 
 from __future__ import annotations
@@ -17,8 +24,19 @@ REJECTED = "Rejected"
 STATES = (PENDING, APPROVED, REJECTED)
 
 
+REGISTERED_BY_KEY = "registered_by"
+
+
 class RegistryMetadataError(ValueError):
     pass
+
+
+def decided_by_key(environment: str) -> str:
+    return f"{check_environment(environment)}.decided_by"
+
+
+def decided_at_key(environment: str) -> str:
+    return f"{check_environment(environment)}.decided_at"
 
 
 def initial_customer_metadata() -> dict[str, str]:
@@ -26,9 +44,12 @@ def initial_customer_metadata() -> dict[str, str]:
     return dict.fromkeys(ENVIRONMENTS, PENDING)
 
 
-def customer_metadata(current: Mapping[str, str] | None, **changes: str) -> dict[str, str]:
-    """The complete dev/test/uat/prod map after `changes`, keeping unrelated keys of `current`."""
-    merged = {**initial_customer_metadata(), **dict(current or {})}
+def customer_metadata(
+    current: Mapping[str, str] | None, extra: Mapping[str, str] | None = None, **changes: str
+) -> dict[str, str]:
+    """The complete dev/test/uat/prod map after `changes`, keeping unrelated keys of `current`, plus `extra`
+    keys (e.g. `decided_by_key("dev")`) that are not approval states."""
+    merged = {**initial_customer_metadata(), **dict(current or {}), **dict(extra or {})}
     for environment, state in changes.items():
         check_environment(environment)
         if state not in STATES:

@@ -16,7 +16,9 @@ from aws_cdk import Environment as CdkEnvironment
 from modelgate.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
 from stacks.cicd_stack import CicdStack
 from stacks.nag import apply_nag
+from stacks.promotion_gate import promotion_gates
 from stacks.stage import ModelGateStage
+from stacks.topology import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +43,13 @@ def build_app(context: dict | None = None, outdir: str | None = None) -> App:
 
 def add_environments(app: App, config: ModelGateConfig, selector: str | None) -> list[ModelGateStage]:
     stages = [
-        ModelGateStage(app, stage_id(config.project.name, env.name), project=config.project, environment=env)
+        ModelGateStage(
+            app,
+            stage_id(config.project.name, env.name),
+            project=config.project,
+            environment=env,
+            topology=Topology.from_config(config, env.name),
+        )
         for env in config.select(selector)
     ]
     # The pipeline deploys every environment in order, so it only makes sense when all are selected.
@@ -51,6 +59,7 @@ def add_environments(app: App, config: ModelGateConfig, selector: str | None) ->
             f"{config.project.name}-cicd",
             cicd=config.cicd,
             stages=stages,
+            gates=promotion_gates(config),
             env=CdkEnvironment(account=config.cicd.account, region=config.cicd.region),
         )
         apply_nag(cicd)

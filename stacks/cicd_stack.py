@@ -2,8 +2,8 @@
 
 Each environment may be its own account: the pipeline uses cross-account KMS keys and the CDK bootstrap roles
 of the target accounts (bootstrap them with `--trust <tooling account>`). A person approves before uat and
-prod. `gates(environment_name)` is the hook where the model-promotion gate plugs in: the steps it returns run
-before that environment's stage is deployed.
+prod. `gates(environment_name, source)` is the hook where the model-promotion gate plugs in: the steps it returns
+run before that environment's stage is deployed (`source`: the repository checkout, for steps that run its code).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from stacks.stage import ModelGateStage
 # Environments whose deployment waits for a person to click Approve in CodePipeline.
 MANUAL_APPROVAL_BEFORE = ("uat", "prod")
 
-GateFactory = Callable[[str], Sequence[pipelines.Step]]
+GateFactory = Callable[[str, pipelines.IFileSetProducer], Sequence[pipelines.Step]]
 
 
 class CicdStack(Stack):
@@ -62,13 +62,18 @@ class CicdStack(Stack):
             ),
         )
 
+        self._gate_steps: list[tuple[str, str]] = []  # (stage, step id) of CodeBuild gate steps, for nag
         for stage in stages:
             name = stage.settings.name
             pre: list[pipelines.Step] = []
             if name in MANUAL_APPROVAL_BEFORE:
                 pre.append(pipelines.ManualApprovalStep(f"Approve-{name}", comment=f"Deploy ModelGate to {name}?"))
             if gates is not None:
-                pre.extend(gates(name))
+                steps = list(gates(name, source))
+                pre.extend(steps)
+                self._gate_steps.extend(
+                    (stage.stage_name, step.id) for step in steps if isinstance(step, pipelines.CodeBuildStep)
+                )
             self.pipeline.add_stage(stage, pre=pre)
 
         # Build now so that nag sees (and suppressions can address) the generated CodeBuild/CodePipeline resources.
@@ -122,6 +127,13 @@ class CicdStack(Stack):
             {"AwsSolutions-IAM5": reason + " Plus this build's own log streams and test report groups."},
             {"AwsSolutions-IAM5": [*artifacts, *codebuild_logs]},
         )
+        for stage_name, step_id in self._gate_steps:
+            suppress(
+                self,
+                f"Pipeline/Pipeline/{stage_name}/{step_id}/{step_id}/Role/DefaultPolicy/Resource",
+                {"AwsSolutions-IAM5": reason + " Plus this gate build's own log streams and test report groups."},
+                {"AwsSolutions-IAM5": [*artifacts, *codebuild_logs]},
+            )
         if self.node.try_find_child("Pipeline").node.try_find_child("Assets") is not None:
             # Stages with file assets (Lambda code and layers) get an asset-publishing CodeBuild role.
             suppress(

@@ -17,10 +17,18 @@ from stacks.storage_stack import StorageStack
 from stacks.training_pipeline import TrainingPipeline
 
 
-def definition_settings(project: Project, environment: Environment) -> DefinitionSettings:
+def definition_settings(
+    project: Project, environment: Environment, model_package_group_arn: str | None = None
+) -> DefinitionSettings:
+    """`model_package_group_arn`: the registry group when it lives in another account or region (registration
+    then names it by ARN, which CreateModelPackage accepts cross-account); by name otherwise."""
+    in_place = f":{environment.region}:{environment.account}:"
+    group = project.model_package_group
     return DefinitionSettings(
         region=environment.region,
-        model_package_group=project.model_package_group,
+        model_package_group=model_package_group_arn
+        if model_package_group_arn and in_place not in model_package_group_arn
+        else group,
         prep_engine=environment.prep.engine,
         processing_instance_type=environment.prep.processing_instance_type,
         training_instance_type=environment.training.instance_type,
@@ -42,10 +50,12 @@ class PipelineStack(Stack):
         project: Project,
         environment: Environment,
         storage: StorageStack,
+        model_package_group_arn: str,
         **kwargs,
     ) -> None:
+        """`model_package_group_arn`: the one Model Registry group (possibly in another account, stacks/topology.py)."""
         super().__init__(scope, construct_id, **kwargs)
-        settings = definition_settings(project, environment)
+        settings = definition_settings(project, environment, model_package_group_arn)
         data = {
             "key": storage.key,
             "raw_data": storage.raw_data,
@@ -69,7 +79,7 @@ class PipelineStack(Stack):
             "Training",
             settings=settings,
             **data,
-            model_package_group_arn=storage.model_package_group.attr_model_package_group_arn,
+            model_package_group_arn=model_package_group_arn,
             glue_requests=self.glue_prep.requests if self.glue_prep else None,
         )
         if self.glue_prep:

@@ -7,13 +7,23 @@ from aws_cdk import Stage, Tags
 from constructs import Construct
 
 from modelgate.config import Environment, Project
+from stacks.approval_stack import ApprovalStack
 from stacks.nag import apply_nag
 from stacks.pipeline_stack import PipelineStack
 from stacks.storage_stack import StorageStack
+from stacks.topology import Topology
 
 
 class ModelGateStage(Stage):
-    def __init__(self, scope: Construct, construct_id: str, *, project: Project, environment: Environment) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        project: Project,
+        environment: Environment,
+        topology: Topology | None = None,
+    ) -> None:
         super().__init__(
             scope,
             construct_id,
@@ -22,10 +32,26 @@ class ModelGateStage(Stage):
         self.settings = environment
         # Stateful stacks of later environments may not be deleted by accident.
         protect = environment.name in ("uat", "prod")
+        topology = topology or Topology.standalone(environment)
+        group = project.model_package_group
         self.storage = StorageStack(
-            self, "Storage", model_package_group=project.model_package_group, termination_protection=protect
+            self,
+            "Storage",
+            model_package_group=group if topology.holds_registry(environment) else None,
+            registry_sharing=topology.sharing_accounts,
+            termination_protection=protect,
         )
-        self.pipeline = PipelineStack(self, "Pipeline", project=project, environment=environment, storage=self.storage)
+        self.pipeline = PipelineStack(
+            self,
+            "Pipeline",
+            project=project,
+            environment=environment,
+            storage=self.storage,
+            model_package_group_arn=topology.group_arn(group),
+        )
+        self.approval = ApprovalStack(
+            self, "Approval", project=project, environment=environment, storage=self.storage, topology=topology
+        )
 
         Tags.of(self).add("modelgate:project", project.name)
         Tags.of(self).add("modelgate:environment", environment.name)

@@ -195,12 +195,9 @@ class TrainingPipeline(Construct):
                 actions=["sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:AddTags"],
                 resources=[
                     model_package_group_arn,
-                    stack.format_arn(
-                        service="sagemaker",
-                        resource="model-package",
-                        # Versions of this group only (ARNs carry the group name in lower case).
-                        resource_name=f"{settings.model_package_group.lower()}/*",
-                    ),
+                    # Versions of this group only (ARNs carry the group name in lower case); the group may be in
+                    # the registry environment's account (stacks/topology.py).
+                    model_package_group_arn.replace(":model-package-group/", ":model-package/").lower() + "/*",
                 ],
             )
         )

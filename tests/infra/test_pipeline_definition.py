@@ -119,7 +119,11 @@ def test_parameters_default_to_the_environment_config(definition, config, env):
         "Type": "Float",
         "DefaultValue": settings.training.metric_threshold,
     }
-    assert parameters["ModelPackageGroup"]["DefaultValue"] == config.project.model_package_group
+    # One registry, held by dev: later environments (other accounts here) register into it by ARN.
+    dev, group = config.environments["dev"], config.project.model_package_group
+    assert parameters["ModelPackageGroup"]["DefaultValue"] == (
+        group if env == "dev" else f"arn:aws:sagemaker:{dev.region}:{dev.account}:model-package-group/{group}"
+    )
     assert parameters["InputDataUri"]["DefaultValue"].startswith("s3://<Output PublishOutputRefRawData")
     assert "DefaultValue" not in parameters["RegisteredBy"], "whoever starts a run must say who they are"
 

@@ -28,14 +28,30 @@ def resources_of(statement: dict) -> list:
     return statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_model_package_group_is_in_the_retained_storage_stack(template, config, env):
-    storage = template(env, "Storage")
+def test_the_one_model_registry_is_in_the_registry_environments_retained_storage_stack(template, config):
+    storage = template("dev", "Storage")
     (group,) = storage.find_resources("AWS::SageMaker::ModelPackageGroup").values()
     assert group["Properties"]["ModelPackageGroupName"] == config.project.model_package_group
     assert group["DeletionPolicy"] == "Retain"
     assert group["UpdateReplacePolicy"] == "Retain"
-    template(env, "Pipeline").resource_count_is("AWS::SageMaker::ModelPackageGroup", 0)
+    for env in ENVIRONMENTS:
+        template(env, "Pipeline").resource_count_is("AWS::SageMaker::ModelPackageGroup", 0)
+        if env != "dev":  # one registry, even when environments share an account
+            template(env, "Storage").resource_count_is("AWS::SageMaker::ModelPackageGroup", 0)
+
+
+def test_later_environments_accounts_may_register_read_and_decide_on_the_registry(template, config):
+    (group,) = template("dev", "Storage").find_resources("AWS::SageMaker::ModelPackageGroup").values()
+    (statement,) = group["Properties"]["ModelPackageGroupPolicy"]["Statement"]
+    later = {config.environments[env].account for env in ENVIRONMENTS[1:]} - {config.environments["dev"].account}
+    assert set(statement["Principal"]["AWS"]) == {f"arn:aws:iam::{account}:root" for account in later}
+    assert set(statement["Action"]) == {
+        "sagemaker:CreateModelPackage",
+        "sagemaker:DescribeModelPackageGroup",
+        "sagemaker:DescribeModelPackage",
+        "sagemaker:ListModelPackages",
+        "sagemaker:UpdateModelPackage",
+    }
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -53,6 +69,10 @@ def test_execution_role_passes_only_the_step_roles_and_only_to_sagemaker(templat
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_execution_role_starts_only_pipeline_jobs_and_registers_only_into_its_group(template, config, env):
     pipeline = template(env, "Pipeline")
+    dev = config.environments["dev"]
+    registry_group = (
+        f"arn:aws:sagemaker:{dev.region}:{dev.account}:model-package-group/{config.project.model_package_group}"
+    )
     text = json.dumps(statements(pipeline, "TrainingExecutionRole"))
     for statement in statements(pipeline, "TrainingExecutionRole"):
         if any(action.startswith("sagemaker:Create") for action in actions_of(statement)):
@@ -61,7 +81,7 @@ def test_execution_role_starts_only_pipeline_jobs_and_registers_only_into_its_gr
                 assert (
                     "-job/pipelines-*" in rendered
                     or f"model-package/{config.project.model_package_group}/*" in rendered
-                    or "ModelPackageGroupArn" in rendered
+                    or rendered == json.dumps(registry_group)
                 ), rendered
     assert '"Resource": "*"' not in text
 

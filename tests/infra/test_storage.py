@@ -15,12 +15,18 @@ def resources(template, kind):
     return template.find_resources(kind)
 
 
+def data_key(template) -> str:
+    """The logical id of the storage key (the other key is the approval links' HMAC key)."""
+    (key,) = [k for k, r in resources(template, "AWS::KMS::Key").items() if "KeySpec" not in r["Properties"]]
+    return key
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_data_buckets_are_kms_encrypted_versioned_private_and_logged(template, env):
     storage = template(env, "Storage")
     buckets = resources(storage, "AWS::S3::Bucket")
     assert len(buckets) == DATA_BUCKETS + 1
-    (key,) = resources(storage, "AWS::KMS::Key")
+    key = data_key(storage)
     kms_buckets = {
         logical: bucket
         for logical, bucket in buckets.items()
@@ -69,9 +75,9 @@ def test_every_bucket_policy_denies_plain_http_and_old_tls(template, env):
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_key_rotates_and_stateful_resources_survive_stack_deletion(template, env):
     storage = template(env, "Storage")
-    (key,) = resources(storage, "AWS::KMS::Key").values()
+    key = resources(storage, "AWS::KMS::Key")[data_key(storage)]
     assert key["Properties"]["EnableKeyRotation"] is True
-    for kind in ("AWS::KMS::Key", "AWS::S3::Bucket"):
+    for kind in ("AWS::KMS::Key", "AWS::S3::Bucket", "AWS::DynamoDB::Table"):
         for logical, resource in resources(storage, kind).items():
             assert resource["DeletionPolicy"] == "Retain", logical
             assert resource["UpdateReplacePolicy"] == "Retain", logical

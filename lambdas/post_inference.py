@@ -1,0 +1,42 @@
+"""Post-inference Lambda (EventBridge, async): a batch-inference run finished in this environment -> collect its
+metrics and ask the next environment's approvers to promote the model version (event on that environment's bus).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import boto3
+from aws_lambda_powertools import Logger
+
+from modelgate.approval.events import parse_inference_event
+from modelgate.approval.promotion import promote_after_inference
+from modelgate.approval.services import Services
+from modelgate.approval.settings import ApprovalSettings
+
+logger = Logger(service="modelgate-post-inference")
+
+
+@cache
+def services() -> Services:
+    settings = ApprovalSettings.from_environ()
+    return Services.from_session(settings, boto3.Session())
+
+
+def handle(event: dict, services: Services) -> dict:
+    run = parse_inference_event(event)
+    if run is None:
+        logger.info("run did not complete: nothing to promote", extra={"event_id": event.get("id")})
+        return {"requested": False, "note": "run did not complete"}
+    logger.append_keys(run=run.run_id)
+    outcome = promote_after_inference(run, services)
+    logger.info(outcome.note, extra={"requested": outcome.requested is not None})
+    return {"requested": outcome.requested is not None, "note": outcome.note}
+
+
+@logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations
+def handler(event: dict, context: object) -> dict:
+    bundle = services()
+    settings = bundle.settings
+    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    return handle(event, bundle)

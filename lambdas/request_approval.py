@@ -1,0 +1,48 @@
+"""Request-approval Lambda (EventBridge, async): a new model version (registry event, dev) or a promotion
+request (other environments) -> one e-mail per approver with their own signed approve/reject links.
+
+Idempotent per (request, recipient): EventBridge retries and duplicate events send nothing more. Errors
+propagate, so Lambda retries and finally the on-failure destination (SQS, alarmed) keeps the event.
+The event is parsed by modelgate.approval.events (typed, with clear errors), not Powertools' event classes,
+whose import alone costs ~20 ms of every cold start.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import boto3
+from aws_lambda_powertools import Logger
+
+from modelgate.approval.events import parse_request_event
+from modelgate.approval.request_emails import request_approval
+from modelgate.approval.services import Services
+from modelgate.approval.settings import ApprovalSettings
+
+logger = Logger(service="modelgate-request-approval")
+
+
+@cache
+def services() -> Services:
+    settings = ApprovalSettings.from_environ()
+    return Services.from_session(settings, boto3.Session())
+
+
+def handle(event: dict, services: Services) -> dict:
+    request = parse_request_event(event)
+    logger.append_keys(model_package_arn=request.model_package_arn, request_id=request.request_id)
+    logger.info("approval requested", extra={"event_id": event.get("id"), "source": event.get("source")})
+    outcome = request_approval(request, services)
+    logger.info(
+        "request handled",
+        extra={"sent": outcome.sent, "already_sent": outcome.already_sent, "not_requested": outcome.not_requested},
+    )
+    return {"sent": list(outcome.sent), "already_sent": list(outcome.already_sent), "note": outcome.not_requested}
+
+
+@logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations
+def handler(event: dict, context: object) -> dict:
+    bundle = services()
+    settings = bundle.settings
+    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    return handle(event, bundle)

@@ -1,0 +1,108 @@
+"""Request a decision: e-mail each approver of an environment their own approve/reject links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelgate.approval import emails, links, state
+from modelgate.approval.events import ApprovalRequest
+from modelgate.approval.model_versions import check_model_package_arn, read_evaluation_metrics, read_model_version
+from modelgate.approval.rules import NotEligible, check_eligible
+from modelgate.approval.services import Services
+from modelgate.environments import previous_environment
+
+
+class RequestRefused(Exception):
+    """This request cannot be e-mailed (wrong environment, not eligible, ...). Nothing was sent."""
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    sent: tuple[str, ...] = ()  # recipients e-mailed by this call
+    already_sent: tuple[str, ...] = ()  # recipients e-mailed for this request before (a retry or duplicate)
+    not_requested: str | None = None  # why nothing was sent although the request was valid
+
+
+def request_key(request: ApprovalRequest) -> str:
+    return state.request_key_of(request.model_package_arn, request.environment, request.request_id)
+
+
+def request_approval(request: ApprovalRequest, services: Services) -> RequestOutcome:
+    settings = services.settings
+    if request.environment != settings.environment:
+        raise RequestRefused(
+            f"request is for {request.environment}, but this is the {settings.environment} approval service"
+        )
+    expected_source = previous_environment(request.environment)
+    if request.source_environment != expected_source:
+        raise RequestRefused(
+            f"a request for {request.environment} must come from {expected_source or 'the registry'}, "
+            f"not {request.source_environment or 'the registry'}"
+        )
+    check_model_package_arn(
+        request.model_package_arn,
+        group=settings.model_package_group,
+        account=settings.registry_account,
+        region=settings.registry_region,
+    )
+    version = read_model_version(services.sagemaker, request.model_package_arn)
+    try:
+        check_eligible(version, request.environment)
+    except NotEligible as problem:
+        if problem.reason == "already_decided":
+            return RequestOutcome(not_requested=str(problem))
+        raise RequestRefused(str(problem)) from None
+
+    evaluation, note = read_evaluation_metrics(services.s3, version.metrics_uri)
+    key = request_key(request)
+    details = {
+        "requested_by": request.requested_by,
+        "run": request.run or "",
+        "source": request.source_environment or "",
+    }
+    state.save_request(
+        services.dynamodb,
+        settings.state_table,
+        key,
+        details=details,
+        metrics=list(request.metrics),
+        now=services.epoch(),
+    )
+    sent, already = [], []
+    for recipient in settings.approver_emails:
+        now = services.epoch()
+        claim = state.claim_email(services.dynamodb, settings.state_table, key, recipient, now)
+        if claim is None:
+            already.append(recipient)
+            continue
+        try:
+            urls = {}
+            for action in links.ACTIONS:
+                token, claims = links.issue(
+                    services.signer,
+                    request_id=request.request_id,
+                    model_package_arn=version.arn,
+                    environment=request.environment,
+                    action=action,
+                    recipient=recipient,
+                    now=now,
+                    ttl_seconds=settings.link_ttl_seconds,
+                )
+                urls[action] = emails.link_url(settings.api_url, action, token)
+            message = emails.render(
+                version=version,
+                request=request,
+                recipient=recipient,
+                evaluation=evaluation,
+                evaluation_note=note,
+                approve_url=urls[links.APPROVE],
+                reject_url=urls[links.REJECT],
+                expires_at=claims.expires_at,
+            )
+            message_id = emails.send(services.ses, message, settings.sender_email)
+        except BaseException:
+            state.release_email(services.dynamodb, settings.state_table, key, recipient, claim)
+            raise
+        state.email_sent(services.dynamodb, settings.state_table, key, recipient, claim, message_id)
+        sent.append(recipient)
+    return RequestOutcome(sent=tuple(sent), already_sent=tuple(already))

@@ -1,0 +1,45 @@
+"""The promotion rules, in one place: who may be asked, and what may be decided, for which environment."""
+
+from __future__ import annotations
+
+from modelgate.approval.model_versions import ModelVersion
+from modelgate.environments import previous_environment
+from modelgate.registry import APPROVED, PENDING, REGISTERED_BY_KEY
+
+
+class NotEligible(Exception):
+    """The version cannot be approved for the environment now. `reason` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_eligible(version: ModelVersion, environment: str) -> None:
+    """Raise NotEligible unless `version` awaits a decision in `environment` and may get one.
+
+    Promotion skips no environment: the previous environment must have approved the version.
+    """
+    label = f"{version.group} v{version.version}"
+    state = version.state(environment)
+    if state != PENDING:
+        who = version.decided_by(environment)
+        raise NotEligible(
+            "already_decided",
+            f"{label} is already {state.lower()} for {environment}" + (f" (by {who})" if who else "") + ".",
+        )
+    previous = previous_environment(environment)
+    if previous is not None and version.state(previous) != APPROVED:
+        raise NotEligible(
+            "predecessor_not_approved",
+            f"{label} is not approved for {previous} ({version.state(previous)}); promotion to {environment} "
+            f"must follow approval in {previous}.",
+        )
+    if not version.registered_by:
+        raise NotEligible(
+            "registrant_unknown",
+            f"{label} does not say who registered it (custom metadata '{REGISTERED_BY_KEY}'), so separation of "
+            "duties cannot be enforced; register it again with that key set.",
+        )
+    if not version.model_data_url:
+        raise NotEligible("no_model_data", f"{label} has no model data URL in its inference specification.")

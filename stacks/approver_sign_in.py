@@ -1,0 +1,119 @@
+"""How approvers prove who they are: a Cognito user pool whose ID tokens carry `cognito:groups`.
+
+The approval API signs people in with the hosted UI (authorization code + PKCE, public client: no secret to
+keep) and checks the approvers group itself. Two ways to be in the group:
+- a pool user added by an administrator (`aws cognito-idp admin-add-user-to-group`): claim `cognito:groups`;
+- a user of the company directory (config `approvers.identity_provider`, any OIDC provider) federated into the
+  pool: the directory's groups claim is mapped to the custom attribute `groups`, claim `custom:groups`.
+The client secret of the federation stays in Secrets Manager (a CloudFormation dynamic reference).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, SecretValue, Stack
+from aws_cdk import aws_cognito as cognito
+from constructs import Construct
+
+from modelgate.approval.settings import SignInSettings
+from modelgate.config import CompanyIdentityProvider
+
+FEDERATED_GROUPS_ATTRIBUTE = "groups"  # custom attribute -> ID token claim `custom:groups`
+
+
+class ApproverSignIn(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        group: str,
+        domain_prefix: str,
+        callback_url: str,
+        company: CompanyIdentityProvider | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.federated = company is not None
+        self.user_pool = cognito.UserPool(
+            self,
+            "Pool",
+            self_sign_up_enabled=False,  # approvers are invited or federated, never self-registered
+            sign_in_aliases=cognito.SignInAliases(email=True, username=True),
+            auto_verify=cognito.AutoVerifiedAttrs(email=True),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(sms=False, otp=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=14,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_symbols=True,
+                temp_password_validity=Duration.days(3),
+            ),
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            feature_plan=cognito.FeaturePlan.PLUS,
+            standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,  # the people and their group memberships
+            custom_attributes={FEDERATED_GROUPS_ATTRIBUTE: cognito.StringAttribute(max_len=2048, mutable=True)},
+        )
+        providers = [cognito.UserPoolClientIdentityProvider.COGNITO]
+        federation = None
+        if company is not None:
+            federation = cognito.UserPoolIdentityProviderOidc(
+                self,
+                "Company",
+                user_pool=self.user_pool,
+                name=company.name,
+                issuer_url=company.issuer,
+                client_id=company.client_id,
+                client_secret=SecretValue.secrets_manager(company.client_secret_name).unsafe_unwrap(),
+                scopes=["openid", "email", "profile"],
+                attribute_mapping=cognito.AttributeMapping(
+                    email=cognito.ProviderAttribute.other("email"),
+                    custom={
+                        f"custom:{FEDERATED_GROUPS_ATTRIBUTE}": cognito.ProviderAttribute.other(company.groups_claim)
+                    },
+                ),
+            )
+            providers.append(cognito.UserPoolClientIdentityProvider.custom(company.name))
+        cognito.CfnUserPoolGroup(
+            self,
+            "Approvers",
+            user_pool_id=self.user_pool.user_pool_id,
+            group_name=group,
+            description="May approve or reject model versions for this environment",
+        )
+        self.domain = self.user_pool.add_domain(
+            "Domain", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=domain_prefix)
+        )
+        self.client = self.user_pool.add_client(
+            "ApprovalApi",
+            generate_secret=False,  # PKCE instead of a client secret
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(authorization_code_grant=True),
+                scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE],
+                callback_urls=[callback_url],
+            ),
+            id_token_validity=Duration.hours(1),  # an approval session lasts at most one hour
+            access_token_validity=Duration.hours(1),
+            prevent_user_existence_errors=True,
+            supported_identity_providers=providers,
+            read_attributes=cognito.ClientAttributes()
+            .with_standard_attributes(email=True, email_verified=True)
+            .with_custom_attributes(FEDERATED_GROUPS_ATTRIBUTE),
+        )
+        if federation is not None:
+            self.client.node.add_dependency(federation)
+
+    def settings(self) -> SignInSettings:
+        region = Stack.of(self).region
+        issuer = f"https://cognito-idp.{region}.amazonaws.com/{self.user_pool.user_pool_id}"
+        base = self.domain.base_url()
+        return SignInSettings(
+            issuer=issuer,
+            jwks_url=f"{issuer}/.well-known/jwks.json",
+            authorize_url=f"{base}/oauth2/authorize",
+            token_url=f"{base}/oauth2/token",
+            client_id=self.client.user_pool_client_id,
+            groups_claim=f"cognito:groups,custom:{FEDERATED_GROUPS_ATTRIBUTE}" if self.federated else "cognito:groups",
+        )

@@ -1,0 +1,81 @@
+"""Where an environment's neighbours are: the one Model Registry, the previous and next environments, the CI/CD.
+
+There is ONE Model Registry (model package group), held by the first environment of the promotion chain (dev)
+in its Storage stack. Every environment's training pipeline registers into it, and every environment's approval
+workflow reads and updates its versions, by ARN; when environments live in other accounts the group's resource
+policy (`registry_sharing_policy`) lets them. Approval metadata per environment (dev/test/uat/prod keys) on
+each version is what makes one registry enough.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelgate.config import Environment, ModelGateConfig
+from modelgate.environments import ENVIRONMENTS, next_environment, previous_environment
+
+REGISTRY_ENVIRONMENT = ENVIRONMENTS[0]
+
+
+@dataclass(frozen=True)
+class Topology:
+    registry_account: str
+    registry_region: str
+    previous_account: str | None = None  # may put promotion requests on this environment's bus
+    next_event_bus: str | None = None  # the next environment's default event bus (ARN)
+    cicd_account: str | None = None
+    sharing_accounts: tuple[str, ...] = ()  # other accounts that use the registry (set on the registry's group)
+
+    @classmethod
+    def from_config(cls, config: ModelGateConfig, environment: str) -> Topology:
+        registry = config.environments[REGISTRY_ENVIRONMENT]
+        previous, following = previous_environment(environment), next_environment(environment)
+        nxt = config.environments[following] if following else None
+        return cls(
+            registry_account=registry.account,
+            registry_region=registry.region,
+            previous_account=config.environments[previous].account if previous else None,
+            next_event_bus=f"arn:aws:events:{nxt.region}:{nxt.account}:event-bus/default" if nxt else None,
+            cicd_account=config.cicd.account if config.cicd else None,
+            sharing_accounts=tuple(sorted({env.account for env in config.environments.values()} - {registry.account})),
+        )
+
+    @classmethod
+    def standalone(cls, environment: Environment) -> Topology:
+        """One environment on its own (e.g. `-c env=test`): it holds its own registry."""
+        return cls(environment.account, environment.region)
+
+    def holds_registry(self, environment: Environment) -> bool:
+        """Only one stage creates the group, even when several environments share an account."""
+        standalone = (self.registry_account, self.registry_region) == (environment.account, environment.region)
+        return environment.name == REGISTRY_ENVIRONMENT or (standalone and self.previous_account is None)
+
+    def group_arn(self, group: str) -> str:
+        return f"arn:aws:sagemaker:{self.registry_region}:{self.registry_account}:model-package-group/{group}"
+
+    def packages_arn(self, group: str) -> str:
+        """ARN pattern of the group's model versions (IAM lower-cases the group name in package ARNs)."""
+        return f"arn:aws:sagemaker:{self.registry_region}:{self.registry_account}:model-package/{group.lower()}/*"
+
+
+def registry_sharing_policy(group_arn: str, accounts: list[str] | tuple[str, ...]) -> dict:
+    """Resource policy of the model package group: later environments' accounts register versions (their
+    training pipelines), read them and record their approval decisions."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ModelGateEnvironments",
+                "Effect": "Allow",
+                "Principal": {"AWS": [f"arn:aws:iam::{account}:root" for account in sorted(set(accounts))]},
+                "Action": [
+                    "sagemaker:CreateModelPackage",
+                    "sagemaker:DescribeModelPackageGroup",
+                    "sagemaker:DescribeModelPackage",
+                    "sagemaker:ListModelPackages",
+                    "sagemaker:UpdateModelPackage",
+                ],
+                "Resource": [group_arn, group_arn.replace(":model-package-group/", ":model-package/").lower() + "/*"],
+            }
+        ],
+    }
