@@ -62,6 +62,18 @@ def parse_content_type(value: str | None) -> ContentType:
     raise InvalidRequest(415, f"unsupported Content-Type {media_type!r}; use {JSON} or {TRITON_BINARY_JSON}")
 
 
+def _check_data(data: object, datatype: str, where: str) -> None:
+    """`data` is a (nested) list of values of the datatype: numbers (NaN allowed), booleans or strings."""
+    kinds = (str,) if datatype == "BYTES" else (bool,) if datatype == "BOOL" else (int, float)
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif not isinstance(item, kinds) or (kinds == (int, float) and isinstance(item, bool)):
+            raise InvalidRequest(400, f"{where}.data holds {type(item).__name__} values; {datatype} needs numbers")
+
+
 def _check_inputs(header: object, binary_bytes: int | None) -> None:
     if not isinstance(header, dict):
         raise InvalidRequest(400, "the inference request must be a JSON object")
@@ -91,6 +103,8 @@ def _check_inputs(header: object, binary_bytes: int | None) -> None:
             declared_binary += size
         elif "data" not in tensor:
             raise InvalidRequest(400, f"{where} has neither 'data' nor parameters.binary_data_size")
+        else:
+            _check_data(tensor["data"], datatype, where)
     if binary_bytes is not None and declared_binary != binary_bytes:
         raise InvalidRequest(
             400, f"the inputs declare {declared_binary} bytes of binary data, the body carries {binary_bytes}"
