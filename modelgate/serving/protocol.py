@@ -71,7 +71,8 @@ def _check_data(data: object, datatype: str, where: str) -> None:
         if isinstance(item, list):
             pending.extend(item)
         elif not isinstance(item, kinds) or (kinds == (int, float) and isinstance(item, bool)):
-            raise InvalidRequest(400, f"{where}.data holds {type(item).__name__} values; {datatype} needs numbers")
+            expected = {"BYTES": "strings", "BOOL": "booleans"}.get(datatype, "numbers")
+            raise InvalidRequest(400, f"{where}.data holds {type(item).__name__} values; {datatype} needs {expected}")
 
 
 def _check_inputs(header: object, binary_bytes: int | None) -> None:
