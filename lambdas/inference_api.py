@@ -29,7 +29,7 @@ _RUNTIME_CONFIG = Config(connect_timeout=2, read_timeout=25, retries={"total_max
 def services() -> tuple[InferenceSettings, object, DeploymentCache, object]:
     settings = InferenceSettings.from_environ()
     session = boto3.Session()
-    deployments = DeploymentCache(session.client("s3"), settings.bucket)
+    deployments = DeploymentCache(session.client("s3"), settings.bucket, ttl_seconds=settings.deployment_cache_seconds)
     return settings, session.client("sagemaker-runtime", config=_RUNTIME_CONFIG), deployments, session
 
 

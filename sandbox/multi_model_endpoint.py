@@ -150,6 +150,10 @@ class LocalMultiModelEndpoint:
         with self._lock:
             return list(self._loaded)
 
+    def loading(self) -> list[str]:
+        with self._lock:
+            return sorted(self._loading)
+
     def set_rate(self, rate_per_second: float | None, burst: int | None = None) -> None:
         with self._lock:
             self.rate_per_second = rate_per_second

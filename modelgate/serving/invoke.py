@@ -69,7 +69,7 @@ class DeploymentCache:
     s3: object
     bucket: str
     clock: Callable[[], float] = time.monotonic
-    ttl_seconds: float = 30.0
+    ttl_seconds: float = 10.0
     min_refresh_seconds: float = 2.0
     _record: Deployment | None = field(default=None, init=False)
     _read_at: float | None = field(default=None, init=False)

@@ -16,6 +16,7 @@ PARAMETER = "APPROVED_MODEL_PARAMETER"
 JWT_ISSUER = "JWT_ISSUER"
 JWT_AUDIENCE = "JWT_AUDIENCE"
 JWKS_URL = "JWKS_URL"
+DEPLOYMENT_CACHE_SECONDS = "DEPLOYMENT_CACHE_SECONDS"  # optional: how long the invoke Lambda trusts its copy
 
 
 class SettingsError(RuntimeError):
@@ -47,11 +48,17 @@ class InferenceSettings:
     bucket: str
     endpoint_name: str
     environment: str
+    # After a deploy, a warm Lambda may call the previous version for this long (SageMaker still has it loaded).
+    deployment_cache_seconds: float = 10.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> InferenceSettings:
         bucket, endpoint, environment = _required(environ, BUCKET, ENDPOINT, ENVIRONMENT)
-        return cls(bucket, endpoint, check_environment(environment))
+        try:
+            seconds = float(environ.get(DEPLOYMENT_CACHE_SECONDS, "10"))
+        except ValueError:
+            raise SettingsError(f"{DEPLOYMENT_CACHE_SECONDS} must be a number of seconds") from None
+        return cls(bucket, endpoint, check_environment(environment), seconds)
 
 
 @dataclass(frozen=True)
