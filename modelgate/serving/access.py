@@ -93,8 +93,12 @@ def _api_prefix(method_arn: str) -> str:
     return f"{parts[0]}/{parts[1]}"
 
 
-def authorizer_response(method_arn: str, principal: str, access: ModelAccess, claims: Mapping[str, Any]) -> dict:
-    """Allow GET /health and POST /models/<m>/invoke for the allowed models; deny everything if none."""
+def authorizer_response(
+    method_arn: str, principal: str, access: ModelAccess, claims: Mapping[str, Any], usage_key: str | None = None
+) -> dict:
+    """Allow GET /health and POST /models/<m>/invoke for the allowed models; deny everything if none.
+
+    `usage_key`: the API key whose usage plan meters and throttles JWT callers (API key source AUTHORIZER)."""
     prefix = _api_prefix(method_arn)
     if access.empty:
         statement = {"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": f"{prefix}/*"}
@@ -102,7 +106,7 @@ def authorizer_response(method_arn: str, principal: str, access: ModelAccess, cl
         models = ["*"] if access.all_models else sorted(access.models)
         resources = [f"{prefix}/GET/health"] + [f"{prefix}/POST/models/{m}/invoke" for m in models]
         statement = {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": resources}
-    return {
+    response = {
         "principalId": principal,
         "policyDocument": {"Version": "2012-10-17", "Statement": [statement]},
         "context": {
@@ -111,3 +115,6 @@ def authorizer_response(method_arn: str, principal: str, access: ModelAccess, cl
             "client": str(claims.get("azp") or claims.get("client_id") or ""),
         },
     }
+    if usage_key:
+        response["usageIdentifierKey"] = usage_key
+    return response

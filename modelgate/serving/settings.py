@@ -16,6 +16,7 @@ PARAMETER = "APPROVED_MODEL_PARAMETER"
 JWT_ISSUER = "JWT_ISSUER"
 JWT_AUDIENCE = "JWT_AUDIENCE"
 JWKS_URL = "JWKS_URL"
+USAGE_PLAN_KEY_ID = "USAGE_PLAN_KEY_ID"  # optional: the API key the authorizer hands API Gateway for metering
 DEPLOYMENT_CACHE_SECONDS = "DEPLOYMENT_CACHE_SECONDS"  # optional: how long the invoke Lambda trusts its copy
 
 
@@ -66,7 +67,8 @@ class AuthorizerSettings:
     issuer: str
     audience: str
     jwks_url: str
+    usage_plan_key_id: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> AuthorizerSettings:
-        return cls(*_required(environ, JWT_ISSUER, JWT_AUDIENCE, JWKS_URL))
+        return cls(*_required(environ, JWT_ISSUER, JWT_AUDIENCE, JWKS_URL), environ.get(USAGE_PLAN_KEY_ID) or None)

@@ -1,0 +1,46 @@
+"""Where failed asynchronous work goes: an encrypted queue that keeps the event, and an alarm that tells people."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+
+class FailureQueue(Construct):
+    """`queue`: the on-failure destination / DLQ; any message in it raises the alarm, which e-mails `notify`."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, key: kms.IKey, notify: tuple[str, ...], what: str
+    ) -> None:
+        super().__init__(scope, construct_id)
+        # SSE-SQS: EventBridge can deliver to it as a DLQ without a key policy for events.amazonaws.com.
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.topic = sns.Topic(self, "Alarms", master_key=key, enforce_ssl=True, display_name=f"ModelGate: {what}")
+        # CloudWatch publishes alarm notifications to the KMS-encrypted topic.
+        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        for address in notify:
+            self.topic.add_subscription(subscriptions.EmailSubscription(address))
+        self.alarm = cloudwatch.Alarm(
+            self,
+            "Alarm",
+            alarm_description=f"{what}: events failed after retries and wait in {construct_id}'s queue",
+            metric=self.queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.alarm.add_alarm_action(actions.SnsAction(self.topic))

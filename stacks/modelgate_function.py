@@ -1,0 +1,60 @@
+"""A ModelGate Lambda function: the shared code asset and dependency layer, its own role and log group.
+
+The role gets no AWS managed policy (nag IAM4): only write access to the function's own log group, plus what
+the caller grants. Asynchronous functions get an on-failure destination so no event is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.lambda_bundle import ARCHITECTURE, RUNTIME, function_code
+
+
+class ModelGateFunction(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: str,
+        description: str,
+        environment: dict[str, str],
+        layer: lambda_.ILayerVersion,
+        timeout_seconds: int = 30,
+        memory_size: int = 512,
+        on_failure: sqs.IQueue | None = None,
+        retry_attempts: int = 2,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=logs.RetentionDays.ONE_YEAR, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.role = iam.Role(
+            self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description=description
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=function_code(),
+            handler=handler,
+            layers=[layer],
+            role=self.role,
+            log_group=self.log_group,
+            description=description,
+            environment={**environment, "POWERTOOLS_LOG_LEVEL": "INFO"},
+            timeout=Duration.seconds(timeout_seconds),
+            memory_size=memory_size,
+            on_failure=destinations.SqsDestination(on_failure) if on_failure is not None else None,
+            retry_attempts=retry_attempts if on_failure is not None else None,
+            max_event_age=Duration.hours(6) if on_failure is not None else None,
+        )
+        self.log_group.grant_write(self.role)
