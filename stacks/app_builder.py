@@ -16,6 +16,7 @@ from aws_cdk import Environment as CdkEnvironment
 from modelgate.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
 from stacks.cicd_stack import CicdStack
 from stacks.nag import apply_nag
+from stacks.serving_stack import ServingTopology
 from stacks.stage import ModelGateStage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,13 @@ def build_app(context: dict | None = None, outdir: str | None = None) -> App:
 
 def add_environments(app: App, config: ModelGateConfig, selector: str | None) -> list[ModelGateStage]:
     stages = [
-        ModelGateStage(app, stage_id(config.project.name, env.name), project=config.project, environment=env)
+        ModelGateStage(
+            app,
+            stage_id(config.project.name, env.name),
+            project=config.project,
+            environment=env,
+            serving=ServingTopology.from_config(config),
+        )
         for env in config.select(selector)
     ]
     # The pipeline deploys every environment in order, so it only makes sense when all are selected.

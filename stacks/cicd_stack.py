@@ -122,6 +122,25 @@ class CicdStack(Stack):
             {"AwsSolutions-IAM5": reason + " Plus this build's own log streams and test report groups."},
             {"AwsSolutions-IAM5": [*artifacts, *codebuild_logs]},
         )
+        if self.node.try_find_child("Pipeline").node.try_find_child("Assets") is not None:
+            # Stages with file assets (Lambda code and layers) get an asset-publishing CodeBuild role.
+            suppress(
+                self,
+                "Pipeline/Assets/FileRole/DefaultPolicy/Resource",
+                {
+                    "AwsSolutions-IAM5": reason + " Plus its own CodeBuild log groups and report groups, and "
+                    "codebuild:BatchGetBuilds/StartBuild/StopBuild (Resource::*), as CDK Pipelines generates it "
+                    "for the asset-publishing project."
+                },
+                {
+                    "AwsSolutions-IAM5": [
+                        *artifacts,
+                        regex(r"Resource::arn:aws:logs:[a-z0-9-]+:\d{12}:log-group:\/aws\/codebuild\/\*"),
+                        regex(r"Resource::arn:aws:codebuild:[a-z0-9-]+:\d{12}:report-group\/\*"),
+                        "Resource::*",
+                    ]
+                },
+            )
         suppress(
             self,
             "Pipeline/UpdatePipeline/SelfMutation/Role/DefaultPolicy/Resource",

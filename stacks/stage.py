@@ -8,11 +8,20 @@ from constructs import Construct
 
 from modelgate.config import Environment, Project
 from stacks.nag import apply_nag
+from stacks.serving_stack import ServingStack, ServingTopology
 from stacks.storage_stack import StorageStack
 
 
 class ModelGateStage(Stage):
-    def __init__(self, scope: Construct, construct_id: str, *, project: Project, environment: Environment) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        project: Project,
+        environment: Environment,
+        serving: ServingTopology | None = None,
+    ) -> None:
         super().__init__(
             scope,
             construct_id,
@@ -22,6 +31,9 @@ class ModelGateStage(Stage):
         # Stateful stacks of later environments may not be deleted by accident.
         protect = environment.name in ("uat", "prod")
         self.storage = StorageStack(self, "Storage", termination_protection=protect)
+        self.serving = ServingStack(
+            self, "Serving", project=project, environment=environment, storage=self.storage, topology=serving
+        )
 
         Tags.of(self).add("modelgate:project", project.name)
         Tags.of(self).add("modelgate:environment", environment.name)
