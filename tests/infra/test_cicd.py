@@ -14,15 +14,22 @@ def pipeline(synth, config):
     return resource["Properties"]
 
 
+def environment_stages(pipeline, config) -> list[dict]:
+    return [stage for stage in pipeline["Stages"] if stage["Name"].startswith(f"{config.project.name}-")]
+
+
 def test_environments_deploy_in_promotion_order_after_synth_and_self_update(pipeline, config):
     names = [stage["Name"] for stage in pipeline["Stages"]]
-    assert names == ["Source", "Build", "UpdatePipeline"] + [f"{config.project.name}-{env}" for env in ENVIRONMENTS]
+    # "Assets" publishes the stages' file assets (Lambda code and layers) once, before the first deployment.
+    assert names == ["Source", "Build", "UpdatePipeline", "Assets"] + [
+        f"{config.project.name}-{env}" for env in ENVIRONMENTS
+    ]
 
 
-def test_a_person_approves_before_uat_and_prod_only(pipeline):
+def test_a_person_approves_before_uat_and_prod_only(pipeline, config):
     approvals = {
         stage["Name"].rsplit("-", 1)[1]: [a for a in stage["Actions"] if a["ActionTypeId"]["Category"] == "Approval"]
-        for stage in pipeline["Stages"][3:]
+        for stage in environment_stages(pipeline, config)
     }
     assert {env for env, actions in approvals.items() if actions} == {"uat", "prod"}
     for env in ("uat", "prod"):
@@ -38,7 +45,7 @@ def test_a_person_approves_before_uat_and_prod_only(pipeline):
 
 
 def test_each_environment_is_deployed_with_its_own_accounts_bootstrap_role(pipeline, config):
-    for stage in pipeline["Stages"][3:]:
+    for stage in environment_stages(pipeline, config):
         env = stage["Name"].rsplit("-", 1)[1]
         account = config.environments[env].account
         for action in stage["Actions"]:
