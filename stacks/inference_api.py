@@ -169,7 +169,10 @@ class InferenceApi(Construct):
         )
 
     def _routes(self) -> None:
-        integration = apigateway.LambdaIntegration(self.invoke.function, proxy=True)
+        # One invoke permission for the whole API instead of one per method and stage.
+        integration = apigateway.LambdaIntegration(
+            self.invoke.function, proxy=True, scope_permission_to_method=False, allow_test_invoke=False
+        )
         validator = self.rest_api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
         )
@@ -211,7 +214,7 @@ class InferenceApi(Construct):
 
         def respond(kind: apigateway.ResponseType, status: str, code: str, message: str, retry: int | None = None):
             headers = {"Retry-After": f"'{retry}'"} if retry else {}
-            if kind is apigateway.ResponseType.UNAUTHORIZED:
+            if kind.response_type == "UNAUTHORIZED":  # jsii hands out a new object per access: compare names
                 headers["WWW-Authenticate"] = "'Bearer'"
             self.rest_api.add_gateway_response(
                 kind.response_type,
@@ -221,35 +224,26 @@ class InferenceApi(Construct):
                 templates={json_error: f'{{"error": "{message}", "code": "{code}"}}'},
             )
 
+        # Every other refusal keeps API Gateway's status and says what it was, in the same JSON shape.
+        self.rest_api.add_gateway_response(
+            "DEFAULT_4XX",
+            type=apigateway.ResponseType.DEFAULT_4_XX,
+            templates={json_error: '{"error": $context.error.messageString, "code": "$context.error.responseType"}'},
+        )
         respond(apigateway.ResponseType.UNAUTHORIZED, "401", "unauthorized", "a valid bearer token is required")
-        respond(apigateway.ResponseType.ACCESS_DENIED, "403", "forbidden", "this token may not call this route")
         respond(
             apigateway.ResponseType.BAD_REQUEST_BODY,
             "400",
             "invalid_request",
             "not a KServe v2 inference request: $context.error.validationErrorString",
         )
-        respond(
-            apigateway.ResponseType.BAD_REQUEST_PARAMETERS,
-            "400",
-            "invalid_request",
-            "missing $context.error.validationErrorString",
-        )
-        respond(apigateway.ResponseType.REQUEST_TOO_LARGE, "413", "request_too_large", "the request body is too large")
         respond(apigateway.ResponseType.THROTTLED, "429", "throttled", "too many requests", retry=1)
-        respond(apigateway.ResponseType.QUOTA_EXCEEDED, "429", "quota_exceeded", "usage quota exceeded", retry=3600)
-        respond(
-            apigateway.ResponseType.AUTHORIZER_FAILURE, "503", "authorizer_unavailable", "try again shortly", retry=5
-        )
-        respond(
+        # The authorizer failed (e.g. the issuer's JWKS is unreachable): a server-side problem, worth a retry.
+        for kind in (
+            apigateway.ResponseType.AUTHORIZER_FAILURE,
             apigateway.ResponseType.AUTHORIZER_CONFIGURATION_ERROR,
-            "503",
-            "authorizer_unavailable",
-            "try again shortly",
-            retry=5,
-        )
-        respond(apigateway.ResponseType.INTEGRATION_TIMEOUT, "504", "inference_timeout", "the model did not answer")
-        respond(apigateway.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not_found", "no such route")
+        ):
+            respond(kind, "503", "authorizer_unavailable", "try again shortly", retry=5)
         respond(apigateway.ResponseType.DEFAULT_5_XX, "502", "gateway_error", "the request could not be completed")
 
     def _firewall(self, api: Api) -> wafv2.CfnWebACL:
