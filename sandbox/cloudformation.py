@@ -112,7 +112,19 @@ def _global_table(aws: LocalAccount, stack: str, logical: str, props: dict) -> t
     return name, {"Arn": table["TableArn"], "StreamArn": table.get("LatestStreamArn", "")}
 
 
+def _kms_key(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    # moto's CloudFormation keeps a key's policy as a dict, after which every KMS call on the key fails, and it
+    # ignores KeySpec/KeyUsage (HMAC keys for approval links). The key policy itself is not enforced locally.
+    args = {"Description": props.get("Description", f"{stack}/{logical}")}
+    for name in ("KeySpec", "KeyUsage"):
+        if props.get(name):
+            args[name] = props[name]
+    key = aws.client("kms").create_key(**args)["KeyMetadata"]
+    return key["KeyId"], {"Arn": key["Arn"], "KeyId": key["KeyId"]}
+
+
 EMULATED: dict[str, Emulator] = {
+    "AWS::KMS::Key": _kms_key,
     "AWS::SageMaker::ModelPackageGroup": _model_package_group,
     "AWS::SES::EmailIdentity": _ses_identity,
     "AWS::SecretsManager::Secret": _secret,
@@ -122,7 +134,7 @@ EMULATED: dict[str, Emulator] = {
 
 # Types moto's CloudFormation creates and the local runtime uses.
 NATIVE = {
-    "AWS::S3::Bucket", "AWS::KMS::Key", "AWS::KMS::Alias", "AWS::DynamoDB::Table", "AWS::SQS::Queue",
+    "AWS::S3::Bucket", "AWS::KMS::Alias", "AWS::DynamoDB::Table", "AWS::SQS::Queue",
     "AWS::SSM::Parameter", "AWS::Lambda::Function", "AWS::Lambda::LayerVersion", "AWS::IAM::Role",
     "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::Events::Rule", "AWS::Logs::LogGroup", "AWS::SNS::Topic",
 }  # fmt: skip
@@ -244,7 +256,25 @@ def stage_stacks(assembly_dir: Path) -> list[tuple[str, Path, Path | None]]:
     return result
 
 
+def _resolve_stack_outputs(node: Any, aws: LocalAccount, cache: dict[str, dict[str, str]]) -> Any:
+    """Replace `Fn::GetStackOutput` (CDK's weak cross-stack references, cdk.json defaultCrossStackReferences)
+    with the producing stack's output value: moto's CloudFormation does not implement that intrinsic."""
+    if isinstance(node, dict):
+        if set(node) == {"Fn::GetStackOutput"}:
+            spec = node["Fn::GetStackOutput"]
+            stack = spec["StackName"]
+            if stack not in cache:
+                described = aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+                cache[stack] = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+            return cache[stack][spec["OutputName"]]
+        return {key: _resolve_stack_outputs(value, aws, cache) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolve_stack_outputs(item, aws, cache) for item in node]
+    return node
+
+
 def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
+    template = _resolve_stack_outputs(template, aws, {})
     deployed = DeployedStack(name=name, template=template)
     values: dict[str, tuple[str, dict[str, str]]] = {}
     resources = template.get("Resources", {})
