@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from sandbox.model_archives import ForecasterWeights, customer_archive, publish_
 from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, S3Archives
 from sandbox.oidc_issuer import LocalIssuer
 
-ENV, GROUP, ACCOUNT = "dev", "energy-forecast", "222222222222"
+ENV, GROUP, ACCOUNT = "dev", "energy-forecast", "999999999999"  # moto's state is per process: an account of our own
 CUSTOMERS = ("acme", "globex", "initech", "umbrella")
 ENDPOINT = "modelgate-dev-endpoint"
 
@@ -35,22 +36,24 @@ def stack(triton, tmp_path_factory):
     with LocalAws("eu-west-1") as aws, LocalIssuer() as issuer:
         account = aws.account(ACCOUNT)
         s3, ssm = account.client("s3"), account.client("ssm")
-        for bucket in ("artifacts", "model-repository"):
+        run = uuid.uuid4().hex[:8]  # fresh names: moto's state outlives this fixture within the process
+        artifacts, repository, endpoint_name = f"artifacts-{run}", f"model-repository-{run}", f"{ENDPOINT}-{run}"
+        for bucket in (artifacts, repository):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        url = publish_version(s3, "artifacts", "v1", GROUP, {c: customer_archive(c) for c in CUSTOMERS})
+        url = publish_version(s3, artifacts, "v1", GROUP, {c: customer_archive(c) for c in CUSTOMERS})
         parameter = parameter_name("modelgate", GROUP, ENV)
-        ssm.put_parameter(Name=parameter, Type="String", Value=approval(1, url))
-        _sagemaker_endpoint(account.client("sagemaker"))
-        common = {names.BUCKET: "model-repository", names.ENVIRONMENT: ENV}
+        ssm.put_parameter(Name=parameter, Type="String", Value=approval(1, url), Overwrite=True)
+        _sagemaker_endpoint(account.client("sagemaker"), endpoint_name, repository)
+        common = {names.BUCKET: repository, names.ENVIRONMENT: ENV}
         deploy = LocalFunction(
             "deploy",
             "lambdas.serving_deploy.handler",
             account.environ(**common, **{names.PARAMETER: parameter, names.GROUP: GROUP}),
         )
-        archives = S3Archives(s3, "model-repository")
-        with deploy, LocalMultiModelEndpoint(triton, archives, endpoint_name=ENDPOINT) as endpoint:
+        archives = S3Archives(s3, repository)
+        with deploy, LocalMultiModelEndpoint(triton, archives, endpoint_name=endpoint_name) as endpoint:
             assert deploy.invoke({"action": "deploy", "reason": "test"})["copied"] == len(CUSTOMERS)
-            api_env = account.environ(**common, **endpoint.environ(), **{names.ENDPOINT: ENDPOINT})
+            api_env = account.environ(**common, **endpoint.environ(), **{names.ENDPOINT: endpoint_name})
             api_env[names.DEPLOYMENT_CACHE_SECONDS] = "0"  # see each deploy at once (the retry path: unit tests)
             jwt_env = {
                 names.JWT_ISSUER: issuer.issuer,
@@ -68,13 +71,14 @@ def stack(triton, tmp_path_factory):
                     Route("GET", "/health", api, Authorizer(authorizer)),
                 ]
                 with LocalApiGateway(routes) as gateway:
-                    yield Stack(gateway, issuer, endpoint, s3, ssm, deploy, parameter)
+                    yield Stack(gateway, issuer, endpoint, s3, ssm, deploy, parameter, artifacts, repository)
 
 
 class Stack:
-    def __init__(self, gateway, issuer, endpoint, s3, ssm, deploy, parameter) -> None:
+    def __init__(self, gateway, issuer, endpoint, s3, ssm, deploy, parameter, artifacts, repository) -> None:
         self.gateway, self.issuer, self.endpoint = gateway, issuer, endpoint
         self.s3, self.ssm, self.deploy, self.parameter = s3, ssm, deploy, parameter
+        self.artifacts, self.repository = artifacts, repository
 
     def call(self, path, body=None, *, token=None, content_type="application/json", method="POST", scope=None):
         token = token if token is not None else self.issuer.mint(scope=scope or "inference:invoke")
@@ -103,29 +107,29 @@ def approval(version: int, url: str) -> str:
     ).to_json()
 
 
-def _sagemaker_endpoint(sagemaker) -> None:
+def _sagemaker_endpoint(sagemaker, name: str, bucket: str) -> None:
     role = f"arn:aws:iam::{ACCOUNT}:role/sagemaker"
     sagemaker.create_model(
-        ModelName="triton",
+        ModelName=name,
         ExecutionRoleArn=role,
         PrimaryContainer={
             "Image": "triton",
             "Mode": "MultiModel",
-            "ModelDataUrl": f"s3://model-repository/{MME_PREFIX}",
+            "ModelDataUrl": f"s3://{bucket}/{MME_PREFIX}",
         },
     )
     sagemaker.create_endpoint_config(
-        EndpointConfigName="triton",
+        EndpointConfigName=name,
         ProductionVariants=[
             {
                 "VariantName": "AllTraffic",
-                "ModelName": "triton",
+                "ModelName": name,
                 "InitialInstanceCount": 1,
                 "InstanceType": "ml.g4dn.xlarge",
             }
         ],
     )
-    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="triton")
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
 
 
 def readings(rows: int = 2, seed: int = 0) -> np.ndarray:
@@ -218,24 +222,24 @@ def test_a_token_scoped_to_one_model_cannot_invoke_another(stack):
 
 def test_a_model_outside_the_deployment_is_404_and_never_sent_to_sagemaker(stack):
     # An object nobody approved, put straight into the endpoint's prefix: not reachable through the API.
-    stack.s3.put_object(Bucket="model-repository", Key=MME_PREFIX + "v1/hooli.tar.gz", Body=customer_archive("hooli"))
+    stack.s3.put_object(Bucket=stack.repository, Key=MME_PREFIX + "v1/hooli.tar.gz", Body=customer_archive("hooli"))
     before = stack.endpoint.stats.invocations
     status, _, payload = stack.call("/models/hooli/invoke", kserve(readings()))
     assert (status, json.loads(payload)["code"]) == (404, "model_not_found")
     assert stack.endpoint.stats.invocations == before
-    stack.s3.delete_object(Bucket="model-repository", Key=MME_PREFIX + "v1/hooli.tar.gz")
+    stack.s3.delete_object(Bucket=stack.repository, Key=MME_PREFIX + "v1/hooli.tar.gz")
 
 
 def test_a_deployed_model_missing_from_the_endpoints_prefix_maps_to_404(stack):
     key = MME_PREFIX + target_model(1, "initech")
-    archive = stack.s3.get_object(Bucket="model-repository", Key=key)["Body"].read()
-    stack.s3.delete_object(Bucket="model-repository", Key=key)
+    archive = stack.s3.get_object(Bucket=stack.repository, Key=key)["Body"].read()
+    stack.s3.delete_object(Bucket=stack.repository, Key=key)
     try:
         status, _, payload = stack.call("/models/initech/invoke", kserve(readings()))
         assert (status, json.loads(payload)["code"]) == (404, "model_not_found"), payload
         assert "Failed to download" not in payload.decode(), "SageMaker's internals are not passed on"
     finally:
-        stack.s3.put_object(Bucket="model-repository", Key=key, Body=archive)
+        stack.s3.put_object(Bucket=stack.repository, Key=key, Body=archive)
 
 
 def test_throttling_maps_to_429_with_retry_after(stack):
@@ -310,7 +314,7 @@ def test_an_invalid_model_id_is_400(stack):
 def test_a_new_approval_is_served_under_a_new_name_and_the_old_version_is_gone(stack):
     values = readings(seed=3)
     v2 = {c: customer_archive(c, ForecasterWeights.random(c, seed=2)) for c in ("acme", "globex")}
-    url = publish_version(stack.s3, "artifacts", "v2", GROUP, v2)
+    url = publish_version(stack.s3, stack.artifacts, "v2", GROUP, v2)
     stack.ssm.put_parameter(Name=stack.parameter, Type="String", Value=approval(2, url), Overwrite=True)
     change = {
         "source": "aws.ssm",
