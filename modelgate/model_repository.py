@@ -13,6 +13,8 @@ directories below, named with the customer so that many archives can be loaded s
 Tensors (KServe v2 names the client sends and receives):
     READINGS  FP32 [WINDOW]   the last WINDOW hourly readings, oldest first (NaN marks a gap)
     FORECAST  FP32 [HORIZON]  the next HORIZON hourly readings
+Every model of the archive batches (max_batch_size MAX_BATCH_SIZE), so a request carries a leading batch
+dimension: READINGS shape [n, WINDOW] -> FORECAST shape [n, HORIZON], 1 <= n <= MAX_BATCH_SIZE.
 
 The ONNX model's own tensors are `window` FP32 [-1, WINDOW] -> `forecast` FP32 [-1, HORIZON], both normalised
 with the customer's (mean, std) that the packaging step stores in the pre/postprocess model directories.
@@ -37,6 +39,8 @@ from dataclasses import dataclass
 
 WINDOW = 168  # one week of hourly readings in
 HORIZON = 24  # one day of hourly readings out
+
+MAX_BATCH_SIZE = 64  # windows per request
 
 ENSEMBLE_INPUT = "READINGS"
 ENSEMBLE_OUTPUT = "FORECAST"

@@ -1,0 +1,238 @@
+"""Per-customer Triton model repositories, packed as `<customer>.tar.gz`, plus the version's manifest.json:
+the layout modelgate/model_repository.py specifies.
+
+An archive's members sit at its root, which is a Triton model repository (names from `model_names(customer)`,
+here for customer `cust-00001`):
+    cust_00001_preprocess/config.pbtxt     Python backend, parameters mean/std;  1/model.py
+    cust_00001_forecaster/config.pbtxt     platform onnxruntime_onnx;             1/model.onnx
+    cust_00001_postprocess/config.pbtxt    Python backend, parameters mean/std;  1/model.py
+    cust_00001/config.pbtxt                platform ensemble (the model clients call); 1/ (empty)
+Every model batches (max_batch_size MAX_BATCH_SIZE): a request sends READINGS FP32 [n, WINDOW], n <= 64, and
+receives FORECAST FP32 [n, HORIZON]. Tensors inside the ensemble: READINGS -> preprocess -> `window` ->
+forecaster -> `forecast` -> postprocess -> FORECAST. The forecaster has no instance_group: Triton puts it on
+the GPU when there is one; the Python models run on the CPU.
+
+Archives are reproducible: the same models give byte-identical archives (sorted members, fixed mtime and owner).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from tqdm import tqdm
+
+from modelgate.model_repository import (
+    ENSEMBLE_INPUT,
+    ENSEMBLE_OUTPUT,
+    HORIZON,
+    MAX_BATCH_SIZE,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    WINDOW,
+    ArchiveEntry,
+    Manifest,
+    archive_name,
+    model_names,
+)
+from pipelines.packaging import onnx_export
+from pipelines.steps.forecaster import ForecasterParameters, Hyperparameters, TrainedModels, customer_keys
+
+TRITON_SOURCES = Path(__file__).resolve().parent / "triton"
+_ENSEMBLE_WINDOW = "normalised_window"
+_ENSEMBLE_FORECAST = "normalised_forecast"
+
+
+def _tensor(name: str, width: int) -> str:
+    return f'  {{ name: "{name}" data_type: TYPE_FP32 dims: [ {width} ] }}'
+
+
+def _parameters(mean: float, std: float) -> str:
+    # repr of the float32 value: the Python models parse it back to exactly the same float32.
+    return "\n".join(
+        f'parameters {{ key: "{key}" value: {{ string_value: "{float(np.float32(value))!r}" }} }}'
+        for key, value in (("mean", mean), ("std", std))
+    )
+
+
+def python_config(name: str, inputs: tuple[str, int], outputs: tuple[str, int], mean: float, std: float) -> str:
+    return f"""name: "{name}"
+backend: "python"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+{_tensor(*inputs)}
+]
+output [
+{_tensor(*outputs)}
+]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+{_parameters(mean, std)}
+"""
+
+
+def forecaster_config(name: str) -> str:
+    return f"""name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+{_tensor(ONNX_INPUT, WINDOW)}
+]
+output [
+{_tensor(ONNX_OUTPUT, HORIZON)}
+]
+dynamic_batching {{ max_queue_delay_microseconds: 100 }}
+"""
+
+
+def ensemble_config(names: dict[str, str]) -> str:
+    def step(model: str, input_map: tuple[str, str], output_map: tuple[str, str]) -> str:
+        return (
+            f'    {{ model_name: "{model}" model_version: -1\n'
+            f'      input_map {{ key: "{input_map[0]}" value: "{input_map[1]}" }}\n'
+            f'      output_map {{ key: "{output_map[0]}" value: "{output_map[1]}" }} }}'
+        )
+
+    steps = ",\n".join(
+        [
+            step(names["preprocess"], (ENSEMBLE_INPUT, ENSEMBLE_INPUT), (ONNX_INPUT, _ENSEMBLE_WINDOW)),
+            step(names["forecaster"], (ONNX_INPUT, _ENSEMBLE_WINDOW), (ONNX_OUTPUT, _ENSEMBLE_FORECAST)),
+            step(names["postprocess"], (ONNX_OUTPUT, _ENSEMBLE_FORECAST), (ENSEMBLE_OUTPUT, ENSEMBLE_OUTPUT)),
+        ]
+    )
+    return f"""name: "{names["ensemble"]}"
+platform: "ensemble"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+{_tensor(ENSEMBLE_INPUT, WINDOW)}
+]
+output [
+{_tensor(ENSEMBLE_OUTPUT, HORIZON)}
+]
+ensemble_scheduling {{
+  step [
+{steps}
+  ]
+}}
+"""
+
+
+def repository_files(customer: str, onnx_model: bytes, mean: float, std: float) -> dict[str, bytes]:
+    """Archive member path -> content of one customer's repository (directories end with '/')."""
+    names = model_names(customer)
+    preprocess = python_config(names["preprocess"], (ENSEMBLE_INPUT, WINDOW), (ONNX_INPUT, WINDOW), mean, std)
+    postprocess = python_config(names["postprocess"], (ONNX_OUTPUT, HORIZON), (ENSEMBLE_OUTPUT, HORIZON), mean, std)
+    return {
+        f"{names['preprocess']}/config.pbtxt": preprocess.encode(),
+        f"{names['preprocess']}/1/model.py": (TRITON_SOURCES / "preprocess.py").read_bytes(),
+        f"{names['forecaster']}/config.pbtxt": forecaster_config(names["forecaster"]).encode(),
+        f"{names['forecaster']}/1/model.onnx": onnx_model,
+        f"{names['postprocess']}/config.pbtxt": postprocess.encode(),
+        f"{names['postprocess']}/1/model.py": (TRITON_SOURCES / "postprocess.py").read_bytes(),
+        f"{names['ensemble']}/config.pbtxt": ensemble_config(names).encode(),
+        f"{names['ensemble']}/1/": b"",  # Triton needs a version directory, even for an ensemble
+    }
+
+
+def pack(files: dict[str, bytes]) -> bytes:
+    """A reproducible tar.gz of `files` (parent directories included, sorted, mtime 0, root-owned)."""
+    entries: dict[str, bytes | None] = {}
+    for path, content in files.items():
+        parts = path.rstrip("/").split("/")
+        for depth in range(1, len(parts)):
+            entries.setdefault("/".join(parts[:depth]) + "/", None)
+        entries[path] = None if path.endswith("/") else content
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(entries):
+            content = entries[path]
+            info = tarfile.TarInfo(path.rstrip("/"))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o644
+                tar.addfile(info, io.BytesIO(content))
+    return gzip.compress(buffer.getvalue(), mtime=0)
+
+
+def write_repository(files: dict[str, bytes], directory: Path) -> Path:
+    """Unpacked repository (what Triton sees after the endpoint extracts the archive); for local serving."""
+    for path, content in files.items():
+        target = directory / path
+        if path.endswith("/"):
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+    return directory
+
+
+@dataclass
+class Packager:
+    """Turns trained models into repositories; exports the ONNX graph once per `hidden` size."""
+
+    models: TrainedModels
+    _template: onnx.ModelProto | None = None
+
+    def files(self, customer: str) -> dict[str, bytes]:
+        index = self.models.customers.index(customer)
+        if self._template is None:
+            self._template = onnx_export.export_template(self.models.hyperparameters.hidden)
+        model = onnx_export.customer_model(self._template, self.models.params, index)
+        return repository_files(customer, model, float(self.models.mean[index]), float(self.models.std[index]))
+
+    def verify(self, customer: str, rng: np.random.Generator) -> float:
+        index = self.models.customers.index(customer)
+        model = self.files(customer)[f"{model_names(customer)['forecaster']}/1/model.onnx"]
+        return onnx_export.verify(model, self.models.params, index, rng)
+
+
+def package_models(
+    models: TrainedModels,
+    output: Path,
+    model_package_group: str,
+    customers: Iterable[str] | None = None,
+    verify_sample: int = 50,
+    progress: bool = True,
+) -> Manifest:
+    """Write `<customer>.tar.gz` for each customer (default: all) and manifest.json into `output`. The ONNX
+    model of `verify_sample` customers (spread over the list; all when larger) is checked against PyTorch."""
+    chosen = list(models.customers if customers is None else customers)
+    packager = Packager(models)
+    output.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for customer in tqdm(chosen, desc="package: customers", unit="model", disable=not progress, mininterval=2):
+        archive = pack(packager.files(customer))
+        name = archive_name(customer)
+        (output / name).write_bytes(archive)
+        entries.append(ArchiveEntry(customer, name, hashlib.sha256(archive).hexdigest(), len(archive)))
+    rng = np.random.default_rng(0)
+    step = max(1, len(chosen) // max(verify_sample, 1))
+    for customer in chosen[::step][:verify_sample] if verify_sample else []:
+        packager.verify(customer, rng)
+    manifest = Manifest(model_package_group, tuple(sorted(entries, key=lambda e: e.customer)))
+    (output / "manifest.json").write_text(manifest.to_json())
+    return manifest
+
+
+def example_models(customers: Iterable[str], hidden: int = 8, seed: int = 1) -> TrainedModels:
+    """Untrained but non-trivial models (seasonal-naive linear part plus a random non-linear correction), for
+    tests and demos that need valid repositories without training."""
+    customers = tuple(customers)
+    keys = customer_keys(customers, seed)
+    params = ForecasterParameters.initial(keys, hidden, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(seed)
+    params.w_out += 0.05 * torch.randn(params.w_out.shape, generator=generator)
+    params.b_in += 0.01 * torch.randn(params.b_in.shape, generator=generator)
+    mean = 1 + torch.rand(len(customers), generator=generator) * 10
+    std = 0.2 + torch.rand(len(customers), generator=generator) * 3
+    return TrainedModels(customers, params, mean, std, Hyperparameters(hidden=hidden))

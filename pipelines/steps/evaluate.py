@@ -1,0 +1,198 @@
+"""Evaluation step (SageMaker Processing): every customer's model against the seasonal-naive baseline on the
+held-out tail of its series, which training never saw.
+
+Inputs: /opt/ml/processing/input/model (the training job's model.tar.gz), /opt/ml/processing/input/curated.
+Output: /opt/ml/processing/output/evaluation/
+    evaluation.json   modelgate/evaluation_report.py: per-customer and aggregate MAPE/RMSE, model and baseline;
+                      the pipeline's condition reads aggregate.mape_ratio through a PropertyFile
+    forecasts.png     forecasts vs actuals over the held-out days, for the best, median and worst customers
+
+Protocol: the held-out tail (hyperparameter holdout_hours, read from the model artifact) is cut into days; for
+each day the model forecasts the next HORIZON hours from the WINDOW hours before it, gaps filled as in serving.
+The baseline forecasts each hour with the same hour one week earlier (the gap-filled window's first day).
+Hours without a reading are left out; MAPE also leaves out hours whose reading is 0.
+
+Arguments: --model-package-group NAME (required), --plot-customers N (default 4).
+Runtime: `python pipelines/steps/evaluate.py ...` from the source bundle (pipelines/steps/paths.py
+RUNTIME_SOURCES); needs torch, numpy, pandas, pyarrow, matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (SageMaker): make the source bundle's root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np
+import torch
+
+from modelgate.evaluation_report import REPORT_FILE, CustomerMetrics, EvaluationReport, mape_ratio
+from modelgate.model_repository import HORIZON, WINDOW
+from pipelines.steps import artifact, forecaster, series
+from pipelines.steps.paths import FORECAST_PLOT_FILE, EvaluatePaths, StepInputError, fail
+
+
+@dataclass
+class Forecasts:
+    """Held-out forecasts of C customers over K days: arrays [C, K, HORIZON] in reading units."""
+
+    customers: tuple[str, ...]
+    actual: np.ndarray
+    model: np.ndarray
+    baseline: np.ndarray
+    context: np.ndarray  # [C, WINDOW] readings before the held-out tail, for plots
+    first_hour: np.ndarray  # [C] microseconds since the epoch of the first held-out hour
+
+
+def holdout_forecasts(models: forecaster.TrainedModels, data: series.SeriesSet) -> Forecasts:
+    missing = sorted(set(models.customers) - set(data.customers))
+    if missing:
+        raise StepInputError(f"the curated data lacks {len(missing)} trained customer(s), e.g. {missing[:5]}")
+    data = data.subset([data.customers.index(c) for c in models.customers])
+    holdout = models.hyperparameters.holdout_hours
+    days = holdout // HORIZON
+    start = torch.as_tensor(data.lengths - holdout)  # first held-out hour, per customer
+    values = torch.as_tensor(data.values)
+    origins = start[:, None] + HORIZON * torch.arange(days)  # [C, K]
+    rows = torch.arange(len(data))[:, None, None]
+    windows = values[rows, origins[..., None] - WINDOW + torch.arange(WINDOW)]  # [C, K, WINDOW]
+    actual = values[rows, origins[..., None] + torch.arange(HORIZON)]  # [C, K, HORIZON]
+    model = forecaster.predict(models.params, windows, models.mean, models.std)
+    scale, mean = models.std[:, None, None], models.mean[:, None, None]
+    baseline = forecaster.fill_gaps((windows - mean) / scale)[..., :HORIZON] * scale + mean
+    context = values[torch.arange(len(data))[:, None], start[:, None] - WINDOW + torch.arange(WINDOW)]
+    return Forecasts(
+        customers=models.customers,
+        actual=actual.numpy(),
+        model=model.numpy(),
+        baseline=baseline.numpy(),
+        context=context.numpy(),
+        first_hour=data.starts + (data.lengths - holdout) * series.HOUR_US,
+    )
+
+
+def _scores(forecast: np.ndarray, actual: np.ndarray, observed: np.ndarray, nonzero: np.ndarray) -> tuple[float, float]:
+    """(MAPE over hours with a non-zero reading, RMSE over hours with a reading)."""
+    error = forecast.astype(np.float64) - actual
+    mape = float(np.mean(np.abs(error[nonzero]) / np.abs(actual[nonzero])))
+    return mape, float(np.sqrt(np.mean(np.square(error[observed]))))
+
+
+def customer_metrics(forecasts: Forecasts) -> tuple[list[CustomerMetrics], dict[str, str]]:
+    metrics, skipped = [], {}
+    for index, customer in enumerate(forecasts.customers):
+        actual = forecasts.actual[index].astype(np.float64)
+        observed = ~np.isnan(actual)
+        nonzero = observed & (np.abs(np.nan_to_num(actual)) > 0)
+        if not observed.any() or not nonzero.any():
+            skipped[customer] = "no non-zero reading in the held-out tail to evaluate against"
+            continue
+        model_mape, model_rmse = _scores(forecasts.model[index], actual, observed, nonzero)
+        base_mape, base_rmse = _scores(forecasts.baseline[index], actual, observed, nonzero)
+        metrics.append(
+            CustomerMetrics(
+                customer=customer,
+                mape=model_mape,
+                rmse=model_rmse,
+                baseline_mape=base_mape,
+                baseline_rmse=base_rmse,
+                mape_ratio=mape_ratio(model_mape, base_mape),
+                points=int(observed.sum()),
+            )
+        )
+    return metrics, skipped
+
+
+def plot(forecasts: Forecasts, report: EvaluationReport, path: Path, count: int = 4) -> list[str]:
+    """Forecasts vs actuals for the best, median and worst customers (by MAPE ratio). Returns who is shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a container
+    import matplotlib.pyplot as plt
+
+    ranked = sorted(report.per_customer, key=lambda m: m.mape_ratio)
+    roles = {ranked[0].customer: "best", ranked[len(ranked) // 2].customer: "median", ranked[-1].customer: "worst"}
+    for metrics in ranked[1:-1]:  # more plots than roles: the next best ones
+        roles.setdefault(metrics.customer, "also shown")
+    unique = list(roles)[: max(1, count)]
+    figure, axes = plt.subplots(len(unique), 1, figsize=(12, 2.8 * len(unique)), squeeze=False)
+    for axis, customer in zip(axes[:, 0], unique, strict=True):
+        index = forecasts.customers.index(customer)
+        metrics = report.customer(customer)
+        hours_before = np.arange(-WINDOW, 0)
+        hours = np.arange(forecasts.actual.shape[1] * HORIZON)
+        axis.plot(hours_before, forecasts.context[index], color="0.6", linewidth=0.8, label="history")
+        axis.plot(hours, forecasts.actual[index].ravel(), color="black", linewidth=1.0, label="actual")
+        axis.plot(hours, forecasts.baseline[index].ravel(), color="tab:orange", linestyle="--", linewidth=0.9,
+                  label=f"seasonal naive (MAPE {metrics.baseline_mape:.1%})")  # fmt: skip
+        axis.plot(hours, forecasts.model[index].ravel(), color="tab:blue", linewidth=1.2,
+                  label=f"model (MAPE {metrics.mape:.1%})")  # fmt: skip
+        for day in range(0, len(hours) + 1, HORIZON):
+            axis.axvline(day, color="0.9", linewidth=0.6, zorder=0)
+        axis.set_title(f"{customer} ({roles[customer]}): MAPE ratio {metrics.mape_ratio:.2f}", fontsize=10, loc="left")
+        axis.set_ylabel("kWh")
+        axis.legend(loc="upper left", fontsize=8, ncol=4, frameon=False)
+    axes[-1, 0].set_xlabel("hours from the start of the held-out tail (each day forecast from the week before)")
+    figure.suptitle(
+        f"{report.model_package_group}: {report.aggregate.customers} customers, MAPE {report.aggregate.mape:.1%}"
+        f" vs baseline {report.aggregate.baseline_mape:.1%} (ratio {report.aggregate.mape_ratio:.2f})"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return unique
+
+
+def run(paths: EvaluatePaths, model_package_group: str, plot_customers: int = 4) -> EvaluationReport:
+    with tempfile.TemporaryDirectory() as scratch:
+        models = artifact.load(paths.model, Path(scratch))
+    if not models.customers:
+        raise StepInputError("the model artifact holds no trained customer")
+    forecasts = holdout_forecasts(models, series.read_curated(paths.curated))
+    metrics, unevaluated = customer_metrics(forecasts)
+    if not metrics:
+        raise StepInputError(f"no customer could be evaluated: {next(iter(unevaluated.values()))}")
+    report = EvaluationReport.from_customers(
+        model_package_group=model_package_group,
+        window=WINDOW,
+        horizon=HORIZON,
+        holdout_hours=models.hyperparameters.holdout_hours,
+        per_customer=metrics,
+        skipped={**models.skipped, **unevaluated},
+    )
+    paths.evaluation.mkdir(parents=True, exist_ok=True)
+    (paths.evaluation / REPORT_FILE).write_text(report.to_json())
+    if plot_customers > 0:
+        plot(forecasts, report, paths.evaluation / FORECAST_PLOT_FILE, plot_customers)
+    return report
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    parser = argparse.ArgumentParser(description="ModelGate evaluation: per-customer MAPE/RMSE vs seasonal naive")
+    parser.add_argument("--model-package-group", "--model_package_group", dest="group", required=True)
+    parser.add_argument("--plot-customers", "--plot_customers", dest="plot_customers", type=int, default=4)
+    args = parser.parse_args(argv)
+    try:
+        report = run(EvaluatePaths.from_environ(environ), args.group, args.plot_customers)
+    except StepInputError as error:
+        return fail(f"evaluate: {error}", environ)
+    aggregate = report.aggregate
+    print(
+        f"evaluate: {aggregate.customers} customers, MAPE {aggregate.mape:.4f}"
+        f" vs baseline {aggregate.baseline_mape:.4f} (ratio {aggregate.mape_ratio:.3f}),"
+        f" RMSE {aggregate.rmse:.4f} vs {aggregate.baseline_rmse:.4f},"
+        f" {len(report.skipped)} skipped",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""One forecasting model per customer, all trained at once on one device.
+
+Model (per customer, on readings normalised with the customer's mean and standard deviation):
+    forecast = window @ W_lin + b_lin + relu(window @ W_hid + b_hid) @ W_out
+a linear autoregression plus a small non-linear correction. For forecast hour h, W_lin weighs only the same hour
+on each of the window's seven days and the window's last 24 hours (`lag_mask`). W_lin starts as an even
+blend of the seasonal-naive forecast (the same hour one week earlier: the baseline evaluation compares against)
+and the mean of the same hour over the window's seven days; W_out starts at zero. The loss is the absolute error
+relative to the reading (MAPE, what evaluation and the pipeline's condition judge; readings below 5 % of the
+customer's mean count as 5 % of it, so that near-zero hours do not dominate); hours without a reading are left
+out of it.
+
+Batching: the customers' weights are stacked into tensors with a leading customer dimension and every step is
+one batched matrix product (torch.baddbmm/bmm) over all customers: no Python loop over customers, per step or
+per epoch. The loss is the sum of the customers' own losses, and Adam is element-wise, so each customer's model
+gets exactly the updates it would get if trained alone. Sampling and initialisation are derived from a hash of
+(seed, customer id, epoch, step), so a customer's model does not depend on which other customers (or which host,
+when training is sharded over instances) it was trained with: tests/integration/test_training.py checks this.
+
+Gaps: a window's missing hours take the last reading before them (forward fill), or the mean when there is none.
+The Triton preprocess model does exactly the same in numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from modelgate.model_repository import HORIZON, WINDOW
+from pipelines.steps.series import SeriesSet
+
+SPAN = WINDOW + HORIZON
+_M31 = 2**31
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    batch_size: int = 64  # windows per customer per step
+    steps_per_epoch: int = 32  # fixed, not derived from the data: a customer's training never depends on others'
+    hidden: int = 16
+    seed: int = 1
+    holdout_hours: int = 7 * 24  # the tail of each series kept for evaluation
+    min_coverage: float = 0.5  # share of training hours that must hold a reading
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if not 0 < self.learning_rate < 1:
+            problems.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 1 <= self.batch_size <= 4096:
+            problems.append(f"batch_size must be in 1..4096, got {self.batch_size}")
+        if not 1 <= self.steps_per_epoch <= 100_000:
+            problems.append(f"steps_per_epoch must be in 1..100000, got {self.steps_per_epoch}")
+        if not 1 <= self.hidden <= 512:
+            problems.append(f"hidden must be in 1..512, got {self.hidden}")
+        if self.holdout_hours < HORIZON or self.holdout_hours % HORIZON:
+            problems.append(f"holdout_hours must be a positive multiple of {HORIZON}, got {self.holdout_hours}")
+        if not 0 <= self.min_coverage <= 1:
+            problems.append(f"min_coverage must be in [0, 1], got {self.min_coverage}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def min_hours(self) -> int:
+        """A customer needs a day's worth of distinct training windows plus the held-out tail."""
+        return SPAN + 23 + self.holdout_hours
+
+
+# ---- deterministic, composition-independent randomness -------------------------------------------------------
+
+
+def customer_keys(customers: tuple[str, ...] | list[str], seed: int) -> torch.Tensor:
+    return torch.tensor([(zlib.crc32(c.encode()) ^ (seed * 2654435761)) % _M31 for c in customers], dtype=torch.int64)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """An integer hash on [0, 2^31): every product stays below 2^63, so int64 never overflows."""
+    for multiplier, increment in ((1103515245, 12345), (747796405, 289133645), (2891336453 % _M31, 1013904223)):
+        x = (x * multiplier + increment) % _M31
+        x = x ^ (x >> 15)
+    return x
+
+
+def uniform(keys: torch.Tensor, *counters: int | torch.Tensor) -> torch.Tensor:
+    """U[0, 1) numbers that are a pure function of (key, counters...): shape [len(keys), *tensor counters]."""
+    x = keys
+    for counter in counters:
+        x = x.unsqueeze(-1) + counter if isinstance(counter, torch.Tensor) else x + counter
+        x = _mix(x % _M31)
+    return x.to(torch.float64) / _M31
+
+
+# ---- the model -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ForecasterParameters:
+    """Stacked weights of C customers' models (normalised units)."""
+
+    w_in: torch.Tensor  # [C, WINDOW, HORIZON + hidden]: W_lin | W_hid
+    b_in: torch.Tensor  # [C, 1, HORIZON + hidden]
+    w_out: torch.Tensor  # [C, hidden, HORIZON]
+
+    @classmethod
+    def initial(cls, keys: torch.Tensor, hidden: int, device: torch.device) -> ForecasterParameters:
+        count = len(keys)
+        w_lin = torch.zeros(count, WINDOW, HORIZON, dtype=torch.float64)
+        hours = torch.arange(HORIZON)
+        w_lin[:, hours, hours] = 0.5  # half the seasonal-naive forecast: the same hour one week earlier ...
+        for day in range(7):  # ... half the mean of the same hour over the window's seven days
+            w_lin[:, hours + 24 * day, hours] += 0.5 / 7
+        # Box-Muller normals from the hash: the same initial weights for a customer in any batch.
+        u1 = uniform(keys, 1, torch.arange(WINDOW * hidden)).clamp_min(1e-12)
+        u2 = uniform(keys, 2, torch.arange(WINDOW * hidden))
+        normal = torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
+        w_hid = normal.reshape(count, WINDOW, hidden) / math.sqrt(WINDOW)
+        return cls(
+            w_in=torch.cat([w_lin, w_hid], dim=2).to(device, torch.float32),
+            b_in=torch.zeros(count, 1, HORIZON + hidden, device=device),
+            w_out=torch.zeros(count, hidden, HORIZON, device=device),  # the correction starts at zero
+        )
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.w_in, self.b_in, self.w_out]
+
+    def to(self, device: torch.device | str) -> ForecasterParameters:
+        return ForecasterParameters(*(t.detach().to(device) for t in self.tensors()))
+
+    def select(self, index: int | slice | torch.Tensor) -> ForecasterParameters:
+        return ForecasterParameters(*(t[index] for t in self.tensors()))
+
+
+def lag_mask() -> torch.Tensor:
+    """[WINDOW, HORIZON]: which window hours the linear part may weigh for each forecast hour h: the same hour
+    on each of the window's seven days, and the last day's hours (the current level)."""
+    mask = torch.zeros(WINDOW, HORIZON)
+    hours = torch.arange(HORIZON)
+    for day in range(7):
+        mask[hours + 24 * day, hours] = 1.0
+    mask[WINDOW - 24 :, :] = 1.0
+    return mask
+
+
+def forward(params: ForecasterParameters, windows: torch.Tensor) -> torch.Tensor:
+    """[C, N, WINDOW] normalised, gap-filled windows -> [C, N, HORIZON] normalised forecasts."""
+    z = torch.baddbmm(params.b_in, windows, params.w_in)
+    return z[..., :HORIZON] + torch.bmm(torch.relu(z[..., HORIZON:]), params.w_out)
+
+
+class CustomerForecaster(torch.nn.Module):
+    """One customer's model as a plain module (ONNX export): window [N, WINDOW] -> forecast [N, HORIZON]."""
+
+    def __init__(self, params: ForecasterParameters, index: int) -> None:
+        super().__init__()
+        self.w_in = torch.nn.Parameter(params.w_in[index].detach().cpu().clone())
+        self.b_in = torch.nn.Parameter(params.b_in[index, 0].detach().cpu().clone())
+        self.w_out = torch.nn.Parameter(params.w_out[index].detach().cpu().clone())
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        z = window @ self.w_in + self.b_in
+        return z[:, :HORIZON] + torch.relu(z[:, HORIZON:]) @ self.w_out
+
+
+def fill_gaps(windows: torch.Tensor) -> torch.Tensor:
+    """Forward-fill NaNs along the last dimension; leading NaNs (nothing to carry forward) become 0 (the mean)."""
+    positions = torch.arange(windows.shape[-1], device=windows.device).expand_as(windows)
+    last_seen = torch.cummax(torch.where(torch.isnan(windows), 0, positions), dim=-1).values
+    return torch.nan_to_num(torch.gather(windows, -1, last_seen), nan=0.0)
+
+
+def carried_forward(series: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every hour of [C, T] series: the last reading at or before it (NaN if none) and that reading's age
+    in hours (inf if none). A window starting at s then fills hour s + p with the carried reading when its age
+    is <= p, else with 0: exactly `fill_gaps` of the window, without a cumulative scan per training step."""
+    positions = torch.arange(series.shape[-1], device=series.device).expand_as(series)
+    last_seen = torch.cummax(torch.where(torch.isnan(series), -1, positions), dim=-1).values
+    carried = torch.gather(series, -1, last_seen.clamp_min(0))
+    age = torch.where(last_seen >= 0, (positions - last_seen).to(series.dtype), torch.inf)
+    return torch.where(last_seen >= 0, carried, torch.nan), age
+
+
+def predict(params: ForecasterParameters, windows: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Readings [C, N, WINDOW] (NaN = gap) -> forecasts [C, N, HORIZON] in reading units: the reference the
+    packaged Triton ensemble must reproduce."""
+    scale = std[:, None, None]
+    normalised = fill_gaps((windows - mean[:, None, None]) / scale)
+    with torch.no_grad():
+        return forward(params, normalised) * scale + mean[:, None, None]
+
+
+# ---- training --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainedModels:
+    customers: tuple[str, ...]
+    params: ForecasterParameters  # on CPU
+    mean: torch.Tensor  # [C] float32, reading units
+    std: torch.Tensor  # [C]
+    hyperparameters: Hyperparameters
+    skipped: dict[str, str] = field(default_factory=dict)
+    history: list[float] = field(default_factory=list)  # mean per-customer training loss per epoch
+    device: str = "cpu"
+    seconds: float = 0.0
+
+
+def eligible(data: SeriesSet, hp: Hyperparameters) -> tuple[list[int], dict[str, str]]:
+    """Customers with enough data to train and evaluate, and why the others are skipped."""
+    keep, skipped = [], {}
+    for index, customer in enumerate(data.customers):
+        length = int(data.lengths[index])
+        train = data.values[index, : max(length - hp.holdout_hours, 0)]
+        coverage = float(np.mean(~np.isnan(train))) if len(train) else 0.0
+        if length < hp.min_hours:
+            skipped[customer] = f"only {length} hours of data, need {hp.min_hours}"
+        elif coverage < hp.min_coverage:
+            skipped[customer] = f"only {coverage:.0%} of training hours hold a reading, need {hp.min_coverage:.0%}"
+        else:
+            keep.append(index)
+    return keep, skipped
+
+
+def normalisation(data: SeriesSet, hp: Hyperparameters) -> tuple[np.ndarray, np.ndarray]:
+    """Per-customer mean and standard deviation of the training part (never the held-out tail)."""
+    columns = np.arange(data.values.shape[1])[None, :]
+    train = np.where(columns < (data.lengths - hp.holdout_hours)[:, None], data.values, np.nan).astype(np.float64)
+    mean = np.nanmean(train, axis=1)
+    std = np.nanstd(train, axis=1)
+    std = np.maximum(std, 0.01 * np.abs(mean) + 1e-6)  # a flat meter still gets a usable scale
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def fingerprint(data: SeriesSet, hp: Hyperparameters) -> str:
+    """Identifies a training run, for resuming from a checkpoint: same customers, data and settings (epochs
+    may grow: a resumed run can train longer)."""
+    digest = zlib.crc32(np.ascontiguousarray(data.values).tobytes())
+    digest = zlib.crc32("|".join(data.customers).encode(), digest)
+    settings = {k: v for k, v in asdict(hp).items() if k != "epochs"}
+    return f"{digest:08x}-{zlib.crc32(repr(sorted(settings.items())).encode()):08x}"
+
+
+class Checkpointer:
+    """Saves training state to the checkpoint directory (SageMaker syncs /opt/ml/checkpoints with S3, so a
+    spot interruption or a restarted job resumes), at most every `every_seconds`, atomically."""
+
+    def __init__(self, directory: Path, name: str, every_seconds: float = 600.0) -> None:
+        self.path = directory / f"{name}.pt"
+        self.every_seconds = every_seconds
+        self._last = time.monotonic()
+
+    def load(self, expected_fingerprint: str) -> dict | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != expected_fingerprint:
+            print(f"train: ignoring checkpoint {self.path}: it belongs to other data or settings", flush=True)
+            return None
+        return state
+
+    def maybe_save(self, state: dict, *, force: bool = False) -> bool:
+        if not force and time.monotonic() - self._last < self.every_seconds:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, self.path)
+        self._last = time.monotonic()
+        return True
+
+
+def train(
+    data: SeriesSet,
+    hp: Hyperparameters,
+    device: torch.device | str = "cpu",
+    checkpointer: Checkpointer | None = None,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+) -> TrainedModels:
+    """Train one model per eligible customer of `data`, all at once on `device`."""
+    started = time.perf_counter()
+    device = torch.device(device)
+    keep, skipped = eligible(data, hp)
+    if not keep:
+        empty = ForecasterParameters.initial(customer_keys([], hp.seed), hp.hidden, torch.device("cpu"))
+        return TrainedModels((), empty, torch.zeros(0), torch.zeros(0), hp, skipped)
+    data = data.subset(keep)
+    mean_np, std_np = normalisation(data, hp)
+    train_lengths = torch.as_tensor(data.lengths - hp.holdout_hours, device=device)
+    series = torch.as_tensor(data.values, device=device)
+    mean, std = torch.as_tensor(mean_np, device=device), torch.as_tensor(std_np, device=device)
+    series = (series - mean[:, None]) / std[:, None]
+    keys = customer_keys(data.customers, hp.seed).to(device)
+    starts_available = train_lengths - SPAN + 1  # >= 24 by eligibility
+    count = len(data.customers)
+
+    params = ForecasterParameters.initial(keys.cpu(), hp.hidden, device)
+    tensors = [t.requires_grad_() for t in params.tensors()]
+    # The linear part only learns the lags of `lag_mask`: weights outside it get no gradient, so Adam never
+    # moves them from 0 (4,032 free weights per customer overfit a few weeks of data; ~700 do not).
+    mask = torch.ones(WINDOW, HORIZON + hp.hidden, device=device)
+    mask[:, :HORIZON] = lag_mask().to(device)
+    params.w_in.register_hook(lambda grad: grad * mask)
+    optimizer = torch.optim.Adam(tensors, lr=hp.learning_rate, fused=True)
+    first_epoch, history = 0, []
+    run_id = fingerprint(data, hp)
+    state = checkpointer.load(run_id) if checkpointer else None
+    if state is not None:
+        with torch.no_grad():
+            for tensor, saved in zip(tensors, state["params"], strict=True):
+                tensor.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch, history = state["epoch"], list(state["history"])
+        print(f"train: resuming after epoch {first_epoch} from {checkpointer.path}", flush=True)
+
+    # Windows are read through unfold() views: per step only [C, B] start indices are built, and each window is
+    # one contiguous row copy (int64 index tensors per element would move more bytes than the model computes).
+    carried, age = carried_forward(series)
+    carried_rows, age_rows = carried.unfold(1, WINDOW, 1), age.unfold(1, WINDOW, 1)
+    target_rows = series.unfold(1, HORIZON, 1)
+    positions = torch.arange(WINDOW, device=device, dtype=series.dtype)
+    relative = std  # normalised error * std / |reading| = relative error
+    floor = (0.05 * mean.abs() + 1e-6)[:, None, None]  # readings near 0 must not dominate the loss
+    customers = torch.arange(count, device=device)[:, None]
+    samples = torch.arange(hp.batch_size, device=device)
+    epochs = tqdm(range(first_epoch, hp.epochs), desc=f"train: {count} customers on {device}", unit="epoch",
+                  initial=first_epoch, total=hp.epochs, disable=not progress, mininterval=2)  # fmt: skip
+    for epoch in epochs:
+        total = torch.zeros((), device=device)
+        for step in range(hp.steps_per_epoch):
+            u = uniform(keys, epoch, step, samples)  # [C, B]
+            starts = (u * starts_available[:, None]).long()
+            windows = carried_rows[customers, starts]
+            # Only a window whose first hour is a gap can have hours with nothing to carry forward (-> 0).
+            gap_first = (age[customers, starts] > 0).nonzero(as_tuple=True)
+            if len(gap_first[0]):
+                stale = age_rows[gap_first[0], starts[gap_first]] > positions
+                windows[gap_first] = windows[gap_first].masked_fill(stale, 0.0)
+            target = target_rows[customers, starts + WINDOW]
+            observed = ~torch.isnan(target)
+            error = (forward(params, windows) - torch.nan_to_num(target)) * observed
+            # The absolute error relative to the reading (MAPE, what evaluation judges), in normalised units.
+            reading = torch.nan_to_num(target) * std[:, None, None] + mean[:, None, None]
+            per_customer = (error.abs() * relative[:, None, None] / torch.maximum(reading.abs(), floor)).sum(
+                (1, 2)
+            ) / observed.sum((1, 2)).clamp_min(1)
+            optimizer.zero_grad(set_to_none=True)
+            per_customer.sum().backward()
+            optimizer.step()
+            total += per_customer.detach().sum()
+        history.append(float(total) / (count * hp.steps_per_epoch))
+        epochs.set_postfix(loss=f"{history[-1]:.4f}")
+        if checkpointer:
+            checkpointer.maybe_save(_state(params, optimizer, epoch + 1, history, run_id), force=epoch + 1 == hp.epochs)
+        if on_epoch_end:
+            on_epoch_end(epoch + 1, history[-1])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return TrainedModels(
+        customers=data.customers,
+        params=params.to("cpu"),
+        mean=mean.cpu(),
+        std=std.cpu(),
+        hyperparameters=hp,
+        skipped=skipped,
+        history=history,
+        device=str(device),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _state(params, optimizer, epoch, history, run_id) -> dict:
+    return {
+        "fingerprint": run_id,
+        "epoch": epoch,
+        "history": list(history),
+        "params": [t.detach().cpu() for t in params.tensors()],
+        "optimizer": optimizer.state_dict(),
+    }

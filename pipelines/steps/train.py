@@ -1,0 +1,118 @@
+"""Training step (SageMaker TrainingStep, PyTorch image): one forecasting model per customer, all customers of
+this host in one batched run on its GPU (CPU when there is none). See pipelines/steps/forecaster.py.
+
+Reads the `train` channel (SM_CHANNEL_TRAIN: curated Parquet, customer=<id>/ partitions). With more than one
+instance the channel must be distributed ShardedByS3Key: each host then receives, and trains, a disjoint set of
+customers (prep writes one object per customer, so a customer is never split). A customer's model does not
+depend on the host it lands on, so instance_count changes speed, not results.
+Writes SM_MODEL_DIR/shard-<host>.{pt,json} (pipelines/steps/artifact.py). Checkpoints to /opt/ml/checkpoints
+(SageMaker syncs it with the job's checkpoint S3 URI: use one URI per pipeline execution) and resumes from it.
+
+Hyperparameters (SageMaker passes them as `--name value`; dashes or underscores): epochs, learning-rate,
+batch-size, steps-per-epoch, hidden, seed, holdout-hours, min-coverage, device (auto|cuda|cpu),
+checkpoint-minutes.
+
+Runtime: `python pipelines/steps/train.py ...` from the source bundle (pipelines/steps/paths.py RUNTIME_SOURCES);
+needs torch (in the image), numpy, pandas, pyarrow, tqdm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (SageMaker): make the source bundle's root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch
+
+from pipelines.steps import artifact, forecaster, series
+from pipelines.steps.paths import StepInputError, TrainPaths, fail
+
+
+def parser() -> argparse.ArgumentParser:
+    parse = argparse.ArgumentParser(description="ModelGate training: one forecasting model per customer, batched")
+    defaults = forecaster.Hyperparameters()
+    for field in fields(forecaster.Hyperparameters):
+        dashed = field.name.replace("_", "-")
+        names = [f"--{dashed}"] + ([f"--{field.name}"] if dashed != field.name else [])
+        parse.add_argument(*names, dest=field.name, type=type(getattr(defaults, field.name)), default=None)
+    parse.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    parse.add_argument(
+        "--checkpoint-minutes", "--checkpoint_minutes", dest="checkpoint_minutes", type=float, default=10
+    )
+    return parse
+
+
+def choose_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise StepInputError("--device cuda was requested but no CUDA GPU is visible to PyTorch")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def run(args: argparse.Namespace, paths: TrainPaths) -> forecaster.TrainedModels:
+    given = {f.name: getattr(args, f.name) for f in fields(forecaster.Hyperparameters)}
+    chosen = {name: value for name, value in given.items() if value is not None}
+    try:
+        hp = forecaster.Hyperparameters(**chosen)
+    except ValueError as error:
+        raise StepInputError(f"bad hyperparameters: {error}") from None
+    device = choose_device(args.device)
+    several_hosts = len(paths.hosts) > 1
+    has_data = paths.train.is_dir() and any(paths.train.rglob("*.parquet"))
+    if several_hosts and not has_data:
+        # More hosts than customer objects: ShardedByS3Key left this one without data. Not an error.
+        print(f"train: host {paths.current_host} received no customers; writing an empty shard", flush=True)
+        data = None
+    else:
+        data = series.read_curated(paths.train)
+    print(
+        f"train: host {paths.current_host} of {len(paths.hosts)}, {len(data) if data else 0} customers, device {device}"
+        f" (SM_NUM_GPUS={paths.num_gpus}), {hp}",
+        flush=True,
+    )
+    if data is None:
+        models = forecaster.TrainedModels((), _empty_params(hp), torch.zeros(0), torch.zeros(0), hp)
+    else:
+        name = f"train-{paths.current_host}"
+        checkpointer = forecaster.Checkpointer(paths.checkpoints, name, 60 * args.checkpoint_minutes)
+        models = forecaster.train(data, hp, device, checkpointer)
+    if not models.customers and not several_hosts:
+        reasons = "; ".join(f"{c}: {why}" for c, why in list(models.skipped.items())[:5])
+        raise StepInputError(f"no customer has enough data to train a model ({len(models.skipped)} skipped: {reasons})")
+    artifact.save(models, paths.model_dir, paths.current_host)
+    return models
+
+
+def _empty_params(hp: forecaster.Hyperparameters) -> forecaster.ForecasterParameters:
+    return forecaster.ForecasterParameters.initial(
+        forecaster.customer_keys([], hp.seed), hp.hidden, torch.device("cpu")
+    )
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    args = parser().parse_args(argv)
+    try:
+        models = run(args, TrainPaths.from_environ(environ))
+    except StepInputError as error:
+        return fail(f"train: {error}", environ)
+    summary = {
+        "customers": len(models.customers),
+        "skipped": len(models.skipped),
+        "final_loss": models.history[-1] if models.history else None,
+        "device": models.device,
+        "seconds": round(models.seconds, 2),
+    }
+    print(f"train: {json.dumps(summary)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Batched training: one model per customer, each exactly the model it would be if trained alone (so sharding
+over hosts changes nothing), resumable from checkpoints, and the step script fails clearly on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from modelgate.model_repository import HORIZON, WINDOW
+from pipelines import datagen
+from pipelines.steps import artifact, forecaster, prep, series, train
+from pipelines.steps.paths import OPT_ML_ENV, PrepPaths, StepInputError
+
+HP = forecaster.Hyperparameters(epochs=3, steps_per_epoch=4, batch_size=16, holdout_hours=48)
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory):
+    base = tmp_path_factory.mktemp("prep")
+    paths = PrepPaths.from_environ({OPT_ML_ENV: str(base)})
+    datagen.generate(datagen.DatasetSpec(customers=8, days=28, seed=3), paths.raw)
+    prep.run(paths, workers=1)
+    return paths.curated
+
+
+@pytest.fixture(scope="module")
+def data(curated):
+    return series.read_curated(curated)
+
+
+def close(a: forecaster.ForecasterParameters, b: forecaster.ForecasterParameters) -> bool:
+    return all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a.tensors(), b.tensors(), strict=True))
+
+
+def test_series_are_hourly_per_customer_with_gaps_as_nan(data, curated):
+    assert data.customers == tuple(datagen.customer_ids(8))
+    assert data.values.dtype == np.float32
+    frame = pq.read_table(curated / "customer=cust-00004").to_pandas()
+    first, last = frame["timestamp"].min(), frame["timestamp"].max()
+    index = data.customers.index("cust-00004")
+    assert data.lengths[index] == (last - first) / pd.Timedelta(hours=1) + 1
+    assert data.hours(index)[0] == first
+    expected = frame.set_index("timestamp")["reading"].reindex(data.hours(index)).to_numpy(np.float32)
+    np.testing.assert_array_equal(data.values[index, : data.lengths[index]], expected)  # NaN where no reading
+    assert np.isnan(expected).any()
+
+
+def test_fill_gaps_carries_the_last_reading_and_zero_before_any():
+    window = torch.tensor([[[np.nan, 2.0, np.nan, np.nan, 5.0, np.nan]]])
+    assert forecaster.fill_gaps(window).tolist() == [[[0.0, 2.0, 2.0, 2.0, 5.0, 5.0]]]
+    carried, age = forecaster.carried_forward(window[0])
+    assert carried[0, 3].item() == 2.0
+    assert age[0, 3].item() == 2.0
+    assert age[0, 0].item() == float("inf")
+
+
+def test_training_starts_from_a_blend_of_last_week_and_the_last_seven_days():
+    keys = forecaster.customer_keys(["a", "b"], seed=1)
+    params = forecaster.ForecasterParameters.initial(keys, hidden=4, device=torch.device("cpu"))
+    windows = torch.randn(2, 3, WINDOW)
+    last_week = windows[..., :HORIZON]  # the same hour one week before the forecast hour
+    same_hour_mean = windows.reshape(2, 3, 7, HORIZON).mean(dim=2)
+    expected = 0.5 * last_week + 0.5 * same_hour_mean
+    assert torch.allclose(forecaster.forward(params, windows), expected, atol=1e-6)
+
+
+def test_each_customer_trains_exactly_as_if_alone(data):
+    together = forecaster.train(data, HP, progress=False)
+    alone = forecaster.train(data.subset([5]), HP, progress=False)
+    pair = forecaster.train(data.subset([2, 5]), HP, progress=False)
+    index = together.customers.index(data.customers[5])
+    assert close(together.params.select(slice(index, index + 1)), alone.params)
+    assert close(pair.params.select(slice(1, 2)), alone.params)
+    assert torch.equal(together.mean[index : index + 1], alone.mean)
+    assert not close(together.params.select(slice(0, 1)), alone.params)  # and customers do differ
+
+
+def test_loss_goes_down_and_weights_move(data):
+    models = forecaster.train(data, forecaster.Hyperparameters(**{**HP.__dict__, "epochs": 6}), progress=False)
+    assert models.history[-1] < models.history[0]
+    assert models.params.w_out.abs().sum() > 0  # the non-linear correction learned something
+
+
+def test_interrupted_training_resumes_from_its_checkpoint_to_the_same_models(data, tmp_path):
+    straight = forecaster.train(data, HP, progress=False)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt_after_two(epoch, _loss):
+        if epoch == 2:
+            raise Interrupted
+
+    checkpointer = forecaster.Checkpointer(tmp_path, "train-algo-1", every_seconds=0)
+    with pytest.raises(Interrupted):
+        forecaster.train(data, HP, checkpointer=checkpointer, on_epoch_end=interrupt_after_two, progress=False)
+    assert torch.load(checkpointer.path, weights_only=True)["epoch"] == 2
+    epochs_run = []
+    resumed = forecaster.train(
+        data, HP, checkpointer=checkpointer, on_epoch_end=lambda e, _: epochs_run.append(e), progress=False
+    )
+    assert epochs_run == [3]
+    assert close(resumed.params, straight.params)
+    assert resumed.history == pytest.approx(straight.history)
+
+
+def test_a_checkpoint_of_other_data_is_ignored(data, tmp_path, capsys):
+    checkpointer = forecaster.Checkpointer(tmp_path, "train-algo-1", every_seconds=0)
+    forecaster.train(data.subset([0, 1]), HP, checkpointer=checkpointer, progress=False)
+    runs = []
+    forecaster.train(data.subset([0, 2]), HP, checkpointer=checkpointer, on_epoch_end=lambda e, _: runs.append(e))
+    assert runs == [1, 2, 3]
+    assert "ignoring checkpoint" in capsys.readouterr().out
+
+
+def test_customers_without_enough_data_are_skipped_with_a_reason(data):
+    hp = forecaster.Hyperparameters(**{**HP.__dict__, "holdout_hours": 24 * 20})
+    keep, skipped = forecaster.eligible(data, hp)
+    assert len(keep) + len(skipped) == len(data)
+    assert skipped
+    assert all("hours of data, need" in reason for reason in skipped.values())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"holdout_hours": 30}, "multiple of 24"),
+        ({"learning_rate": 2.0}, "(0, 1)"),
+    ],
+)
+def test_bad_hyperparameters_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        forecaster.Hyperparameters(**{**HP.__dict__, **changes})
+
+
+def test_artifact_round_trip_through_model_tar_gz(data, tmp_path):
+    models = forecaster.train(data, HP, progress=False)
+    artifact.save(models, tmp_path / "model", "algo-1")
+    (tmp_path / "input").mkdir()
+    with tarfile.open(tmp_path / "input" / "model.tar.gz", "w:gz") as tar:  # what SageMaker uploads
+        tar.add(tmp_path / "model", arcname=".")
+    loaded = artifact.load(tmp_path / "input", scratch=tmp_path / "scratch")
+    assert loaded.customers == models.customers
+    assert close(loaded.params, models.params)
+    assert torch.equal(loaded.std, models.std)
+    assert loaded.hyperparameters == HP
+
+
+def environ(base, host: str, hosts: list[str], channel) -> dict[str, str]:
+    return {
+        OPT_ML_ENV: str(base),
+        "SM_CHANNEL_TRAIN": str(channel),
+        "SM_MODEL_DIR": str(base / "model"),
+        "SM_HOSTS": json.dumps(hosts),
+        "SM_CURRENT_HOST": host,
+        "SM_NUM_GPUS": "0",
+    }
+
+
+ARGS = ["--epochs", "3", "--steps-per-epoch", "4", "--batch_size", "16", "--holdout-hours", "48", "--device", "cpu"]
+
+
+def test_sharded_by_s3_key_hosts_produce_the_models_of_one_host(curated, tmp_path):
+    """Two hosts, each given half of the customer objects (as ShardedByS3Key does), merge into the artifact a
+    single host would have written."""
+    partitions = sorted(curated.iterdir())
+    hosts = ["algo-1", "algo-2"]
+    model_dir = tmp_path / "merged"
+    for number, host in enumerate(hosts):
+        channel = tmp_path / host / "train"
+        for partition in partitions[number::2]:
+            shutil.copytree(partition, channel / partition.name)
+        assert train.main(ARGS, environ(tmp_path / host, host, hosts, channel)) == 0
+        shutil.copytree(tmp_path / host / "model", model_dir, dirs_exist_ok=True)  # SageMaker merges the model dirs
+    assert train.main(ARGS, environ(tmp_path / "single", "algo-1", ["algo-1"], curated)) == 0
+    merged, single = artifact.load(model_dir), artifact.load(tmp_path / "single" / "model")
+    assert merged.customers == single.customers
+    assert close(merged.params, single.params)
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "shard-algo-1.json",
+        "shard-algo-1.pt",
+        "shard-algo-2.json",
+        "shard-algo-2.pt",
+    ]
+
+
+def test_a_customer_on_two_hosts_is_refused_at_load(data, tmp_path):
+    models = forecaster.train(data.subset([0, 1]), HP, progress=False)
+    artifact.save(models, tmp_path, "algo-1")
+    artifact.save(models, tmp_path, "algo-2")
+    with pytest.raises(StepInputError, match="ShardedByS3Key"):
+        artifact.load(tmp_path)
+
+
+def test_a_host_without_customers_writes_an_empty_shard(tmp_path):
+    channel = tmp_path / "train"
+    channel.mkdir()
+    assert train.main(ARGS, environ(tmp_path, "algo-3", ["algo-1", "algo-2", "algo-3"], channel)) == 0
+    assert json.loads((tmp_path / "model" / "shard-algo-3.json").read_text())["customers"] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "bad hyperparameters: epochs must be >= 1"),
+        (["--device", "cuda"], "no CUDA GPU"),
+    ],
+)
+def test_train_step_failures_reach_sagemaker(curated, tmp_path, argv, message):
+    if message == "no CUDA GPU" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert train.main(argv, environ(tmp_path, "algo-1", ["algo-1"], curated)) == 1
+    assert message in (tmp_path / "output" / "failure").read_text()
+
+
+def test_train_step_without_data_or_with_too_little_fails_clearly(curated, tmp_path):
+    assert train.main(ARGS, environ(tmp_path, "algo-1", ["algo-1"], tmp_path / "nowhere")) == 1
+    assert "curated input" in (tmp_path / "output" / "failure").read_text()
+    too_long = [*ARGS, "--holdout-hours", str(24 * 40)]
+    assert train.main(too_long, environ(tmp_path, "algo-1", ["algo-1"], curated)) == 1
+    assert "no customer has enough data" in (tmp_path / "output" / "failure").read_text()

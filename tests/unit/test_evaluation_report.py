@@ -1,0 +1,120 @@
+"""The evaluation report is read by the condition step, the registry and the approval e-mails: its
+aggregate must be right, it must round-trip, and a broken document must fail with the field named."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from modelgate.evaluation_report import (
+    CONDITION_JSON_PATH,
+    RATIO_CAP,
+    CustomerMetrics,
+    EvaluationReport,
+    EvaluationReportError,
+    mape_ratio,
+    parse_report,
+)
+
+
+def metrics(customer: str, mape: float, baseline_mape: float, rmse: float = 1.0) -> CustomerMetrics:
+    return CustomerMetrics(
+        customer=customer,
+        mape=mape,
+        rmse=rmse,
+        baseline_mape=baseline_mape,
+        baseline_rmse=2 * rmse,
+        mape_ratio=mape_ratio(mape, baseline_mape),
+        points=168,
+    )
+
+
+def report(**overrides) -> EvaluationReport:
+    arguments = {
+        "model_package_group": "energy-forecast",
+        "window": 168,
+        "horizon": 24,
+        "holdout_hours": 168,
+        "per_customer": [metrics("c2", 0.10, 0.20, rmse=3.0), metrics("c1", 0.05, 0.10, rmse=1.0)],
+        "skipped": {"c3": "only 10 hours of data"},
+    }
+    return EvaluationReport.from_customers(**{**arguments, **overrides})
+
+
+def test_aggregate_is_the_mean_over_customers_and_ratio_of_means():
+    aggregate = report().aggregate
+    assert aggregate.customers == 2
+    assert aggregate.mape == pytest.approx(0.075)
+    assert aggregate.baseline_mape == pytest.approx(0.15)
+    assert aggregate.rmse == pytest.approx(2.0)
+    assert aggregate.mape_ratio == pytest.approx(0.5)
+
+
+def test_round_trip_and_condition_path_and_model_quality_block():
+    original = report()
+    document = json.loads(original.to_json())
+    parsed = parse_report(original.to_json())
+    assert parsed == original
+    assert [m.customer for m in parsed.per_customer] == ["c1", "c2"]  # sorted
+    # The pipeline's PropertyFile reads this JSON path.
+    value = document
+    for part in CONDITION_JSON_PATH.split("."):
+        value = value[part]
+    assert value == pytest.approx(0.5)
+    block = document["regression_metrics"]["mape"]
+    assert block["value"] == pytest.approx(0.075)
+    assert block["standard_deviation"] == pytest.approx(0.025)
+    assert set(document["regression_metrics"]) == {"mape", "rmse", "baseline_mape", "baseline_rmse", "mape_ratio"}
+
+
+def test_perfect_baseline_gives_a_finite_ratio_the_condition_rejects():
+    assert mape_ratio(0.1, 0.0) == RATIO_CAP
+    assert mape_ratio(0.0, 0.0) == 1.0
+    text = report(per_customer=[metrics("c1", 0.1, 0.0)]).to_json()
+    assert parse_report(text).aggregate.mape_ratio == RATIO_CAP
+
+
+def test_a_report_needs_at_least_one_customer():
+    with pytest.raises(EvaluationReportError, match="at least one"):
+        report(per_customer=[])
+
+
+def test_nan_metrics_never_reach_json():
+    bad = report(per_customer=[metrics("c1", math.nan, 0.1)])
+    with pytest.raises(ValueError, match="JSON"):
+        bad.to_json()
+
+
+def _mutated(mutate) -> str:
+    document = json.loads(report().to_json())
+    mutate(document)
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(schema=2), "schema 2"),
+        (lambda d: d.pop("aggregate"), "lacks 'aggregate'"),
+        (lambda d: d["aggregate"].pop("mape_ratio"), "aggregate lacks mape_ratio"),
+        (lambda d: d["aggregate"].update(mape="high"), "aggregate.mape must be a finite number"),
+        (lambda d: d["aggregate"].update(rmse=-1), "aggregate.rmse must be >= 0"),
+        (lambda d: d["aggregate"].update(customers=0), "aggregate.customers must be an integer >= 1"),
+        (lambda d: d["per_customer"][1].update(customer=""), r"per_customer\[1\].customer"),
+        (lambda d: d["per_customer"][0].update(points=0), r"per_customer\[0\].points"),
+        (lambda d: d["per_customer"].pop(), "aggregate.customers is 2 but per_customer lists 1"),
+        (lambda d: d.update(model_package_group=7), "model_package_group must be a non-empty string"),
+        (lambda d: d.update(skipped=["c3"]), "skipped must map"),
+    ],
+)
+def test_invalid_reports_name_the_field(mutate, message):
+    with pytest.raises(EvaluationReportError, match=message):
+        parse_report(_mutated(mutate))
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[1, 2]", b"\xff"])
+def test_not_a_report(text):
+    with pytest.raises(EvaluationReportError):
+        parse_report(text)
