@@ -21,7 +21,7 @@ from modelgate.serving.protocol import MAX_BODY_BYTES, TRITON_BINARY_JSON
 from sandbox.api_gateway import Authorizer, LocalApiGateway, Route
 from sandbox.aws import LocalAws
 from sandbox.lambda_runner import LocalFunction, LocalFunctionPool
-from sandbox.model_archives import ForecasterWeights, customer_archive, publish_version, reference_forecast
+from sandbox.model_archives import example_version, publish_version
 from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, S3Archives
 from sandbox.oidc_issuer import LocalIssuer
 
@@ -31,7 +31,13 @@ ENDPOINT = "modelgate-dev-endpoint"
 
 
 @pytest.fixture(scope="module")
-def stack(triton, tmp_path_factory):
+def versions():
+    """Version 1 of every customer, and a version 2 of two of them (other weights), packaged by the pipeline."""
+    return example_version(CUSTOMERS, seed=1), example_version(("acme", "globex"), seed=2)
+
+
+@pytest.fixture(scope="module")
+def stack(triton, versions, tmp_path_factory):
     """Everything a deployed environment has on the inference path, wired like the Serving stack wires it."""
     with LocalAws("eu-west-1") as aws, LocalIssuer() as issuer:
         account = aws.account(ACCOUNT)
@@ -40,7 +46,7 @@ def stack(triton, tmp_path_factory):
         artifacts, repository, endpoint_name = f"artifacts-{run}", f"model-repository-{run}", f"{ENDPOINT}-{run}"
         for bucket in (artifacts, repository):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        url = publish_version(s3, artifacts, "v1", GROUP, {c: customer_archive(c) for c in CUSTOMERS})
+        url = publish_version(s3, artifacts, "v1", GROUP, versions[0].archives)
         parameter = parameter_name("modelgate", GROUP, ENV)
         ssm.put_parameter(Name=parameter, Type="String", Value=approval(1, url), Overwrite=True)
         _sagemaker_endpoint(account.client("sagemaker"), endpoint_name, repository)
@@ -154,17 +160,17 @@ def forecast(payload: bytes) -> np.ndarray:
     return np.array(output["data"], np.float32).reshape(output["shape"])
 
 
-def test_a_valid_token_gets_the_ensembles_forecast(stack):
+def test_a_valid_token_gets_the_ensembles_forecast(stack, versions):
     values = readings()
     status, headers, payload = stack.call("/models/acme/invoke", kserve(values))
     assert status == 200, payload
     assert headers["X-Model-Version"] == "1"
-    expected = reference_forecast(ForecasterWeights.random("acme"), values)
+    expected = versions[0].reference("acme", values)
     np.testing.assert_allclose(forecast(payload), expected, rtol=1e-5, atol=1e-5)
     assert target_model(1, "acme") in stack.endpoint.loaded()
 
 
-def test_the_triton_binary_json_content_type_round_trips(stack):
+def test_the_triton_binary_json_content_type_round_trips(stack, versions):
     values = readings(rows=3, seed=7)
     header = json.dumps(
         {
@@ -190,9 +196,7 @@ def test_the_triton_binary_json_content_type_round_trips(stack):
     size = int(content_type.split("json-header-size=")[1])
     meta = json.loads(payload[:size])
     got = np.frombuffer(payload[size:], np.float32).reshape(meta["outputs"][0]["shape"])
-    np.testing.assert_allclose(
-        got, reference_forecast(ForecasterWeights.random("globex"), values), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(got, versions[0].reference("globex", values), rtol=1e-5, atol=1e-5)
 
 
 def test_health_reports_the_deployed_version(stack):
@@ -220,9 +224,9 @@ def test_a_token_scoped_to_one_model_cannot_invoke_another(stack):
     assert status == 403
 
 
-def test_a_model_outside_the_deployment_is_404_and_never_sent_to_sagemaker(stack):
+def test_a_model_outside_the_deployment_is_404_and_never_sent_to_sagemaker(stack, versions):
     # An object nobody approved, put straight into the endpoint's prefix: not reachable through the API.
-    stack.s3.put_object(Bucket=stack.repository, Key=MME_PREFIX + "v1/hooli.tar.gz", Body=customer_archive("hooli"))
+    stack.s3.put_object(Bucket=stack.repository, Key=MME_PREFIX + "v1/hooli.tar.gz", Body=versions[0].archives["acme"])
     before = stack.endpoint.stats.invocations
     status, _, payload = stack.call("/models/hooli/invoke", kserve(readings()))
     assert (status, json.loads(payload)["code"]) == (404, "model_not_found")
@@ -311,10 +315,9 @@ def test_an_invalid_model_id_is_400(stack):
     assert (status, json.loads(payload)["code"]) == (400, "invalid_model")
 
 
-def test_a_new_approval_is_served_under_a_new_name_and_the_old_version_is_gone(stack):
+def test_a_new_approval_is_served_under_a_new_name_and_the_old_version_is_gone(stack, versions):
     values = readings(seed=3)
-    v2 = {c: customer_archive(c, ForecasterWeights.random(c, seed=2)) for c in ("acme", "globex")}
-    url = publish_version(stack.s3, stack.artifacts, "v2", GROUP, v2)
+    url = publish_version(stack.s3, stack.artifacts, "v2", GROUP, versions[1].archives)
     stack.ssm.put_parameter(Name=stack.parameter, Type="String", Value=approval(2, url), Overwrite=True)
     change = {
         "source": "aws.ssm",
@@ -325,9 +328,7 @@ def test_a_new_approval_is_served_under_a_new_name_and_the_old_version_is_gone(s
     assert (report["model_version"], report["copied"], report["removed"]) == (2, 2, len(CUSTOMERS))
     status, headers, payload = stack.call("/models/acme/invoke", kserve(values))
     assert (status, headers["X-Model-Version"]) == (200, "2")
-    np.testing.assert_allclose(
-        forecast(payload), reference_forecast(ForecasterWeights.random("acme", seed=2), values), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(forecast(payload), versions[1].reference("acme", values), rtol=1e-5, atol=1e-5)
     assert target_model(2, "acme") in stack.endpoint.loaded()
     assert target_model(1, "acme") not in stack.endpoint.loaded(), "the new version's models replaced the old ones"
     status, _, _ = stack.call("/models/initech/invoke", kserve(values))
