@@ -162,7 +162,7 @@ def invoke_model(
         raise ApiError(403, "forbidden", f"this token may not invoke model {customer!r}")
     try:
         parsed = parse_content_type(content_type)
-        validate_request(body, parsed)
+        body = validate_request(body, parsed)
     except InvalidRequest as error:
         raise ApiError(error.status, "invalid_request", str(error)) from None
 

@@ -1,6 +1,8 @@
 """The inference request formats the API accepts: what SageMaker's Triton container accepts, checked early.
 
 - `application/json`: a KServe v2 inference request, `{"inputs": [{"name", "shape", "datatype", "data"}], ...}`.
+  JSON has no NaN, so `null` in floating-point data marks a missing value: it is sent on to Triton as NaN
+  (Triton's parser reads the NaN literal; API Gateway's validator would refuse it).
 - `application/vnd.sagemaker-triton.binary+json;json-header-size=<n>`: Triton's binary tensor extension as
   SageMaker carries it: a JSON header of n bytes, then the raw tensor bytes (`binary_data_size` per input).
 
@@ -10,6 +12,7 @@ Anything else is refused with a specific message before SageMaker is called (and
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ DATATYPES = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"}
 )
 _HEADER_SIZE = re.compile(r"(?:^|;)\s*json-header-size\s*=\s*(\d{1,10})\s*(?:;|$)")
+_FLOATS = frozenset({"FP16", "FP32", "FP64"})
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -62,26 +66,37 @@ def parse_content_type(value: str | None) -> ContentType:
     raise InvalidRequest(415, f"unsupported Content-Type {media_type!r}; use {JSON} or {TRITON_BINARY_JSON}")
 
 
-def _check_data(data: object, datatype: str, where: str) -> None:
-    """`data` is a (nested) list of values of the datatype: numbers (NaN allowed), booleans or strings."""
+def _check_data(data: object, datatype: str, where: str) -> bool:
+    """`data` is a (nested) list of values of the datatype: numbers, booleans or strings. True if it holds
+    nulls (missing floating-point values)."""
     kinds = (str,) if datatype == "BYTES" else (bool,) if datatype == "BOOL" else (int, float)
-    pending = [data]
+    pending, nulls = [data], False
     while pending:
         item = pending.pop()
         if isinstance(item, list):
             pending.extend(item)
+        elif item is None and datatype in _FLOATS:
+            nulls = True
         elif not isinstance(item, kinds) or (kinds == (int, float) and isinstance(item, bool)):
             expected = {"BYTES": "strings", "BOOL": "booleans"}.get(datatype, "numbers")
             raise InvalidRequest(400, f"{where}.data holds {type(item).__name__} values; {datatype} needs {expected}")
+    return nulls
 
 
-def _check_inputs(header: object, binary_bytes: int | None) -> None:
+def _nan_for_null(data: object) -> object:
+    if isinstance(data, list):
+        return [_nan_for_null(item) for item in data]
+    return math.nan if data is None else data
+
+
+def _check_inputs(header: object, binary_bytes: int | None) -> bool:
+    """Raise InvalidRequest for anything malformed; True if float data holds nulls."""
     if not isinstance(header, dict):
         raise InvalidRequest(400, "the inference request must be a JSON object")
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidRequest(400, "the inference request needs a non-empty 'inputs' list")
-    declared_binary = 0
+    declared_binary, nulls = 0, False
     for index, tensor in enumerate(inputs):
         where = f"inputs[{index}]"
         if not isinstance(tensor, dict):
@@ -105,15 +120,17 @@ def _check_inputs(header: object, binary_bytes: int | None) -> None:
         elif "data" not in tensor:
             raise InvalidRequest(400, f"{where} has neither 'data' nor parameters.binary_data_size")
         else:
-            _check_data(tensor["data"], datatype, where)
+            nulls = _check_data(tensor["data"], datatype, where) or nulls
     if binary_bytes is not None and declared_binary != binary_bytes:
         raise InvalidRequest(
             400, f"the inputs declare {declared_binary} bytes of binary data, the body carries {binary_bytes}"
         )
+    return nulls
 
 
-def validate_request(body: bytes, content_type: ContentType) -> None:
-    """Raise InvalidRequest unless `body` is a well-formed inference request of `content_type`."""
+def validate_request(body: bytes, content_type: ContentType) -> bytes:
+    """The body to send to the endpoint; InvalidRequest unless `body` is a well-formed inference request of
+    `content_type`. Returned unchanged, except that nulls in JSON float data become NaN."""
     if len(body) > MAX_BODY_BYTES:
         raise InvalidRequest(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
     if not body:
@@ -131,4 +148,11 @@ def validate_request(body: bytes, content_type: ContentType) -> None:
         header = json.loads(header_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidRequest(400, f"the inference request is not valid JSON: {error}") from None
-    _check_inputs(header, binary_bytes)
+    if not _check_inputs(header, binary_bytes):
+        return body
+    if binary_bytes is not None:
+        raise InvalidRequest(400, "null values are only accepted in application/json requests")
+    for tensor in header["inputs"]:
+        if tensor["datatype"] in _FLOATS:
+            tensor["data"] = _nan_for_null(tensor["data"])
+    return json.dumps(header).encode()
