@@ -27,10 +27,12 @@ _RUNTIME_CONFIG = Config(connect_timeout=2, read_timeout=25, retries={"total_max
 
 @cache
 def services() -> tuple[InferenceSettings, object, DeploymentCache, object]:
+    """Settings and clients, once per container: (settings, sagemaker-runtime, deployment cache, sagemaker)."""
     settings = InferenceSettings.from_environ()
     session = boto3.Session()
     deployments = DeploymentCache(session.client("s3"), settings.bucket, ttl_seconds=settings.deployment_cache_seconds)
-    return settings, session.client("sagemaker-runtime", config=_RUNTIME_CONFIG), deployments, session
+    runtime = session.client("sagemaker-runtime", config=_RUNTIME_CONFIG)
+    return settings, runtime, deployments, session.client("sagemaker", config=_RUNTIME_CONFIG)
 
 
 def _response(status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> dict:
@@ -81,14 +83,14 @@ def health(deployments: DeploymentCache, sagemaker, endpoint: str) -> dict:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: object) -> dict:
-    settings, runtime, deployments, session = services()
+    settings, runtime, deployments, sagemaker = services()
     logger.append_keys(environment=settings.environment)
     request = APIGatewayProxyEvent(event)
     try:
         if request.resource == "/models/{model}/invoke" and request.http_method == "POST":
             return invoke(request, runtime, deployments, settings.endpoint_name)
         if request.resource == "/health" and request.http_method == "GET":
-            return health(deployments, session.client("sagemaker"), settings.endpoint_name)
+            return health(deployments, sagemaker, settings.endpoint_name)
         return _error(ApiError(404, "not_found", f"no route {request.http_method} {request.resource}"))
     except ApiError as error:
         logger.info("refused", extra={"status": error.status, "code": error.code})
