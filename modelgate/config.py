@@ -131,6 +131,9 @@ class Serving(_Frozen):
     max_instances: Annotated[int, Field(ge=1, le=100)]
     triton_version: Annotated[str, _check(r"\d{2}\.\d{2}", "must be a Triton release like '24.09'")]
     data_capture: bool
+    # Autoscaling targets: invocations per instance per minute, and percent of each GPU in use.
+    target_invocations_per_instance: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    target_gpu_utilization: Annotated[int, Field(ge=10, le=95)] = 70
 
     @model_validator(mode="after")
     def _bounds(self) -> Serving:

@@ -42,3 +42,31 @@ ALL_INSTANCE_TYPES = GPU_INSTANCE_TYPES | CPU_INSTANCE_TYPES
 
 GLUE_WORKER_TYPES = frozenset({"G.025X", "G.1X", "G.2X", "G.4X", "G.8X"})
 GLUE_VERSIONS = frozenset({"4.0", "5.0"})
+
+
+# Families whose instances carry local NVMe instance storage: SageMaker refuses an endpoint config KmsKeyId for
+# them (that storage is always encrypted by the hardware), so the KMS key is only given for the others.
+INSTANCE_STORE_FAMILIES = frozenset(
+    {"g4dn", "g5", "g6", "g6e", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "m5d", "c5d", "r5d"}
+)
+
+# NVIDIA GPUs per instance where there is more than one (CloudWatch's GPUUtilization sums them: 0-100% x GPUs).
+_GPUS = {
+    "ml.g4dn.12xlarge": 4,
+    "ml.g5.12xlarge": 4, "ml.g5.24xlarge": 4, "ml.g5.48xlarge": 8,
+    "ml.g6.12xlarge": 4, "ml.g6.24xlarge": 4, "ml.g6.48xlarge": 8,
+    "ml.g6e.12xlarge": 4, "ml.g6e.24xlarge": 4, "ml.g6e.48xlarge": 8,
+    "ml.p3.8xlarge": 4, "ml.p3.16xlarge": 8, "ml.p3dn.24xlarge": 8,
+    "ml.p4d.24xlarge": 8, "ml.p4de.24xlarge": 8, "ml.p5.48xlarge": 8, "ml.p5e.48xlarge": 8, "ml.p5en.48xlarge": 8,
+}  # fmt: skip
+
+
+def has_instance_store(instance_type: str) -> bool:
+    return instance_type.split(".")[1] in INSTANCE_STORE_FAMILIES
+
+
+def gpu_count(instance_type: str) -> int:
+    """GPUs of a GPU instance type (1 unless listed above)."""
+    if instance_type not in GPU_INSTANCE_TYPES:
+        raise ValueError(f"{instance_type} is not a GPU instance type")
+    return _GPUS.get(instance_type, 1)

@@ -23,6 +23,12 @@ A model version's artifacts live under one S3 prefix (the registry's model data 
 of modelgate.parameters.ApprovedModel), holding every `<customer>.tar.gz` and a `manifest.json`
 (`Manifest` below) that lists them with their SHA-256, so that the serving deploy step copies exactly the
 archives of the approved version and can verify them.
+
+Serving (the multi-model endpoint's S3 prefix, `MME_PREFIX` in the environment's model-repository bucket) holds
+the approved version's archives under versioned target names, `v<version>/<customer>.tar.gz` (`target_model`):
+SageMaker never reloads a TargetModel whose S3 object was overwritten (it serves the copy it cached on the
+instance), so a new version must be a new name. Clients call the API with the customer id only; the invoke
+Lambda resolves it to the target of the deployed version (modelgate.serving.deployment).
 """
 
 from __future__ import annotations
@@ -76,6 +82,25 @@ def model_names(customer: str) -> dict[str, str]:
         "postprocess": f"{base}_postprocess",
         "ensemble": base,
     }
+
+
+MME_PREFIX = "models/"  # ModelDataUrl of the multi-model endpoint: s3://<model-repository bucket>/models/
+_TARGET_MODEL = re.compile(r"^v([1-9][0-9]{0,8})/(.+)$")
+
+
+def target_model(model_version: int, customer: str) -> str:
+    """`TargetModel` of a customer's archive of one model version, relative to MME_PREFIX."""
+    if not isinstance(model_version, int) or isinstance(model_version, bool) or model_version < 1:
+        raise ValueError(f"model version must be a positive integer, got {model_version!r}")
+    return f"v{model_version}/{archive_name(customer)}"
+
+
+def parse_target_model(target: str) -> tuple[int, str]:
+    """(model version, customer) of a `target_model` name; InvalidCustomerIdError for anything else."""
+    found = _TARGET_MODEL.match(target)
+    if not found:
+        raise InvalidCustomerIdError(f"{target!r} is not a target model name (v<version>/<customer>.tar.gz)")
+    return int(found.group(1)), customer_from_archive(found.group(2))
 
 
 MANIFEST_NAME = "manifest.json"

@@ -125,7 +125,8 @@ class LocalApiGateway:
         try:
             policy = auth.handler(auth_event, LambdaContext(function_name="authorizer"))
         except Exception as error:  # API Gateway turns the authorizer's "Unauthorized" error into a 401
-            return (401, None) if str(error) == "Unauthorized" else (500, None)
+            message = getattr(error, "error_message", str(error))  # a LocalFunction's error: Lambda's errorMessage
+            return (401, None) if message == "Unauthorized" else (500, None)
         statements = policy.get("policyDocument", {}).get("Statement", [])
         allowed = any(s.get("Effect") == "Allow" and _arn_matches(s.get("Resource"), method_arn) for s in statements)
         denied = any(s.get("Effect") == "Deny" and _arn_matches(s.get("Resource"), method_arn) for s in statements)

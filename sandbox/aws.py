@@ -7,6 +7,7 @@ as AWS does. Real code needs no change: boto3 honours AWS_ENDPOINT_URL and the c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.request
 import warnings
@@ -70,7 +71,9 @@ class LocalAws:
                 request.headers["x-moto-account-id"] = account
 
             iam.meta.events.register("before-sign.iam.*", in_account)
-            iam.create_user(UserName="modelgate-local")
+            # moto's backends are per process: an earlier LocalAws of this process may have made the user.
+            with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+                iam.create_user(UserName="modelgate-local")
             key = iam.create_access_key(UserName="modelgate-local")["AccessKey"]
             self._accounts[account] = LocalAccount(self, account, key["AccessKeyId"], key["SecretAccessKey"])
         return self._accounts[account]

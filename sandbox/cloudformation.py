@@ -299,7 +299,8 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
             deployed.physical_ids[logical] = values[logical][0]
         elif kind not in NATIVE:
             deployed.skipped[logical] = kind
-            values[logical] = (f"not-emulated-{logical}", {})
+            # ARN-shaped, so IAM policies naming a skipped resource (e.g. an endpoint) stay valid for moto.
+            values[logical] = (f"arn:aws:cloudformation:{aws.region}:{aws.account}:not-emulated/{logical}", {})
     body = _strip_for_moto(template)
     body["Resources"] = {
         logical: _replace_refs(resource, values)

@@ -25,6 +25,7 @@ class FunctionError(Exception):
     def __init__(self, function: str, error: dict) -> None:
         super().__init__(f"{function}: {error['type']}: {error['message']}")
         self.error_type = error["type"]
+        self.error_message = error["message"]  # what Lambda reports as errorMessage
         self.trace = error.get("trace", "")
 
 
@@ -117,3 +118,38 @@ class LocalFunction:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class LocalFunctionPool:
+    """Several instances of one function: concurrent invocations run side by side, as Lambda scales out (one
+    LocalFunction serialises them). `with LocalFunctionPool([LocalFunction(...), ...]) as pool: pool(event)`."""
+
+    def __init__(self, functions: list[LocalFunction]) -> None:
+        import queue
+
+        self.functions = functions
+        self._idle: queue.Queue[LocalFunction] = queue.Queue()
+
+    def invoke(self, event: Any) -> Any:
+        function = self._idle.get()
+        try:
+            return function.invoke(event)
+        finally:
+            self._idle.put(function)
+
+    def __call__(self, event: Any, context: Any = None) -> Any:
+        return self.invoke(event)
+
+    def __enter__(self) -> LocalFunctionPool:
+        try:
+            for function in self.functions:
+                function.start()
+                self._idle.put(function)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for function in self.functions:
+            function.stop()

@@ -32,8 +32,18 @@ def parse_config(path: Path):
 
 
 class TritonError(Exception):
+    # Error codes of the Python backend's TritonError (INVALID_ARG makes Triton answer 400, not 500).
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message: str, code: int = UNKNOWN) -> None:
+        super().__init__(message)
+        self._code = code
+
     def message(self) -> str:
         return str(self)
+
+    def code(self) -> int:
+        return self._code
 
 
 class Tensor:

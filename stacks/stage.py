@@ -10,6 +10,7 @@ from modelgate.config import Environment, Project
 from stacks.approval_stack import ApprovalStack
 from stacks.nag import apply_nag
 from stacks.pipeline_stack import PipelineStack
+from stacks.serving_stack import ServingStack
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
 
@@ -51,6 +52,9 @@ class ModelGateStage(Stage):
         )
         self.approval = ApprovalStack(
             self, "Approval", project=project, environment=environment, storage=self.storage, topology=topology
+        )
+        self.serving = ServingStack(
+            self, "Serving", project=project, environment=environment, storage=self.storage, topology=topology
         )
 
         Tags.of(self).add("modelgate:project", project.name)

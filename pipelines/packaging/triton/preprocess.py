@@ -51,7 +51,9 @@ class TritonPythonModel:
             try:
                 window = normalise(readings, self.mean, self.std, self.width)
             except ValueError as error:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(error))))
+                # INVALID_ARG: the caller's input is wrong, so Triton answers 400 (a plain TritonError is a 500).
+                failure = pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=failure))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, window)]))
         return responses

@@ -1,0 +1,59 @@
+"""Serving deploy step (EventBridge, async): the environment's approved-model parameter changed (or the daily
+reconciliation ran, or someone invoked it by hand) -> the endpoint's S3 prefix holds exactly that version.
+
+Events it accepts, anything else is refused without touching S3:
+- `Parameter Store Change` (source aws.ssm) for this environment's approved-model parameter;
+- `Scheduled Event` (source aws.events): reconciliation, repairs drift;
+- `{"action": "deploy"}`: a manual run (`aws lambda invoke`, the demo).
+Errors propagate: Lambda retries, then the failure queue (alarmed) keeps the event.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import boto3
+from aws_lambda_powertools import Logger
+
+from modelgate.serving.deploy import ServingTarget, deploy_approved
+from modelgate.serving.settings import DeploySettings
+
+logger = Logger(service="modelgate-serving-deploy")
+
+
+class UnexpectedEvent(ValueError):
+    pass
+
+
+def trigger(event: object, parameter_name: str) -> str:
+    """What asked for this deployment; UnexpectedEvent for anything this function must not act on."""
+    if not isinstance(event, dict):
+        raise UnexpectedEvent(f"expected an object, got {type(event).__name__}")
+    if event.get("action") == "deploy" and set(event) <= {"action", "reason"}:
+        return f"manual: {event.get('reason') or 'no reason given'}"
+    source, kind, detail = event.get("source"), event.get("detail-type"), event.get("detail")
+    if source == "aws.ssm" and kind == "Parameter Store Change" and isinstance(detail, dict):
+        if detail.get("name") != parameter_name:
+            raise UnexpectedEvent(f"change of {detail.get('name')!r}, this step serves {parameter_name!r}")
+        return f"parameter {detail.get('operation', 'change')}"
+    if source == "aws.events" and kind == "Scheduled Event":
+        return "scheduled reconciliation"
+    raise UnexpectedEvent(f"not a deploy trigger: source={source!r} detail-type={kind!r}")
+
+
+@cache
+def clients() -> tuple[DeploySettings, object, object]:
+    session = boto3.Session()
+    return DeploySettings.from_environ(), session.client("ssm"), session.client("s3")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict, context: object) -> dict:
+    settings, ssm, s3 = clients()
+    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    reason = trigger(event, settings.parameter_name)
+    target = ServingTarget(settings.bucket, settings.parameter_name, settings.model_package_group, settings.environment)
+    report = deploy_approved(ssm=ssm, s3=s3, target=target)
+    logger.append_keys(model_version=report.deployment.model_version)
+    logger.info("serving deployed", extra={"trigger": reason, **report.summary()})
+    return report.summary()

@@ -1,0 +1,158 @@
+"""The inference request formats the API accepts: what SageMaker's Triton container accepts, checked early.
+
+- `application/json`: a KServe v2 inference request, `{"inputs": [{"name", "shape", "datatype", "data"}], ...}`.
+  JSON has no NaN, so `null` in floating-point data marks a missing value: it is sent on to Triton as NaN
+  (Triton's parser reads the NaN literal; API Gateway's validator would refuse it).
+- `application/vnd.sagemaker-triton.binary+json;json-header-size=<n>`: Triton's binary tensor extension as
+  SageMaker carries it: a JSON header of n bytes, then the raw tensor bytes (`binary_data_size` per input).
+
+Anything else is refused with a specific message before SageMaker is called (and billed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+JSON = "application/json"
+TRITON_BINARY_JSON = "application/vnd.sagemaker-triton.binary+json"
+ACCEPTED_CONTENT_TYPES = (JSON, TRITON_BINARY_JSON)
+# Lambda's synchronous payload limit is 6 MB and API Gateway base64-encodes binary bodies (x 4/3): 4 MiB of
+# request still fits. SageMaker real-time endpoints accept up to 25 MB, so this API is the tighter bound.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+DATATYPES = frozenset(
+    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"}
+)
+_HEADER_SIZE = re.compile(r"(?:^|;)\s*json-header-size\s*=\s*(\d{1,10})\s*(?:;|$)")
+_FLOATS = frozenset({"FP16", "FP32", "FP64"})
+_TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class InvalidRequest(ValueError):
+    """The body or its content type is not an inference request this API accepts (HTTP 400 / 413 / 415)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ContentType:
+    media_type: str
+    json_header_size: int | None  # binary+json only
+
+    @property
+    def header(self) -> str:
+        """The Content-Type to send to SageMaker."""
+        if self.json_header_size is None:
+            return self.media_type
+        return f"{self.media_type};json-header-size={self.json_header_size}"
+
+
+def parse_content_type(value: str | None) -> ContentType:
+    if not value:
+        raise InvalidRequest(415, f"missing Content-Type; use {JSON} or {TRITON_BINARY_JSON};json-header-size=<n>")
+    media_type, _, parameters = value.partition(";")
+    media_type = media_type.strip().lower()
+    if media_type == JSON:
+        return ContentType(JSON, None)
+    if media_type == TRITON_BINARY_JSON:
+        found = _HEADER_SIZE.search(";" + parameters)
+        if not found:
+            raise InvalidRequest(415, f"{TRITON_BINARY_JSON} needs a json-header-size=<bytes> parameter")
+        return ContentType(TRITON_BINARY_JSON, int(found.group(1)))
+    raise InvalidRequest(415, f"unsupported Content-Type {media_type!r}; use {JSON} or {TRITON_BINARY_JSON}")
+
+
+def _check_data(data: object, datatype: str, where: str) -> bool:
+    """`data` is a (nested) list of values of the datatype: numbers, booleans or strings. True if it holds
+    nulls (missing floating-point values)."""
+    kinds = (str,) if datatype == "BYTES" else (bool,) if datatype == "BOOL" else (int, float)
+    pending, nulls = [data], False
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif item is None and datatype in _FLOATS:
+            nulls = True
+        elif not isinstance(item, kinds) or (kinds == (int, float) and isinstance(item, bool)):
+            expected = {"BYTES": "strings", "BOOL": "booleans"}.get(datatype, "numbers")
+            raise InvalidRequest(400, f"{where}.data holds {type(item).__name__} values; {datatype} needs {expected}")
+    return nulls
+
+
+def _nan_for_null(data: object) -> object:
+    if isinstance(data, list):
+        return [_nan_for_null(item) for item in data]
+    return math.nan if data is None else data
+
+
+def _check_inputs(header: object, binary_bytes: int | None) -> bool:
+    """Raise InvalidRequest for anything malformed; True if float data holds nulls."""
+    if not isinstance(header, dict):
+        raise InvalidRequest(400, "the inference request must be a JSON object")
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidRequest(400, "the inference request needs a non-empty 'inputs' list")
+    declared_binary, nulls = 0, False
+    for index, tensor in enumerate(inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(tensor, dict):
+            raise InvalidRequest(400, f"{where} must be an object")
+        name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+        if not isinstance(name, str) or not _TENSOR_NAME.match(name):
+            raise InvalidRequest(400, f"{where}.name must be a tensor name")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise InvalidRequest(400, f"{where}.shape must be a list of integers")
+        if any(d < 0 for d in shape):
+            raise InvalidRequest(400, f"{where}.shape must not be negative")
+        if datatype not in DATATYPES:
+            raise InvalidRequest(400, f"{where}.datatype must be one of {', '.join(sorted(DATATYPES))}")
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if binary_bytes is None:
+                raise InvalidRequest(400, f"{where} declares binary_data_size in a {JSON} request")
+            if not isinstance(size, int) or size < 0:
+                raise InvalidRequest(400, f"{where}.parameters.binary_data_size must be a byte count")
+            declared_binary += size
+        elif "data" not in tensor:
+            raise InvalidRequest(400, f"{where} has neither 'data' nor parameters.binary_data_size")
+        else:
+            nulls = _check_data(tensor["data"], datatype, where) or nulls
+    if binary_bytes is not None and declared_binary != binary_bytes:
+        raise InvalidRequest(
+            400, f"the inputs declare {declared_binary} bytes of binary data, the body carries {binary_bytes}"
+        )
+    return nulls
+
+
+def validate_request(body: bytes, content_type: ContentType) -> bytes:
+    """The body to send to the endpoint; InvalidRequest unless `body` is a well-formed inference request of
+    `content_type`. Returned unchanged, except that nulls in JSON float data become NaN."""
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidRequest(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    if not body:
+        raise InvalidRequest(400, "empty request body")
+    if content_type.json_header_size is None:
+        header_bytes, binary_bytes = body, None
+    else:
+        if content_type.json_header_size > len(body):
+            raise InvalidRequest(
+                400, f"json-header-size is {content_type.json_header_size} but the body has {len(body)} bytes"
+            )
+        header_bytes = body[: content_type.json_header_size]
+        binary_bytes = len(body) - content_type.json_header_size
+    try:
+        header = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidRequest(400, f"the inference request is not valid JSON: {error}") from None
+    if not _check_inputs(header, binary_bytes):
+        return body
+    if binary_bytes is not None:
+        raise InvalidRequest(400, "null values are only accepted in application/json requests")
+    for tensor in header["inputs"]:
+        if tensor["datatype"] in _FLOATS:
+            tensor["data"] = _nan_for_null(tensor["data"])
+    return json.dumps(header).encode()

@@ -1,0 +1,74 @@
+"""The serving Lambdas' settings: environment variable names (the stack sets them, the handlers read them)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from modelgate.environments import check_environment
+
+BUCKET = "MODEL_REPOSITORY_BUCKET"
+ENDPOINT = "ENDPOINT_NAME"
+GROUP = "MODEL_PACKAGE_GROUP"
+ENVIRONMENT = "MODELGATE_ENVIRONMENT"
+PARAMETER = "APPROVED_MODEL_PARAMETER"
+JWT_ISSUER = "JWT_ISSUER"
+JWT_AUDIENCE = "JWT_AUDIENCE"
+JWKS_URL = "JWKS_URL"
+USAGE_PLAN_KEY_ID = "USAGE_PLAN_KEY_ID"  # optional: the API key the authorizer hands API Gateway for metering
+DEPLOYMENT_CACHE_SECONDS = "DEPLOYMENT_CACHE_SECONDS"  # optional: how long the invoke Lambda trusts its copy
+
+
+class SettingsError(RuntimeError):
+    pass
+
+
+def _required(environ: Mapping[str, str], *names: str) -> list[str]:
+    missing = [name for name in names if not environ.get(name)]
+    if missing:
+        raise SettingsError(f"missing environment variables: {', '.join(missing)}")
+    return [environ[name] for name in names]
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    bucket: str
+    parameter_name: str
+    model_package_group: str
+    environment: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> DeploySettings:
+        bucket, parameter, group, environment = _required(environ, BUCKET, PARAMETER, GROUP, ENVIRONMENT)
+        return cls(bucket, parameter, group, check_environment(environment))
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    bucket: str
+    endpoint_name: str
+    environment: str
+    # After a deploy, a warm Lambda may call the previous version for this long (SageMaker still has it loaded).
+    deployment_cache_seconds: float = 10.0
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> InferenceSettings:
+        bucket, endpoint, environment = _required(environ, BUCKET, ENDPOINT, ENVIRONMENT)
+        try:
+            seconds = float(environ.get(DEPLOYMENT_CACHE_SECONDS, "10"))
+        except ValueError:
+            raise SettingsError(f"{DEPLOYMENT_CACHE_SECONDS} must be a number of seconds") from None
+        return cls(bucket, endpoint, check_environment(environment), seconds)
+
+
+@dataclass(frozen=True)
+class AuthorizerSettings:
+    issuer: str
+    audience: str
+    jwks_url: str
+    usage_plan_key_id: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> AuthorizerSettings:
+        return cls(*_required(environ, JWT_ISSUER, JWT_AUDIENCE, JWKS_URL), environ.get(USAGE_PLAN_KEY_ID) or None)

@@ -1,0 +1,342 @@
+"""The inference API: API Gateway (REST) with a JWT authorizer in front of the multi-model endpoint.
+
+    POST /models/{model}/invoke   -> invoke Lambda -> InvokeEndpoint(TargetModel=v<version>/<model>.tar.gz)
+    GET  /health                  -> the deployed version and the endpoint's status
+
+API Gateway itself refuses what it can before any Lambda runs: tokens that are not `Bearer <jwt>` (the
+authorizer's validation expression), requests without a Content-Type, JSON bodies that are not KServe v2
+inference requests (request validator + model), bodies over API Gateway's limit, callers over the stage or
+usage-plan throttle; AWS WAF sits in front. Its own error answers are JSON with a clear message (gateway
+responses), and 429 / 503 carry Retry-After.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from modelgate.config import Api
+from modelgate.serving import settings as names
+from modelgate.serving.deployment import DEPLOYMENT_KEY
+from modelgate.serving.protocol import DATATYPES, TRITON_BINARY_JSON
+from stacks.modelgate_function import ModelGateFunction
+from stacks.triton_endpoint import TritonMultiModelEndpoint
+
+STAGE = "v1"
+AUTHORIZER_CACHE_SECONDS = 60  # a cached policy outlives the token's exp by at most this (plus the 60 s leeway)
+TOKEN_PATTERN = r"^Bearer [A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*$"  # noqa: S105 (a pattern)
+WAF_WINDOW_SECONDS = 300  # AWS WAF rate-based rules count over 5 minutes
+
+
+def _inference_request_schema() -> apigateway.JsonSchema:
+    """KServe v2 inference request, as far as API Gateway can check it (the Lambda checks the rest)."""
+    tensor = apigateway.JsonSchema(
+        type=apigateway.JsonSchemaType.OBJECT,
+        required=["name", "shape", "datatype"],
+        properties={
+            "name": apigateway.JsonSchema(type=apigateway.JsonSchemaType.STRING, min_length=1, max_length=128),
+            "shape": apigateway.JsonSchema(
+                type=apigateway.JsonSchemaType.ARRAY,
+                items=apigateway.JsonSchema(type=apigateway.JsonSchemaType.INTEGER, minimum=0),
+                max_items=8,
+            ),
+            "datatype": apigateway.JsonSchema(type=apigateway.JsonSchemaType.STRING, enum=sorted(DATATYPES)),
+            "data": apigateway.JsonSchema(type=apigateway.JsonSchemaType.ARRAY),
+            "parameters": apigateway.JsonSchema(type=apigateway.JsonSchemaType.OBJECT),
+        },
+    )
+    return apigateway.JsonSchema(
+        schema=apigateway.JsonSchemaVersion.DRAFT4,
+        title="KServeV2InferenceRequest",
+        type=apigateway.JsonSchemaType.OBJECT,
+        required=["inputs"],
+        properties={
+            "id": apigateway.JsonSchema(type=apigateway.JsonSchemaType.STRING, max_length=256),
+            "inputs": apigateway.JsonSchema(
+                type=apigateway.JsonSchemaType.ARRAY, min_items=1, max_items=16, items=tensor
+            ),
+            "outputs": apigateway.JsonSchema(type=apigateway.JsonSchemaType.ARRAY, max_items=16),
+            "parameters": apigateway.JsonSchema(type=apigateway.JsonSchemaType.OBJECT),
+        },
+    )
+
+
+class InferenceApi(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        api: Api,
+        environment: str,
+        endpoint: TritonMultiModelEndpoint,
+        model_repository: s3.IBucket,
+        layer: lambda_.ILayerVersion,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.invoke = ModelGateFunction(
+            self,
+            "Invoke",
+            handler="lambdas.inference_api.handler",
+            description=f"ModelGate inference API ({environment}): KServe v2 request -> Triton multi-model endpoint",
+            environment={
+                names.BUCKET: model_repository.bucket_name,
+                names.ENDPOINT: endpoint.endpoint_name,
+                names.ENVIRONMENT: environment,
+            },
+            layer=layer,
+            timeout_seconds=29,  # API Gateway's integration limit
+            memory_size=1024,  # CPU for base64 and JSON of 4 MiB bodies
+        )
+        model_repository.grant_read(self.invoke.role, DEPLOYMENT_KEY)
+        self.invoke.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"], resources=[endpoint.endpoint_arn]
+            )
+        )
+
+        self.rest_api = apigateway.RestApi(
+            self,
+            "Api",
+            description=f"ModelGate inference API ({environment})",
+            endpoint_types=[apigateway.EndpointType.REGIONAL],
+            binary_media_types=[TRITON_BINARY_JSON],  # the Lambda gets these bodies base64-encoded, byte-exact
+            api_key_source_type=apigateway.ApiKeySourceType.AUTHORIZER,
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=self._stage_options(api),
+        )
+        self.usage_plan_key = apigateway.ApiKey(
+            self, "JwtCallersKey", description="Metering key of JWT callers (handed over by the authorizer)"
+        )
+        self.authorizer_function = ModelGateFunction(
+            self,
+            "Authorizer",
+            handler="lambdas.inference_authorizer.handler",
+            description=f"ModelGate inference API ({environment}): JWT verification and model scopes",
+            environment={
+                names.JWT_ISSUER: api.jwt.issuer,
+                names.JWT_AUDIENCE: api.jwt.audience,
+                names.JWKS_URL: api.jwt.jwks_url,
+                names.USAGE_PLAN_KEY_ID: self.usage_plan_key.key_id,
+            },
+            layer=layer,
+            timeout_seconds=10,
+            memory_size=512,
+        )
+        self.authorizer_function.role.add_to_policy(
+            iam.PolicyStatement(actions=["apigateway:GET"], resources=[self.usage_plan_key.key_arn])
+        )
+        self.authorizer = apigateway.TokenAuthorizer(
+            self,
+            "JwtAuthorizer",
+            handler=self.authorizer_function.function,
+            identity_source=apigateway.IdentitySource.header("Authorization"),
+            validation_regex=TOKEN_PATTERN,
+            results_cache_ttl=Duration.seconds(AUTHORIZER_CACHE_SECONDS),
+        )
+        self._routes()
+        self._usage_plan(api)
+        self._gateway_responses()
+        self.firewall = self._firewall(api)
+        self.alarms = self._alarms()
+
+    def _stage_options(self, api: Api) -> apigateway.StageOptions:
+        self.access_logs = logs.LogGroup(self, "AccessLogs", retention=logs.RetentionDays.ONE_YEAR)
+        return apigateway.StageOptions(
+            stage_name=STAGE,
+            throttling_rate_limit=api.throttle_rate,
+            throttling_burst_limit=api.throttle_burst,
+            logging_level=apigateway.MethodLoggingLevel.ERROR,
+            data_trace_enabled=False,  # bodies are customers' meter readings: never in logs
+            metrics_enabled=True,
+            access_log_destination=apigateway.LogGroupLogDestination(self.access_logs),
+            access_log_format=apigateway.AccessLogFormat.custom(
+                '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp",'
+                '"requestTime":"$context.requestTime","method":"$context.httpMethod",'
+                '"path":"$context.resourcePath","model":"$context.path","status":"$context.status",'
+                '"responseLength":"$context.responseLength","latency":"$context.responseLatency",'
+                '"integrationLatency":"$context.integrationLatency","principal":"$context.authorizer.principalId",'
+                '"client":"$context.authorizer.client","error":"$context.error.responseType"}'
+            ),
+        )
+
+    def _routes(self) -> None:
+        # One invoke permission for the whole API instead of one per method and stage.
+        integration = apigateway.LambdaIntegration(
+            self.invoke.function, proxy=True, scope_permission_to_method=False, allow_test_invoke=False
+        )
+        validator = self.rest_api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        self.request_model = self.rest_api.add_model(
+            "InferenceRequest", content_type="application/json", schema=_inference_request_schema()
+        )
+        invoke = self.rest_api.root.add_resource("models").add_resource("{model}").add_resource("invoke")
+        self.invoke_method = invoke.add_method(
+            "POST",
+            integration,
+            authorizer=self.authorizer,
+            authorization_type=apigateway.AuthorizationType.CUSTOM,
+            api_key_required=True,
+            request_validator=validator,
+            request_models={"application/json": self.request_model},
+            request_parameters={"method.request.path.model": True, "method.request.header.Content-Type": True},
+        )
+        self.health_method = self.rest_api.root.add_resource("health").add_method(
+            "GET",
+            integration,
+            authorizer=self.authorizer,
+            authorization_type=apigateway.AuthorizationType.CUSTOM,
+            api_key_required=True,
+            request_validator=validator,
+        )
+
+    def _usage_plan(self, api: Api) -> None:
+        self.usage_plan = self.rest_api.add_usage_plan(
+            "UsagePlan",
+            description="JWT callers of the inference API",
+            throttle=apigateway.ThrottleSettings(rate_limit=api.throttle_rate, burst_limit=api.throttle_burst),
+            api_stages=[apigateway.UsagePlanPerApiStage(api=self.rest_api, stage=self.rest_api.deployment_stage)],
+        )
+        self.usage_plan.add_api_key(self.usage_plan_key)
+
+    def _gateway_responses(self) -> None:
+        """API Gateway's own refusals as KServe-style JSON errors, with Retry-After where retrying helps."""
+        json_error = "application/json"
+
+        def respond(kind: apigateway.ResponseType, status: str, code: str, message: str, retry: int | None = None):
+            headers = {"Retry-After": f"'{retry}'"} if retry else {}
+            if kind.response_type == "UNAUTHORIZED":  # jsii hands out a new object per access: compare names
+                headers["WWW-Authenticate"] = "'Bearer'"
+            self.rest_api.add_gateway_response(
+                kind.response_type,
+                type=kind,
+                status_code=status,
+                response_headers=headers or None,
+                templates={json_error: f'{{"error": "{message}", "code": "{code}"}}'},
+            )
+
+        # Every other refusal keeps API Gateway's status and says what it was, in the same JSON shape.
+        self.rest_api.add_gateway_response(
+            "DEFAULT_4XX",
+            type=apigateway.ResponseType.DEFAULT_4_XX,
+            templates={json_error: '{"error": $context.error.messageString, "code": "$context.error.responseType"}'},
+        )
+        respond(apigateway.ResponseType.UNAUTHORIZED, "401", "unauthorized", "a valid bearer token is required")
+        respond(
+            apigateway.ResponseType.BAD_REQUEST_BODY,
+            "400",
+            "invalid_request",
+            "not a KServe v2 inference request: $context.error.validationErrorString",
+        )
+        respond(apigateway.ResponseType.THROTTLED, "429", "throttled", "too many requests", retry=1)
+        # The authorizer failed (e.g. the issuer's JWKS is unreachable): a server-side problem, worth a retry.
+        for kind in (
+            apigateway.ResponseType.AUTHORIZER_FAILURE,
+            apigateway.ResponseType.AUTHORIZER_CONFIGURATION_ERROR,
+        ):
+            respond(kind, "503", "authorizer_unavailable", "try again shortly", retry=5)
+        respond(apigateway.ResponseType.DEFAULT_5_XX, "502", "gateway_error", "the request could not be completed")
+
+    def _firewall(self, api: Api) -> wafv2.CfnWebACL:
+        """AWS's common and known-bad-inputs rule sets, and a per-IP rate limit no lower than the stage's."""
+
+        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+            )
+
+        def managed(name: str, priority: int, count_only: tuple[str, ...] = ()) -> wafv2.CfnWebACL.RuleProperty:
+            return wafv2.CfnWebACL.RuleProperty(
+                name=name,
+                priority=priority,
+                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                        vendor_name="AWS",
+                        name=name,
+                        rule_action_overrides=[
+                            wafv2.CfnWebACL.RuleActionOverrideProperty(
+                                name=rule, action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={})
+                            )
+                            for rule in count_only
+                        ]
+                        or None,
+                    )
+                ),
+                visibility_config=visibility(name),
+            )
+
+        acl = wafv2.CfnWebACL(
+            self,
+            "Firewall",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility("modelgate-inference"),
+            rules=[
+                # Inference bodies exceed the common set's 8 KB body limit legitimately (batches of windows);
+                # the API's own limit (4 MiB, enforced by the Lambda) applies instead.
+                managed("AWSManagedRulesCommonRuleSet", 0, count_only=("SizeRestrictions_BODY",)),
+                managed("AWSManagedRulesKnownBadInputsRuleSet", 1),
+                wafv2.CfnWebACL.RuleProperty(
+                    name="per-ip-rate",
+                    priority=2,
+                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            limit=max(100, api.throttle_rate * WAF_WINDOW_SECONDS), aggregate_key_type="IP"
+                        )
+                    ),
+                    visibility_config=visibility("per-ip-rate"),
+                ),
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self, "FirewallAssociation", resource_arn=self.rest_api.deployment_stage.stage_arn, web_acl_arn=acl.attr_arn
+        )
+        return acl
+
+    def _alarms(self) -> list[cloudwatch.Alarm]:
+        five_minutes = Duration.minutes(5)
+        above = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
+        def alarm(construct_id: str, metric: cloudwatch.IMetric, threshold: float, description: str):
+            return cloudwatch.Alarm(
+                self,
+                construct_id,
+                metric=metric,
+                threshold=threshold,
+                evaluation_periods=1,
+                comparison_operator=above,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=description,
+            )
+
+        return [
+            alarm(
+                "Api5xx",
+                self.rest_api.metric_server_error(period=five_minutes, statistic="Sum"),
+                5,
+                "Inference API: 5xx answers (endpoint unavailable, Lambda failures)",
+            ),
+            alarm(
+                "InvokeErrors",
+                self.invoke.function.metric_errors(period=five_minutes, statistic="Sum"),
+                1,
+                "Inference API: the invoke Lambda failed (a bug: SageMaker errors are answered, not raised)",
+            ),
+            alarm(
+                "AuthorizerErrors",
+                self.authorizer_function.function.metric_errors(period=five_minutes, statistic="Sum"),
+                1,
+                "Inference API: the JWT authorizer failed (JWKS unreachable?): callers get 503",
+            ),
+        ]

@@ -1,0 +1,144 @@
+"""The serving deploy step: a Lambda that makes the endpoint's S3 prefix hold exactly the approved version.
+
+It runs when the environment's approved-model parameter changes (EventBridge "Parameter Store Change"), once a
+day to repair drift, and on demand (`aws lambda invoke --payload '{"action": "deploy"}'`). One run at a time
+(reserved concurrency 1); failures are retried, then kept in the failure queue, which alarms.
+
+Where the approved version's archives live: the registry environment's artifacts bucket (the approval records
+its S3 URL in Parameter Store). Same account: a grant on that bucket. Another account: read access to objects
+in buckets of the registry's account only (s3:ResourceAccount), and the registry's stack grants this account
+read access to its artifacts bucket and key (`RegistryArtifactsAccess`).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from modelgate.serving import settings as names
+from stacks.failure_alarm import FailureQueue
+from stacks.modelgate_function import ModelGateFunction
+
+DEPLOY_TIMEOUT_SECONDS = 900
+DEPLOY_TMP_MIB = 10240  # archives above 64 MiB are verified through /tmp
+
+
+class ApprovedModelDeployment(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        model_package_group: str,
+        parameter_name: str,
+        model_repository: s3.IBucket,
+        layer: lambda_.ILayerVersion,
+        failures: FailureQueue,
+        local_artifacts: s3.IBucket | None,
+        registry_account: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.function = ModelGateFunction(
+            self,
+            "Deploy",
+            handler="lambdas.serving_deploy.handler",
+            description=f"ModelGate serving deploy ({environment}): approved version -> multi-model endpoint prefix",
+            environment={
+                names.BUCKET: model_repository.bucket_name,
+                names.PARAMETER: parameter_name,
+                names.GROUP: model_package_group,
+                names.ENVIRONMENT: environment,
+            },
+            layer=layer,
+            timeout_seconds=DEPLOY_TIMEOUT_SECONDS,
+            memory_size=1024,
+            on_failure=failures.queue,
+            retry_attempts=2,
+        )
+        function = self.function.function.node.default_child
+        function.reserved_concurrent_executions = 1  # two deploys never interleave their copies and deletions
+        function.ephemeral_storage = lambda_.CfnFunction.EphemeralStorageProperty(size=DEPLOY_TMP_MIB)
+
+        self.function.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["ssm:GetParameter"],
+                resources=[f"arn:{stack.partition}:ssm:{stack.region}:{stack.account}:parameter{parameter_name}"],
+            )
+        )
+        model_repository.grant_read_write(self.function.role)
+        model_repository.grant_delete(self.function.role)
+        if local_artifacts is not None:
+            local_artifacts.grant_read(self.function.role)
+        else:
+            self.function.role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=["arn:aws:s3:::*/*"],
+                    conditions={"StringEquals": {"s3:ResourceAccount": registry_account}},
+                )
+            )
+            self.function.role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["kms:Decrypt"],
+                    resources=[f"arn:aws:kms:*:{registry_account}:key/*"],
+                    conditions={"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
+                )
+            )
+
+        target = targets.LambdaFunction(
+            self.function.function,
+            dead_letter_queue=failures.queue,  # delivery failures (throttling, permissions)
+            retry_attempts=8,
+            max_event_age=Duration.hours(6),
+        )
+        self.on_approval = events.Rule(
+            self,
+            "OnApproval",
+            description=f"ModelGate: the approved model of {environment} changed -> deploy it",
+            event_pattern=events.EventPattern(
+                source=["aws.ssm"],
+                detail_type=["Parameter Store Change"],
+                detail={"name": [parameter_name]},
+            ),
+            targets=[target],
+        )
+        self.reconcile = events.Rule(
+            self,
+            "Reconcile",
+            description=f"ModelGate: daily check that {environment}'s endpoint serves exactly the approved model",
+            schedule=events.Schedule.rate(Duration.days(1)),
+            targets=[target],
+        )
+
+
+class RegistryArtifactsAccess(Construct):
+    """In the registry environment: let the other environments' deploy steps read approved archives."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, artifacts: s3.IBucket, key: kms.IKey, accounts: list[str]
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not accounts:
+            return
+        principals = [iam.AccountPrincipal(account) for account in accounts]
+        artifacts.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"], principals=principals, resources=[artifacts.arn_for_objects("*")]
+            )
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt"],
+                principals=principals,
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{Stack.of(key).region}.amazonaws.com"}},
+            )
+        )

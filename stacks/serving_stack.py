@@ -1,0 +1,163 @@
+"""Serving of one environment: the Triton multi-model GPU endpoint, the deploy step that fills it with exactly
+the approved model version, and the JWT-authorized inference API in front of it. Stateless: every byte it
+serves lives in the Storage stack (model-repository bucket, KMS key) and comes back on redeploy.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_cloudwatch_actions as actions
+from constructs import Construct
+
+from modelgate.config import Environment, Project
+from modelgate.parameters import parameter_name
+from stacks.failure_alarm import FailureQueue
+from stacks.inference_api import InferenceApi
+from stacks.lambda_bundle import dependencies_layer
+from stacks.model_deployment import ApprovedModelDeployment, RegistryArtifactsAccess
+from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
+from stacks.storage_stack import StorageStack
+from stacks.topology import Topology
+from stacks.triton_endpoint import TritonMultiModelEndpoint
+
+
+class ServingStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        project: Project,
+        environment: Environment,
+        storage: StorageStack,
+        topology: Topology | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        env = environment.name
+        topology = topology or Topology.standalone(environment)
+        # The registry environment's artifacts hold every approved version's archives (stacks/topology.py).
+        is_registry = topology.holds_registry(environment)
+        layer = dependencies_layer(self)
+
+        # One queue + topic for everything of serving that needs a person: failed deploys and every alarm.
+        self.failures = FailureQueue(
+            self, "Failures", key=storage.key, notify=environment.approvers.emails, what=f"ModelGate serving ({env})"
+        )
+        self.endpoint = TritonMultiModelEndpoint(
+            self,
+            "Triton",
+            serving=environment.serving,
+            model_repository=storage.model_repository,
+            key=storage.key,
+            capture_bucket=storage.artifacts,
+        )
+        self.deployment = ApprovedModelDeployment(
+            self,
+            "Deployment",
+            environment=env,
+            model_package_group=project.model_package_group,
+            parameter_name=parameter_name(project.name, project.model_package_group, env),
+            model_repository=storage.model_repository,
+            layer=layer,
+            failures=self.failures,
+            local_artifacts=storage.artifacts if is_registry else None,
+            registry_account=topology.registry_account,
+        )
+        if is_registry:
+            RegistryArtifactsAccess(
+                self,
+                "RegistryArtifactsAccess",
+                artifacts=storage.artifacts,
+                key=storage.key,
+                accounts=list(topology.sharing_accounts),
+            )
+        self.api = InferenceApi(
+            self,
+            "InferenceApi",
+            api=environment.api,
+            environment=env,
+            endpoint=self.endpoint,
+            model_repository=storage.model_repository,
+            layer=layer,
+        )
+        for alarm in [*self.endpoint.alarms, *self.api.alarms]:
+            alarm.add_alarm_action(actions.SnsAction(self.failures.topic))
+        self._suppressions(is_registry, environment.serving.data_capture)
+
+    def _suppressions(self, is_registry: bool, data_capture: bool) -> None:
+        bucket_objects = regex(r"Resource::<ModelRepository[0-9A-F]{8}\.Arn>\/\*")
+        capture = [regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/data-capture\/\*"), *KMS_GRANT_ACTIONS]
+        suppress(
+            self,
+            "Triton/ExecutionRole/DefaultPolicy/Resource",
+            {
+                "AwsSolutions-IAM5": "SageMaker's documented execution-role needs: reading the archives under the "
+                "endpoint's prefix (models/*) of this environment's bucket with its key, ECR auth (account-wide by "
+                "design), metrics only in SageMaker's namespaces, logs only in its endpoint log groups; with data "
+                "capture on, writing captures under data-capture/ of the artifacts bucket with the key.",
+            },
+            {
+                "AwsSolutions-IAM5": [
+                    *S3_GRANT_ACTIONS,
+                    regex(r"Resource::<ModelRepository[0-9A-F]{8}\.Arn>\/models\/\*"),
+                    "Resource::*",
+                    regex(r"Resource::arn:aws:logs:[a-z0-9-]+:\d{12}:log-group:\/aws\/sagemaker\/Endpoints\/\*"),
+                    *(capture if data_capture else []),
+                ]
+            },
+        )
+        artifacts = (
+            [regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/\*")]
+            if is_registry
+            else ["Resource::arn:aws:s3:::*/*", regex(r"Resource::arn:aws:kms:\*:\d{12}:key\/\*")]
+        )
+        suppress(
+            self,
+            "Deployment/Deploy/Role/DefaultPolicy/Resource",
+            {
+                "AwsSolutions-IAM5": "The deploy step copies any approved archive into this environment's bucket and "
+                "deletes what is no longer approved (object names come from the manifest at run time); it reads "
+                "archives only from the registry's artifacts bucket (same account: that bucket; another account: "
+                "objects in buckets owned by the registry account, s3:ResourceAccount, decrypted only through S3).",
+            },
+            {"AwsSolutions-IAM5": [*S3_GRANT_ACTIONS, *KMS_GRANT_ACTIONS, bucket_objects, *artifacts]},
+        )
+        suppress(
+            self,
+            "InferenceApi/Invoke/Role/DefaultPolicy/Resource",
+            {
+                "AwsSolutions-IAM5": "Reads the one deployment record object of this environment's bucket (CDK's "
+                "read grant emits the s3:GetObject*/List* action groups) with its key.",
+            },
+            {"AwsSolutions-IAM5": [*S3_GRANT_ACTIONS]},
+        )
+        cognito = (
+            "Callers are SaaS applications (e.g. Salesforce Einstein Studio) holding JWTs from their own OIDC issuer "
+            "(issuer, audience, JWKS from config), not Cognito users: a Lambda TOKEN authorizer verifies them."
+        )
+        for path in ("InferenceApi/Api/Default/models/{model}/invoke/POST", "InferenceApi/Api/Default/health/GET"):
+            suppress(self, f"{path}/Resource", {"AwsSolutions-COG4": cognito})
+        suppress(
+            self,
+            "InferenceApi/Api/CloudWatchRole/Resource",
+            {
+                "AwsSolutions-IAM4": "API Gateway's account-level logging role: AWS documents the managed policy "
+                "AmazonAPIGatewayPushToCloudWatchLogs for it; it only writes API Gateway's own log groups."
+            },
+            {
+                "AwsSolutions-IAM4": [
+                    regex(
+                        r"Policy::arn:<AWS::Partition>:iam::aws:policy\/service-role\/AmazonAPIGatewayPushToCloudWatchLogs"
+                    )
+                ]
+            },
+        )
+        suppress(
+            self,
+            "Failures/Queue/Resource",
+            {
+                "AwsSolutions-SQS3": "This queue IS the dead-letter queue: the on-failure destination of the deploy "
+                "Lambda and the DLQ of its EventBridge targets (alarmed when not empty)."
+            },
+        )
