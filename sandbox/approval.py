@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
@@ -168,16 +169,36 @@ class SentEmail:
         return {action.lower(): url for action, url in re.findall(r"^(Approve|Reject):\s+(\S+)$", self.text, re.M)}
 
 
-def sent_emails(account: str, region: str) -> list[SentEmail]:
-    """Messages sent through moto's SES (in this process: in-process mocks or the local server)."""
+def _raw_messages(account: str, region: str) -> list[tuple[Any, bytes]]:
+    """(message, raw MIME bytes) of every raw message sent through moto's SES in this process."""
     from moto.ses.models import ses_backends
 
     found = []
     for message in ses_backends[account][region].sent_messages:
         raw = getattr(message, "raw_data", None)
-        if raw is None:
-            continue
-        parsed = email.message_from_bytes(raw.encode() if isinstance(raw, str) else raw, policy=email.policy.default)
+        if raw is not None:
+            found.append((message, raw.encode() if isinstance(raw, str) else raw))
+    return found
+
+
+def write_outbox(account: str, region: str, directory: Path) -> list[Path]:
+    """Every message sent so far as an .eml file (open it in any mail program); returns the new files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number, (_, raw) in enumerate(_raw_messages(account, region), start=1):
+        subject = str(email.message_from_bytes(raw, policy=email.policy.default)["Subject"] or "")
+        path = directory / f"{number:03d}-{re.sub(r'[^A-Za-z0-9]+', '-', subject).strip('-')[:60]}.eml"
+        if not path.exists():
+            path.write_bytes(raw)
+            written.append(path)
+    return written
+
+
+def sent_emails(account: str, region: str) -> list[SentEmail]:
+    """Messages sent through moto's SES (in this process: in-process mocks or the local server)."""
+    found = []
+    for message, raw in _raw_messages(account, region):
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
         text = parsed.get_body(preferencelist=("plain",))
         markup = parsed.get_body(preferencelist=("html",))
         found.append(

@@ -19,6 +19,25 @@ from moto.server import ThreadedMotoServer
 _BOOTSTRAP_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
+def _accept_current_instance_types() -> None:
+    """moto 5.2's endpoint-config validation lists instance types up to ml.g4dn: also accept the ones our config
+    validates (modelgate.instance_types: g5, g6, p4d, p5...), so a template with ml.g5.xlarge deploys locally."""
+    from moto.sagemaker.models import FakeEndpointConfig
+
+    from modelgate.instance_types import ALL_INSTANCE_TYPES
+
+    original = FakeEndpointConfig.validate_instance_type
+    if getattr(original, "modelgate", False):
+        return
+
+    def validate_instance_type(self: FakeEndpointConfig, instance_type: str) -> None:
+        if instance_type not in ALL_INSTANCE_TYPES:
+            original(self, instance_type)
+
+    validate_instance_type.modelgate = True  # type: ignore[attr-defined]
+    FakeEndpointConfig.validate_instance_type = validate_instance_type
+
+
 class LocalAccount:
     """One account of the stand-in: sessions, clients and process environments signed as that account."""
 
@@ -83,6 +102,7 @@ class LocalAws:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message="Tried to parse .* not supported by moto", category=UserWarning)
+        _accept_current_instance_types()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         # moto keeps its backends per process, not per server: start from nothing, whatever ran here before.

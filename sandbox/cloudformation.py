@@ -135,7 +135,71 @@ def _glue_job(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple
     return name, {}
 
 
+def _api_key(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    # The inference authorizer reads this key's value (GetApiKey) to meter JWT callers with the usage plan.
+    key = aws.client("apigateway").create_api_key(
+        name=props.get("Name", f"{stack}-{logical}"),
+        description=props.get("Description", ""),
+        enabled=props.get("Enabled", False),
+    )
+    return key["id"], {"APIKeyId": key["id"]}
+
+
+# -- SageMaker hosting: named up front (other resources reference them), created once the stack's role exists --
+@dataclass(frozen=True)
+class _Deferred:
+    arn_kind: str  # model | endpoint-config | endpoint
+    name_attribute: str
+    create: Callable[[Any, str, dict], Any]
+
+
+DEFERRED: dict[str, _Deferred] = {
+    "AWS::SageMaker::Model": _Deferred(
+        "model",
+        "ModelName",
+        lambda sm, name, p: sm.create_model(
+            ModelName=name,
+            ExecutionRoleArn=p["ExecutionRoleArn"],
+            **{key: p[key] for key in ("PrimaryContainer", "Containers", "VpcConfig") if key in p},
+        ),
+    ),
+    "AWS::SageMaker::EndpointConfig": _Deferred(
+        "endpoint-config",
+        "EndpointConfigName",
+        lambda sm, name, p: sm.create_endpoint_config(
+            EndpointConfigName=name, ProductionVariants=p["ProductionVariants"]
+        ),
+    ),
+    # The endpoint record only (DescribeEndpoint for health): the Triton behind it is sandbox.multi_model_endpoint.
+    "AWS::SageMaker::Endpoint": _Deferred(
+        "endpoint",
+        "EndpointName",
+        lambda sm, name, p: sm.create_endpoint(EndpointName=name, EndpointConfigName=p["EndpointConfigName"]),
+    ),
+}
+
+
+def _literal(node: Any, aws: LocalAccount, physical_ids: dict[str, str]) -> Any:
+    """Resolve Ref / Fn::GetAtt (an IAM role's Arn) / Fn::Join against the created stack, for deferred resources."""
+    if isinstance(node, list):
+        return [_literal(item, aws, physical_ids) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"Ref"}:
+        return physical_ids[node["Ref"]]
+    if set(node) == {"Fn::GetAtt"}:
+        logical, attribute = node["Fn::GetAtt"]
+        if attribute != "Arn":
+            raise UnsupportedTemplate(f"Fn::GetAtt {logical}.{attribute} in a deferred resource")
+        return aws.client("iam").get_role(RoleName=physical_ids[logical])["Role"]["Arn"]
+    if set(node) == {"Fn::Join"}:
+        separator, parts = node["Fn::Join"]
+        return separator.join(str(_literal(part, aws, physical_ids)) for part in parts)
+    return {key: _literal(value, aws, physical_ids) for key, value in node.items()}
+
+
 EMULATED: dict[str, Emulator] = {
+    "AWS::ApiGateway::ApiKey": _api_key,
     "AWS::KMS::Key": _kms_key,
     "AWS::SageMaker::ModelPackageGroup": _model_package_group,
     "AWS::Glue::Job": _glue_job,
@@ -291,9 +355,16 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
     deployed = DeployedStack(name=name, template=template)
     values: dict[str, tuple[str, dict[str, str]]] = {}
     resources = template.get("Resources", {})
+    deferred: list[tuple[str, str]] = []
     for logical, resource in resources.items():
         kind = resource["Type"]
-        if kind in EMULATED:
+        if kind in DEFERRED:
+            name = f"{logical[:40]}-{secrets.token_hex(4)}"
+            arn = f"arn:aws:sagemaker:{aws.region}:{aws.account}:{DEFERRED[kind].arn_kind}/{name.lower()}"
+            values[logical] = (arn, {DEFERRED[kind].name_attribute: name})
+            deployed.physical_ids[logical] = arn
+            deferred.append((logical, name))
+        elif kind in EMULATED:
             props = _resolve_literal(_replace_refs(resource.get("Properties", {}), values), aws)
             values[logical] = EMULATED[kind](aws, name, logical, props)
             deployed.physical_ids[logical] = values[logical][0]
@@ -318,6 +389,10 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
     for resource in cfn.describe_stack_resources(StackName=name)["StackResources"]:
         if "LogicalResourceId" in resource and resource.get("PhysicalResourceId"):
             deployed.physical_ids[resource["LogicalResourceId"]] = resource["PhysicalResourceId"]
+    sagemaker = aws.client("sagemaker")
+    for logical, name in deferred:
+        props = _replace_refs(resources[logical].get("Properties", {}), values)
+        DEFERRED[resources[logical]["Type"]].create(sagemaker, name, _literal(props, aws, deployed.physical_ids))
     functions = aws.client("lambda")
     for logical, resource in body["Resources"].items():
         if resource["Type"] == "AWS::Lambda::Function" and logical in deployed.physical_ids:

@@ -1,0 +1,407 @@
+"""The whole ModelGate lifecycle on loopback: the synthesized stages deployed into a local AWS (moto server),
+the pipeline's own step scripts, the real Lambda handlers (each in its own process, with the environment its
+template gives it), the approval e-mails and links, a real Triton behind the multi-model endpoint stand-in, and
+the promotion dev -> test -> uat -> prod.
+
+Only what cannot exist on a laptop is stood in for, each by one sandbox module the tests use too:
+AWS APIs (sandbox.aws), CloudFormation (sandbox.cloudformation), EventBridge's Lambda targets and the events AWS
+services emit on their own (sandbox.event_bridge, sandbox.service_events), API Gateway (sandbox.api_gateway with
+the routes of the templates, sandbox.rest_api), the company's identity provider and a SaaS app's token issuer
+(sandbox.oidc_issuer), the SageMaker endpoint (sandbox.multi_model_endpoint on sandbox.triton).
+All four environments live in one local account (the demo's config variant, demo.local_config): moto keeps
+accounts apart, so cross-account calls cannot be played locally; the multi-account wiring is covered by the
+template tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from modelgate.approval.events import INFERENCE_DETAIL_TYPE, INFERENCE_SOURCE
+from modelgate.approval.settings import API_URL, SignInSettings
+from modelgate.config import ModelGateConfig
+from modelgate.environments import ENVIRONMENTS, next_environment
+from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, WINDOW
+from modelgate.parameters import ApprovedModel, parameter_name
+from modelgate.serving import settings as serving_names
+from modelgate.triton_images import image_uri
+from pipelines import datagen
+from pipelines.local_runner import LocalRunResult, LocalRunSettings, run_pipeline
+from pipelines.steps import paths as step_paths
+from pipelines.steps.series import read_curated
+from sandbox.api_gateway import LocalApiGateway
+from sandbox.approval import ApproverBrowser, SentEmail, sent_emails, write_outbox
+from sandbox.aws import LocalAws
+from sandbox.cloudformation import DeployedStack, deploy_stage
+from sandbox.deployed_functions import DeployedFunctions
+from sandbox.event_bridge import Delivery, LocalEventBridge
+from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, S3Archives
+from sandbox.oidc_issuer import LocalIssuer
+from sandbox.rest_api import routes_from_template
+from sandbox.service_events import ServiceEvents
+from sandbox.triton import LocalTriton
+
+SIGN_IN_CLIENT = "modelgate-approval"
+REGISTERED_BY = "bob@example.com"  # the data scientist who runs the pipeline (approvers must be someone else)
+
+
+class DemoError(RuntimeError):
+    """A step of the lifecycle did not do what it should; the message says which and where its log is."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    workdir: Path
+    assembly: Path  # the synthesized demo config's cloud assembly
+    auto_approve: bool = False
+    customers: int = 24
+    days: int = 35
+    epochs: int = 4
+    forecast_customers: int = 3
+    approval_timeout_seconds: float = 1800.0
+
+
+@dataclass
+class EnvironmentOutcome:
+    name: str
+    approved_by: str | None = None
+    deployed: dict | None = None
+    forecasts: dict[str, list[float]] = field(default_factory=dict)
+    unauthorized_status: int | None = None
+    health: dict | None = None
+
+
+@dataclass
+class DemoOutcome:
+    model_package_arn: str
+    pipeline: LocalRunResult
+    environments: dict[str, EnvironmentOutcome]
+    emails: list[SentEmail]
+    outbox: list[Path]
+    deliveries: list[Delivery]
+    status_table: str
+    registry_status: str
+    parameters: dict[str, ApprovedModel]
+    history: dict[str, int]
+
+
+def _people(config: ModelGateConfig) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """Approvers at the local identity provider: alice approves where the default group decides, dave everywhere
+    (prod has its own group in the shipped config)."""
+    groups = {env.approvers.group for env in config.environments.values()}
+    common = config.environments[ENVIRONMENTS[0]].approvers.group
+    return {
+        "alice": ("alice", "alice@example.com", (common,)),
+        "dave": ("dave", "dave@example.com", tuple(sorted(groups))),
+        "bob": ("bob", REGISTERED_BY, ("data-scientists",)),
+    }
+
+
+def _approver_for(config: ModelGateConfig, env: str) -> str:
+    group = config.environments[env].approvers.group
+    return next(name for name, (_, _, groups) in _people(config).items() if group in groups and name != "bob")
+
+
+class Lifecycle:
+    def __init__(self, config: ModelGateConfig, settings: DemoSettings, say=print) -> None:
+        self.config = config
+        self.settings = settings
+        self.say = say
+        self.project = config.project.name
+        self.group = config.project.model_package_group
+        self.dev = config.environments[ENVIRONMENTS[0]]
+        self.stacks: dict[str, dict[str, DeployedStack]] = {}
+        self.outcomes = {env: EnvironmentOutcome(env) for env in ENVIRONMENTS}
+        self._seen_emails = 0
+        self._outbox: list[Path] = []
+
+    # -- the local world -------------------------------------------------------------------------------------
+    def run(self) -> DemoOutcome:
+        with contextlib.ExitStack() as stack:
+            aws = stack.enter_context(LocalAws(self.dev.region))
+            self.account = aws.account(self.dev.account)
+            self._deploy()
+            self._start_services(stack)
+            self.service_events.baseline()
+            result = self._train_and_register()
+            arn = result.model_package_arn
+            self._settle()
+            for env in ENVIRONMENTS:
+                self._approve(env, arn)
+                self._serve(env, arn, result)
+            return self._outcome(arn, result)
+        raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions here
+
+    def _deploy(self) -> None:
+        self.say(f"\n== 3. Deploy the four stages into a local AWS account ({self.account.account}, moto server)")
+        for env in ENVIRONMENTS:
+            started = time.perf_counter()
+            stage = self.settings.assembly / f"assembly-{self.project}-{env}"
+            self.stacks[env] = deploy_stage(self.account, stage)
+            created = sum(len(s.physical_ids) for s in self.stacks[env].values())
+            skipped = sum(len(s.skipped) for s in self.stacks[env].values())
+            self.say(
+                f"   {env:<5} {', '.join(self.stacks[env])}: {created} resources created, {skipped} AWS-only"
+                f" (alarms, WAF, API Gateway...) stood in for or skipped  [{time.perf_counter() - started:.1f} s]"
+            )
+
+    def _start_services(self, stack: contextlib.ExitStack) -> None:
+        jwt = self.dev.api.jwt
+        self.issuer = stack.enter_context(LocalIssuer(audience=jwt.audience, client_ids=(SIGN_IN_CLIENT,)))
+        for username, mail, groups in _people(self.config).values():
+            self.issuer.add_user(username, mail, groups)
+        self.functions = DeployedFunctions(self.account, self.settings.workdir / "logs")
+        stack.callback(self.functions.close)
+        self.bridge = LocalEventBridge(self.account, self.functions.invoke)
+        self.service_events = ServiceEvents(self.account, self.bridge.put, parameter_prefix=f"/{self.project}/")
+        sign_in = SignInSettings(
+            self.issuer.issuer, self.issuer.jwks_url, self.issuer.authorize_url, self.issuer.token_url, SIGN_IN_CLIENT
+        )
+        self.triton = stack.enter_context(LocalTriton(self.settings.workdir / "triton"))
+        self.approval_apis: dict[str, LocalApiGateway] = {}
+        self.inference_apis: dict[str, LocalApiGateway] = {}
+        self.endpoints: dict[str, LocalMultiModelEndpoint] = {}
+        for env in ENVIRONMENTS:
+            approval, serving = self.stacks[env]["Approval"], self.stacks[env]["Serving"]
+            gateway = stack.enter_context(LocalApiGateway([]))
+            gateway.routes = routes_from_template(approval, self.functions.handler(approval.name))
+            self.functions.add(approval, **{API_URL: gateway.url, **sign_in.environ()})
+            self.approval_apis[env] = gateway
+
+            repository = self.stacks[env]["Storage"].physical_id("ModelRepository")
+            # The endpoint the template declares (a record in the local SageMaker); its Triton is local.
+            endpoint_name = serving.function("InferenceApiInvoke").environment[serving_names.ENDPOINT]
+            endpoint = LocalMultiModelEndpoint(
+                self.triton, S3Archives(self.account.client("s3"), repository), endpoint_name=endpoint_name
+            )
+            self.endpoints[env] = stack.enter_context(endpoint)
+            self.functions.add(
+                serving,
+                **endpoint.environ(),
+                **{
+                    serving_names.JWT_ISSUER: self.issuer.issuer,
+                    serving_names.JWT_AUDIENCE: self.issuer.audience,
+                    serving_names.JWKS_URL: self.issuer.jwks_url,
+                },
+            )
+            api = stack.enter_context(LocalApiGateway([]))
+            api.routes = routes_from_template(serving, self.functions.handler(serving.name))
+            self.inference_apis[env] = api
+            for deployed in self.stacks[env].values():
+                if deployed.name not in self.functions.stacks:
+                    self.functions.add(deployed)
+                self.bridge.subscribe(deployed)
+        self.say(
+            f"   EventBridge: {len(self.bridge.subscriptions)} rules deliver to their Lambda functions;"
+            f" identity provider and token issuer at {self.issuer.issuer}; Triton at {self.triton.url}"
+        )
+
+    def _settle(self) -> list[Delivery]:
+        """Let every consequence happen: AWS service events, rule deliveries, the events those put, ..."""
+        delivered: list[Delivery] = []
+        for _ in range(20):
+            self.service_events.poll()
+            batch = self.bridge.pump()
+            for delivery in batch:
+                name = delivery.subscription.function
+                what = f"{delivery.event['source']} / {delivery.event['detail-type']}"
+                if delivery.error is not None:
+                    log = self.functions.function(delivery.subscription.stack, name).name
+                    logs = self.settings.workdir / "logs" / f"{log}.log"
+                    raise DemoError(f"{what} -> {name} failed: {delivery.error} (log: {logs})")
+                self.say(f"   event {what} -> {delivery.subscription.stack}/{name}: {_short(delivery.result)}")
+            delivered += batch
+            if not batch:
+                return delivered
+        raise DemoError("events keep triggering events: stopped after 20 rounds")
+
+    # -- 4. the pipeline -------------------------------------------------------------------------------------
+    def _train_and_register(self) -> LocalRunResult:
+        self.say("\n== 4. Generate data, run the pipeline's step scripts: prep, train, evaluate, package, register")
+        artifacts = self.stacks["dev"]["Storage"].physical_id("Artifacts")
+        run_id = datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%S")
+        settings = LocalRunSettings(
+            work_dir=self.settings.workdir / "pipeline",
+            model_package_group=self.group,
+            dataset=datagen.DatasetSpec(customers=self.settings.customers, days=self.settings.days, seed=7),
+            hyperparameters={"epochs": self.settings.epochs},
+            metric_threshold=self.dev.training.metric_threshold,
+            image_uri=image_uri(self.dev.region, self.dev.serving.triton_version),
+            model_data_url=f"s3://{artifacts}/models/{self.group}/{run_id}/",
+            registered_by=REGISTERED_BY,
+            inference_instance_types=(self.dev.serving.instance_type,),
+        )
+        result = run_pipeline(settings, sagemaker=self.account.client("sagemaker"), s3=self.account.client("s3"))
+        if result.status != "registered":
+            raise DemoError(f"the pipeline did not register a version: {result.failure}")
+        aggregate = result.evaluation.aggregate
+        self.say(
+            f"   registered {result.model_package_arn} as PendingManualApproval: {aggregate.customers} customers,"
+            f" MAPE {aggregate.mape:.3f} vs seasonal-naive {aggregate.baseline_mape:.3f}"
+            f" (ratio {aggregate.mape_ratio:.3f} <= {self.dev.training.metric_threshold})"
+        )
+        return result
+
+    # -- 5. approval -----------------------------------------------------------------------------------------
+    def _new_emails(self) -> list[SentEmail]:
+        mails = sent_emails(self.account.account, self.account.region)
+        fresh, self._seen_emails = mails[self._seen_emails :], len(mails)
+        self._outbox += write_outbox(self.account.account, self.account.region, self.settings.workdir / "outbox")
+        return fresh
+
+    def _approve(self, env: str, arn: str) -> None:
+        self.say(f"\n== {env}: approval")
+        recipients = set(self.config.environments[env].approvers.emails)
+        mails = [m for m in self._new_emails() if recipients & set(m.recipients)]
+        if not mails:
+            raise DemoError(f"no approval e-mail reached the {env} approvers ({', '.join(sorted(recipients))})")
+        mail = mails[-1]
+        link = mail.links()["approve"]
+        to = ", ".join(sorted(set(mail.recipients)))
+        self.say(f"   e-mail to {to}: {mail.subject!r}  (outbox: {self._outbox[-1]})")
+        self.say(f"   approve: {link}")
+        approver = _approver_for(self.config, env)
+        if self.settings.auto_approve:
+            browser = ApproverBrowser(approver)
+            page = browser.open(link)
+            if page.status != 200:
+                raise DemoError(f"the approval page answered {page.status}: {page.text()[:500]}")
+            done = browser.submit(page)
+            if done.status != 200:
+                raise DemoError(f"approving answered {done.status}: {done.text()[:500]}")
+            self.say(f"   {approver} signed in and approved (--auto-approve)")
+        else:
+            self.say(f"   open the link, sign in as '{approver}', read the confirmation page and approve...")
+            self._wait_for_decision(env, arn)
+        self.outcomes[env].approved_by = self._parameter(env).approved_by
+        self._settle()
+
+    def _wait_for_decision(self, env: str, arn: str) -> None:
+        deadline = time.monotonic() + self.settings.approval_timeout_seconds
+        sagemaker = self.account.client("sagemaker")
+        while time.monotonic() < deadline:
+            model = self._parameter(env)
+            if model is not None and model.model_package_arn == arn:
+                return
+            described = sagemaker.describe_model_package(ModelPackageName=arn)
+            if described["ModelApprovalStatus"] == "Rejected":
+                raise DemoError(f"version rejected for {env}: nothing to promote (that is a fine outcome too)")
+            time.sleep(1)
+        raise DemoError(f"no decision for {env} within {self.settings.approval_timeout_seconds:.0f} s")
+
+    def _parameter(self, env: str) -> ApprovedModel | None:
+        ssm = self.account.client("ssm")
+        try:
+            value = ssm.get_parameter(Name=parameter_name(self.project, self.group, env))["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            return None
+        return ApprovedModel.from_json(value)
+
+    # -- 6. serving and promotion ----------------------------------------------------------------------------
+    def _serve(self, env: str, arn: str, result: LocalRunResult) -> None:
+        outcome = self.outcomes[env]
+        api = self.inference_apis[env]
+        token = self.issuer.mint(subject="saas-app", scope="inference:invoke")
+        status, health = _call(api.url + "/health", token=token, method="GET")
+        if status != 200:
+            raise DemoError(f"{env} /health answered {status}: {health}")
+        outcome.health = health
+        self.say(f"   endpoint {self.endpoints[env].endpoint_name}: {_short(health)}")
+        curated = read_curated(result.work_dir / "prep" / step_paths.PREP_CURATED)
+        for index in range(min(self.settings.forecast_customers, len(curated))):
+            customer = curated.customers[index]
+            end = int(curated.lengths[index])
+            window = curated.values[index, end - WINDOW : end]
+            readings = [None if math.isnan(x) else round(float(x), 4) for x in window]
+            body = {"inputs": [{"name": ENSEMBLE_INPUT, "shape": [1, WINDOW], "datatype": "FP32", "data": readings}]}
+            status, answer = _call(api.url + f"/models/{customer}/invoke", body, token=token)
+            if status != 200:
+                raise DemoError(f"{env} forecast for {customer} answered {status}: {answer}")
+            (output,) = [o for o in answer["outputs"] if o["name"] == ENSEMBLE_OUTPUT]
+            outcome.forecasts[customer] = output["data"]
+            shown = ", ".join(f"{v:.2f}" for v in output["data"][:6])
+            self.say(f"   forecast {customer} (next 24 h, kWh): {shown}, ...")
+        customer = curated.customers[0]
+        outcome.unauthorized_status, _ = _call(api.url + f"/models/{customer}/invoke", {"inputs": []}, token=None)
+        self.say(f"   without a JWT: HTTP {outcome.unauthorized_status}")
+        # A SaaS inference run reports that it finished: the post-inference Lambda asks the next approvers.
+        following = next_environment(env)
+        self.bridge.put(
+            {
+                "source": INFERENCE_SOURCE,
+                "detail-type": INFERENCE_DETAIL_TYPE,
+                "detail": {
+                    "run_id": f"demo-{env}-{int(time.time())}",
+                    "environment": env,
+                    "model_package_arn": arn,
+                    "metrics": {"customers_scored": len(outcome.forecasts), "http_401_without_jwt": 1},
+                },
+            }
+        )
+        asks = f"asks {following} to promote" if following else "(last environment: nothing to promote)"
+        self.say(f"   inference run reported: post-inference {asks}")
+        self._settle()
+
+    # -- what the world looks like at the end ----------------------------------------------------------------
+    def _outcome(self, arn: str, result: LocalRunResult) -> DemoOutcome:
+        self._new_emails()
+        status = subprocess.run(
+            [sys.executable, "-m", "modelgate", "status", self.group, "--project", self.project,
+             "--registry-account", self.account.account, "--registry-region", self.account.region],
+            capture_output=True, text=True, env=self.account.environ(PATH="/usr/bin:/bin"), timeout=120,
+            cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        if status.returncode != 0:
+            raise DemoError(f"modelgate status failed: {status.stderr}")
+        described = self.account.client("sagemaker").describe_model_package(ModelPackageName=arn)
+        dynamodb = self.account.client("dynamodb")
+        history = {
+            env: dynamodb.scan(TableName=self.stacks[env]["Storage"].physical_id("ApprovalHistory"), Select="COUNT")[
+                "Count"
+            ]
+            for env in ENVIRONMENTS
+        }
+        return DemoOutcome(
+            model_package_arn=arn,
+            pipeline=result,
+            environments=self.outcomes,
+            emails=sent_emails(self.account.account, self.account.region),
+            outbox=self._outbox,
+            deliveries=self.bridge.deliveries,
+            status_table=status.stdout,
+            registry_status=described["ModelApprovalStatus"],
+            parameters={env: self._parameter(env) for env in ENVIRONMENTS},
+            history=history,
+        )
+
+
+def _short(value: object, limit: int = 160) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _call(url: str, body: dict | None = None, *, token: str | None, method: str = "POST") -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback stand-in
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        payload = error.read()
+        try:
+            return error.code, json.loads(payload or b"{}")
+        except ValueError:
+            return error.code, {"raw": payload.decode(errors="replace")}
