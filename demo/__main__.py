@@ -26,21 +26,26 @@ from stacks.synth_report import NagViolations, format_summary, synthesize
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _synthesize(outdir: Path, context: dict | None = None, summary: bool = True) -> int:
+class DemoFailed(Exception):
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _synthesize(outdir: Path, config: Path, summary: bool = True) -> None:
     started = time.perf_counter()
     try:
-        result = synthesize(outdir, context=context)
+        result = synthesize(outdir, context={"config": str(config)})
     except ConfigError as error:
-        print(f"configuration error:\n{error}", file=sys.stderr)
-        return 2
+        raise DemoFailed(2, f"configuration error:\n{error}") from None
     except NagViolations as violations:
-        print(violations, file=sys.stderr)
-        return 1
+        raise DemoFailed(1, str(violations)) from None
     if summary:
         print(format_summary(result))
     print(f"   synthesized {len(result.stacks)} stacks in {time.perf_counter() - started:.1f} s,"
           f" {len(result.findings)} unsuppressed cdk-nag findings")  # fmt: skip
-    return 1 if result.findings else 0
+    if result.findings:
+        raise DemoFailed(1, "cdk-nag reported unsuppressed findings (listed above)")
 
 
 def _report(outcome: DemoOutcome, workdir: Path) -> None:
@@ -55,7 +60,7 @@ def _report(outcome: DemoOutcome, workdir: Path) -> None:
     print(f"   local config:    {workdir / 'config.yaml'}; cloud assemblies: {ROOT / 'cdk.out'}, {workdir / 'cdk.out'}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--auto-approve", action="store_true", help="approve every link headlessly (CI)")
     parser.add_argument("--synth-only", action="store_true", help="stop after step 1")
@@ -64,26 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".demo", help="everything the lifecycle writes")
     parser.add_argument("--customers", type=int, default=24, help="customers in the generated data set")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs")
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
+    return parser
 
+
+def run(args: argparse.Namespace) -> DemoOutcome | None:
+    """Every step; the final state of the local world (None with --synth-only). Raises DemoFailed."""
     print("== 1. Synthesize every environment and run cdk-nag (AwsSolutions)")
-    if code := _synthesize(args.outdir, {"config": str(args.config)}):
-        return code
+    _synthesize(args.outdir, args.config)
     if args.synth_only:
-        return 0
-
+        return None
     workdir = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)  # every run starts from nothing
     print("\n== 2. Synthesize the local variant: every environment in the dev account")
     try:
         config = single_account_variant(args.config, workdir / "config.yaml")
     except ConfigError as error:
-        print(f"configuration error:\n{error}", file=sys.stderr)
-        return 2
-    if code := _synthesize(workdir / "cdk.out", {"config": str(workdir / "config.yaml")}, summary=False):
-        return code
-
+        raise DemoFailed(2, f"configuration error:\n{error}") from None
+    _synthesize(workdir / "cdk.out", workdir / "config.yaml", summary=False)
     settings = DemoSettings(
         workdir=workdir,
         assembly=workdir / "cdk.out",
@@ -94,12 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = Lifecycle(config, settings).run()
     except DemoError as error:
-        print(f"\ndemo failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: every local process and port was released", file=sys.stderr)
-        return 130
+        raise DemoFailed(1, f"demo failed: {error}") from None
     _report(outcome, workdir)
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        run(args)
+    except DemoFailed as failure:
+        print(f"\n{failure}", file=sys.stderr)
+        return failure.code
+    except KeyboardInterrupt:
+        print("\ninterrupted: every local process and port it started is released", file=sys.stderr)
+        return 130
     print(f"\ndone in {time.perf_counter() - started:.0f} s")
     return 0
 

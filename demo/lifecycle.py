@@ -284,7 +284,10 @@ class Lifecycle:
             self.say(f"   open the link, sign in as '{approver}', read the confirmation page and approve...")
             self._wait_for_decision(env, arn)
         self.outcomes[env].approved_by = self._parameter(env).approved_by
-        self._settle()
+        deployed = [d.result for d in self._settle() if d.subscription.function.startswith("DeploymentDeploy")]
+        if not deployed:
+            raise DemoError(f"approving for {env} did not deploy: no Parameter Store change reached the deploy Lambda")
+        self.outcomes[env].deployed = deployed[-1]
 
     def _wait_for_decision(self, env: str, arn: str) -> None:
         deadline = time.monotonic() + self.settings.approval_timeout_seconds

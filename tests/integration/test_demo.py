@@ -1,0 +1,101 @@
+"""`make demo --auto-approve` end to end: one version goes from the pipeline to prod through every stand-in, and
+the local world ends in the state the real one would: approved in all four environments in the registry and in
+Parameter Store, one decision per environment in the history, the e-mails sent, forecasts served with a JWT and
+a 401 without one; and nothing the demo started is left running."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from demo.__main__ import parser, run
+from modelgate.environments import ENVIRONMENTS
+
+
+def _children() -> list[str]:
+    """Processes whose parent is this one (Lambda workers, Triton, pipeline steps...)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(stat.parent.name)
+    return found
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    before = set(_children())
+    work = tmp_path_factory.mktemp("demo")
+    args = parser().parse_args(["--auto-approve", "--outdir", str(work / "cdk.out"), "--workdir", str(work / "run")])
+    result = run(args)
+    result.leftover_processes = set(_children()) - before
+    return result
+
+
+@pytest.mark.slow
+def test_the_version_is_approved_everywhere_in_the_registry_and_in_parameter_store(outcome):
+    arn = outcome.model_package_arn
+    assert outcome.registry_status == "Approved"
+    chain = [None, *ENVIRONMENTS[:-1]]
+    for env, source in zip(ENVIRONMENTS, chain, strict=True):
+        approved = outcome.parameters[env]
+        assert approved is not None, f"no approved model recorded for {env}"
+        assert (approved.model_package_arn, approved.model_version, approved.environment) == (arn, 1, env)
+        assert approved.source_environment == source
+        assert approved.approved_by == ("dave@example.com" if env == "prod" else "alice@example.com")
+        assert approved.model_data_url == outcome.pipeline.model_data_url
+    (row,) = [line for line in outcome.status_table.splitlines() if line.startswith("1 ")]
+    assert row.count("Approved") == len(ENVIRONMENTS), outcome.status_table
+    assert "bob@example.com" in row, "who registered the version"
+
+
+@pytest.mark.slow
+def test_each_environment_recorded_its_decision_in_its_history(outcome):
+    assert outcome.history == dict.fromkeys(ENVIRONMENTS, 1)
+
+
+@pytest.mark.slow
+def test_the_approvers_of_each_environment_were_emailed_and_the_outbox_holds_the_messages(outcome):
+    subjects = [mail.subject for mail in outcome.emails]
+    assert any("for dev?" in subject for subject in subjects)
+    for source, target in zip(ENVIRONMENTS, ENVIRONMENTS[1:], strict=False):
+        assert any(f"from {source} to {target}?" in subject for subject in subjects), subjects
+    prod = [mail for mail in outcome.emails if "to prod?" in mail.subject]
+    assert {r for mail in prod for r in mail.recipients} == {"ml-approvers@example.com", "ml-leads@example.com"}
+    assert len(outcome.outbox) == len(outcome.emails)
+    for path in outcome.outbox:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert "/links/approve?token=" in message.get_body(preferencelist=("plain",)).get_content()
+
+
+@pytest.mark.slow
+def test_every_environment_served_forecasts_with_a_jwt_and_refused_a_call_without_one(outcome):
+    first = outcome.environments["dev"].forecasts
+    assert len(first) == 3
+    for env in ENVIRONMENTS:
+        served = outcome.environments[env]
+        assert served.unauthorized_status == 401
+        assert served.health["model_version"] == 1
+        assert (served.deployed["model_version"], served.deployed["copied"]) == (1, 24), served.deployed
+        for customer, forecast in served.forecasts.items():
+            assert len(forecast) == 24
+            assert all(math.isfinite(value) and value >= 0 for value in forecast), (env, customer, forecast)
+        assert served.forecasts == first, "the same approved version answers the same in every environment"
+
+
+@pytest.mark.slow
+def test_every_event_reached_a_handler_that_succeeded_and_nothing_is_left_running(outcome):
+    assert outcome.deliveries, "events were delivered through the templates' rules"
+    assert [d for d in outcome.deliveries if d.error is not None] == []
+    handlers = {d.subscription.function.split("Function")[0] for d in outcome.deliveries}
+    assert {"RequestApproval", "PostInference", "DeploymentDeploy"} <= handlers
+    assert outcome.pipeline.plot.is_file()
+    assert outcome.leftover_processes == set()
