@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import itertools
 import math
 import os
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_each_environment_recorded_its_decision_in_its_history(outcome):
 def test_the_approvers_of_each_environment_were_emailed_and_the_outbox_holds_the_messages(outcome):
     subjects = [mail.subject for mail in outcome.emails]
     assert any("for dev?" in subject for subject in subjects)
-    for source, target in zip(ENVIRONMENTS, ENVIRONMENTS[1:], strict=False):
+    for source, target in itertools.pairwise(ENVIRONMENTS):
         assert any(f"from {source} to {target}?" in subject for subject in subjects), subjects
     prod = [mail for mail in outcome.emails if "to prod?" in mail.subject]
     assert {r for mail in prod for r in mail.recipients} == {"ml-approvers@example.com", "ml-leads@example.com"}
