@@ -100,3 +100,26 @@ def test_every_event_reached_a_handler_that_succeeded_and_nothing_is_left_runnin
     assert {"RequestApproval", "PostInference", "DeploymentDeploy"} <= handlers
     assert outcome.pipeline.plot.is_file()
     assert outcome.leftover_processes == set()
+
+
+@pytest.mark.slow
+def test_an_interrupted_demo_stops_every_process_it_started(outcome, tmp_path):
+    """Ctrl-C once the Lambda workers, Triton and the local servers run: all of them are gone afterwards."""
+    from demo.lifecycle import DemoSettings, Lifecycle
+    from modelgate.config import load_config
+
+    run_dir = Path(outcome.pipeline.work_dir).parent
+    seen: list[str] = []
+
+    def say(line: str) -> None:
+        seen.append(line)
+        if "approve: http" in line:  # the request-approval Lambda has run; the approver has not clicked yet
+            assert _children(), "workers and Triton run at this point"
+            raise KeyboardInterrupt
+
+    before = set(_children())
+    settings = DemoSettings(workdir=tmp_path, assembly=run_dir / "cdk.out", auto_approve=True)
+    with pytest.raises(KeyboardInterrupt):
+        Lifecycle(load_config(run_dir / "config.yaml"), settings, say=say).run()
+    assert set(_children()) - before == set()
+    assert any("approve: http" in line for line in seen)
