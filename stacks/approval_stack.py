@@ -32,6 +32,7 @@ from modelgate.config import Environment, Project
 from modelgate.environments import ENVIRONMENTS
 from modelgate.parameters import parameter_name
 from stacks.approver_sign_in import ApproverSignIn
+from stacks.event_bus_statement import EventBusStatement
 from stacks.failure_alarm import FailureQueue
 from stacks.lambda_bundle import dependencies_layer
 from stacks.modelgate_function import ModelGateFunction
@@ -323,7 +324,7 @@ class ApprovalStack(Stack):
         """The previous environment's post-inference Lambda puts promotion requests on this account's bus."""
         if account is None or account == self.account:
             return
-        events.CfnEventBusPolicy(
+        EventBusStatement(
             self,
             "PromotionRequestsFromPreviousEnvironment",
             event_bus_name="default",

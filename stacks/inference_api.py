@@ -169,10 +169,10 @@ class InferenceApi(Construct):
         )
 
     def _routes(self) -> None:
-        # One invoke permission for the whole API instead of one per method and stage.
-        integration = apigateway.LambdaIntegration(
-            self.invoke.function, proxy=True, scope_permission_to_method=False, allow_test_invoke=False
-        )
+        # Invoke permissions scoped to each method of the deployed stage, none for the console's test button: a
+        # test invocation skips the JWT authorizer and the usage plan. (An API-wide permission would allow the
+        # test-invoke stage too: CDK ignores allow_test_invoke=False unless permissions are scoped to methods.)
+        integration = apigateway.LambdaIntegration(self.invoke.function, proxy=True, allow_test_invoke=False)
         validator = self.rest_api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
         )
