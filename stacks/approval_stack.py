@@ -73,7 +73,7 @@ class ApprovalStack(Stack):
             "Api",
             description=f"ModelGate approval links ({env})",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
-            cloud_watch_role=True,
+            cloud_watch_role=False,  # the account's one role is the Storage stack's
             deploy_options=self._stage_options(),
         )
         api_url = f"https://{self.api.rest_api_id}.execute-api.{self.region}.{self.url_suffix}/{API_STAGE}"
@@ -397,21 +397,6 @@ class ApprovalStack(Stack):
                 f"{path}/Resource",
                 {"AwsSolutions-APIG4": public, "AwsSolutions-COG4": public},
             )
-        suppress(
-            self,
-            "Api/CloudWatchRole/Resource",
-            {
-                "AwsSolutions-IAM4": "API Gateway's account-level logging role: AWS documents the managed policy "
-                "AmazonAPIGatewayPushToCloudWatchLogs for it; it only writes API Gateway's own log groups."
-            },
-            {
-                "AwsSolutions-IAM4": [
-                    regex(
-                        r"Policy::arn:<AWS::Partition>:iam::aws:policy\/service-role\/AmazonAPIGatewayPushToCloudWatchLogs"
-                    )
-                ]
-            },
-        )
         suppress(
             self,
             "Failures/Queue/Resource",

@@ -12,7 +12,7 @@ responses), and 429 / 503 carry Retry-After.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -109,8 +109,7 @@ class InferenceApi(Construct):
             endpoint_types=[apigateway.EndpointType.REGIONAL],
             binary_media_types=[TRITON_BINARY_JSON],  # the Lambda gets these bodies base64-encoded, byte-exact
             api_key_source_type=apigateway.ApiKeySourceType.AUTHORIZER,
-            cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            cloud_watch_role=False,  # the account's one role is the Storage stack's
             deploy_options=self._stage_options(api),
         )
         self.usage_plan_key = apigateway.ApiKey(

@@ -140,21 +140,6 @@ class ServingStack(Stack):
             suppress(self, f"{path}/Resource", {"AwsSolutions-COG4": cognito})
         suppress(
             self,
-            "InferenceApi/Api/CloudWatchRole/Resource",
-            {
-                "AwsSolutions-IAM4": "API Gateway's account-level logging role: AWS documents the managed policy "
-                "AmazonAPIGatewayPushToCloudWatchLogs for it; it only writes API Gateway's own log groups."
-            },
-            {
-                "AwsSolutions-IAM4": [
-                    regex(
-                        r"Policy::arn:<AWS::Partition>:iam::aws:policy\/service-role\/AmazonAPIGatewayPushToCloudWatchLogs"
-                    )
-                ]
-            },
-        )
-        suppress(
-            self,
             "Failures/Queue/Resource",
             {
                 "AwsSolutions-SQS3": "This queue IS the dead-letter queue: the on-failure destination of the deploy "

@@ -51,6 +51,7 @@ class StackSummary:
     region: str
     resources: Counter = field(default_factory=Counter)
     template: dict = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()  # stacks deployed before this one (names within the same stage)
 
 
 @dataclass
@@ -138,6 +139,13 @@ def synthesize_app(app: App, outdir: str | Path) -> SynthResult:
                 artifact.environment.region,
                 resources,
                 artifact.template,
+                tuple(
+                    sorted(
+                        dependency.hierarchical_id.rpartition("/")[2]
+                        for dependency in artifact.dependencies
+                        if isinstance(dependency, cx_api.CloudFormationStackArtifact)
+                    )
+                ),
             )
         )
         stack_findings, stack_annotations = _read_metadata(artifact)
