@@ -9,7 +9,7 @@ before the stacks with APIs); role and setting are retained, so logging outlives
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -33,10 +33,9 @@ class ApiGatewayAccountLogging(Construct):
         self.account = apigateway.CfnAccount(self, "Account", cloud_watch_role_arn=self.role.role_arn)
         self.account.apply_removal_policy(RemovalPolicy.RETAIN)
 
-        stack = Stack.of(self)
         suppress(
-            stack,
-            f"{self.node.path.removeprefix(stack.node.path + '/')}/Role/Resource",
+            self,
+            "Role/Resource",
             {
                 "AwsSolutions-IAM4": "API Gateway's account-level logging role: AWS documents the managed policy "
                 "AmazonAPIGatewayPushToCloudWatchLogs for it and keeps it in step with what API Gateway writes; "

@@ -397,14 +397,6 @@ class ApprovalStack(Stack):
                 f"{path}/Resource",
                 {"AwsSolutions-APIG4": public, "AwsSolutions-COG4": public},
             )
-        suppress(
-            self,
-            "Failures/Queue/Resource",
-            {
-                "AwsSolutions-SQS3": "This queue IS the dead-letter queue: the on-failure destination of the async "
-                "Lambdas and the DLQ of their EventBridge targets (alarmed when not empty)."
-            },
-        )
         table_key = [*KMS_GRANT_ACTIONS]
         registry = regex(r"Resource::arn:aws:sagemaker:[a-z0-9-]+:\d{12}:model-package\/[a-z0-9-]+\/\*")
         artifacts = [*S3_GRANT_ACTIONS, regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/\*")]
