@@ -188,25 +188,22 @@ class InferenceApi(Construct):
         self.request_model = self.rest_api.add_model(
             "InferenceRequest", content_type="application/json", schema=_inference_request_schema()
         )
+        # Every route: a JWT (the authorizer), metered (the usage plan's key, handed over by the authorizer), checked.
+        guarded = {
+            "authorizer": self.authorizer,
+            "authorization_type": apigateway.AuthorizationType.CUSTOM,
+            "api_key_required": True,
+            "request_validator": validator,
+        }
         invoke = self.rest_api.root.add_resource("models").add_resource("{model}").add_resource("invoke")
         self.invoke_method = invoke.add_method(
             "POST",
             integration,
-            authorizer=self.authorizer,
-            authorization_type=apigateway.AuthorizationType.CUSTOM,
-            api_key_required=True,
-            request_validator=validator,
             request_models={"application/json": self.request_model},
             request_parameters={"method.request.path.model": True, "method.request.header.Content-Type": True},
+            **guarded,
         )
-        self.health_method = self.rest_api.root.add_resource("health").add_method(
-            "GET",
-            integration,
-            authorizer=self.authorizer,
-            authorization_type=apigateway.AuthorizationType.CUSTOM,
-            api_key_required=True,
-            request_validator=validator,
-        )
+        self.health_method = self.rest_api.root.add_resource("health").add_method("GET", integration, **guarded)
 
     def _usage_plan(self, api: Api) -> None:
         self.usage_plan = self.rest_api.add_usage_plan(
