@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from functools import cache
 from urllib.parse import quote
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from modelgate.approval import decisions, pages, signin, web
 from modelgate.approval.services import Services
-from modelgate.approval.settings import ApprovalSettings, SignInSettings
+from modelgate.approval.settings import SignInSettings
 from modelgate.approval.web import HttpRequest
 
 logger = Logger(service="modelgate-approval-api")
@@ -31,9 +30,8 @@ class Runtime:
 
 @cache
 def runtime() -> Runtime:
-    settings = ApprovalSettings.from_environ()
     sign_in = SignInSettings.from_environ()
-    return Runtime(Services.from_session(settings, boto3.Session()), sign_in, signin.SigningKeys(sign_in.jwks_url))
+    return Runtime(Services.from_environ(), sign_in, signin.SigningKeys(sign_in.jwks_url))
 
 
 def _idp_unavailable(error: Exception) -> dict:
@@ -170,6 +168,5 @@ def route(rt: Runtime, event: dict) -> dict:
 @logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations
 def handler(event: dict, context: object) -> dict:
     rt = runtime()
-    settings = rt.services.settings
-    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    logger.append_keys(**rt.services.settings.log_keys())
     return route(rt, event)

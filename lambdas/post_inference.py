@@ -6,21 +6,16 @@ from __future__ import annotations
 
 from functools import cache
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from modelgate.approval.events import parse_inference_event
 from modelgate.approval.promotion import promote_after_inference
 from modelgate.approval.services import Services
-from modelgate.approval.settings import ApprovalSettings
 
 logger = Logger(service="modelgate-post-inference")
 
 
-@cache
-def services() -> Services:
-    settings = ApprovalSettings.from_environ()
-    return Services.from_session(settings, boto3.Session())
+services = cache(Services.from_environ)  # once per container
 
 
 def handle(event: dict, services: Services) -> dict:
@@ -37,6 +32,5 @@ def handle(event: dict, services: Services) -> dict:
 @logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations
 def handler(event: dict, context: object) -> dict:
     bundle = services()
-    settings = bundle.settings
-    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    logger.append_keys(**bundle.settings.log_keys())
     return handle(event, bundle)

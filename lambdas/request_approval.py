@@ -11,21 +11,16 @@ from __future__ import annotations
 
 from functools import cache
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from modelgate.approval.events import parse_request_event
 from modelgate.approval.request_emails import request_approval
 from modelgate.approval.services import Services
-from modelgate.approval.settings import ApprovalSettings
 
 logger = Logger(service="modelgate-request-approval")
 
 
-@cache
-def services() -> Services:
-    settings = ApprovalSettings.from_environ()
-    return Services.from_session(settings, boto3.Session())
+services = cache(Services.from_environ)  # once per container
 
 
 def handle(event: dict, services: Services) -> dict:
@@ -43,6 +38,5 @@ def handle(event: dict, services: Services) -> dict:
 @logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations
 def handler(event: dict, context: object) -> dict:
     bundle = services()
-    settings = bundle.settings
-    logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
+    logger.append_keys(**bundle.settings.log_keys())
     return handle(event, bundle)

@@ -184,22 +184,28 @@ class _Runner:
         return archive
 
     def evaluate(self, model_archive: Path, curated: Path) -> Path:
-        opt_ml = self.work / "evaluate"
-        (opt_ml / step_paths.EVALUATE_MODEL).mkdir(parents=True)
-        shutil.copy2(model_archive, opt_ml / step_paths.EVALUATE_MODEL / "model.tar.gz")
-        mount(curated, opt_ml / step_paths.EVALUATE_CURATED)
-        arguments = ["--model-package-group", self.settings.model_package_group]
-        self.step("evaluate", step_paths.STEP_SCRIPTS["evaluate"], arguments, opt_ml)
+        opt_ml = self._step_on_model(
+            "evaluate", model_archive, step_paths.EVALUATE_MODEL, {step_paths.EVALUATE_CURATED: curated}
+        )
         return opt_ml / step_paths.EVALUATE_OUTPUT
 
     def package(self, model_archive: Path, evaluation: Path) -> Path:
-        opt_ml = self.work / "package"
-        (opt_ml / step_paths.PACKAGE_MODEL).mkdir(parents=True)
-        shutil.copy2(model_archive, opt_ml / step_paths.PACKAGE_MODEL / "model.tar.gz")
-        mount(evaluation, opt_ml / step_paths.PACKAGE_EVALUATION)
-        arguments = ["--model-package-group", self.settings.model_package_group]
-        self.step("package", step_paths.STEP_SCRIPTS["package"], arguments, opt_ml)
+        opt_ml = self._step_on_model(
+            "package", model_archive, step_paths.PACKAGE_MODEL, {step_paths.PACKAGE_EVALUATION: evaluation}
+        )
         return opt_ml / step_paths.PACKAGE_OUTPUT
+
+    def _step_on_model(self, name: str, model_archive: Path, model_dir: str, inputs: dict[str, Path]) -> Path:
+        """A processing step that reads the trained model.tar.gz (as SageMaker mounts it) plus `inputs`
+        (container path -> local folder); returns the step's /opt/ml stand-in."""
+        opt_ml = self.work / name
+        (opt_ml / model_dir).mkdir(parents=True)
+        shutil.copy2(model_archive, opt_ml / model_dir / "model.tar.gz")
+        for container_path, local in inputs.items():
+            mount(local, opt_ml / container_path)
+        arguments = ["--model-package-group", self.settings.model_package_group]
+        self.step(name, step_paths.STEP_SCRIPTS[name], arguments, opt_ml)
+        return opt_ml
 
 
 def mount(source: Path, target: Path) -> None:

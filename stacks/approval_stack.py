@@ -23,7 +23,6 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ses as ses
-from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from modelgate.approval import events as approval_events
@@ -32,7 +31,9 @@ from modelgate.config import Environment, Project
 from modelgate.environments import ENVIRONMENTS
 from modelgate.parameters import parameter_name
 from stacks.approver_sign_in import ApproverSignIn
+from stacks.event_bus_statement import EventBusStatement
 from stacks.failure_alarm import FailureQueue
+from stacks.firewall import ManagedRuleGroup, protect_stage
 from stacks.lambda_bundle import dependencies_layer
 from stacks.modelgate_function import ModelGateFunction
 from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
@@ -72,7 +73,7 @@ class ApprovalStack(Stack):
             "Api",
             description=f"ModelGate approval links ({env})",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
-            cloud_watch_role=True,
+            cloud_watch_role=False,  # the account's one role is the Storage stack's
             deploy_options=self._stage_options(),
         )
         api_url = f"https://{self.api.rest_api_id}.execute-api.{self.region}.{self.url_suffix}/{API_STAGE}"
@@ -111,15 +112,21 @@ class ApprovalStack(Stack):
         registry_packages = topology.packages_arn(group)
 
         # -- request-approval: registry events (dev) / promotion requests (later environments) -> e-mails ----------
-        self.request_approval = ModelGateFunction(
-            self,
-            "RequestApproval",
-            handler="lambdas.request_approval.handler",
-            description=f"ModelGate: e-mail approval links ({env})",
-            environment=settings.environ(),
-            layer=layer,
-            timeout_seconds=60,
-            on_failure=self.failures.queue,
+        def event_function(construct_id: str, handler: str, description: str) -> ModelGateFunction:
+            """Invoked asynchronously by EventBridge: retried, then kept in the failure queue."""
+            return ModelGateFunction(
+                self,
+                construct_id,
+                handler=handler,
+                description=description,
+                environment=settings.environ(),
+                layer=layer,
+                timeout_seconds=60,
+                on_failure=self.failures.queue,
+            )
+
+        self.request_approval = event_function(
+            "RequestApproval", "lambdas.request_approval.handler", f"ModelGate: e-mail approval links ({env})"
         )
         role = self.request_approval.role
         storage.approval_signing_key.grant(role, "kms:GenerateMac")
@@ -202,19 +209,21 @@ class ApprovalStack(Stack):
                 request_validator=validator,
                 request_parameters={f"method.request.querystring.{name}": req for name, req in query.items()},
             )
-        self._firewall()
+        # AWS's common rule set; 300 requests per IP in 5 minutes is far more than a person clicking links.
+        protect_stage(
+            self,
+            self.api.deployment_stage,
+            metric_name="modelgate-approval",
+            rule_groups=[ManagedRuleGroup("AWSManagedRulesCommonRuleSet")],
+            requests_per_ip=300,
+        )
 
         # -- post-inference: a finished run -> promotion request for the next environment ------------------------
         if topology.next_event_bus:
-            self.post_inference = ModelGateFunction(
-                self,
+            self.post_inference = event_function(
                 "PostInference",
-                handler="lambdas.post_inference.handler",
-                description=f"ModelGate: request promotion after inference ({env})",
-                environment=settings.environ(),
-                layer=layer,
-                timeout_seconds=60,
-                on_failure=self.failures.queue,
+                "lambdas.post_inference.handler",
+                f"ModelGate: request promotion after inference ({env})",
             )
             role = self.post_inference.role
             role.add_to_principal_policy(
@@ -323,7 +332,7 @@ class ApprovalStack(Stack):
         """The previous environment's post-inference Lambda puts promotion requests on this account's bus."""
         if account is None or account == self.account:
             return
-        events.CfnEventBusPolicy(
+        EventBusStatement(
             self,
             "PromotionRequestsFromPreviousEnvironment",
             event_bus_name="default",
@@ -335,49 +344,6 @@ class ApprovalStack(Stack):
                 "Resource": f"arn:aws:events:{self.region}:{self.account}:event-bus/default",
                 "Condition": {"StringEquals": {"events:source": approval_events.PROMOTION_SOURCE}},
             },
-        )
-
-    def _firewall(self) -> None:
-        """AWS WAF in front of the API: AWS's common rule set and a per-IP rate limit."""
-
-        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
-            return wafv2.CfnWebACL.VisibilityConfigProperty(
-                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
-            )
-
-        acl = wafv2.CfnWebACL(
-            self,
-            "Firewall",
-            scope="REGIONAL",
-            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
-            visibility_config=visibility("modelgate-approval"),
-            rules=[
-                wafv2.CfnWebACL.RuleProperty(
-                    name="aws-common",
-                    priority=0,
-                    override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
-                    statement=wafv2.CfnWebACL.StatementProperty(
-                        managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                            vendor_name="AWS", name="AWSManagedRulesCommonRuleSet"
-                        )
-                    ),
-                    visibility_config=visibility("aws-common"),
-                ),
-                wafv2.CfnWebACL.RuleProperty(
-                    name="per-ip-rate",
-                    priority=1,
-                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
-                    statement=wafv2.CfnWebACL.StatementProperty(
-                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                            limit=300, aggregate_key_type="IP"
-                        )
-                    ),
-                    visibility_config=visibility("per-ip-rate"),
-                ),
-            ],
-        )
-        wafv2.CfnWebACLAssociation(
-            self, "FirewallAssociation", resource_arn=self.api.deployment_stage.stage_arn, web_acl_arn=acl.attr_arn
         )
 
     def _suppressions(self, storage: StorageStack) -> None:
@@ -396,29 +362,6 @@ class ApprovalStack(Stack):
                 f"{path}/Resource",
                 {"AwsSolutions-APIG4": public, "AwsSolutions-COG4": public},
             )
-        suppress(
-            self,
-            "Api/CloudWatchRole/Resource",
-            {
-                "AwsSolutions-IAM4": "API Gateway's account-level logging role: AWS documents the managed policy "
-                "AmazonAPIGatewayPushToCloudWatchLogs for it; it only writes API Gateway's own log groups."
-            },
-            {
-                "AwsSolutions-IAM4": [
-                    regex(
-                        r"Policy::arn:<AWS::Partition>:iam::aws:policy\/service-role\/AmazonAPIGatewayPushToCloudWatchLogs"
-                    )
-                ]
-            },
-        )
-        suppress(
-            self,
-            "Failures/Queue/Resource",
-            {
-                "AwsSolutions-SQS3": "This queue IS the dead-letter queue: the on-failure destination of the async "
-                "Lambdas and the DLQ of their EventBridge targets (alarmed when not empty)."
-            },
-        )
         table_key = [*KMS_GRANT_ACTIONS]
         registry = regex(r"Resource::arn:aws:sagemaker:[a-z0-9-]+:\d{12}:model-package\/[a-z0-9-]+\/\*")
         artifacts = [*S3_GRANT_ACTIONS, regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/\*")]

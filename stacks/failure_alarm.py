@@ -12,9 +12,26 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.nag import suppress
+
+
+def alarm_on_waiting_messages(scope: Construct, construct_id: str, queue: sqs.IQueue, description: str):
+    """An alarm as soon as one message waits in `queue` (a dead-letter queue: someone must look at it)."""
+    return cloudwatch.Alarm(
+        scope,
+        construct_id,
+        alarm_description=description,
+        metric=queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
+        threshold=1,
+        evaluation_periods=1,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+    )
+
 
 class FailureQueue(Construct):
-    """`queue`: the on-failure destination / DLQ; any message in it raises the alarm, which e-mails `notify`."""
+    """`queue`: the on-failure destination / DLQ; any message in it raises the alarm, which e-mails `notify`
+    through `topic` (callers add their own alarms' actions to it: `notify_on`)."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, key: kms.IKey, notify: tuple[str, ...], what: str
@@ -33,14 +50,19 @@ class FailureQueue(Construct):
         key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         for address in notify:
             self.topic.add_subscription(subscriptions.EmailSubscription(address))
-        self.alarm = cloudwatch.Alarm(
-            self,
-            "Alarm",
-            alarm_description=f"{what}: events failed after retries and wait in {construct_id}'s queue",
-            metric=self.queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        self.alarm = alarm_on_waiting_messages(
+            self, "Alarm", self.queue, f"{what}: events failed after retries and wait in {construct_id}'s queue"
         )
-        self.alarm.add_alarm_action(actions.SnsAction(self.topic))
+        self.notify_on(self.alarm)
+        suppress(
+            self,
+            "Queue/Resource",
+            {
+                "AwsSolutions-SQS3": "This queue IS the dead-letter queue: the on-failure destination of "
+                "asynchronous Lambdas and the DLQ of EventBridge targets (alarmed when not empty)."
+            },
+        )
+
+    def notify_on(self, *alarms: cloudwatch.IAlarm) -> None:
+        for alarm in alarms:
+            alarm.add_alarm_action(actions.SnsAction(self.topic))

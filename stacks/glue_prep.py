@@ -2,7 +2,9 @@
 Pipeline CallbackStep start it and wait for it (modelgate/glue_prep.py).
 
     pipeline CallbackStep -> Requests queue (KMS, DLQ + alarm) -> Start function -> glue:StartJobRun
-    Glue Job State Change -> EventBridge rule -> Finish function (DLQ + alarm) -> SendPipelineExecutionStep*
+    Glue Job State Change -> EventBridge rule -> Finish function (failure queue + alarm) -> SendPipelineExecutionStep*
+
+Every alarm (dead letters, function errors) e-mails `notify` through the failure queue's topic.
 """
 
 from __future__ import annotations
@@ -17,14 +19,31 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as assets
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from modelgate.glue_prep import FINAL_STATES
+from stacks.failure_alarm import FailureQueue, alarm_on_waiting_messages
+from stacks.modelgate_function import ModelGateFunction
 from stacks.pipeline_assets import GLUE_SCRIPT, glue_libraries
-from stacks.pipeline_function import PipelineFunction, alarm_on_messages, encrypted_queue
 from stacks.training_pipeline import grant_read_object
 
 START_TIMEOUT_SECONDS = 30
+MEMORY_MIB = 256  # two small API calls per invocation
+
+
+def encrypted_queue(scope: Construct, construct_id: str, *, key: kms.IKey, **kwargs) -> sqs.Queue:
+    """A queue encrypted with the environment's data key (the pipeline's CallbackStep writes with its role)."""
+    return sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.KMS,
+        encryption_master_key=key,
+        data_key_reuse=Duration.hours(1),  # fewer KMS calls
+        enforce_ssl=True,
+        retention_period=Duration.days(14),  # the longest SQS allows: time to look at what failed
+        **kwargs,
+    )
 
 
 class GluePrep(Construct):
@@ -42,7 +61,9 @@ class GluePrep(Construct):
         worker_type: str,
         workers: int,
         timeout_minutes: int,
+        notify: tuple[str, ...],
     ) -> None:
+        """`notify`: e-mail addresses told about failed requests and job-state events (approvers of the env)."""
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         script = assets.Asset(self, "Script", path=str(GLUE_SCRIPT))
@@ -135,17 +156,24 @@ class GluePrep(Construct):
             visibility_timeout=Duration.seconds(START_TIMEOUT_SECONDS * 6),  # AWS: >= 6x the function timeout
             dead_letter_queue={"queue": self.requests_dead_letters, "max_receive_count": 5},
         )
-        alarm_on_messages(self, "RequestsDeadLettersAlarm", self.requests_dead_letters, "Glue prep requests")
+        # Job-state events the Finish function could not handle, or EventBridge could not deliver (SSE-SQS).
+        self.failures = FailureQueue(self, "Failures", key=key, notify=notify, what="ModelGate Glue prep")
+        requests_alarm = alarm_on_waiting_messages(
+            self,
+            "RequestsDeadLettersAlarm",
+            self.requests_dead_letters,
+            "Glue prep requests: messages are waiting in the dead-letter queue; look at them, then redrive",
+        )
         environment = {"GLUE_JOB_NAME": self.job.ref}
-        self.start = PipelineFunction(
+        self.start = ModelGateFunction(
             self,
             "Start",
             handler="lambdas.glue_prep_start.handler",
             description="ModelGate Glue prep: start the job run a pipeline CallbackStep asks for",
             environment=environment,
             layer=layer,
-            key=key,
             timeout_seconds=START_TIMEOUT_SECONDS,
+            memory_size=MEMORY_MIB,
         )
         self.start.function.add_event_source(
             sources.SqsEventSource(self.requests, batch_size=1, report_batch_item_failures=True)
@@ -155,16 +183,17 @@ class GluePrep(Construct):
         )
 
         # Glue Job State Change -> Finish
-        self.finish = PipelineFunction(
+        self.finish = ModelGateFunction(
             self,
             "Finish",
             handler="lambdas.glue_prep_finish.handler",
             description="ModelGate Glue prep: report the job run's end to the waiting pipeline step",
             environment=environment,
             layer=layer,
-            key=key,
-            asynchronous=True,
+            memory_size=MEMORY_MIB,
+            on_failure=self.failures.queue,
         )
+        self.failures.notify_on(requests_alarm, self.start.alarm_on_errors(), self.finish.alarm_on_errors())
         self.finish.role.add_to_policy(iam.PolicyStatement(actions=["glue:GetJobRun"], resources=[self.job_arn]))
         events.Rule(
             self,
@@ -180,7 +209,7 @@ class GluePrep(Construct):
                     self.finish.function,
                     retry_attempts=8,
                     max_event_age=Duration.hours(24),
-                    dead_letter_queue=self.finish.dead_letters,
+                    dead_letter_queue=self.failures.queue,  # delivery failures (throttling, permissions)
                 )
             ],
         )

@@ -12,27 +12,26 @@ responses), and 429 / 503 carry Retry-After.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from modelgate.config import Api
 from modelgate.serving import settings as names
 from modelgate.serving.deployment import DEPLOYMENT_KEY
 from modelgate.serving.protocol import DATATYPES, TRITON_BINARY_JSON
+from stacks.firewall import WINDOW_SECONDS, ManagedRuleGroup, protect_stage
 from stacks.modelgate_function import ModelGateFunction
 from stacks.triton_endpoint import TritonMultiModelEndpoint
 
 STAGE = "v1"
 AUTHORIZER_CACHE_SECONDS = 60  # a cached policy outlives the token's exp by at most this (plus the 60 s leeway)
 TOKEN_PATTERN = r"^Bearer [A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*$"  # noqa: S105 (a pattern)
-WAF_WINDOW_SECONDS = 300  # AWS WAF rate-based rules count over 5 minutes
 
 
 def _inference_request_schema() -> apigateway.JsonSchema:
@@ -109,8 +108,7 @@ class InferenceApi(Construct):
             endpoint_types=[apigateway.EndpointType.REGIONAL],
             binary_media_types=[TRITON_BINARY_JSON],  # the Lambda gets these bodies base64-encoded, byte-exact
             api_key_source_type=apigateway.ApiKeySourceType.AUTHORIZER,
-            cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            cloud_watch_role=False,  # the account's one role is the Storage stack's
             deploy_options=self._stage_options(api),
         )
         self.usage_plan_key = apigateway.ApiKey(
@@ -145,7 +143,18 @@ class InferenceApi(Construct):
         self._routes()
         self._usage_plan(api)
         self._gateway_responses()
-        self.firewall = self._firewall(api)
+        self.firewall = protect_stage(
+            self,
+            self.rest_api.deployment_stage,
+            metric_name="modelgate-inference",
+            rule_groups=[
+                # Inference bodies exceed the common set's 8 KB body limit legitimately (batches of windows);
+                # the API's own limit (4 MiB, enforced by the Lambda) applies instead.
+                ManagedRuleGroup("AWSManagedRulesCommonRuleSet", count_only=("SizeRestrictions_BODY",)),
+                ManagedRuleGroup("AWSManagedRulesKnownBadInputsRuleSet"),
+            ],
+            requests_per_ip=max(100, api.throttle_rate * WINDOW_SECONDS),  # no lower than the stage's limit
+        )
         self.alarms = self._alarms()
 
     def _stage_options(self, api: Api) -> apigateway.StageOptions:
@@ -169,35 +178,32 @@ class InferenceApi(Construct):
         )
 
     def _routes(self) -> None:
-        # One invoke permission for the whole API instead of one per method and stage.
-        integration = apigateway.LambdaIntegration(
-            self.invoke.function, proxy=True, scope_permission_to_method=False, allow_test_invoke=False
-        )
+        # Invoke permissions scoped to each method of the deployed stage, none for the console's test button: a
+        # test invocation skips the JWT authorizer and the usage plan. (An API-wide permission would allow the
+        # test-invoke stage too: CDK ignores allow_test_invoke=False unless permissions are scoped to methods.)
+        integration = apigateway.LambdaIntegration(self.invoke.function, proxy=True, allow_test_invoke=False)
         validator = self.rest_api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
         )
         self.request_model = self.rest_api.add_model(
             "InferenceRequest", content_type="application/json", schema=_inference_request_schema()
         )
+        # Every route: a JWT (the authorizer), metered (the usage plan's key, handed over by the authorizer), checked.
+        guarded = {
+            "authorizer": self.authorizer,
+            "authorization_type": apigateway.AuthorizationType.CUSTOM,
+            "api_key_required": True,
+            "request_validator": validator,
+        }
         invoke = self.rest_api.root.add_resource("models").add_resource("{model}").add_resource("invoke")
         self.invoke_method = invoke.add_method(
             "POST",
             integration,
-            authorizer=self.authorizer,
-            authorization_type=apigateway.AuthorizationType.CUSTOM,
-            api_key_required=True,
-            request_validator=validator,
             request_models={"application/json": self.request_model},
             request_parameters={"method.request.path.model": True, "method.request.header.Content-Type": True},
+            **guarded,
         )
-        self.health_method = self.rest_api.root.add_resource("health").add_method(
-            "GET",
-            integration,
-            authorizer=self.authorizer,
-            authorization_type=apigateway.AuthorizationType.CUSTOM,
-            api_key_required=True,
-            request_validator=validator,
-        )
+        self.health_method = self.rest_api.root.add_resource("health").add_method("GET", integration, **guarded)
 
     def _usage_plan(self, api: Api) -> None:
         self.usage_plan = self.rest_api.add_usage_plan(
@@ -245,64 +251,6 @@ class InferenceApi(Construct):
         ):
             respond(kind, "503", "authorizer_unavailable", "try again shortly", retry=5)
         respond(apigateway.ResponseType.DEFAULT_5_XX, "502", "gateway_error", "the request could not be completed")
-
-    def _firewall(self, api: Api) -> wafv2.CfnWebACL:
-        """AWS's common and known-bad-inputs rule sets, and a per-IP rate limit no lower than the stage's."""
-
-        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
-            return wafv2.CfnWebACL.VisibilityConfigProperty(
-                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
-            )
-
-        def managed(name: str, priority: int, count_only: tuple[str, ...] = ()) -> wafv2.CfnWebACL.RuleProperty:
-            return wafv2.CfnWebACL.RuleProperty(
-                name=name,
-                priority=priority,
-                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
-                statement=wafv2.CfnWebACL.StatementProperty(
-                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                        vendor_name="AWS",
-                        name=name,
-                        rule_action_overrides=[
-                            wafv2.CfnWebACL.RuleActionOverrideProperty(
-                                name=rule, action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={})
-                            )
-                            for rule in count_only
-                        ]
-                        or None,
-                    )
-                ),
-                visibility_config=visibility(name),
-            )
-
-        acl = wafv2.CfnWebACL(
-            self,
-            "Firewall",
-            scope="REGIONAL",
-            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
-            visibility_config=visibility("modelgate-inference"),
-            rules=[
-                # Inference bodies exceed the common set's 8 KB body limit legitimately (batches of windows);
-                # the API's own limit (4 MiB, enforced by the Lambda) applies instead.
-                managed("AWSManagedRulesCommonRuleSet", 0, count_only=("SizeRestrictions_BODY",)),
-                managed("AWSManagedRulesKnownBadInputsRuleSet", 1),
-                wafv2.CfnWebACL.RuleProperty(
-                    name="per-ip-rate",
-                    priority=2,
-                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
-                    statement=wafv2.CfnWebACL.StatementProperty(
-                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                            limit=max(100, api.throttle_rate * WAF_WINDOW_SECONDS), aggregate_key_type="IP"
-                        )
-                    ),
-                    visibility_config=visibility("per-ip-rate"),
-                ),
-            ],
-        )
-        wafv2.CfnWebACLAssociation(
-            self, "FirewallAssociation", resource_arn=self.rest_api.deployment_stage.stage_arn, web_acl_arn=acl.attr_arn
-        )
-        return acl
 
     def _alarms(self) -> list[cloudwatch.Alarm]:
         five_minutes = Duration.minutes(5)

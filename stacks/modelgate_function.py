@@ -7,6 +7,7 @@ the caller grants. Asynchronous functions get an on-failure destination so no ev
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
@@ -32,7 +33,10 @@ class ModelGateFunction(Construct):
         on_failure: sqs.IQueue | None = None,
         retry_attempts: int = 2,
     ) -> None:
+        """`on_failure`: the function is invoked asynchronously (EventBridge); events that still fail after
+        `retry_attempts` retries, or wait longer than 6 hours, land in this queue."""
         super().__init__(scope, construct_id)
+        self.description = description
         self.log_group = logs.LogGroup(
             self, "Logs", retention=logs.RetentionDays.ONE_YEAR, removal_policy=RemovalPolicy.DESTROY
         )
@@ -58,3 +62,16 @@ class ModelGateFunction(Construct):
             max_event_age=Duration.hours(6) if on_failure is not None else None,
         )
         self.log_group.grant_write(self.role)
+
+    def alarm_on_errors(self) -> cloudwatch.Alarm:
+        """An alarm as soon as one invocation fails (within 5 minutes); the caller adds its actions."""
+        return cloudwatch.Alarm(
+            self,
+            "ErrorsAlarm",
+            alarm_description=f"{self.description}: invocations failed",
+            metric=self.function.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )

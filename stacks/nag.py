@@ -37,16 +37,17 @@ def regex(pattern: str) -> RegexAppliesTo:
 
 
 def suppress(
-    stack: Stack,
+    scope: IConstruct,
     path: str,
     reasons: dict[str, str],
     applies_to: dict[str, Iterable[str | RegexAppliesTo]] | None = None,
 ) -> None:
-    """Suppress rules on one resource path (relative to `stack`), each rule with its own reason."""
+    """Suppress rules on one resource path (relative to `scope`, a stack or a construct in it), each rule with
+    its own reason."""
     applies_to = applies_to or {}
     NagSuppressions.add_resource_suppressions_by_path(
-        stack,
-        f"/{stack.node.path}/{path}",
+        Stack.of(scope),
+        f"/{scope.node.path}/{path}",
         [
             NagPackSuppression(
                 id=rule,

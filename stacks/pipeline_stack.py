@@ -73,6 +73,7 @@ class PipelineStack(Stack):
                 worker_type=environment.prep.glue_worker_type,
                 workers=environment.prep.glue_workers,
                 timeout_minutes=environment.training.max_runtime_minutes,
+                notify=environment.approvers.emails,
             )
         self.training = TrainingPipeline(
             self,

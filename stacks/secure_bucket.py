@@ -7,6 +7,17 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+# What the data buckets and the access-log bucket share: versioned, TLS 1.2+ only, private, owner-owned objects
+# (no ACLs), retained when the stack goes.
+EVERY_BUCKET = {
+    "versioned": True,
+    "enforce_ssl": True,
+    "minimum_tls_version": 1.2,
+    "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+    "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+    "removal_policy": RemovalPolicy.RETAIN,
+}
+
 
 class SecureBucket(s3.Bucket):
     """A retained, KMS-encrypted, versioned bucket that only accepts TLS 1.2+ and logs every access.
@@ -30,14 +41,9 @@ class SecureBucket(s3.Bucket):
             encryption=s3.BucketEncryption.KMS,
             encryption_key=key,
             bucket_key_enabled=True,  # one KMS data key per bucket, not per object: far fewer KMS calls
-            versioned=True,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix=f"{construct_id}/",
-            removal_policy=RemovalPolicy.RETAIN,
+            **EVERY_BUCKET,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-old-versions",
@@ -56,12 +62,7 @@ class AccessLogsBucket(s3.Bucket):
             scope,
             construct_id,
             encryption=s3.BucketEncryption.S3_MANAGED,
-            versioned=True,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            removal_policy=RemovalPolicy.RETAIN,
+            **EVERY_BUCKET,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-logs",

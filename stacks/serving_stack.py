@@ -6,7 +6,6 @@ serves lives in the Storage stack (model-repository bucket, KMS key) and comes b
 from __future__ import annotations
 
 from aws_cdk import Stack
-from aws_cdk import aws_cloudwatch_actions as actions
 from constructs import Construct
 
 from modelgate.config import Environment, Project
@@ -81,8 +80,7 @@ class ServingStack(Stack):
             model_repository=storage.model_repository,
             layer=layer,
         )
-        for alarm in [*self.endpoint.alarms, *self.api.alarms]:
-            alarm.add_alarm_action(actions.SnsAction(self.failures.topic))
+        self.failures.notify_on(*self.endpoint.alarms, *self.api.alarms)
         self._suppressions(is_registry, environment.serving.data_capture)
 
     def _suppressions(self, is_registry: bool, data_capture: bool) -> None:
@@ -138,26 +136,3 @@ class ServingStack(Stack):
         )
         for path in ("InferenceApi/Api/Default/models/{model}/invoke/POST", "InferenceApi/Api/Default/health/GET"):
             suppress(self, f"{path}/Resource", {"AwsSolutions-COG4": cognito})
-        suppress(
-            self,
-            "InferenceApi/Api/CloudWatchRole/Resource",
-            {
-                "AwsSolutions-IAM4": "API Gateway's account-level logging role: AWS documents the managed policy "
-                "AmazonAPIGatewayPushToCloudWatchLogs for it; it only writes API Gateway's own log groups."
-            },
-            {
-                "AwsSolutions-IAM4": [
-                    regex(
-                        r"Policy::arn:<AWS::Partition>:iam::aws:policy\/service-role\/AmazonAPIGatewayPushToCloudWatchLogs"
-                    )
-                ]
-            },
-        )
-        suppress(
-            self,
-            "Failures/Queue/Resource",
-            {
-                "AwsSolutions-SQS3": "This queue IS the dead-letter queue: the on-failure destination of the deploy "
-                "Lambda and the DLQ of its EventBridge targets (alarmed when not empty)."
-            },
-        )

@@ -40,6 +40,7 @@ class ModelGateStage(Stage):
             "Storage",
             model_package_group=group if topology.holds_registry(environment) else None,
             registry_sharing=topology.sharing_accounts,
+            api_gateway_account=topology.owns_api_gateway_account,
             termination_protection=protect,
         )
         self.pipeline = PipelineStack(
@@ -56,6 +57,10 @@ class ModelGateStage(Stage):
         self.serving = ServingStack(
             self, "Serving", project=project, environment=environment, storage=self.storage, topology=topology
         )
+        # REST API stages with logging fail to deploy before API Gateway's account has its CloudWatch role (set
+        # by Storage, or by an earlier environment's Storage in the same account and region).
+        for api_stack in (self.approval, self.serving):
+            api_stack.add_stack_dependency(self.storage, "API Gateway's account-level CloudWatch role")
 
         Tags.of(self).add("modelgate:project", project.name)
         Tags.of(self).add("modelgate:environment", environment.name)

@@ -1,7 +1,8 @@
-"""Stateful resources of one environment: the KMS key and the buckets. Retained on delete.
+"""Stateful resources of one environment: the KMS key, the buckets, the approval state and (once per account
+and region) API Gateway's logging role. Retained on delete.
 
-Everything that holds data lives here so that the stateless stacks (pipeline, approval, serving) can be
-destroyed and recreated freely; they receive these objects, never names.
+Everything that holds data or account-wide settings lives here so that the stateless stacks (pipeline,
+approval, serving) can be destroyed and recreated freely; they receive these objects, never names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from modelgate.approval import history, state
+from stacks.api_gateway_logging import ApiGatewayAccountLogging
 from stacks.nag import suppress
 from stacks.secure_bucket import AccessLogsBucket, SecureBucket
 from stacks.topology import registry_sharing_policy
@@ -28,10 +30,14 @@ class StorageStack(Stack):
         *,
         model_package_group: str | None = None,
         registry_sharing: Sequence[str] = (),
+        api_gateway_account: bool = True,
         **kwargs,
     ) -> None:
-        """`model_package_group`: create the Model Registry group here (only in the registry environment)."""
+        """`model_package_group`: create the Model Registry group here (only in the registry environment).
+        `api_gateway_account`: own API Gateway's account-level logging role (one environment per account and
+        region, stacks/topology.py); the stacks with REST APIs must deploy after it."""
         super().__init__(scope, construct_id, **kwargs)
+        self.api_gateway_logging = ApiGatewayAccountLogging(self, "ApiGatewayLogging") if api_gateway_account else None
 
         self.key = kms.Key(
             self,

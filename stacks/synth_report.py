@@ -1,8 +1,9 @@
-"""Synthesize the app and read back what matters: stacks, resources and cdk-nag findings.
+"""Synthesize the app and read back what matters: stacks, resources, cdk-nag findings and CDK's own warnings.
 
-Used by `make demo` (summary table), the nag test (zero unsuppressed findings) and the synth benchmark.
-cdk-nag reports errors and warnings as construct annotations; with the `annotationsInValidationReport` flag
-errors make synth fail with a `validation-report.json`, warnings land in the stack metadata.
+Used by `make demo` (summary table), the nag test (zero unsuppressed findings), the synth-warnings test and the
+synth benchmark. cdk-nag and CDK itself report errors and warnings as construct annotations; with the
+`annotationsInValidationReport` flag errors make synth fail with a `validation-report.json`, warnings land in
+the stack metadata.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ class NagFinding:
         return f"{self.level.upper()} {self.rule} at {self.path}: {self.message}"
 
 
+@dataclass(frozen=True)
+class Annotation:
+    """A warning or error that CDK or a construct library (not cdk-nag) attached to a construct, e.g. an option
+    it ignores; `Annotations.of(...).acknowledge_warning` is the only way to silence one without fixing it."""
+
+    level: str  # "error" | "warning"
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level.upper()} at {self.path}: {self.message}"
+
+
 @dataclass
 class StackSummary:
     stage: str
@@ -37,6 +51,7 @@ class StackSummary:
     region: str
     resources: Counter = field(default_factory=Counter)
     template: dict = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()  # stacks deployed before this one (names within the same stage)
 
 
 @dataclass
@@ -45,6 +60,7 @@ class SynthResult:
     stacks: list[StackSummary]
     findings: list[NagFinding]
     nag_reports: list[Path]
+    annotations: list[Annotation] = field(default_factory=list)  # CDK's own warnings, not cdk-nag's
 
     def stage_names(self) -> list[str]:
         """Stage names in promotion order (dev, test, uat, prod), then anything else (the pipeline)."""
@@ -82,16 +98,19 @@ def _findings_from_validation_report(outdir: Path) -> list[NagFinding]:
     ]
 
 
-def _findings_from_metadata(artifact: cx_api.CloudFormationStackArtifact) -> list[NagFinding]:
-    findings = []
+def _read_metadata(artifact: cx_api.CloudFormationStackArtifact) -> tuple[list[NagFinding], list[Annotation]]:
+    """Errors and warnings of the stack's metadata: cdk-nag's findings and everything else."""
+    findings, annotations = [], []
     for message in artifact.messages:
-        text = str(message.entry.data)
-        if not text.startswith("AwsSolutions-"):
+        if message.level not in (cx_api.SynthesisMessageLevel.ERROR, cx_api.SynthesisMessageLevel.WARNING):
             continue
         level = "error" if message.level == cx_api.SynthesisMessageLevel.ERROR else "warning"
-        if message.level in (cx_api.SynthesisMessageLevel.ERROR, cx_api.SynthesisMessageLevel.WARNING):
-            findings.append(NagFinding(level, _rule(text), message.id, text.strip()))
-    return findings
+        text = str(message.entry.data).strip()
+        if text.startswith("AwsSolutions-"):
+            findings.append(NagFinding(level, _rule(text), message.id, text))
+        else:
+            annotations.append(Annotation(level, message.id, text))
+    return findings, annotations
 
 
 def synthesize(outdir: str | Path, context: dict | None = None) -> SynthResult:
@@ -108,7 +127,7 @@ def synthesize_app(app: App, outdir: str | Path) -> SynthResult:
         if "ValidationFailed" in str(error) and (outdir / "validation-report.json").exists():
             raise NagViolations(_findings_from_validation_report(outdir)) from None
         raise
-    stacks, findings = [], []
+    stacks, findings, annotations = [], [], []
     for artifact in assembly.stacks_recursively:
         stage, _, name = artifact.hierarchical_id.rpartition("/")
         resources = Counter(resource["Type"] for resource in artifact.template.get("Resources", {}).values())
@@ -120,10 +139,19 @@ def synthesize_app(app: App, outdir: str | Path) -> SynthResult:
                 artifact.environment.region,
                 resources,
                 artifact.template,
+                tuple(
+                    sorted(
+                        dependency.hierarchical_id.rpartition("/")[2]
+                        for dependency in artifact.dependencies
+                        if isinstance(dependency, cx_api.CloudFormationStackArtifact)
+                    )
+                ),
             )
         )
-        findings.extend(_findings_from_metadata(artifact))
-    return SynthResult(outdir, stacks, findings, sorted(outdir.glob("AwsSolutions-*-NagReport.csv")))
+        stack_findings, stack_annotations = _read_metadata(artifact)
+        findings.extend(stack_findings)
+        annotations.extend(stack_annotations)
+    return SynthResult(outdir, stacks, findings, sorted(outdir.glob("AwsSolutions-*-NagReport.csv")), annotations)
 
 
 def format_summary(result: SynthResult) -> str:

@@ -25,6 +25,8 @@ class Topology:
     next_event_bus: str | None = None  # the next environment's default event bus (ARN)
     cicd_account: str | None = None
     sharing_accounts: tuple[str, ...] = ()  # other accounts that use the registry (set on the registry's group)
+    # Sets API Gateway's account-level CloudWatch role: the first environment in its account and region only.
+    owns_api_gateway_account: bool = True
 
     @classmethod
     def from_config(cls, config: ModelGateConfig, environment: str) -> Topology:
@@ -38,6 +40,7 @@ class Topology:
             next_event_bus=f"arn:aws:events:{nxt.region}:{nxt.account}:event-bus/default" if nxt else None,
             cicd_account=config.cicd.account if config.cicd else None,
             sharing_accounts=tuple(sorted({env.account for env in config.environments.values()} - {registry.account})),
+            owns_api_gateway_account=api_gateway_account_owner(config, environment) == environment,
         )
 
     @classmethod
@@ -56,6 +59,15 @@ class Topology:
     def packages_arn(self, group: str) -> str:
         """ARN pattern of the group's model versions (IAM lower-cases the group name in package ARNs)."""
         return f"arn:aws:sagemaker:{self.registry_region}:{self.registry_account}:model-package/{group.lower()}/*"
+
+
+def api_gateway_account_owner(config: ModelGateConfig, environment: str) -> str:
+    """The environment whose stage sets API Gateway's account settings (CloudWatch role) in `environment`'s
+    account and region: the first of the promotion chain there. Decided from the whole config, so a stage's
+    templates do not depend on which environments `-c env=` selected."""
+    this = config.environment(environment)
+    in_order = [config.environments[name] for name in ENVIRONMENTS if name in config.environments]
+    return next(env.name for env in in_order if (env.account, env.region) == (this.account, this.region))
 
 
 def registry_sharing_policy(group_arn: str, accounts: list[str] | tuple[str, ...]) -> dict:

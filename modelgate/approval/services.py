@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
+
 from modelgate.approval.sealed import KmsMacSigner, MacSigner
 from modelgate.approval.settings import ApprovalSettings
 
@@ -65,6 +67,11 @@ class Services:
 
     def epoch(self) -> int:
         return int(self.clock().timestamp())
+
+    @classmethod
+    def from_environ(cls) -> Services:
+        """A Lambda's services: the settings its stack put in its environment, clients from its own session."""
+        return cls.from_session(ApprovalSettings.from_environ(), boto3.Session())
 
     @classmethod
     def from_session(

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelgate.environments import check_environment
+from modelgate.function_settings import SettingsError, required
 
 PROJECT = "MODELGATE_PROJECT"
 MODEL_PACKAGE_GROUP = "MODELGATE_MODEL_PACKAGE_GROUP"
@@ -34,8 +35,22 @@ SIGNIN_CLIENT_ID = "MODELGATE_SIGNIN_CLIENT_ID"
 SIGNIN_GROUPS_CLAIM = "MODELGATE_SIGNIN_GROUPS_CLAIM"
 
 
-class SettingsError(RuntimeError):
-    """The function was deployed without a setting it needs: a deployment bug, named precisely."""
+SET_BY = "the approval stack"
+_REQUIRED = (
+    PROJECT,
+    MODEL_PACKAGE_GROUP,
+    ENVIRONMENT,
+    REGISTRY_ACCOUNT,
+    REGISTRY_REGION,
+    SIGNING_KEY,
+    STATE_TABLE,
+    HISTORY_TABLE,
+    SENDER,
+    APPROVER_EMAILS,
+    APPROVERS_GROUP,
+    LINK_TTL_SECONDS,
+    API_URL,
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,10 @@ class ApprovalSettings:
             f":model-package-group/{self.model_package_group}"
         )
 
+    def log_keys(self) -> dict[str, str]:
+        """What every log line of an approval function carries."""
+        return {"model_package_group": self.model_package_group, "environment": self.environment}
+
     def model_package_arn(self, version: int) -> str:
         return (
             f"arn:aws:sagemaker:{self.registry_region}:{self.registry_account}"
@@ -71,31 +90,25 @@ class ApprovalSettings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ApprovalSettings:
         env = os.environ if environ is None else environ
-
-        def need(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise SettingsError(f"environment variable {name} is not set (the approval stack sets it)")
-            return value
-
+        need = dict(zip(_REQUIRED, required(env, *_REQUIRED, set_by=SET_BY), strict=True))
         try:
-            ttl = int(need(LINK_TTL_SECONDS))
+            ttl = int(need[LINK_TTL_SECONDS])
         except ValueError:
             raise SettingsError(f"{LINK_TTL_SECONDS} must be a number of seconds") from None
         return cls(
-            project=need(PROJECT),
-            model_package_group=need(MODEL_PACKAGE_GROUP),
-            environment=check_environment(need(ENVIRONMENT)),
-            registry_account=need(REGISTRY_ACCOUNT),
-            registry_region=need(REGISTRY_REGION),
-            signing_key_id=need(SIGNING_KEY),
-            state_table=need(STATE_TABLE),
-            history_table=need(HISTORY_TABLE),
-            sender_email=need(SENDER),
-            approver_emails=tuple(e.strip() for e in need(APPROVER_EMAILS).split(",") if e.strip()),
-            approvers_group=need(APPROVERS_GROUP),
+            project=need[PROJECT],
+            model_package_group=need[MODEL_PACKAGE_GROUP],
+            environment=check_environment(need[ENVIRONMENT]),
+            registry_account=need[REGISTRY_ACCOUNT],
+            registry_region=need[REGISTRY_REGION],
+            signing_key_id=need[SIGNING_KEY],
+            state_table=need[STATE_TABLE],
+            history_table=need[HISTORY_TABLE],
+            sender_email=need[SENDER],
+            approver_emails=tuple(e.strip() for e in need[APPROVER_EMAILS].split(",") if e.strip()),
+            approvers_group=need[APPROVERS_GROUP],
             link_ttl_seconds=ttl,
-            api_url=need(API_URL).rstrip("/"),
+            api_url=need[API_URL].rstrip("/"),
             next_event_bus=env.get(NEXT_EVENT_BUS, "").strip() or None,
         )
 
@@ -135,19 +148,15 @@ class SignInSettings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> SignInSettings:
         env = os.environ if environ is None else environ
-
-        def need(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise SettingsError(f"environment variable {name} is not set (the approval stack sets it)")
-            return value
-
+        issuer, jwks_url, authorize_url, token_url, client_id = required(
+            env, SIGNIN_ISSUER, SIGNIN_JWKS_URL, SIGNIN_AUTHORIZE_URL, SIGNIN_TOKEN_URL, SIGNIN_CLIENT_ID, set_by=SET_BY
+        )
         return cls(
-            issuer=need(SIGNIN_ISSUER),
-            jwks_url=need(SIGNIN_JWKS_URL),
-            authorize_url=need(SIGNIN_AUTHORIZE_URL),
-            token_url=need(SIGNIN_TOKEN_URL),
-            client_id=need(SIGNIN_CLIENT_ID),
+            issuer=issuer,
+            jwks_url=jwks_url,
+            authorize_url=authorize_url,
+            token_url=token_url,
+            client_id=client_id,
             groups_claim=env.get(SIGNIN_GROUPS_CLAIM, "").strip() or "cognito:groups",
         )
 

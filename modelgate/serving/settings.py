@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelgate.environments import check_environment
+from modelgate.function_settings import SettingsError, required
 
 BUCKET = "MODEL_REPOSITORY_BUCKET"
 ENDPOINT = "ENDPOINT_NAME"
@@ -20,15 +21,7 @@ USAGE_PLAN_KEY_ID = "USAGE_PLAN_KEY_ID"  # optional: the API key the authorizer 
 DEPLOYMENT_CACHE_SECONDS = "DEPLOYMENT_CACHE_SECONDS"  # optional: how long the invoke Lambda trusts its copy
 
 
-class SettingsError(RuntimeError):
-    pass
-
-
-def _required(environ: Mapping[str, str], *names: str) -> list[str]:
-    missing = [name for name in names if not environ.get(name)]
-    if missing:
-        raise SettingsError(f"missing environment variables: {', '.join(missing)}")
-    return [environ[name] for name in names]
+SET_BY = "the serving stack"
 
 
 @dataclass(frozen=True)
@@ -40,7 +33,7 @@ class DeploySettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> DeploySettings:
-        bucket, parameter, group, environment = _required(environ, BUCKET, PARAMETER, GROUP, ENVIRONMENT)
+        bucket, parameter, group, environment = required(environ, BUCKET, PARAMETER, GROUP, ENVIRONMENT, set_by=SET_BY)
         return cls(bucket, parameter, group, check_environment(environment))
 
 
@@ -54,7 +47,7 @@ class InferenceSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> InferenceSettings:
-        bucket, endpoint, environment = _required(environ, BUCKET, ENDPOINT, ENVIRONMENT)
+        bucket, endpoint, environment = required(environ, BUCKET, ENDPOINT, ENVIRONMENT, set_by=SET_BY)
         try:
             seconds = float(environ.get(DEPLOYMENT_CACHE_SECONDS, "10"))
         except ValueError:
@@ -71,4 +64,7 @@ class AuthorizerSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> AuthorizerSettings:
-        return cls(*_required(environ, JWT_ISSUER, JWT_AUDIENCE, JWKS_URL), environ.get(USAGE_PLAN_KEY_ID) or None)
+        return cls(
+            *required(environ, JWT_ISSUER, JWT_AUDIENCE, JWKS_URL, set_by=SET_BY),
+            environ.get(USAGE_PLAN_KEY_ID) or None,
+        )

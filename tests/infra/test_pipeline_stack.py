@@ -131,8 +131,9 @@ def test_glue_engine_job_is_encrypted_bookmark_free_and_sized_from_config(templa
 def test_glue_callback_plumbing_has_dead_letters_and_alarms(template):
     pipeline = template("test", "Pipeline")
     queues = pipeline.find_resources("AWS::SQS::Queue")
+    (failures,) = [logical for logical in queues if logical.startswith("GluePrepFailuresQueue")]
     for logical, queue in queues.items():
-        if logical.startswith("GluePrepFinishDeadLetters"):
+        if logical == failures:
             # EventBridge writes undeliverable events here itself: a customer key would have to admit it.
             assert queue["Properties"]["SqsManagedSseEnabled"] is True
         else:
@@ -149,11 +150,18 @@ def test_glue_callback_plumbing_has_dead_letters_and_alarms(template):
     assert pattern["detail-type"] == ["Glue Job State Change"]
     assert set(pattern["detail"]["state"]) == {"SUCCEEDED", "FAILED", "TIMEOUT", "STOPPED", "ERROR"}
     (target,) = rule["Properties"]["Targets"]
-    assert "DeadLetterConfig" in target
+    failures_arn = {"Fn::GetAtt": [failures, "Arn"]}
+    assert target["DeadLetterConfig"] == {"Arn": failures_arn}, "undeliverable job-state events are kept"
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8
+    (finish,) = pipeline.find_resources("AWS::Lambda::EventInvokeConfig").values()
+    assert finish["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == failures_arn
+    assert finish["Properties"]["MaximumRetryAttempts"] == 2
     alarms = pipeline.find_resources("AWS::CloudWatch::Alarm")
-    # errors of both functions, the requests DLQ, the finish function's DLQ
+    # errors of both functions, the requests DLQ, the failure queue of the job-state events
     assert len(alarms) == 4
+    (topic,) = pipeline.find_resources("AWS::SNS::Topic")
+    for logical, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}], f"{logical} e-mails someone"
 
 
 def test_callback_functions_answer_only_this_pipeline(template):

@@ -234,6 +234,25 @@ def test_gateway_refusals_are_clear_json_and_retryable_ones_say_when(template, e
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_api_gateway_may_invoke_the_lambda_only_through_the_deployed_routes(template, env):
+    """Not through the console's test button (stage test-invoke-stage), which skips the JWT authorizer."""
+    serving = template(env, "Serving")
+    invoke, _function = function_with_handler(serving, "lambdas.inference_api.handler")
+    stage = logical(serving.find_resources("AWS::ApiGateway::Stage"))
+    api = logical(serving.find_resources("AWS::ApiGateway::RestApi"))
+    routes = set()
+    for permission in serving.find_resources("AWS::Lambda::Permission").values():
+        properties = permission["Properties"]
+        if properties["FunctionName"] != {"Fn::GetAtt": [invoke, "Arn"]}:
+            continue
+        assert properties["Principal"] == "apigateway.amazonaws.com"
+        _prefix, rest_api, slash, deployed_stage, route = properties["SourceArn"]["Fn::Join"][1]
+        assert (rest_api, slash, deployed_stage) == ({"Ref": api}, "/", {"Ref": stage}), properties["SourceArn"]
+        routes.add(route)
+    assert routes == {"/POST/models/*/invoke", "/GET/health"}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_the_invoke_lambda_may_call_only_this_endpoint(template, env):
     serving = template(env, "Serving")
     endpoint = logical(serving.find_resources("AWS::SageMaker::Endpoint"))

@@ -254,7 +254,7 @@ def test_settings_round_trip_and_name_what_is_missing():
     assert ApprovalSettings.from_environ(settings.environ()) == settings
     assert settings.model_package_arn(3) == ARN
     broken = {k: v for k, v in settings.environ().items() if k != "MODELGATE_STATE_TABLE"}
-    with pytest.raises(SettingsError, match="MODELGATE_STATE_TABLE is not set"):
+    with pytest.raises(SettingsError, match=r"not set: MODELGATE_STATE_TABLE \(the approval stack sets them\)"):
         ApprovalSettings.from_environ(broken)
 
 

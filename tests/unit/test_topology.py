@@ -1,0 +1,54 @@
+"""Which stage owns the account-level settings when environments share an AWS account (stacks/topology.py)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
+from modelgate.environments import ENVIRONMENTS
+from stacks.topology import Topology, api_gateway_account_owner
+
+
+def config_with(**placements: tuple[str, str]):
+    """The shipped config with some environments moved: name=(account, region)."""
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    for name, (account, region) in placements.items():
+        raw["environments"][name].update(account=account, region=region)
+    return parse_config(raw, "test.yaml")
+
+
+def owners(config) -> dict[str, str]:
+    return {env: api_gateway_account_owner(config, env) for env in ENVIRONMENTS}
+
+
+def test_every_environment_in_its_own_account_owns_its_api_gateway_settings():
+    config = config_with()
+    assert owners(config) == {env: env for env in ENVIRONMENTS}
+    assert all(Topology.from_config(config, env).owns_api_gateway_account for env in ENVIRONMENTS)
+
+
+def test_environments_sharing_an_account_and_region_leave_it_to_the_first_of_the_promotion_chain():
+    shared = ("222222222222", "eu-west-1")
+    config = config_with(dev=shared, test=shared, uat=shared)
+    assert owners(config) == {"dev": "dev", "test": "dev", "uat": "dev", "prod": "prod"}
+    owning = [env for env in ENVIRONMENTS if Topology.from_config(config, env).owns_api_gateway_account]
+    assert owning == ["dev", "prod"]
+
+
+def test_the_setting_is_per_region_so_one_account_in_two_regions_has_two_owners():
+    config = config_with(test=("444444444444", "eu-central-1"), uat=("444444444444", "eu-west-1"))
+    assert owners(config)["test"] == "test"
+    assert owners(config)["uat"] == "uat"
+    config = config_with(test=("444444444444", "eu-west-1"), uat=("444444444444", "eu-west-1"))
+    assert (owners(config)["test"], owners(config)["uat"]) == ("test", "test")
+
+
+def test_a_standalone_environment_owns_its_settings():
+    config = config_with()
+    assert Topology.standalone(config.environments["uat"]).owns_api_gateway_account
+
+
+def test_an_unknown_environment_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown environment 'staging'"):
+        api_gateway_account_owner(config_with(), "staging")
