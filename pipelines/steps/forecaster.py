@@ -23,6 +23,8 @@ The Triton preprocess model does exactly the same in numpy.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
 import time
@@ -40,6 +42,7 @@ from pipelines.steps.series import SeriesSet
 
 SPAN = WINDOW + HORIZON
 _M31 = 2**31
+_LOW31 = _M31 - 1
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def customer_keys(customers: tuple[str, ...] | list[str], seed: int) -> torch.Te
 def _mix(x: torch.Tensor) -> torch.Tensor:
     """An integer hash on [0, 2^31): every product stays below 2^63, so int64 never overflows."""
     for multiplier, increment in ((1103515245, 12345), (747796405, 289133645), (2891336453 % _M31, 1013904223)):
-        x = (x * multiplier + increment) % _M31
+        x = (x * multiplier + increment) & _LOW31  # == % 2^31 for x >= 0, without an integer division
         x = x ^ (x >> 15)
     return x
 
@@ -98,7 +101,7 @@ def uniform(keys: torch.Tensor, *counters: int | torch.Tensor) -> torch.Tensor:
     x = keys
     for counter in counters:
         x = x.unsqueeze(-1) + counter if isinstance(counter, torch.Tensor) else x + counter
-        x = _mix(x % _M31)
+        x = _mix(x & _LOW31)
     return x.to(torch.float64) / _M31
 
 
@@ -155,8 +158,9 @@ def lag_mask() -> torch.Tensor:
 
 def forward(params: ForecasterParameters, windows: torch.Tensor) -> torch.Tensor:
     """[C, N, WINDOW] normalised, gap-filled windows -> [C, N, HORIZON] normalised forecasts."""
-    z = torch.baddbmm(params.b_in, windows, params.w_in)
-    return z[..., :HORIZON] + torch.bmm(torch.relu(z[..., HORIZON:]), params.w_out)
+    # split(), not two slices: its backward is one cat, where slices' would zero-fill and add [C, N, 40] twice.
+    linear, hidden = torch.baddbmm(params.b_in, windows, params.w_in).split([HORIZON, params.w_out.shape[1]], -1)
+    return torch.baddbmm(linear, torch.relu(hidden), params.w_out)
 
 
 class CustomerForecaster(torch.nn.Module):
@@ -280,6 +284,58 @@ class Checkpointer:
         return True
 
 
+class WindowSampler:
+    """Training batches of C customers' series [C, T] (normalised, NaN = gap): per step, B windows per customer
+    with their targets, the loss weight of each target hour and the number of observed target hours.
+
+    Everything that does not change between steps is computed once here: the gap-filled series, the targets with
+    gaps as 0, and the loss weight of every hour (0 for a gap), so a step is a few row copies. Windows are rows of
+    strided views over the flat [C * T] series (row o holds hours o .. o + width - 1): a step builds only [C, B]
+    flat offsets and copies each window as one contiguous row (index_select); a customer's windows never reach
+    the next customer's hours, because starts stay below length - SPAN.
+    """
+
+    def __init__(self, series: torch.Tensor, readings: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 batch_size: int) -> None:  # fmt: skip
+        count, hours = series.shape
+        self.batch_size, self.shape = batch_size, (count, batch_size)
+        carried, age = carried_forward(series)
+        self.carried_rows, self.age_rows = _rows(carried, WINDOW), _rows(age, WINDOW)
+        observed = ~torch.isnan(series)
+        self.gap = ~observed.reshape(-1)
+        # Loss weight: a normalised error times std / |reading| is the error relative to the reading (MAPE, what
+        # evaluation judges); readings below 5 % of the customer's mean count as 5 % of it, so that near-zero
+        # hours do not dominate; gaps weigh 0 (and their targets are 0).
+        floor = (0.05 * mean.abs() + 1e-6)[:, None]
+        weight = torch.where(observed, std[:, None] / torch.maximum(torch.nan_to_num(readings).abs(), floor), 0.0)
+        self.target_rows, self.weight_rows = _rows(torch.nan_to_num(series), HORIZON), _rows(weight, HORIZON)
+        # Observed hours of the target starting at every flat offset (an int64 cumulative sum: exact at any size).
+        cumulative = torch.cumsum(observed.reshape(-1).long(), 0)
+        cumulative = torch.cat([cumulative.new_zeros(1), cumulative, cumulative[-1:].expand(HORIZON)])
+        self.observed_ahead = (cumulative[HORIZON:-1] - cumulative[: -HORIZON - 1]).to(torch.uint8)  # <= HORIZON
+        self.row_of_customer = (torch.arange(count, device=series.device) * hours)[:, None]
+        self.positions = torch.arange(WINDOW, device=series.device, dtype=series.dtype)
+        self.window_buffer = torch.empty(count * batch_size, WINDOW, device=series.device)  # reused every step
+
+    def batch(self, u: torch.Tensor, starts_available: torch.Tensor):
+        """u: [C, B] uniforms -> windows [C, B, WINDOW], targets and weights [C, B, HORIZON], observed [C]."""
+        offsets = (self.row_of_customer + (u * starts_available[:, None]).long()).reshape(-1)
+        windows = torch.index_select(self.carried_rows, 0, offsets, out=self.window_buffer)
+        # Only a window whose first hour is a gap can have hours with nothing to carry forward (-> 0, the mean).
+        gap_first = self.gap.index_select(0, offsets).nonzero().squeeze(1)
+        if len(gap_first):
+            starts = offsets.index_select(0, gap_first)
+            stale = self.age_rows.index_select(0, starts) > self.positions
+            windows.index_copy_(0, gap_first, windows.index_select(0, gap_first).masked_fill_(stale, 0.0))
+        ahead = offsets + WINDOW
+        return (
+            windows.view(*self.shape, WINDOW),
+            self.target_rows.index_select(0, ahead).view(*self.shape, HORIZON),
+            self.weight_rows.index_select(0, ahead).view(*self.shape, HORIZON),
+            self.observed_ahead.index_select(0, ahead).view(self.shape).sum(1),
+        )
+
+
 def train(
     data: SeriesSet,
     hp: Hyperparameters,
@@ -295,12 +351,14 @@ def train(
     if not keep:
         empty = ForecasterParameters.initial(customer_keys([], hp.seed), hp.hidden, torch.device("cpu"))
         return TrainedModels((), empty, torch.zeros(0), torch.zeros(0), hp, skipped)
+    if device.type == "cpu":
+        keep_freed_memory()
     data = data.subset(keep)
     mean_np, std_np = normalisation(data, hp)
     train_lengths = torch.as_tensor(data.lengths - hp.holdout_hours, device=device)
-    series = torch.as_tensor(data.values, device=device)
+    readings = torch.as_tensor(data.values, device=device)
     mean, std = torch.as_tensor(mean_np, device=device), torch.as_tensor(std_np, device=device)
-    series = (series - mean[:, None]) / std[:, None]
+    sampler = WindowSampler((readings - mean[:, None]) / std[:, None], readings, mean, std, hp.batch_size)
     keys = customer_keys(data.customers, hp.seed).to(device)
     starts_available = train_lengths - SPAN + 1  # >= 24 by eligibility
     count = len(data.customers)
@@ -311,7 +369,6 @@ def train(
     # moves them from 0 (4,032 free weights per customer overfit a few weeks of data; ~700 do not).
     mask = torch.ones(WINDOW, HORIZON + hp.hidden, device=device)
     mask[:, :HORIZON] = lag_mask().to(device)
-    params.w_in.register_hook(lambda grad: grad * mask)
     optimizer = torch.optim.Adam(tensors, lr=hp.learning_rate, fused=True)
     first_epoch, history = 0, []
     run_id = fingerprint(data, hp)
@@ -324,39 +381,18 @@ def train(
         first_epoch, history = state["epoch"], list(state["history"])
         print(f"train: resuming after epoch {first_epoch} from {checkpointer.path}", flush=True)
 
-    # Windows are read through unfold() views: per step only [C, B] start indices are built, and each window is
-    # one contiguous row copy (int64 index tensors per element would move more bytes than the model computes).
-    carried, age = carried_forward(series)
-    carried_rows, age_rows = carried.unfold(1, WINDOW, 1), age.unfold(1, WINDOW, 1)
-    target_rows = series.unfold(1, HORIZON, 1)
-    positions = torch.arange(WINDOW, device=device, dtype=series.dtype)
-    relative = std  # normalised error * std / |reading| = relative error
-    floor = (0.05 * mean.abs() + 1e-6)[:, None, None]  # readings near 0 must not dominate the loss
-    customers = torch.arange(count, device=device)[:, None]
     samples = torch.arange(hp.batch_size, device=device)
     epochs = tqdm(range(first_epoch, hp.epochs), desc=f"train: {count} customers on {device}", unit="epoch",
                   initial=first_epoch, total=hp.epochs, disable=not progress, mininterval=2)  # fmt: skip
     for epoch in epochs:
         total = torch.zeros((), device=device)
         for step in range(hp.steps_per_epoch):
-            u = uniform(keys, epoch, step, samples)  # [C, B]
-            starts = (u * starts_available[:, None]).long()
-            windows = carried_rows[customers, starts]
-            # Only a window whose first hour is a gap can have hours with nothing to carry forward (-> 0).
-            gap_first = (age[customers, starts] > 0).nonzero(as_tuple=True)
-            if len(gap_first[0]):
-                stale = age_rows[gap_first[0], starts[gap_first]] > positions
-                windows[gap_first] = windows[gap_first].masked_fill(stale, 0.0)
-            target = target_rows[customers, starts + WINDOW]
-            observed = ~torch.isnan(target)
-            error = (forward(params, windows) - torch.nan_to_num(target)) * observed
-            # The absolute error relative to the reading (MAPE, what evaluation judges), in normalised units.
-            reading = torch.nan_to_num(target) * std[:, None, None] + mean[:, None, None]
-            per_customer = (error.abs() * relative[:, None, None] / torch.maximum(reading.abs(), floor)).sum(
-                (1, 2)
-            ) / observed.sum((1, 2)).clamp_min(1)
+            windows, target, weight, observed = sampler.batch(uniform(keys, epoch, step, samples), starts_available)
+            # Each customer's mean relative error over its observed target hours (gaps weigh 0).
+            per_customer = ((forward(params, windows) - target).abs() * weight).sum((1, 2)) / observed.clamp_min(1)
             optimizer.zero_grad(set_to_none=True)
             per_customer.sum().backward()
+            params.w_in.grad.mul_(mask)
             optimizer.step()
             total += per_customer.detach().sum()
         history.append(float(total) / (count * hp.steps_per_epoch))
@@ -378,6 +414,26 @@ def train(
         device=str(device),
         seconds=time.perf_counter() - started,
     )
+
+
+def _rows(matrix: torch.Tensor, width: int) -> torch.Tensor:
+    """[C, T] -> [C * T - width + 1, width] view: row o holds elements o .. o + width - 1 of the flat series."""
+    flat = matrix.contiguous().reshape(-1)
+    return flat.as_strided((flat.numel() - width + 1, width), (1, 1))
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep freed memory instead of returning it to the system. A CPU training step
+    allocates tens of MB of temporaries (1,000 customers: 43 MB of windows alone); by default glibc gives large
+    blocks back at once and the next step faults them in again, page by page (about a fifth of a step's time
+    here). Process-wide, once; a no-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def _state(params, optimizer, epoch, history, run_id) -> dict:
