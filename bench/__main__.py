@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
+import multiprocessing
 import os
 import platform
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from bench.common import BenchResult, run_benchmark
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in selected:
         print(f"== bench {name}", flush=True)
-        result = importlib.import_module(f"bench.bench_{name}").run(quick=args.quick)
+        result = _isolated(name, args.quick)
         print(result.console(), flush=True)
         results.append(result)
 
@@ -48,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"wrote {HERE / 'RESULTS.md'}")
     return 0 if all(result.met for result in results) else 1
+
+
+def _isolated(name: str, quick: bool) -> BenchResult:
+    """Each benchmark in a fresh interpreter: process-wide settings one of them makes (torch threads, the C
+    allocator's behaviour, warm caches) must not shape another's numbers."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_benchmark, name, quick).result()
 
 
 if __name__ == "__main__":

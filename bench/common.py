@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import subprocess
 import time
@@ -51,3 +52,8 @@ def interleaved(runs: int, **measure: Callable[[], float]) -> dict[str, list[flo
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def run_benchmark(name: str, quick: bool) -> BenchResult:
+    """bench/bench_<name>.py's run(); a module-level function, so that a fresh process can be given it."""
+    return importlib.import_module(f"bench.bench_{name}").run(quick=quick)

@@ -61,6 +61,36 @@ def test_fill_gaps_carries_the_last_reading_and_zero_before_any():
     assert age[0, 0].item() == float("inf")
 
 
+def test_sampled_batches_are_the_gap_filled_windows_with_their_targets_and_loss_weights():
+    # Gaps everywhere, long ones included, so windows that start in a gap (nothing to carry forward yet) and
+    # targets with missing hours are both sampled.
+    generator = torch.Generator().manual_seed(7)
+    readings = 5 + torch.rand(3, 400, generator=generator)
+    readings[torch.rand(3, 400, generator=generator) < 0.3] = float("nan")
+    readings[1, 50:120] = float("nan")
+    readings[2, :10] = float("nan")
+    mean, std = torch.tensor([5.5, 5.0, 6.0]), torch.tensor([0.3, 0.5, 0.2])
+    series = (readings - mean[:, None]) / std[:, None]
+    sampler = forecaster.WindowSampler(series, readings, mean, std, batch_size=64)
+    u = torch.rand(3, 64, generator=generator, dtype=torch.float64)
+    available = torch.full((3,), 400 - forecaster.SPAN + 1)
+    windows, target, weight, observed = sampler.batch(u, available)
+
+    starts = (u * available[:, None]).long()
+
+    def spans(matrix):
+        return torch.stack([matrix[c, s : s + forecaster.SPAN] for c in range(3) for s in starts[c]]).view(3, 64, -1)
+
+    raw, raw_target, reading = spans(series), spans(series)[..., WINDOW:], spans(readings)[..., WINDOW:]
+    assert torch.isnan(raw[..., 0]).any()  # some windows start in a gap
+    assert torch.equal(windows, forecaster.fill_gaps(raw[..., :WINDOW]))  # what the Triton preprocess computes
+    assert torch.equal(target, torch.nan_to_num(raw_target))
+    floor = 0.05 * mean.abs()[:, None, None] + 1e-6
+    relative = torch.where(torch.isnan(reading), 0.0, std[:, None, None] / torch.maximum(reading.abs(), floor))
+    assert torch.allclose(weight, relative)
+    assert torch.equal(observed, (~torch.isnan(raw_target)).sum((1, 2)))
+
+
 def test_training_starts_from_a_blend_of_last_week_and_the_last_seven_days():
     keys = forecaster.customer_keys(["a", "b"], seed=1)
     params = forecaster.ForecasterParameters.initial(keys, hidden=4, device=torch.device("cpu"))
