@@ -285,8 +285,9 @@ class Checkpointer:
 
 
 class WindowSampler:
-    """Training batches of C customers' series [C, T] (normalised, NaN = gap): per step, B windows per customer
-    with their targets, the loss weight of each target hour and the number of observed target hours.
+    """Training batches of C customers' readings [C, T] (NaN = gap), normalised with their mean and std [C]: per
+    step, B windows per customer with their targets, the loss weight of each target hour and the number of
+    observed target hours.
 
     Everything that does not change between steps is computed once here: the gap-filled series, the targets with
     gaps as 0, and the loss weight of every hour (0 for a gap), so a step is a few row copies. Windows are rows of
@@ -295,10 +296,10 @@ class WindowSampler:
     the next customer's hours, because starts stay below length - SPAN.
     """
 
-    def __init__(self, series: torch.Tensor, readings: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                 batch_size: int) -> None:  # fmt: skip
-        count, hours = series.shape
-        self.batch_size, self.shape = batch_size, (count, batch_size)
+    def __init__(self, readings: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int) -> None:
+        count, hours = readings.shape
+        self.shape = (count, batch_size)
+        series = (readings - mean[:, None]) / std[:, None]
         carried, age = carried_forward(series)
         self.carried_rows, self.age_rows = _rows(carried, WINDOW), _rows(age, WINDOW)
         observed = ~torch.isnan(series)
@@ -358,7 +359,7 @@ def train(
     train_lengths = torch.as_tensor(data.lengths - hp.holdout_hours, device=device)
     readings = torch.as_tensor(data.values, device=device)
     mean, std = torch.as_tensor(mean_np, device=device), torch.as_tensor(std_np, device=device)
-    sampler = WindowSampler((readings - mean[:, None]) / std[:, None], readings, mean, std, hp.batch_size)
+    sampler = WindowSampler(readings, mean, std, hp.batch_size)
     keys = customer_keys(data.customers, hp.seed).to(device)
     starts_available = train_lengths - SPAN + 1  # >= 24 by eligibility
     count = len(data.customers)
