@@ -5,17 +5,20 @@ Events it accepts, anything else is refused without touching S3:
 - `Parameter Store Change` (source aws.ssm) for this environment's approved-model parameter;
 - `Scheduled Event` (source aws.events): reconciliation, repairs drift;
 - `{"action": "deploy"}`: a manual run (`aws lambda invoke`, the demo).
+Runs of one environment never overlap: each holds a DynamoDB lease (modelgate/serving/deploy_lock.py).
 Errors propagate: Lambda retries, then the failure queue (alarmed) keeps the event.
 """
 
 from __future__ import annotations
 
+import uuid
 from functools import cache
 
 import boto3
 from aws_lambda_powertools import Logger
 
 from modelgate.serving.deploy import ServingTarget, deploy_approved
+from modelgate.serving.deploy_lock import DeployLock
 from modelgate.serving.settings import DeploySettings
 
 logger = Logger(service="modelgate-serving-deploy")
@@ -42,18 +45,22 @@ def trigger(event: object, parameter_name: str) -> str:
 
 
 @cache
-def clients() -> tuple[DeploySettings, object, object]:
+def clients() -> tuple[DeploySettings, object, object, object]:
     session = boto3.Session()
-    return DeploySettings.from_environ(), session.client("ssm"), session.client("s3")
+    return DeploySettings.from_environ(), session.client("ssm"), session.client("s3"), session.client("dynamodb")
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: object) -> dict:
-    settings, ssm, s3 = clients()
+    settings, ssm, s3, dynamodb = clients()
     logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
     reason = trigger(event, settings.parameter_name)
     target = ServingTarget(settings.bucket, settings.parameter_name, settings.model_package_group, settings.environment)
-    report = deploy_approved(ssm=ssm, s3=s3, target=target)
+    lock = DeployLock(settings.lock_table, f"{settings.bucket}/{settings.environment}", settings.lease_seconds)
+    remaining = getattr(context, "get_remaining_time_in_millis", lambda: settings.lease_seconds * 1000)
+    owner = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
+    with lock.held(dynamodb, owner, seconds_left=lambda: remaining() / 1000):
+        report = deploy_approved(ssm=ssm, s3=s3, target=target)
     logger.append_keys(model_version=report.deployment.model_version)
     logger.info("serving deployed", extra={"trigger": reason, **report.summary()})
     return report.summary()

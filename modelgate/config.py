@@ -15,6 +15,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from modelgate.environments import ENVIRONMENTS
+from modelgate.gpu_hosts import NoCompatibleHostError, inference_ami
 from modelgate.instance_types import ALL_INSTANCE_TYPES, GLUE_VERSIONS, GLUE_WORKER_TYPES, GPU_INSTANCE_TYPES
 from modelgate.triton_images import UnknownTritonImageError, image_uri
 
@@ -131,9 +132,17 @@ class Serving(_Frozen):
     max_instances: Annotated[int, Field(ge=1, le=100)]
     triton_version: Annotated[str, _check(r"\d{2}\.\d{2}", "must be a Triton release like '24.09'")]
     data_capture: bool
+    # SageMaker host image (NVIDIA driver) of the endpoint; default: the newest one that runs the Triton release on
+    # the instance type (modelgate/gpu_hosts.py). Checked against the same table when given.
+    inference_ami_version: Annotated[str, Field(min_length=1)] | None = None
     # Autoscaling targets: invocations per instance per minute, and percent of each GPU in use.
     target_invocations_per_instance: Annotated[int, Field(ge=1, le=100_000)] = 1000
     target_gpu_utilization: Annotated[int, Field(ge=10, le=95)] = 70
+
+    @property
+    def host_ami(self) -> str:
+        """The endpoint variant's InferenceAmiVersion (checked with the environment, see Environment)."""
+        return inference_ami(self.triton_version, self.instance_type, self.inference_ami_version)
 
     @model_validator(mode="after")
     def _bounds(self) -> Serving:
@@ -171,6 +180,12 @@ class Environment(_Frozen):
             image_uri(self.region, self.serving.triton_version)
         except UnknownTritonImageError as error:
             raise ValueError(f"serving.triton_version: {error}") from None
+        serving = self.serving
+        try:
+            inference_ami(serving.triton_version, serving.instance_type, serving.inference_ami_version)
+        except NoCompatibleHostError as error:
+            key = "inference_ami_version" if serving.inference_ami_version else "triton_version"
+            raise ValueError(f"serving.{key}: {error} (serving.instance_type is {serving.instance_type})") from None
         return self
 
 

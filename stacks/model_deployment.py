@@ -1,8 +1,10 @@
 """The serving deploy step: a Lambda that makes the endpoint's S3 prefix hold exactly the approved version.
 
 It runs when the environment's approved-model parameter changes (EventBridge "Parameter Store Change"), once a
-day to repair drift, and on demand (`aws lambda invoke --payload '{"action": "deploy"}'`). One run at a time
-(reserved concurrency 1); failures are retried, then kept in the failure queue, which alarms.
+day to repair drift, and on demand (`aws lambda invoke --payload '{"action": "deploy"}'`). One run at a time:
+each holds a lease in the construct's DynamoDB table (modelgate/serving/deploy_lock.py), not reserved
+concurrency, which a fresh account's Lambda quota cannot spare. Failures are retried, then kept in the
+failure queue, which alarms.
 
 Where the approved version's archives live: the registry environment's artifacts bucket (the approval records
 its S3 URL in Parameter Store). Same account: a grant on that bucket. Another account: read access to objects
@@ -12,7 +14,8 @@ read access to its artifacts bucket and key (`RegistryArtifactsAccess`).
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -21,6 +24,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from modelgate.serving import deploy_lock
 from modelgate.serving import settings as names
 from stacks.failure_alarm import FailureQueue
 from stacks.modelgate_function import ModelGateFunction
@@ -46,6 +50,18 @@ class ApprovedModelDeployment(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
+        # Stateless: a lease lives for one run at most, so the table may be rebuilt with the stack.
+        self.locks = dynamodb.Table(
+            self,
+            "Locks",
+            partition_key=dynamodb.Attribute(name=deploy_lock.PARTITION_KEY, type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute=deploy_lock.TTL_ATTRIBUTE,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         self.function = ModelGateFunction(
             self,
             "Deploy",
@@ -56,6 +72,8 @@ class ApprovedModelDeployment(Construct):
                 names.PARAMETER: parameter_name,
                 names.GROUP: model_package_group,
                 names.ENVIRONMENT: environment,
+                names.DEPLOY_LOCK_TABLE: self.locks.table_name,
+                names.DEPLOY_LEASE_SECONDS: str(DEPLOY_TIMEOUT_SECONDS),
             },
             layer=layer,
             timeout_seconds=DEPLOY_TIMEOUT_SECONDS,
@@ -63,8 +81,8 @@ class ApprovedModelDeployment(Construct):
             on_failure=failures.queue,
             retry_attempts=2,
         )
+        self.locks.grant(self.function.role, "dynamodb:PutItem", "dynamodb:DeleteItem")
         function = self.function.function.node.default_child
-        function.reserved_concurrent_executions = 1  # two deploys never interleave their copies and deletions
         function.ephemeral_storage = lambda_.CfnFunction.EphemeralStorageProperty(size=DEPLOY_TMP_MIB)
 
         self.function.role.add_to_policy(

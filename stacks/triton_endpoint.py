@@ -4,6 +4,15 @@ The model is `Mode: MultiModel` with `ModelDataUrl` = the environment's MME pref
 step puts there is servable by `TargetModel` without touching the endpoint. Scaling tracks invocations per
 instance and GPU utilisation (whichever asks for more instances wins); alarms cover server errors, model
 latency, and the multi-model specifics: time spent waiting for models to load, and cache misses.
+
+Updates keep serving: any change but the instance type is an UpdateEndpoint to a new EndpointConfig that keeps
+the variant's current (autoscaled) instance count (`RetainAllVariantProperties`; data capture is taken from the
+new config). SageMaker refuses to change the instance type of a variant registered with Application Auto
+Scaling, so the instance type is part of the endpoint's logical id: a change creates a new endpoint (and its
+scalable target), points the inference API at it, then deletes the old one.
+
+The variant runs on an explicit SageMaker host image (`InferenceAmiVersion`, modelgate/gpu_hosts.py): the
+default GPU host of ml.g4dn/ml.g5 has driver 470 (CUDA 11.4), too old for every supported Triton release.
 """
 
 from __future__ import annotations
@@ -30,6 +39,11 @@ MODEL_LATENCY_P90_US = 2_000_000  # a forecast takes milliseconds; seconds mean 
 MODEL_LOADING_WAIT_P90_US = 10_000_000  # requests waiting 10 s for a model to load: the cache is thrashing
 MIN_CACHE_HIT_RATE = 0.5  # most requests must find their model loaded
 GPU_MEMORY_PERCENT = 90  # of each GPU: MME unloads models under memory pressure, which shows up as misses
+
+
+def endpoint_id(instance_type: str) -> str:
+    """Construct id of the endpoint: a new instance type is a new endpoint (see the module docstring)."""
+    return "Endpoint" + "".join(part.capitalize() for part in instance_type.removeprefix("ml.").split("."))
 
 
 class TritonMultiModelEndpoint(Construct):
@@ -84,6 +98,8 @@ class TritonMultiModelEndpoint(Construct):
                 mode="MultiModel",
                 model_data_url=f"s3://{model_repository.bucket_name}/{MME_PREFIX}",
             ),
+            # SageMaker fetches the archives; the models (Python backend with numpy, ONNX) need no network.
+            enable_network_isolation=True,
         )
         self.model.node.add_dependency(self.role)  # the policy must exist before SageMaker checks access
 
@@ -113,6 +129,7 @@ class TritonMultiModelEndpoint(Construct):
                     initial_instance_count=serving.min_instances,
                     instance_type=serving.instance_type,
                     initial_variant_weight=1.0,
+                    inference_ami_version=serving.host_ami,
                 )
             ],
             # Instance types with NVMe instance storage refuse a KmsKeyId (that storage is hardware-encrypted).
@@ -120,7 +137,13 @@ class TritonMultiModelEndpoint(Construct):
             data_capture_config=capture,
         )
         self.endpoint = sagemaker.CfnEndpoint(
-            self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name
+            self,
+            endpoint_id(serving.instance_type),
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            retain_all_variant_properties=True,  # an update keeps the autoscaled instance count
+            exclude_retained_variant_properties=[
+                sagemaker.CfnEndpoint.VariantPropertyProperty(variant_property_type="DataCaptureConfig")
+            ],
         )
         self.endpoint_name = self.endpoint.attr_endpoint_name
         self.endpoint_arn = self.endpoint.ref  # Ref of AWS::SageMaker::Endpoint is its ARN

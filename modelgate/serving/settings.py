@@ -14,6 +14,8 @@ ENDPOINT = "ENDPOINT_NAME"
 GROUP = "MODEL_PACKAGE_GROUP"
 ENVIRONMENT = "MODELGATE_ENVIRONMENT"
 PARAMETER = "APPROVED_MODEL_PARAMETER"
+DEPLOY_LOCK_TABLE = "DEPLOY_LOCK_TABLE"  # DynamoDB table of the deploy lease (modelgate/serving/deploy_lock.py)
+DEPLOY_LEASE_SECONDS = "DEPLOY_LEASE_SECONDS"  # the deploy function's timeout: no run holds the lease longer
 JWT_ISSUER = "JWT_ISSUER"
 JWT_AUDIENCE = "JWT_AUDIENCE"
 JWKS_URL = "JWKS_URL"
@@ -30,11 +32,17 @@ class DeploySettings:
     parameter_name: str
     model_package_group: str
     environment: str
+    lock_table: str
+    lease_seconds: int
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> DeploySettings:
-        bucket, parameter, group, environment = required(environ, BUCKET, PARAMETER, GROUP, ENVIRONMENT, set_by=SET_BY)
-        return cls(bucket, parameter, group, check_environment(environment))
+        bucket, parameter, group, environment, table, lease = required(
+            environ, BUCKET, PARAMETER, GROUP, ENVIRONMENT, DEPLOY_LOCK_TABLE, DEPLOY_LEASE_SECONDS, set_by=SET_BY
+        )
+        if not lease.isdigit() or int(lease) < 1:
+            raise SettingsError(f"{DEPLOY_LEASE_SECONDS} must be a whole number of seconds, got {lease!r}")
+        return cls(bucket, parameter, group, check_environment(environment), table, int(lease))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pytest
 
 from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, MME_PREFIX, WINDOW, target_model
 from modelgate.parameters import ApprovedModel, parameter_name
+from modelgate.serving import deploy_lock
 from modelgate.serving import settings as names
 from modelgate.serving.protocol import MAX_BODY_BYTES, TRITON_BINARY_JSON
 from sandbox.api_gateway import Authorizer, LocalApiGateway, Route
@@ -51,10 +52,18 @@ def stack(triton, versions, tmp_path_factory):
         ssm.put_parameter(Name=parameter, Type="String", Value=approval(1, url), Overwrite=True)
         _sagemaker_endpoint(account.client("sagemaker"), endpoint_name, repository)
         common = {names.BUCKET: repository, names.ENVIRONMENT: ENV}
+        locks = f"deploy-locks-{run}"
+        account.client("dynamodb").create_table(
+            TableName=locks,
+            KeySchema=[{"AttributeName": deploy_lock.PARTITION_KEY, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": deploy_lock.PARTITION_KEY, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        lease = {names.DEPLOY_LOCK_TABLE: locks, names.DEPLOY_LEASE_SECONDS: "900"}
         deploy = LocalFunction(
             "deploy",
             "lambdas.serving_deploy.handler",
-            account.environ(**common, **{names.PARAMETER: parameter, names.GROUP: GROUP}),
+            account.environ(**common, **lease, **{names.PARAMETER: parameter, names.GROUP: GROUP}),
         )
         archives = S3Archives(s3, repository)
         with deploy, LocalMultiModelEndpoint(triton, archives, endpoint_name=endpoint_name) as endpoint:
