@@ -1,5 +1,9 @@
-# ModelGate: every command a person or CI needs. Each target sets up what it needs on first run
-# (Python venv with pinned packages, the pinned CDK CLI from npm into node_modules/).
+# ModelGate: every command a person or CI needs. Each target sets up what it needs on first run.
+# Two toolchains, one on top of the other:
+#   runtime  (synth, diff, deploy, bootstrap; the CI/CD Synth step): requirements.txt + the pinned CDK CLI (npm).
+#            No apt, no torch: CodeBuild's Ubuntu image has neither Debian's package names nor a need for them.
+#   setup    (test, demo, bench, lint): runtime + requirements-dev.txt, requirements-nodeps.txt, the editable
+#            `modelgate` CLI and the Debian packages of the local stand-ins (system-packages.txt).
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -12,11 +16,15 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench synth lint format deploy bootstrap diff clean
+.PHONY: runtime setup demo test bench synth lint format deploy bootstrap diff clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
+$(VENV)/.runtime: requirements.txt
 	@test -n "$(PYTHON)" || { echo "need Python 3.11 (python3.11 or python3) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .  # `modelgate` CLI
@@ -30,7 +38,9 @@ node_modules/.installed: package.json package-lock.json
 	scripts/system-packages.sh
 	mkdir -p .build && touch $@
 
-setup: $(VENV)/.installed node_modules/.installed .build/.system-packages
+runtime: $(VENV)/.runtime node_modules/.installed
+
+setup: runtime $(VENV)/.installed .build/.system-packages
 
 demo: setup
 	$(PY) -m demo $(ARGS)
@@ -41,7 +51,7 @@ test: setup
 bench: setup
 	$(PY) -m bench $(ARGS)
 
-synth: setup
+synth: runtime
 	npx cdk synth --quiet $(if $(ENV),-c env=$(ENV))
 
 lint: setup
@@ -53,15 +63,17 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 # Real AWS: `make bootstrap ENV=dev` once per account/region, then `make deploy ENV=dev`.
-bootstrap: setup
+bootstrap: runtime
 	@test -n "$(ENV)" || { echo "usage: make bootstrap ENV=dev|test|uat|prod [TRUST=<cicd account id>]"; exit 2; }
 	npx cdk bootstrap -c env=$(ENV) $(if $(TRUST),--trust $(TRUST) --cloudformation-execution-policies arn:aws:iam::aws:policy/AdministratorAccess)
 
-deploy: setup
+deploy: runtime
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=dev|test|uat|prod"; exit 2; }
+	$(PY) -m modelgate.preflight --env $(ENV)
 	npx cdk deploy -c env=$(ENV) "$$($(PY) -c 'from modelgate.config import load_config; print(load_config().project.name)')-$(ENV)/*" $(ARGS)
+	$(PY) -m modelgate.preflight --env $(ENV) --after
 
-diff: setup
+diff: runtime
 	@test -n "$(ENV)" || { echo "usage: make diff ENV=dev|test|uat|prod"; exit 2; }
 	npx cdk diff -c env=$(ENV) $(ARGS)
 

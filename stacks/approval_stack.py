@@ -35,6 +35,7 @@ from stacks.event_bus_statement import EventBusStatement
 from stacks.failure_alarm import FailureQueue
 from stacks.firewall import ManagedRuleGroup, protect_stage
 from stacks.lambda_bundle import dependencies_layer
+from stacks.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, grant_read_registered_models
 from stacks.modelgate_function import ModelGateFunction
 from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
 from stacks.storage_stack import StorageStack
@@ -65,7 +66,6 @@ class ApprovalStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.settings_env = environment
         env, group = environment.name, project.model_package_group
-        is_registry = (self.account, self.region) == (topology.registry_account, topology.registry_region)
         layer = dependencies_layer(self)
 
         self.api = apigateway.RestApi(
@@ -138,8 +138,8 @@ class ApprovalStack(Stack):
             iam.PolicyStatement(actions=["sagemaker:DescribeModelPackage"], resources=[registry_packages])
         )
         sender.grant_send_email(role)  # ses:SendEmail, ses:SendRawEmail on the sender identity
-        if is_registry:
-            storage.artifacts.grant_read(role)  # the evaluation reports the registry's ModelMetrics point at
+        # The evaluation report the version's ModelMetrics point at, in whichever environment trained it.
+        grant_read_registered_models(role, artifacts=storage.artifacts, other_accounts=topology.other_accounts)
         if env == ENVIRONMENTS[0]:
             pattern = events.EventPattern(
                 source=[approval_events.REGISTRY_SOURCE],
@@ -193,8 +193,7 @@ class ApprovalStack(Stack):
                 resources=[self._parameter_arn(project.name, group, env)],  # its own environment's parameter only
             )
         )
-        if is_registry:
-            storage.artifacts.grant_read(role)
+        grant_read_registered_models(role, artifacts=storage.artifacts, other_accounts=topology.other_accounts)
         # No test-invoke permissions: the console test button is not how these pages are used.
         integration = apigateway.LambdaIntegration(self.approval_api.function, allow_test_invoke=False)
         links = self.api.root.add_resource("links").add_resource("{action}")
@@ -209,12 +208,16 @@ class ApprovalStack(Stack):
                 request_validator=validator,
                 request_parameters={f"method.request.querystring.{name}": req for name, req in query.items()},
             )
-        # AWS's common rule set; 300 requests per IP in 5 minutes is far more than a person clicking links.
+        # AWS's common and known-bad-inputs rule sets (Log4j-style lookups, exploitable paths) as on the inference
+        # API; 300 requests per IP in 5 minutes is far more than a person clicking links.
         protect_stage(
             self,
             self.api.deployment_stage,
             metric_name="modelgate-approval",
-            rule_groups=[ManagedRuleGroup("AWSManagedRulesCommonRuleSet")],
+            rule_groups=[
+                ManagedRuleGroup("AWSManagedRulesCommonRuleSet"),
+                ManagedRuleGroup("AWSManagedRulesKnownBadInputsRuleSet"),
+            ],
             requests_per_ip=300,
         )
 
@@ -284,7 +287,7 @@ class ApprovalStack(Stack):
 
         CfnOutput(self, "ApprovalApiUrl", value=api_url)
         CfnOutput(self, "HistoryTable", value=storage.approval_history.table_name)  # for `modelgate history`
-        self._suppressions(storage)
+        self._suppressions(storage, reads_other_accounts=bool(topology.other_accounts))
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _parameter_arn(self, project: str, group: str, env: str) -> str:
@@ -346,7 +349,7 @@ class ApprovalStack(Stack):
             },
         )
 
-    def _suppressions(self, storage: StorageStack) -> None:
+    def _suppressions(self, storage: StorageStack, *, reads_other_accounts: bool) -> None:
         public = (
             "Approval links are opened from e-mail in a browser, which sends no Authorization header: the handler "
             "authenticates every request itself (KMS-signed link token + OIDC sign-in against this environment's "
@@ -365,25 +368,28 @@ class ApprovalStack(Stack):
         table_key = [*KMS_GRANT_ACTIONS]
         registry = regex(r"Resource::arn:aws:sagemaker:[a-z0-9-]+:\d{12}:model-package\/[a-z0-9-]+\/\*")
         artifacts = [*S3_GRANT_ACTIONS, regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/\*")]
+        reports = [*artifacts, *(CROSS_ACCOUNT_READ_FINDINGS if reads_other_accounts else [])]
         suppress(
             self,
             "RequestApproval/Role/DefaultPolicy/Resource",
             {
                 "AwsSolutions-IAM5": "Versions of the one model package group it e-mails about (the version is "
-                "only known from the event), the tables' KMS key (CDK's grant), and (registry environment) "
-                "reading the evaluation reports in the artifacts bucket."
+                "only known from the event), the tables' KMS key (CDK's grant), and reading the evaluation reports "
+                "of registered versions: this environment's artifacts bucket, and models/ objects in buckets of the "
+                "project's other accounts (s3:ResourceAccount), decrypted only through S3."
             },
-            {"AwsSolutions-IAM5": [*table_key, registry, *artifacts]},
+            {"AwsSolutions-IAM5": [*table_key, registry, *reports]},
         )
         suppress(
             self,
             "ApprovalApi/Role/DefaultPolicy/Resource",
             {
                 "AwsSolutions-IAM5": "Versions of the one model package group it decides on (the version comes "
-                "from the link), the tables' KMS key (CDK's grant), and (registry environment) reading the "
-                "evaluation reports in the artifacts bucket."
+                "from the link), the tables' KMS key (CDK's grant), and reading the evaluation reports of registered "
+                "versions: this environment's artifacts bucket, and models/ objects in buckets of the project's "
+                "other accounts (s3:ResourceAccount), decrypted only through S3."
             },
-            {"AwsSolutions-IAM5": [*table_key, registry, *artifacts]},
+            {"AwsSolutions-IAM5": [*table_key, registry, *reports]},
         )
         if hasattr(self, "post_inference"):
             suppress(

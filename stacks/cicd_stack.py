@@ -78,8 +78,27 @@ class CicdStack(Stack):
 
         # Build now so that nag sees (and suppressions can address) the generated CodeBuild/CodePipeline resources.
         self.pipeline.build_pipeline()
+        self._use_connection_with_its_own_prefix(cicd.connection_arn)
         self._log_artifact_access()
         self._suppress_generated_wildcards()
+
+    def _use_connection_with_its_own_prefix(self, connection_arn: str) -> None:
+        """CDK grants `codestar-connections:UseConnection` whatever the ARN; a CodeConnections ARN
+        (`arn:aws:codeconnections:`) only matches `codeconnections:` actions (IAM service prefixes; cfn-lint I3510),
+        so the source stage could not use the connection. Grant the action of the ARN's own service."""
+        service = connection_arn.split(":")[2]
+        role = self.node.find_child("Pipeline").node.find_child("Pipeline").node.find_child("Source")
+        role = role.node.find_child(self._source_action_id).node.find_child("CodePipelineActionRole")
+        policy = role.node.find_child("DefaultPolicy").node.default_child
+        document = self.resolve(policy.policy_document)
+        for statement in document["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            renamed = [
+                f"{service}:UseConnection" if action == "codestar-connections:UseConnection" else action
+                for action in actions
+            ]
+            statement["Action"] = renamed if len(renamed) > 1 else renamed[0]
+        policy.add_property_override("PolicyDocument", document)
 
     def _log_artifact_access(self) -> None:
         """CDK Pipelines creates its artifact bucket without access logs; add them (AwsSolutions-S1)."""

@@ -6,20 +6,19 @@ each holds a lease in the construct's DynamoDB table (modelgate/serving/deploy_l
 concurrency, which a fresh account's Lambda quota cannot spare. Failures are retried, then kept in the
 failure queue, which alarms.
 
-Where the approved version's archives live: the registry environment's artifacts bucket (the approval records
-its S3 URL in Parameter Store). Same account: a grant on that bucket. Another account: read access to objects
-in buckets of the registry's account only (s3:ResourceAccount), and the registry's stack grants this account
-read access to its artifacts bucket and key (`RegistryArtifactsAccess`).
+Where the approved version's archives live: the artifacts bucket of the environment whose pipeline trained it
+(the approval records its S3 URL in Parameter Store); see stacks/model_artifacts.py for both sides of the grant.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -27,6 +26,7 @@ from constructs import Construct
 from modelgate.serving import deploy_lock
 from modelgate.serving import settings as names
 from stacks.failure_alarm import FailureQueue
+from stacks.model_artifacts import grant_read_registered_models
 from stacks.modelgate_function import ModelGateFunction
 
 DEPLOY_TIMEOUT_SECONDS = 900
@@ -45,8 +45,8 @@ class ApprovedModelDeployment(Construct):
         model_repository: s3.IBucket,
         layer: lambda_.ILayerVersion,
         failures: FailureQueue,
-        local_artifacts: s3.IBucket | None,
-        registry_account: str,
+        artifacts: s3.IBucket,
+        other_accounts: Sequence[str],
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -93,23 +93,8 @@ class ApprovedModelDeployment(Construct):
         )
         model_repository.grant_read_write(self.function.role)
         model_repository.grant_delete(self.function.role)
-        if local_artifacts is not None:
-            local_artifacts.grant_read(self.function.role)
-        else:
-            self.function.role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"],
-                    resources=["arn:aws:s3:::*/*"],
-                    conditions={"StringEquals": {"s3:ResourceAccount": registry_account}},
-                )
-            )
-            self.function.role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt"],
-                    resources=[f"arn:aws:kms:*:{registry_account}:key/*"],
-                    conditions={"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
-                )
-            )
+        # The approved version's archives: in whichever environment trained it (stacks/model_artifacts.py).
+        grant_read_registered_models(self.function.role, artifacts=artifacts, other_accounts=other_accounts)
 
         target = targets.LambdaFunction(
             self.function.function,
@@ -134,29 +119,4 @@ class ApprovedModelDeployment(Construct):
             description=f"ModelGate: daily check that {environment}'s endpoint serves exactly the approved model",
             schedule=events.Schedule.rate(Duration.days(1)),
             targets=[target],
-        )
-
-
-class RegistryArtifactsAccess(Construct):
-    """In the registry environment: let the other environments' deploy steps read approved archives."""
-
-    def __init__(
-        self, scope: Construct, construct_id: str, *, artifacts: s3.IBucket, key: kms.IKey, accounts: list[str]
-    ) -> None:
-        super().__init__(scope, construct_id)
-        if not accounts:
-            return
-        principals = [iam.AccountPrincipal(account) for account in accounts]
-        artifacts.add_to_resource_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"], principals=principals, resources=[artifacts.arn_for_objects("*")]
-            )
-        )
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                actions=["kms:Decrypt"],
-                principals=principals,
-                resources=["*"],  # in a key policy, "*" is this key
-                conditions={"StringEquals": {"kms:ViaService": f"s3.{Stack.of(key).region}.amazonaws.com"}},
-            )
         )

@@ -13,7 +13,8 @@ from modelgate.parameters import parameter_name
 from stacks.failure_alarm import FailureQueue
 from stacks.inference_api import InferenceApi
 from stacks.lambda_bundle import dependencies_layer
-from stacks.model_deployment import ApprovedModelDeployment, RegistryArtifactsAccess
+from stacks.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, ArtifactsSharing
+from stacks.model_deployment import ApprovedModelDeployment
 from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
@@ -35,8 +36,6 @@ class ServingStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         env = environment.name
         topology = topology or Topology.standalone(environment)
-        # The registry environment's artifacts hold every approved version's archives (stacks/topology.py).
-        is_registry = topology.holds_registry(environment)
         layer = dependencies_layer(self)
 
         # One queue + topic for everything of serving that needs a person: failed deploys and every alarm.
@@ -60,17 +59,17 @@ class ServingStack(Stack):
             model_repository=storage.model_repository,
             layer=layer,
             failures=self.failures,
-            local_artifacts=storage.artifacts if is_registry else None,
-            registry_account=topology.registry_account,
+            artifacts=storage.artifacts,
+            other_accounts=topology.other_accounts,
         )
-        if is_registry:
-            RegistryArtifactsAccess(
-                self,
-                "RegistryArtifactsAccess",
-                artifacts=storage.artifacts,
-                key=storage.key,
-                accounts=list(topology.sharing_accounts),
-            )
+        # Versions trained here may be approved and served in the other environments (stacks/model_artifacts.py).
+        ArtifactsSharing(
+            self,
+            "ArtifactsSharing",
+            artifacts=storage.artifacts,
+            key=storage.key,
+            accounts=[account for account in topology.other_accounts if account != self.account],
+        )
         self.api = InferenceApi(
             self,
             "InferenceApi",
@@ -81,9 +80,9 @@ class ServingStack(Stack):
             layer=layer,
         )
         self.failures.notify_on(*self.endpoint.alarms, *self.api.alarms)
-        self._suppressions(is_registry, environment.serving.data_capture)
+        self._suppressions(bool(topology.other_accounts), environment.serving.data_capture)
 
-    def _suppressions(self, is_registry: bool, data_capture: bool) -> None:
+    def _suppressions(self, reads_other_accounts: bool, data_capture: bool) -> None:
         bucket_objects = regex(r"Resource::<ModelRepository[0-9A-F]{8}\.Arn>\/\*")
         capture = [regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/data-capture\/\*"), *KMS_GRANT_ACTIONS]
         suppress(
@@ -105,19 +104,18 @@ class ServingStack(Stack):
                 ]
             },
         )
-        artifacts = (
-            [regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/\*")]
-            if is_registry
-            else ["Resource::arn:aws:s3:::*/*", regex(r"Resource::arn:aws:kms:\*:\d{12}:key\/\*")]
-        )
+        artifacts = [
+            regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/\*"),
+            *(CROSS_ACCOUNT_READ_FINDINGS if reads_other_accounts else []),
+        ]
         suppress(
             self,
             "Deployment/Deploy/Role/DefaultPolicy/Resource",
             {
                 "AwsSolutions-IAM5": "The deploy step copies any approved archive into this environment's bucket and "
                 "deletes what is no longer approved (object names come from the manifest at run time); it reads "
-                "archives only from the registry's artifacts bucket (same account: that bucket; another account: "
-                "objects in buckets owned by the registry account, s3:ResourceAccount, decrypted only through S3).",
+                "archives from this environment's artifacts bucket and the registered versions (models/ objects) "
+                "in buckets of the project's other accounts (s3:ResourceAccount), decrypted only through S3.",
             },
             {"AwsSolutions-IAM5": [*S3_GRANT_ACTIONS, *KMS_GRANT_ACTIONS, bucket_objects, *artifacts]},
         )

@@ -25,6 +25,9 @@ class Topology:
     next_event_bus: str | None = None  # the next environment's default event bus (ARN)
     cicd_account: str | None = None
     sharing_accounts: tuple[str, ...] = ()  # other accounts that use the registry (set on the registry's group)
+    # Accounts of the other environments (this one's too if another environment shares it): where versions this
+    # environment may serve can be stored (stacks/model_artifacts.py).
+    other_accounts: tuple[str, ...] = ()
     # Sets API Gateway's account-level CloudWatch role: the first environment in its account and region only.
     owns_api_gateway_account: bool = True
 
@@ -40,6 +43,9 @@ class Topology:
             next_event_bus=f"arn:aws:events:{nxt.region}:{nxt.account}:event-bus/default" if nxt else None,
             cicd_account=config.cicd.account if config.cicd else None,
             sharing_accounts=tuple(sorted({env.account for env in config.environments.values()} - {registry.account})),
+            other_accounts=tuple(
+                sorted({env.account for env in config.environments.values() if env.name != environment})
+            ),
             owns_api_gateway_account=api_gateway_account_owner(config, environment) == environment,
         )
 

@@ -271,12 +271,12 @@ def test_the_invoke_lambda_may_call_only_this_endpoint(template, env):
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_the_deploy_step_runs_on_its_parameters_changes_daily_and_alone(template, config, env):
+def test_the_deploy_step_runs_on_its_parameters_changes_and_daily(template, config, env):
     serving = template(env, "Serving")
     name, function = function_with_handler(serving, "lambdas.serving_deploy.handler")
     parameter = parameter_name(config.project.name, config.project.model_package_group, env)
     assert function["Properties"]["Environment"]["Variables"][names.PARAMETER] == parameter
-    assert function["Properties"]["ReservedConcurrentExecutions"] == 1
+    # One run at a time: tests/infra/test_first_deploy.py (problem 6) and tests/unit/test_deploy_lock.py.
     rules = list(serving.find_resources("AWS::Events::Rule").values())
     patterns = [r["Properties"]["EventPattern"] for r in rules if "EventPattern" in r["Properties"]]
     assert patterns == [
@@ -296,35 +296,4 @@ def test_the_deploy_step_runs_on_its_parameters_changes_daily_and_alone(template
     assert ssm[0]["Resource"] == f"arn:aws:ssm:{settings.region}:{settings.account}:parameter{parameter}"
 
 
-def test_promoted_environments_read_only_the_registry_accounts_artifacts(template, config):
-    registry = config.environments["dev"].account
-    for env in ("test", "uat", "prod"):
-        serving = template(env, "Serving")
-        _, function = function_with_handler(serving, "lambdas.serving_deploy.handler")
-        reads = [s for s in statements(serving, role_of(function)) if s["Action"] == "s3:GetObject"]
-        assert reads == [
-            {
-                "Action": "s3:GetObject",
-                "Condition": {"StringEquals": {"s3:ResourceAccount": registry}},
-                "Effect": "Allow",
-                "Resource": "arn:aws:s3:::*/*",
-            }
-        ], env
-    others = sorted({config.environments[e].account for e in ("test", "uat", "prod")} - {registry})
-    principals = {"AWS": [f"arn:aws:iam::{account}:root" for account in others]}
-    storage = template("dev", "Storage")
-    bucket_grants = [
-        statement
-        for policy in storage.find_resources("AWS::S3::BucketPolicy").values()
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-        if statement.get("Principal") == principals
-    ]
-    assert [(g["Action"], g["Resource"]["Fn::Join"][1][1]) for g in bucket_grants] == [("s3:GetObject", "/*")]
-    assert "Artifacts" in bucket_grants[0]["Resource"]["Fn::Join"][1][0]["Fn::GetAtt"][0]
-    data_key = {k: v for k, v in storage.find_resources("AWS::KMS::Key").items() if k.startswith("DataKey")}
-    key = only(data_key)["Properties"]["KeyPolicy"]["Statement"]
-    (decrypt,) = [statement for statement in key if statement.get("Principal") == principals]
-    assert decrypt["Action"] == "kms:Decrypt"
-    assert decrypt["Condition"] == {
-        "StringEquals": {"kms:ViaService": f"s3.{config.environments['dev'].region}.amazonaws.com"}
-    }
+# Cross-account reads of registered versions (any environment's artifacts): tests/infra/test_first_deploy.py.
