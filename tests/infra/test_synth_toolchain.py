@@ -1,0 +1,90 @@
+"""Issue 12, problem 5: the CI/CD Synth step runs with the runtime toolchain only.
+
+CodeBuild's standard image is Ubuntu: Debian's package names (`chromium`, `chromium-driver`) do not exist there,
+and the test/demo toolchain (torch, nvidia-pytriton, moto, selenium...) is not needed to synthesize. The test runs
+the Synth step's exact commands, as the synthesized pipeline has them, in a copy of the checkout with a fresh
+`.venv` (so the Makefile builds it from requirements.txt alone; pip's cache makes that quick) and with `apt-get`,
+`apt`, `dpkg` and `sudo` on PATH replaced by scripts that record any call and fail.
+
+Kept short: `ENV=dev` in the environment (the Makefile's `ENV ?=`) synthesizes one stage instead of all; the pinned
+CDK CLI in node_modules/ is the checkout's (symlinked; `MAKEFLAGS=-o node_modules/.installed` keeps make from
+re-running `npm ci` into it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_ONLY = ("torch", "onnx", "onnxruntime", "nvidia-pytriton", "moto", "pytest", "selenium", "tritonclient")
+
+
+def synth_commands(synth, config) -> list[str]:
+    name = f"{config.project.name}-cicd"
+    template = synth.stack(name, name).template
+    (project,) = [
+        resource
+        for logical, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::CodeBuild::Project" and "Synth" in logical
+    ]
+    return json.loads(project["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]
+
+
+def checkout_copy(target: Path) -> Path:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = ROOT / name.decode()
+        if source.is_file() and not source.is_symlink():
+            destination = target / name.decode()
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(source.read_bytes())
+            destination.chmod(source.stat().st_mode)
+    (target / "node_modules").symlink_to((ROOT / "node_modules").resolve())
+    return target
+
+
+@pytest.mark.slow
+def test_the_synth_step_needs_only_the_runtime_requirements_and_no_apt(synth, config, tmp_path):
+    commands = synth_commands(synth, config)
+    assert commands == ["make synth"], "the Synth step runs the Makefile's entry point"
+    repo = checkout_copy(tmp_path / "repo")
+    assert not (repo / ".venv").exists()
+    fake_bin, calls = tmp_path / "bin", tmp_path / "apt-calls"
+    fake_bin.mkdir()
+    for tool in ("apt-get", "apt", "dpkg", "sudo"):
+        script = fake_bin / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexit 1\n')
+        script.chmod(0o755)
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))},
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "ENV": "dev",
+        "MAKEFLAGS": "-o node_modules/.installed",
+    }
+    for command in commands:
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=repo, env=environ, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert not calls.exists(), calls.read_text()
+    assembly = repo / "cdk.out" / f"assembly-{config.project.name}-dev"
+    assert sorted(p.name for p in assembly.glob("*.template.json")), "the stage was synthesized"
+    installed = subprocess.run(
+        [str(repo / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = {package["name"].lower() for package in json.loads(installed)}
+    assert not names & set(TEST_ONLY), "synth must not need the test/demo toolchain"
+    assert "aws-cdk-lib" in names
