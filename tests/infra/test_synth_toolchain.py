@@ -2,20 +2,26 @@
 
 CodeBuild's standard image is Ubuntu: Debian's package names (`chromium`, `chromium-driver`) do not exist there,
 and the test/demo toolchain (torch, nvidia-pytriton, moto, selenium...) is not needed to synthesize. The test runs
-the Synth step's exact commands, as the synthesized pipeline has them, in a copy of the checkout with a fresh
-`.venv` (so the Makefile builds it from requirements.txt alone; pip's cache makes that quick) and with `apt-get`,
-`apt`, `dpkg` and `sudo` on PATH replaced by scripts that record any call and fail.
+the Synth step's exact commands, as the synthesized pipeline has them, in a copy of the checkout whose `.venv`
+holds requirements.txt alone (and its dependencies), with `apt-get`, `apt`, `dpkg` and `sudo` on PATH replaced by
+scripts that record any call and fail.
 
-Kept short: `ENV=dev` in the environment (the Makefile's `ENV ?=`) synthesizes one stage instead of all; the pinned
-CDK CLI in node_modules/ is the checkout's (symlinked; `MAKEFLAGS=-o node_modules/.installed` keeps make from
-re-running `npm ci` into it).
+That venv is made as the Makefile's runtime target makes it (`python -m venv`, `pip install -r requirements.txt`,
+pip's cache), once per content of requirements.txt: sagemaker 3's dependencies make it about 1.5 GB, several
+minutes to install on 2 cores, so it is kept in `.build/runtime-venv/<hash>/` and reused (`make clean` drops it).
+Kept short too: `ENV=dev` in the environment (the Makefile's `ENV ?=`) synthesizes one stage instead of all; the
+pinned CDK CLI in node_modules/ is the checkout's (symlinked; `MAKEFLAGS=-o node_modules/.installed` keeps make
+from re-running `npm ci` into it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +41,25 @@ def synth_commands(synth, config) -> list[str]:
     return json.loads(project["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]
 
 
+def runtime_venv() -> Path:
+    """A venv with requirements.txt only, made like the Makefile's `runtime` target and cached by its content."""
+    requirements = ROOT / "requirements.txt"
+    key = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:16]
+    venv = ROOT / ".build" / "runtime-venv" / key
+    marker = venv / ".runtime"
+    if not marker.exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+             str(requirements)],
+            check=True,
+        )  # fmt: skip
+        marker.touch()
+    return venv
+
+
 def checkout_copy(target: Path) -> Path:
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -47,8 +72,7 @@ def checkout_copy(target: Path) -> Path:
         if source.is_file() and not source.is_symlink():
             destination = target / name.decode()
             destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(source.read_bytes())
-            destination.chmod(source.stat().st_mode)
+            shutil.copy2(source, destination)  # keeps mtimes: make sees the venv as up to date
     (target / "node_modules").symlink_to((ROOT / "node_modules").resolve())
     return target
 
@@ -59,6 +83,7 @@ def test_the_synth_step_needs_only_the_runtime_requirements_and_no_apt(synth, co
     assert commands == ["make synth"], "the Synth step runs the Makefile's entry point"
     repo = checkout_copy(tmp_path / "repo")
     assert not (repo / ".venv").exists()
+    (repo / ".venv").symlink_to(runtime_venv())
     fake_bin, calls = tmp_path / "bin", tmp_path / "apt-calls"
     fake_bin.mkdir()
     for tool in ("apt-get", "apt", "dpkg", "sudo"):
