@@ -113,3 +113,32 @@ def test_the_synth_step_needs_only_the_runtime_requirements_and_no_apt(synth, co
     names = {package["name"].lower() for package in json.loads(installed)}
     assert not names & set(TEST_ONLY), "synth must not need the test/demo toolchain"
     assert "aws-cdk-lib" in names
+
+
+@pytest.mark.parametrize("target", ["synth", "diff", "deploy", "bootstrap"])
+def test_the_aws_facing_targets_never_install_the_test_toolchain(target):
+    """`make -n -W <file>`: what make would run if that file had changed; the runtime targets must not reach
+    requirements-dev.txt or the Debian packages."""
+    for changed in ("requirements-dev.txt", "system-packages.txt"):
+        dry = subprocess.run(
+            ["make", "-n", "-W", changed, target, "ENV=dev"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        assert "requirements-dev.txt" not in dry, (target, changed, dry)
+        assert "system-packages.sh" not in dry, (target, changed, dry)
+    assert (
+        "-r requirements.txt"
+        in subprocess.run(
+            ["make", "-n", "-W", "requirements.txt", target, "ENV=dev"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+
+
+def test_the_test_target_does_install_the_test_toolchain():
+    dry = subprocess.run(
+        ["make", "-n", "-W", "requirements-dev.txt", "test"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "-r requirements-dev.txt" in dry
