@@ -62,7 +62,9 @@ class InferenceAmi:
     families: frozenset[str]  # GPU families SageMaker supports this AMI on
 
 
-# Newest first: the first compatible AMI is the one chosen.
+# Newest first: the first compatible AMI is the one chosen. The families of the -2 AMIs are those the API reference
+# listed for them; for -3-1 and -4-1 only driver and CUDA were confirmed here (2026-12-01): their families are
+# those of -2 plus the newer g6e/p5e/p5en and minus p3 (Volta). Check the inference-gpu-drivers page when adding one.
 INFERENCE_AMIS: tuple[InferenceAmi, ...] = (
     InferenceAmi(
         "al2023-ami-sagemaker-inference-gpu-4-1",
