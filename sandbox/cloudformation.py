@@ -31,6 +31,7 @@ class LocalFunctionSpec:
     name: str
     handler: str
     environment: dict[str, str]
+    role: str = ""  # the execution role's ARN: the function runs with its credentials (sandbox.aws.assume)
 
 
 @dataclass
@@ -402,6 +403,7 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
                 name=config["FunctionName"],
                 handler=config["Handler"],
                 environment=config.get("Environment", {}).get("Variables", {}),
+                role=config["Role"],
             )
     return deployed
 
