@@ -47,6 +47,7 @@ from sandbox.deployed_functions import DeployedFunctions
 from sandbox.event_bridge import Delivery, LocalEventBridge
 from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, S3Archives
 from sandbox.oidc_issuer import LocalIssuer
+from sandbox.pipeline_jobs import SageMakerJobs
 from sandbox.rest_api import routes_from_template
 from sandbox.service_events import ServiceEvents
 from sandbox.triton import LocalTriton
@@ -240,6 +241,7 @@ class Lifecycle:
             model_data_url=f"s3://{artifacts}/models/{self.group}/{run_id}/",
             registered_by=REGISTERED_BY,
             inference_instance_types=(self.dev.serving.instance_type,),
+            jobs=SageMakerJobs(self.account, self.stacks["dev"]["Pipeline"]),  # each step as its deployed job role
         )
         result = run_pipeline(settings, sagemaker=self.account.client("sagemaker"), s3=self.account.client("s3"))
         if result.status != "registered":
