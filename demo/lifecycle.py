@@ -41,7 +41,7 @@ from pipelines.steps import paths as step_paths
 from pipelines.steps.series import read_curated
 from sandbox.api_gateway import LocalApiGateway
 from sandbox.approval import ApproverBrowser, SentEmail, sent_emails, write_outbox
-from sandbox.aws import LocalAws
+from sandbox.aws import LocalAccount, LocalAws
 from sandbox.cloudformation import DeployedStack, deploy_stage
 from sandbox.deployed_functions import DeployedFunctions
 from sandbox.event_bridge import Delivery, LocalEventBridge
@@ -182,8 +182,16 @@ class Lifecycle:
             repository = self.stacks[env]["Storage"].physical_id("ModelRepository")
             # The endpoint the template declares (a record in the local SageMaker); its Triton is local.
             endpoint_name = serving.function("InferenceApiInvoke").environment[serving_names.ENDPOINT]
+            (endpoint_arn,) = [
+                serving.physical_ids[logical]
+                for logical, resource in serving.template["Resources"].items()
+                if resource["Type"] == "AWS::SageMaker::Endpoint"
+            ]  # callers need sagemaker:InvokeEndpoint on it
             endpoint = LocalMultiModelEndpoint(
-                self.triton, S3Archives(self.account.client("s3"), repository), endpoint_name=endpoint_name
+                self.triton,
+                S3Archives(self._endpoint_role(endpoint_name).client("s3"), repository),
+                endpoint_name=endpoint_name,
+                arn=endpoint_arn,
             )
             self.endpoints[env] = stack.enter_context(endpoint)
             self.functions.add(
@@ -206,6 +214,14 @@ class Lifecycle:
             f"   EventBridge: {len(self.bridge.subscriptions)} rules deliver to their Lambda functions;"
             f" identity provider and token issuer at {self.issuer.issuer}; Triton at {self.triton.url}"
         )
+
+    def _endpoint_role(self, endpoint_name: str) -> LocalAccount:
+        """The local AWS as the endpoint's model execution role: SageMaker loads the archives with it."""
+        sagemaker = self.account.client("sagemaker")
+        config = sagemaker.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
+        (variant,) = sagemaker.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
+        role = sagemaker.describe_model(ModelName=variant["ModelName"])["ExecutionRoleArn"]
+        return self.account.assume(role, "sagemaker.amazonaws.com", session_name="SageMaker")
 
     def _settle(self) -> list[Delivery]:
         """Let every consequence happen: AWS service events, rule deliveries, the events those put, ..."""

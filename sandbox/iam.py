@@ -385,6 +385,32 @@ def _check_action_permitted(self: Any, resource: str) -> None:
     raise AccessDeniedError(user_arn=principal, action=f"{denial.action} on resource: {denial.resource}")
 
 
+def authorize_signed(headers: Any, region: str, action: str, resource: str) -> Denial | None:
+    """For stand-ins outside moto (the endpoint's InvokeEndpoint): authorize a SigV4-signed request's caller, as
+    known to the local IAM, for one action on one resource. A request without known credentials is refused."""
+    from moto.iam.access_control import CreateAccessKeyFailure, create_access_key
+    from moto.iam.models import get_account_id_from
+
+    found = re.search(r"Credential=([^/]+)/", headers.get("Authorization") or "")
+    if not found:
+        return Denial("anonymous", action, resource)
+    key_id = found[1]
+    account = get_account_id_from(key_id)
+    try:
+        caller = create_access_key(account, "aws", key_id, dict(headers.items()))
+    except CreateAccessKeyFailure:
+        return Denial(f"unknown key {key_id}", action, resource)
+    service, _, operation = action.partition(":")
+    request = Request(service, operation, region, account, {}, "POST", "/", headers, resource)
+    context = _context(request, caller.arn)
+    if is_allowed(_policy_documents(caller), action, resource, context):
+        return None
+    denial = Denial(caller.arn, action, resource)
+    with _lock:
+        DENIALS.append(denial)
+    return denial
+
+
 def install() -> None:
     """Route moto's IAM check through this module (idempotent; moto only checks while enforcing)."""
     from moto.iam.access_control import IAMRequestBase
