@@ -96,7 +96,11 @@ def run(args: argparse.Namespace) -> DemoOutcome | None:
     try:
         outcome = Lifecycle(config, settings).run()
     except DemoError as error:
-        raise DemoFailed(1, f"demo failed: {error}") from None
+        from sandbox.iam import DENIALS
+
+        refused = "".join(f"\n   IAM refused: {denial}" for denial in DENIALS)
+        hint = "\n   (grant it in the construct that owns the resource)" if DENIALS else ""
+        raise DemoFailed(1, f"demo failed: {error}{refused}{hint}") from None
     _report(outcome, workdir)
     return outcome
 

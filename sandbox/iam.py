@@ -251,7 +251,8 @@ def _checks(request: Request) -> list[Check]:
             for bus in sorted(buses)
         ]
     if service == "apigateway":  # IAM authorizes API Gateway's management API by HTTP method and path
-        return [(f"apigateway:{request.method}", [f"arn:aws:apigateway:{request.region}::{request.path}"])]
+        path = urlparse(request.path).path
+        return [(f"apigateway:{request.method}", [f"arn:aws:apigateway:{request.region}::{path}"])]
     if service == "glue" and p.get("JobName"):
         return [(iam_action, [_arn("glue", request, f"job/{p['JobName']}")])]
     if service == "sts" and action == "AssumeRole":

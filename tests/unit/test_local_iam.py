@@ -133,3 +133,10 @@ def test_copy_object_needs_get_object_on_its_source():
 def test_a_service_runs_code_only_with_roles_that_trust_it(principal, expected):
     trust = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": principal}]}
     assert trusts(trust, "lambda.amazonaws.com") is expected
+
+
+def test_api_gateway_management_calls_are_authorized_by_method_and_path_without_the_query():
+    key = f"arn:aws:apigateway:{REGION}::/apikeys/abc123"
+    asked = request("apigateway", "GetApiKey", method="GET", path="/apikeys/abc123?includeValue=true")
+    assert authorize([policy(allow("apigateway:GET", key))], asked, "role") is None
+    assert authorize([policy(allow("apigateway:GET", key + "x"))], asked, "role") is not None
