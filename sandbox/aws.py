@@ -146,6 +146,7 @@ class LocalAws:
         self._server.start()
         # moto keeps its backends per process, not per server: start from nothing, whatever ran here before.
         self._reset()
+        local_iam.DENIALS.clear()  # refusals of this world only
         if self.enforce_iam:
             self._enforcing = local_iam.Enforcing().__enter__()
         return self

@@ -296,6 +296,16 @@ def _implied_kms_checks(request: Request) -> list[Check]:
     return [(action, [_kms_key(request, kms_key) or kms_key])]
 
 
+def _bucket_owner(request: Request) -> str | None:
+    from moto.s3.models import s3_backends
+
+    bucket = request.moto_resource.removeprefix("arn:aws:s3:::").partition("/")[0]
+    try:
+        return s3_backends[request.account]["aws"].get_bucket(bucket).account_id
+    except Exception:  # no such bucket: S3 answers NoSuchBucket itself
+        return None
+
+
 def _context(request: Request, principal_arn: str) -> dict[str, Any]:
     context: dict[str, Any] = {
         "aws:PrincipalArn": principal_arn,
@@ -306,6 +316,9 @@ def _context(request: Request, principal_arn: str) -> dict[str, Any]:
         query = parse_qs(urlparse(request.path).query)
         if "prefix" in query:
             context["s3:prefix"] = query["prefix"][0]
+        owner = _bucket_owner(request)
+        if owner:
+            context["s3:ResourceAccount"] = context["aws:ResourceAccount"] = owner
     if request.service == "kms":
         context["kms:CallerAccount"] = request.account
         for name, value in (request.params.get("EncryptionContext") or {}).items():

@@ -65,7 +65,10 @@ class ApprovalStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.settings_env = environment
         env, group = environment.name, project.model_package_group
-        is_registry = (self.account, self.region) == (topology.registry_account, topology.registry_region)
+        # The registry environment's artifacts bucket holds the evaluation reports every version's ModelMetrics
+        # point at; other environments (same account or not) read them there (stacks/topology.py).
+        is_registry = topology.holds_registry(environment)
+        self._registry_account = topology.registry_account
         layer = dependencies_layer(self)
 
         self.api = apigateway.RestApi(
@@ -138,8 +141,7 @@ class ApprovalStack(Stack):
             iam.PolicyStatement(actions=["sagemaker:DescribeModelPackage"], resources=[registry_packages])
         )
         sender.grant_send_email(role)  # ses:SendEmail, ses:SendRawEmail on the sender identity
-        if is_registry:
-            storage.artifacts.grant_read(role)  # the evaluation reports the registry's ModelMetrics point at
+        self._grant_read_evaluation_reports(role, storage.artifacts if is_registry else None)
         if env == ENVIRONMENTS[0]:
             pattern = events.EventPattern(
                 source=[approval_events.REGISTRY_SOURCE],
@@ -193,8 +195,7 @@ class ApprovalStack(Stack):
                 resources=[self._parameter_arn(project.name, group, env)],  # its own environment's parameter only
             )
         )
-        if is_registry:
-            storage.artifacts.grant_read(role)
+        self._grant_read_evaluation_reports(role, storage.artifacts if is_registry else None)
         # No test-invoke permissions: the console test button is not how these pages are used.
         integration = apigateway.LambdaIntegration(self.approval_api.function, allow_test_invoke=False)
         links = self.api.root.add_resource("links").add_resource("{action}")
@@ -290,6 +291,28 @@ class ApprovalStack(Stack):
     def _parameter_arn(self, project: str, group: str, env: str) -> str:
         return f"arn:aws:ssm:{self.region}:{self.account}:parameter{parameter_name(project, group, env)}"
 
+    def _grant_read_evaluation_reports(self, role: iam.IRole, local_artifacts) -> None:
+        """The evaluation reports in the registry environment's artifacts bucket: that bucket where this stage
+        holds it; elsewhere objects in buckets of the registry's account only (s3:ResourceAccount), decrypted
+        only through S3 (the registry's RegistryArtifactsAccess lets other accounts in), as the deploy step."""
+        if local_artifacts is not None:
+            local_artifacts.grant_read(role)
+            return
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=["arn:aws:s3:::*/*"],
+                conditions={"StringEquals": {"s3:ResourceAccount": self._registry_account}},
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt"],
+                resources=[f"arn:aws:kms:*:{self._registry_account}:key/*"],
+                conditions={"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
+            )
+        )
+
     def _stage_options(self) -> apigateway.StageOptions:
         access_logs = logs.LogGroup(self, "ApiAccessLogs", retention=logs.RetentionDays.ONE_YEAR)
         return apigateway.StageOptions(
@@ -365,15 +388,17 @@ class ApprovalStack(Stack):
         table_key = [*KMS_GRANT_ACTIONS]
         registry = regex(r"Resource::arn:aws:sagemaker:[a-z0-9-]+:\d{12}:model-package\/[a-z0-9-]+\/\*")
         artifacts = [*S3_GRANT_ACTIONS, regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/\*")]
+        registry_reports = ["Resource::arn:aws:s3:::*/*", regex(r"Resource::arn:aws:kms:\*:\d{12}:key\/\*")]
         suppress(
             self,
             "RequestApproval/Role/DefaultPolicy/Resource",
             {
                 "AwsSolutions-IAM5": "Versions of the one model package group it e-mails about (the version is "
                 "only known from the event), the tables' KMS key (CDK's grant), and (registry environment) "
-                "reading the evaluation reports in the artifacts bucket."
+                "reading the evaluation reports in the artifacts bucket (other environments: objects in buckets of "
+                "the registry's account only, s3:ResourceAccount, decrypted only through S3)."
             },
-            {"AwsSolutions-IAM5": [*table_key, registry, *artifacts]},
+            {"AwsSolutions-IAM5": [*table_key, registry, *artifacts, *registry_reports]},
         )
         suppress(
             self,
@@ -381,9 +406,10 @@ class ApprovalStack(Stack):
             {
                 "AwsSolutions-IAM5": "Versions of the one model package group it decides on (the version comes "
                 "from the link), the tables' KMS key (CDK's grant), and (registry environment) reading the "
-                "evaluation reports in the artifacts bucket."
+                "evaluation reports in the artifacts bucket (other environments: objects in buckets of the "
+                "registry's account only, s3:ResourceAccount, decrypted only through S3)."
             },
-            {"AwsSolutions-IAM5": [*table_key, registry, *artifacts]},
+            {"AwsSolutions-IAM5": [*table_key, registry, *artifacts, *registry_reports]},
         )
         if hasattr(self, "post_inference"):
             suppress(

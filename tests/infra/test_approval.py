@@ -279,3 +279,29 @@ def test_the_company_directory_can_be_federated_with_its_groups_claim(federated_
         if r["Type"] == "AWS::Lambda::Function" and "approval_api" in r["Properties"]["Handler"]
     ]
     assert api["Environment"]["Variables"]["MODELGATE_SIGNIN_GROUPS_CLAIM"] == "cognito:groups,custom:groups"
+
+
+def _role_statements(template, role_prefix: str) -> list[dict]:
+    return [
+        statement
+        for policy in of_type(template, "AWS::IAM::Policy").values()
+        if any(role["Ref"].startswith(role_prefix) for role in policy["Properties"]["Roles"])
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS[1:])
+@pytest.mark.parametrize("role", ["RequestApprovalRole", "ApprovalApiRole"])
+def test_later_environments_read_the_evaluation_reports_where_the_registry_keeps_them(template, config, env, role):
+    """A version's ModelMetrics point at the registry environment's artifacts bucket: the e-mail and the
+    confirmation page of every environment show those metrics, so every environment's approval functions may read
+    objects there (only in buckets of the registry's account, decrypted only through S3). Found by the local IAM
+    enforcement: test's functions were refused the report (same account: its own bucket was granted instead)."""
+    registry = config.environments[ENVIRONMENTS[0]].account
+    found = _role_statements(template(env, "Approval"), role)
+    (read,) = [s for s in found if s.get("Condition", {}).get("StringEquals", {}).get("s3:ResourceAccount")]
+    assert (actions(read), read["Resource"]) == (["s3:GetObject"], "arn:aws:s3:::*/*")
+    assert read["Condition"] == {"StringEquals": {"s3:ResourceAccount": registry}}
+    (decrypt,) = [s for s in found if s.get("Condition", {}).get("StringLike", {}).get("kms:ViaService")]
+    assert (actions(decrypt), decrypt["Resource"]) == (["kms:Decrypt"], f"arn:aws:kms:*:{registry}:key/*")
+    assert "Artifacts" not in json.dumps(found), "not this environment's own artifacts bucket"

@@ -105,3 +105,23 @@ def test_a_service_cannot_run_code_with_a_role_that_does_not_trust_it(local_aws,
     spec = stacks["Approval"].function("RequestApproval")
     with pytest.raises(RoleNotAssumable, match=r"sagemaker\.amazonaws\.com cannot assume"):
         account.assume(spec.role, "sagemaker.amazonaws.com")
+
+
+def test_reading_an_sse_kms_object_needs_decrypt_on_its_key(local_aws, synth, config):
+    """S3 decrypts SSE-KMS objects with the caller's permissions (kms:Decrypt via s3.<region>.amazonaws.com):
+    a job role with s3:GetObject on the curated data but without kms:Decrypt on the data key cannot read it."""
+    account = local_aws.account(config.environments["dev"].account)
+
+    def edit(stack: str, template: dict) -> dict:
+        return without(template, "TrainingTrainingRole", "kms:Decrypt") if stack == "Pipeline" else template
+
+    stacks = deploy_stage(account, _stage(synth, config, "dev"), edit=edit)
+    curated = stacks["Storage"].physical_id("CuratedData")
+    account.client("s3").put_object(Bucket=curated, Key="e-1/curated/customer=c-1/part.parquet", Body=b"rows")
+    jobs = SageMakerJobs(account, stacks["Pipeline"])
+    training, evaluation = jobs.job_account("Train").client("s3"), jobs.job_account("Evaluate").client("s3")
+    key = "e-1/curated/customer=c-1/part.parquet"
+    assert evaluation.get_object(Bucket=curated, Key=key)["Body"].read() == b"rows", "it keeps kms:Decrypt"
+    with pytest.raises(training.exceptions.ClientError, match="AccessDenied"):
+        training.get_object(Bucket=curated, Key=key)
+    assert any(d.action.startswith("kms:Decrypt (S3 GetObject") for d in local_iam.DENIALS)
