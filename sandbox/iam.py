@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.utils
 import json
 import re
 import threading
@@ -181,8 +182,8 @@ def _kms_key(request: Request, key_id: str) -> str | None:
 
     try:
         return kms_backends[request.account][request.region].describe_key(key_id).arn
-    except Exception:  # an unknown key: KMS answers NotFound itself
-        return None
+    except Exception:  # another account's key by ARN, or an unknown one (KMS answers NotFound itself)
+        return key_id if key_id.startswith("arn:") else None
 
 
 def _email_identities(request: Request) -> list[str]:
