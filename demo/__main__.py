@@ -51,6 +51,9 @@ def _synthesize(outdir: Path, config: Path, summary: bool = True) -> None:
 def _report(outcome: DemoOutcome, workdir: Path) -> None:
     print("\n== modelgate status " + outcome.model_package_arn.rsplit("/", 2)[-2])
     print(outcome.status_table.rstrip())
+    print(f"\n== IAM enforced locally: {len(outcome.iam_denials)} requests refused")
+    for denial in outcome.iam_denials:
+        print(f"   {denial}")
     print("\n== Where things are")
     print(f"   outbox ({len(outcome.outbox)} e-mails, .eml): {workdir / 'outbox'}")
     print(f"   forecast plots:  {outcome.pipeline.plot}")

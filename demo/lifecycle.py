@@ -39,6 +39,7 @@ from pipelines import datagen
 from pipelines.local_runner import LocalRunResult, LocalRunSettings, run_pipeline
 from pipelines.steps import paths as step_paths
 from pipelines.steps.series import read_curated
+from sandbox import iam as local_iam
 from sandbox.api_gateway import LocalApiGateway
 from sandbox.approval import ApproverBrowser, SentEmail, sent_emails, write_outbox
 from sandbox.aws import LocalAccount, LocalAws
@@ -94,6 +95,7 @@ class DemoOutcome:
     registry_status: str
     parameters: dict[str, ApprovedModel]
     history: dict[str, int]
+    iam_denials: list[str] = field(default_factory=list)  # requests the local IAM refused (none when all is granted)
 
 
 def _people(config: ModelGateConfig) -> dict[str, tuple[str, str, tuple[str, ...]]]:
@@ -403,6 +405,7 @@ class Lifecycle:
             registry_status=described["ModelApprovalStatus"],
             parameters={env: self._parameter(env) for env in ENVIRONMENTS},
             history=history,
+            iam_denials=[str(denial) for denial in local_iam.DENIALS],
         )
 
 
