@@ -51,6 +51,9 @@ def _synthesize(outdir: Path, config: Path, summary: bool = True) -> None:
 def _report(outcome: DemoOutcome, workdir: Path) -> None:
     print("\n== modelgate status " + outcome.model_package_arn.rsplit("/", 2)[-2])
     print(outcome.status_table.rstrip())
+    print(f"\n== IAM enforced locally: {len(outcome.iam_denials)} requests refused")
+    for denial in outcome.iam_denials:
+        print(f"   {denial}")
     print("\n== Where things are")
     print(f"   outbox ({len(outcome.outbox)} e-mails, .eml): {workdir / 'outbox'}")
     print(f"   forecast plots:  {outcome.pipeline.plot}")
@@ -96,7 +99,11 @@ def run(args: argparse.Namespace) -> DemoOutcome | None:
     try:
         outcome = Lifecycle(config, settings).run()
     except DemoError as error:
-        raise DemoFailed(1, f"demo failed: {error}") from None
+        from sandbox.iam import DENIALS
+
+        refused = "".join(f"\n   IAM refused: {denial}" for denial in DENIALS)
+        hint = "\n   (grant it in the construct that owns the resource)" if DENIALS else ""
+        raise DemoFailed(1, f"demo failed: {error}{refused}{hint}") from None
     _report(outcome, workdir)
     return outcome
 

@@ -39,14 +39,16 @@ from pipelines import datagen
 from pipelines.local_runner import LocalRunResult, LocalRunSettings, run_pipeline
 from pipelines.steps import paths as step_paths
 from pipelines.steps.series import read_curated
+from sandbox import iam as local_iam
 from sandbox.api_gateway import LocalApiGateway
 from sandbox.approval import ApproverBrowser, SentEmail, sent_emails, write_outbox
-from sandbox.aws import LocalAws
+from sandbox.aws import LocalAccount, LocalAws
 from sandbox.cloudformation import DeployedStack, deploy_stage
 from sandbox.deployed_functions import DeployedFunctions
 from sandbox.event_bridge import Delivery, LocalEventBridge
 from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, S3Archives
 from sandbox.oidc_issuer import LocalIssuer
+from sandbox.pipeline_jobs import SageMakerJobs
 from sandbox.rest_api import routes_from_template
 from sandbox.service_events import ServiceEvents
 from sandbox.triton import LocalTriton
@@ -93,6 +95,7 @@ class DemoOutcome:
     registry_status: str
     parameters: dict[str, ApprovedModel]
     history: dict[str, int]
+    iam_denials: list[str] = field(default_factory=list)  # requests the local IAM refused (none when all is granted)
 
 
 def _people(config: ModelGateConfig) -> dict[str, tuple[str, str, tuple[str, ...]]]:
@@ -181,8 +184,16 @@ class Lifecycle:
             repository = self.stacks[env]["Storage"].physical_id("ModelRepository")
             # The endpoint the template declares (a record in the local SageMaker); its Triton is local.
             endpoint_name = serving.function("InferenceApiInvoke").environment[serving_names.ENDPOINT]
+            (endpoint_arn,) = [
+                serving.physical_ids[logical]
+                for logical, resource in serving.template["Resources"].items()
+                if resource["Type"] == "AWS::SageMaker::Endpoint"
+            ]  # callers need sagemaker:InvokeEndpoint on it
             endpoint = LocalMultiModelEndpoint(
-                self.triton, S3Archives(self.account.client("s3"), repository), endpoint_name=endpoint_name
+                self.triton,
+                S3Archives(self._endpoint_role(endpoint_name).client("s3"), repository),
+                endpoint_name=endpoint_name,
+                arn=endpoint_arn,
             )
             self.endpoints[env] = stack.enter_context(endpoint)
             self.functions.add(
@@ -205,6 +216,14 @@ class Lifecycle:
             f"   EventBridge: {len(self.bridge.subscriptions)} rules deliver to their Lambda functions;"
             f" identity provider and token issuer at {self.issuer.issuer}; Triton at {self.triton.url}"
         )
+
+    def _endpoint_role(self, endpoint_name: str) -> LocalAccount:
+        """The local AWS as the endpoint's model execution role: SageMaker loads the archives with it."""
+        sagemaker = self.account.client("sagemaker")
+        config = sagemaker.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
+        (variant,) = sagemaker.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
+        role = sagemaker.describe_model(ModelName=variant["ModelName"])["ExecutionRoleArn"]
+        return self.account.assume(role, "sagemaker.amazonaws.com", session_name="SageMaker")
 
     def _settle(self) -> list[Delivery]:
         """Let every consequence happen: AWS service events, rule deliveries, the events those put, ..."""
@@ -240,6 +259,7 @@ class Lifecycle:
             model_data_url=f"s3://{artifacts}/models/{self.group}/{run_id}/",
             registered_by=REGISTERED_BY,
             inference_instance_types=(self.dev.serving.instance_type,),
+            jobs=SageMakerJobs(self.account, self.stacks["dev"]["Pipeline"]),  # each step as its deployed job role
         )
         result = run_pipeline(settings, sagemaker=self.account.client("sagemaker"), s3=self.account.client("s3"))
         if result.status != "registered":
@@ -385,6 +405,7 @@ class Lifecycle:
             registry_status=described["ModelApprovalStatus"],
             parameters={env: self._parameter(env) for env in ENVIRONMENTS},
             history=history,
+            iam_denials=[str(denial) for denial in local_iam.DENIALS],
         )
 
 

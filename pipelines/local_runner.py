@@ -10,6 +10,11 @@ SageMaker does. Registration (optional) uploads the version's archives to S3 and
 CreateModelPackage request as the pipeline (pipelines/registration.py) with the boto3 clients it is given:
 moto in tests and in the demo.
 
+With `jobs` (sandbox.pipeline_jobs.SageMakerJobs: the Pipeline stack deployed in the local AWS), each step runs
+the code its job downloads from the deployed definition's `code` input as its own role (list the prefix, get the
+objects, as SageMaker does), the archives are uploaded as the Package job's role, and the version is registered
+as the pipeline's execution role: a grant the real jobs would lack fails the local run too.
+
 Library: `run_pipeline(LocalRunSettings(...), sagemaker=..., s3=...) -> LocalRunResult`.
 CLI: `python -m pipelines.local_runner --work-dir .demo/pipeline --customers 100 --epochs 5` (see --help).
 The Glue prep engine needs AWS Glue; locally prep always runs the Processing script (same transformation).
@@ -60,6 +65,7 @@ class LocalRunSettings:
     inference_instance_types: tuple[str, ...] = ()
     prep_workers: int = 2
     progress: bool = True
+    jobs: Any = None  # sandbox.pipeline_jobs.SageMakerJobs: run as the deployed pipeline's jobs (see above)
 
 
 @dataclass
@@ -101,6 +107,7 @@ class _Runner:
         self.code = self.work / "code"
         self.seconds: dict[str, float] = {}
         self.dataset: datagen.GeneratedDataset | None = None
+        self._job_code: dict[str, Path] = {}
 
     def prepare_work_dir(self) -> None:
         if self.work.exists() and any(self.work.iterdir()):
@@ -109,6 +116,8 @@ class _Runner:
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True, exist_ok=True)
         (self.work / MARKER).write_text("made by pipelines/local_runner.py; deleted on the next run\n")
+        if self.settings.jobs is not None:
+            return  # each step downloads its own code (code_for)
         for source in step_paths.RUNTIME_SOURCES:
             origin, target = ROOT / source, self.code / source
             if origin.is_dir():
@@ -117,16 +126,32 @@ class _Runner:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, target)
 
+    def code_for(self, name: str) -> Path:
+        """Where the step's code is: the bundle its job downloaded as its role (with `jobs`), else the copy."""
+        jobs = self.settings.jobs
+        if jobs is None:
+            return self.code
+        if name not in self._job_code:
+            downloaded = self.work / "job-inputs" / name / "code"
+            (bundle,) = jobs.download_code(name.capitalize(), downloaded)
+            code = self.work / "job-code" / name
+            code.mkdir(parents=True)
+            with tarfile.open(bundle, "r:gz") as archive:
+                archive.extractall(code, filter="data")
+            self._job_code[name] = code
+        return self._job_code[name]
+
     def step(self, name: str, script: str, args: list[str], opt_ml: Path, **environ: str) -> None:
         if self.settings.progress:
             print(f"== {name}", flush=True)
+        code = self.code_for(name)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the bundle may be importable
         env.update({step_paths.OPT_ML_ENV: str(opt_ml), "PYTHONDONTWRITEBYTECODE": "1", **environ})
         started = time.perf_counter()
         completed = subprocess.run(
-            [self.python, str(self.code / script), *args],
+            [self.python, str(code / script), *args],
             env=env,
-            cwd=self.code,
+            cwd=code,
             capture_output=not self.settings.progress,
             text=True,
             check=False,
@@ -262,8 +287,12 @@ def run_pipeline(
     result.status = "packaged"
     if sagemaker is not None:
         started = time.perf_counter()
+        if settings.jobs is not None:  # as SageMaker: the job role uploads outputs, the pipeline role registers
+            s3 = settings.jobs.job_account("Package").client("s3")
+            sagemaker = settings.jobs.execution_account().client("sagemaker")
         upload(s3, result.models_dir, settings.model_data_url)
-        registration.ensure_model_package_group(sagemaker, settings.model_package_group)
+        if settings.jobs is None:  # a deployed pipeline registers into the group its Storage stack made
+            registration.ensure_model_package_group(sagemaker, settings.model_package_group)
         version = registration.ModelVersion(
             model_package_group=settings.model_package_group,
             model_data_url=settings.model_data_url,

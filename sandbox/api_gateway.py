@@ -51,11 +51,47 @@ class Authorizer:
 
 
 @dataclass(frozen=True)
+class Validation:
+    """A method's RequestValidator with what it checks: the method's required request parameters
+    (`querystring.token`, `header.Content-Type`, `path.model`) and its request models (content type -> JSON
+    schema, draft 4 as in API Gateway)."""
+
+    parameters: tuple[str, ...] = ()
+    models: dict[str, dict] = field(default_factory=dict)
+    validate_parameters: bool = True
+    validate_body: bool = True
+
+    def refusal(self, query: dict[str, list[str]], headers: dict[str, str], params: dict, body: bytes) -> str | None:
+        """API Gateway's 400 message for a request this validator refuses, else None."""
+        if self.validate_parameters:
+            sources = {"querystring": {k: v[-1] for k, v in query.items()}, "header": headers, "path": params}
+            missing = [
+                name
+                for where, _, name in (p.partition(".") for p in self.parameters)
+                if not (sources[where].get(name.lower() if where == "header" else name) or "").strip()
+            ]
+            if missing:
+                return f"Missing required request parameters: [{', '.join(missing)}]"
+        if self.validate_body and self.models:
+            media = (headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+            schema = self.models.get(media)
+            if schema is not None:
+                import jsonschema
+
+                try:
+                    jsonschema.Draft4Validator(schema).validate(json.loads(body or b"null"))
+                except (ValueError, jsonschema.ValidationError):
+                    return "Invalid request body"
+        return None
+
+
+@dataclass(frozen=True)
 class Route:
     method: str
     resource: str  # API Gateway resource path, e.g. "/models/{model}/invoke"
     handler: Handler
     authorizer: Authorizer | None = None
+    validation: Validation | None = None  # the method's RequestValidator, applied after the authorizer
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if method != self.method:
@@ -152,6 +188,11 @@ class LocalApiGateway:
                 if status != 200:
                     return _json(500, {"message": None})
                 event["requestContext"]["authorizer"] = context
+            if route.validation is not None:
+                query = parse_qs(urlsplit(raw_path).query, keep_blank_values=True)
+                refusal = route.validation.refusal(query, headers, params, body)
+                if refusal is not None:
+                    return _json(400, {"message": refusal})
             response = route.handler(event, LambdaContext(function_name=route.resource))
             return _from_proxy(response)
         allowed = [r.method for r in self.routes if r.match(r.method, path) is not None]

@@ -1,13 +1,17 @@
 """An AWS stand-in on loopback: moto's server mode, for the demo and integration tests.
 
 Several AWS accounts live in the one server (dev, test, uat, prod may each have their own): `LocalAws.account(id)`
-creates an IAM access key in that account, and moto attributes every request signed with it to that account,
-as AWS does. Real code needs no change: boto3 honours AWS_ENDPOINT_URL and the credentials in its environment.
+creates an IAM user with an access key in that account (the operator: allowed everything), and moto attributes
+every request signed with it to that account, as AWS does. Real code needs no change: boto3 honours
+AWS_ENDPOINT_URL and the credentials in its environment.
+
+IAM is enforced (sandbox/iam.py): `LocalAccount.assume(role_arn, service)` plays the AWS service that runs code
+with a role (Lambda, SageMaker): it checks that the role trusts that service, assumes it through the local STS
+and returns the account as that role, so a function or a job can do exactly what its role's policies allow.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import urllib.request
 import warnings
@@ -16,7 +20,13 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-_BOOTSTRAP_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+from sandbox import iam as local_iam
+
+OPERATOR = "modelgate-local"
+
+
+class RoleNotAssumable(Exception):
+    """A service was asked to run code with a role whose trust policy does not name that service."""
 
 
 def _accept_current_instance_types() -> None:
@@ -41,11 +51,15 @@ def _accept_current_instance_types() -> None:
 class LocalAccount:
     """One account of the stand-in: sessions, clients and process environments signed as that account."""
 
-    def __init__(self, aws: LocalAws, account: str, access_key: str, secret_key: str) -> None:
+    def __init__(
+        self, aws: LocalAws, account: str, access_key: str, secret_key: str, session_token: str | None = None
+    ) -> None:
         self.aws = aws
         self.account = account
         self.region = aws.region
         self._credentials = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key}
+        if session_token:
+            self._credentials["aws_session_token"] = session_token
 
     @property
     def url(self) -> str:
@@ -57,10 +71,33 @@ class LocalAccount:
             "AWS_ENDPOINT_URL": self.url,
             "AWS_ACCESS_KEY_ID": self._credentials["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": self._credentials["aws_secret_access_key"],
+            **(
+                {"AWS_SESSION_TOKEN": self._credentials["aws_session_token"]}
+                if "aws_session_token" in self._credentials
+                else {}
+            ),
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
             **overrides,
         }
+
+    def assume(self, role_arn: str, service: str, session_name: str = "local") -> LocalAccount:
+        """This account as `role_arn`, the way `service` (e.g. lambda.amazonaws.com) runs code with it. Refuses,
+        as the service would, a role whose trust policy does not let that service assume it."""
+        role_name = role_arn.rsplit("/", 1)[-1]
+        role = self.client("iam").get_role(RoleName=role_name)["Role"]
+        if not local_iam.trusts(role["AssumeRolePolicyDocument"], service):
+            raise RoleNotAssumable(f"{service} cannot assume {role_arn}: its trust policy does not name {service}")
+        credentials = self.client("sts").assume_role(RoleArn=role["Arn"], RoleSessionName=session_name[:64])[
+            "Credentials"
+        ]
+        return LocalAccount(
+            self.aws,
+            self.account,
+            credentials["AccessKeyId"],
+            credentials["SecretAccessKey"],
+            credentials["SessionToken"],
+        )
 
     def session(self) -> boto3.Session:
         return boto3.Session(region_name=self.region, **self._credentials)
@@ -70,8 +107,10 @@ class LocalAccount:
 
 
 class LocalAws:
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, *, enforce_iam: bool = True) -> None:
         self.region = region
+        self.enforce_iam = enforce_iam
+        self._enforcing: local_iam.Enforcing | None = None
         self._server: ThreadedMotoServer | None = None
         self._accounts: dict[str, LocalAccount] = {}
 
@@ -83,18 +122,18 @@ class LocalAws:
         return f"http://{host}:{port}"
 
     def account(self, account: str) -> LocalAccount:
+        """The account's operator: an IAM user allowed everything (made in moto's backend directly, as an account
+        owner's first user is made outside IAM's API)."""
         if account not in self._accounts:
-            iam = boto3.client("iam", region_name=self.region, endpoint_url=self.url, **_BOOTSTRAP_CREDENTIALS)
+            from moto.iam.models import iam_backends
 
-            def in_account(request, **_: Any) -> None:
-                request.headers["x-moto-account-id"] = account
-
-            iam.meta.events.register("before-sign.iam.*", in_account)
+            backend = iam_backends[account]["aws"]
             # moto's backends are per process: an earlier LocalAws of this process may have made the user.
-            with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-                iam.create_user(UserName="modelgate-local")
-            key = iam.create_access_key(UserName="modelgate-local")["AccessKey"]
-            self._accounts[account] = LocalAccount(self, account, key["AccessKeyId"], key["SecretAccessKey"])
+            if OPERATOR not in backend.users:
+                backend.create_user(self.region, OPERATOR)
+            backend.put_user_policy(OPERATOR, "operator", local_iam.ADMIN_POLICY)
+            key = backend.create_access_key(OPERATOR)
+            self._accounts[account] = LocalAccount(self, account, key.access_key_id, key.secret_access_key)
         return self._accounts[account]
 
     def __enter__(self) -> LocalAws:
@@ -107,6 +146,9 @@ class LocalAws:
         self._server.start()
         # moto keeps its backends per process, not per server: start from nothing, whatever ran here before.
         self._reset()
+        local_iam.DENIALS.clear()  # refusals of this world only
+        if self.enforce_iam:
+            self._enforcing = local_iam.Enforcing().__enter__()
         return self
 
     def _reset(self) -> None:
@@ -115,6 +157,9 @@ class LocalAws:
             pass
 
     def __exit__(self, *exc: object) -> None:
+        if self._enforcing is not None:
+            self._enforcing.__exit__()
+            self._enforcing = None
         if self._server is not None:
             self._reset()  # leave nothing behind for the next stand-in in this process
             self._server.stop()

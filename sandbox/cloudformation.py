@@ -31,6 +31,7 @@ class LocalFunctionSpec:
     name: str
     handler: str
     environment: dict[str, str]
+    role: str = ""  # the execution role's ARN: the function runs with its credentials (sandbox.aws.assume)
 
 
 @dataclass
@@ -402,18 +403,25 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
                 name=config["FunctionName"],
                 handler=config["Handler"],
                 environment=config.get("Environment", {}).get("Variables", {}),
+                role=config["Role"],
             )
     return deployed
 
 
-def deploy_stage(aws: LocalAccount, assembly_dir: str | Path) -> dict[str, DeployedStack]:
-    """Deploy every stack of a synthesized Stage (`cdk.out/assembly-<stage>`), in order. Keyed by stack id."""
+def deploy_stage(
+    aws: LocalAccount, assembly_dir: str | Path, edit: Callable[[str, dict], dict] | None = None
+) -> dict[str, DeployedStack]:
+    """Deploy every stack of a synthesized Stage (`cdk.out/assembly-<stage>`), in order. Keyed by stack id.
+    `edit(stack id, template) -> template` changes a template before it is deployed (tests: remove one grant)."""
     assembly_dir = Path(assembly_dir)
     _ensure_bucket(aws.client("s3"), f"cdk-{BOOTSTRAP_QUALIFIER}-assets-{aws.account}-{aws.region}", aws.region)
     deployed = {}
     for name, template_path, assets in stage_stacks(assembly_dir):
         if assets is not None:
             _publish_assets(aws, assembly_dir, assets)
-        stack = deploy_stack(aws, name, json.loads(template_path.read_text()))
+        template = json.loads(template_path.read_text())
+        if edit is not None:
+            template = edit(re.sub(r"^.*-", "", name), template)
+        stack = deploy_stack(aws, name, template)
         deployed[re.sub(r"^.*-", "", name)] = stack
     return deployed

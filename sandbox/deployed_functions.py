@@ -1,6 +1,7 @@
 """The Lambda functions of deployed stacks, each run by its real handler in its own process (LocalFunction),
 started on first use with the environment its template gives it plus per-stack overrides (the few values that
-point at things that cannot exist locally: public API URLs, the identity provider, the endpoint)."""
+point at things that cannot exist locally: public API URLs, the identity provider, the endpoint), and with the
+credentials of its own execution role, as Lambda runs it: the local AWS enforces that role's policies."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.aws import LocalAccount
-from sandbox.cloudformation import DeployedStack
+from sandbox.cloudformation import DeployedStack, LocalFunctionSpec
 from sandbox.lambda_runner import LocalFunction
+
+
+def function_environ(account: LocalAccount, spec: LocalFunctionSpec, **overrides: str) -> dict[str, str]:
+    """What Lambda gives the function's process: its template's environment and its execution role's credentials."""
+    as_role = account.assume(spec.role, "lambda.amazonaws.com", session_name=spec.name)
+    return as_role.environ(**{**spec.environment, **overrides})
 
 
 @dataclass
@@ -35,7 +42,7 @@ class DeployedFunctions:
         key = (stack, logical_id)
         if key not in self._running:
             spec = self.stacks[stack].functions[logical_id]
-            environment = self.account.environ(**{**spec.environment, **self.overrides.get(stack, {})})
+            environment = function_environ(self.account, spec, **self.overrides.get(stack, {}))
             self._running[key] = LocalFunction(
                 spec.name, spec.handler, environment, log=self.log_dir / f"{spec.name}.log"
             ).start()

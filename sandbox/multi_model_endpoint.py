@@ -117,7 +117,10 @@ class LocalMultiModelEndpoint:
         max_in_flight: int = 32,
         rate_per_second: float | None = None,
         burst: int | None = None,
+        arn: str | None = None,
     ) -> None:
+        # With `arn` (the endpoint as deployed), callers need sagemaker:InvokeEndpoint on it in the local IAM.
+        self.arn = arn
         self.triton = triton
         self.source = source
         self.endpoint_name = endpoint_name
@@ -291,6 +294,17 @@ class LocalMultiModelEndpoint:
         response_type = f"{TRITON_BINARY_JSON};json-header-size={header_size}" if header_size else "application/json"
         return 200, {"Content-Type": response_type, "X-Amzn-Invoked-Production-Variant": "AllTraffic"}, payload
 
+    def _authorize(self, headers: Any) -> None:
+        if self.arn is None:
+            return
+        from sandbox.iam import authorize_signed
+
+        region = self.arn.split(":")[3]
+        denial = authorize_signed(headers, region, "sagemaker:InvokeEndpoint", self.arn)
+        if denial is not None:
+            message = f"User: {denial.principal} is not authorized to perform: {denial.action} on resource: {self.arn}"
+            raise _Refusal(400, "AccessDeniedException", message)
+
     # -- HTTP --------------------------------------------------------------------------------------------------
     def __enter__(self) -> LocalMultiModelEndpoint:
         endpoint = self
@@ -311,6 +325,7 @@ class LocalMultiModelEndpoint:
                 try:
                     if not found:
                         raise _Refusal(404, "UnknownOperationException", f"unknown operation {self.path}")
+                    endpoint._authorize(self.headers)
                     status, headers, payload = endpoint.invoke(
                         found.group(1),
                         self.headers.get("X-Amzn-SageMaker-Target-Model"),

@@ -64,10 +64,19 @@ def repository_arns(images: list[str]) -> list[str]:
 
 
 def grant_read_object(role: iam.IRole, asset: assets.Asset) -> None:
-    """Read access to this one asset object (Asset.grant_read would open the whole bootstrap bucket)."""
+    """Read access to this one asset object (Asset.grant_read would open the whole bootstrap bucket). The jobs
+    take it as an `S3DataType: S3Prefix` input, which SageMaker downloads by listing the prefix first: so also
+    s3:ListBucket on the bucket, for exactly that prefix (the object's key)."""
     role.add_to_principal_policy(
         iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[f"arn:aws:s3:::{asset.s3_bucket_name}/{asset.s3_object_key}"]
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["s3:ListBucket"],
+            resources=[f"arn:aws:s3:::{asset.s3_bucket_name}"],
+            conditions={"StringEquals": {"s3:prefix": asset.s3_object_key}},
         )
     )
 
@@ -99,6 +108,14 @@ class TrainingPipeline(Construct):
             role = iam.Role(self, name, assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
             grant_read_object(role, code)
             key.grant_encrypt_decrypt(role)  # volumes and outputs are encrypted with the data key
+            # VolumeKmsKeyId: SageMaker creates the EBS volume's grant on the key as the job role.
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["kms:CreateGrant"],
+                    resources=[key.key_arn],
+                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+                )
+            )
             role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
             role.add_to_policy(
                 iam.PolicyStatement(

@@ -279,3 +279,32 @@ def test_the_company_directory_can_be_federated_with_its_groups_claim(federated_
         if r["Type"] == "AWS::Lambda::Function" and "approval_api" in r["Properties"]["Handler"]
     ]
     assert api["Environment"]["Variables"]["MODELGATE_SIGNIN_GROUPS_CLAIM"] == "cognito:groups,custom:groups"
+
+
+def _role_statements(template, role_prefix: str) -> list[dict]:
+    return [
+        statement
+        for policy in of_type(template, "AWS::IAM::Policy").values()
+        if any(role["Ref"].startswith(role_prefix) for role in policy["Properties"]["Roles"])
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS[1:])
+@pytest.mark.parametrize("role", ["RequestApprovalRole", "ApprovalApiRole"])
+def test_later_environments_read_the_evaluation_reports_where_the_registry_keeps_them(template, config, env, role):
+    """A version's ModelMetrics point at the evaluation report under the version's models/ prefix in the artifacts
+    bucket of the environment that trained it (dev here): the e-mail and the confirmation page of every environment
+    show those metrics, so every environment's approval functions may read registered versions in the registry's
+    account (s3:ResourceAccount), decrypted only through S3. Found by the local IAM enforcement: test's functions
+    were refused the report (same account: only its own bucket was granted)."""
+    registry = config.environments[ENVIRONMENTS[0]].account
+    found = _role_statements(template(env, "Approval"), role)
+    (read,) = [s for s in found if s.get("Condition", {}).get("StringEquals", {}).get("s3:ResourceAccount")]
+    assert actions(read) == ["s3:GetObject"]
+    assert sorted(read["Resource"]) == ["arn:aws:s3:::*/*/models/*", "arn:aws:s3:::*/models/*"]
+    assert registry in read["Condition"]["StringEquals"]["s3:ResourceAccount"]
+    (decrypt,) = [s for s in found if s.get("Condition", {}).get("StringLike", {}).get("kms:ViaService")]
+    assert actions(decrypt) == ["kms:Decrypt"]
+    decrypt_keys = decrypt["Resource"] if isinstance(decrypt["Resource"], list) else [decrypt["Resource"]]
+    assert f"arn:aws:kms:*:{registry}:key/*" in decrypt_keys

@@ -187,3 +187,44 @@ def test_pipeline_is_named_by_cdk_and_unique_per_environment(template, env):
     name = pipeline["Properties"]["PipelineName"]
     assert name == name.lower()
     assert env in name
+
+
+def _job_roles(pipeline) -> list[str]:
+    roles = [logical for logical in pipeline.find_resources("AWS::IAM::Role") if logical.startswith("Training")]
+    return [logical for logical in roles if "ExecutionRole" not in logical]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_job_roles_may_list_exactly_their_code_prefix(template, env):
+    """SageMaker downloads an `S3DataType: S3Prefix` input (the `code` ProcessingInput and training channel) by
+    listing the prefix (s3:ListBucket on the bucket, s3:prefix = the URI's key) before getting each object: with
+    s3:GetObject alone every job of the first run fails to download its code."""
+    pipeline = template(env, "Pipeline")
+    (code,) = {
+        json.dumps(resources_of(s)[0])
+        for s in statements(pipeline, "TrainingTrainingRole")
+        if actions_of(s) == ["s3:GetObject"]
+    }
+    bucket, key = json.loads(code).split(":::", 1)[1].split("/", 1)
+    roles = _job_roles(pipeline)
+    assert len(roles) >= 2, roles
+    for role in roles:
+        (listing,) = [s for s in statements(pipeline, role) if "s3:ListBucket" in actions_of(s) and "Condition" in s]
+        assert actions_of(listing) == ["s3:ListBucket"]
+        assert resources_of(listing) == [f"arn:aws:s3:::{bucket}"], role
+        assert listing["Condition"] == {"StringEquals": {"s3:prefix": key}}, role
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_job_roles_may_create_grants_on_the_key_of_their_encrypted_volumes(template, env):
+    """Jobs set VolumeKmsKeyId: SageMaker creates a KMS grant for the instance's EBS volume as the job role, so
+    the role needs kms:CreateGrant on that key (for AWS resources only: kms:GrantIsForAWSResource)."""
+    pipeline = template(env, "Pipeline")
+    definition = json.dumps(pipeline.find_resources("AWS::SageMaker::Pipeline"))
+    assert "VolumeKmsKeyId" in definition
+    for role in _job_roles(pipeline):
+        (grant,) = [s for s in statements(pipeline, role) if "kms:CreateGrant" in actions_of(s)]
+        assert actions_of(grant) == ["kms:CreateGrant"]
+        assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}, role
+        (decrypt,) = [s for s in statements(pipeline, role) if "kms:Decrypt" in actions_of(s)]
+        assert resources_of(grant) == resources_of(decrypt), "the data key, the one the volumes use"

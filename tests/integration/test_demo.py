@@ -47,6 +47,7 @@ def test_make_demo_auto_approve_end_to_end(tmp_path):
     _the_approvers_were_emailed_and_the_outbox_holds_the_messages(outcome)
     _every_environment_served_forecasts_with_a_jwt_and_refused_a_call_without_one(outcome)
     _every_event_reached_a_handler_that_succeeded_and_nothing_is_left_running(outcome)
+    assert outcome.iam_denials == [], "every function and job ran as its own role with the grants it needs"
     _an_interrupted_demo_stops_every_process_it_started(tmp_path / "run", tmp_path / "interrupted")
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from sandbox.aws import LocalAws
 from sandbox.cloudformation import deploy_stage
+from sandbox.deployed_functions import function_environ
 from sandbox.lambda_runner import FunctionError, LocalFunction
 
 TOKEN = "token-from-the-pipeline"
@@ -65,7 +66,7 @@ def test_a_callback_message_starts_the_deployed_glue_job_once(deployed, tmp_path
     }
     body = json.dumps({"token": TOKEN, "pipelineExecutionArn": "arn:x", "arguments": arguments, "status": "Executing"})
     event = sqs_event(body, account.region, account.account)
-    with LocalFunction(start.name, start.handler, account.environ(**start.environment), log=tmp_path / "s.log") as fn:
+    with LocalFunction(start.name, start.handler, function_environ(account, start), log=tmp_path / "s.log") as fn:
         assert fn.invoke(event) == {"batchItemFailures": []}
         assert fn.invoke(event) == {"batchItemFailures": []}, "a redelivered message is handled, not retried"
         (run,) = account.client("glue").get_job_runs(JobName=job)["JobRuns"]
@@ -93,6 +94,6 @@ def test_the_deployed_finish_function_reads_glue_state_change_events(deployed, t
         "resources": [],
         "detail": {"jobName": job, "severity": "INFO", "state": "SUCCEEDED", "jobRunId": run_id, "message": "ok"},
     }
-    env = account.environ(**finish.environment)
+    env = function_environ(account, finish)
     with LocalFunction(finish.name, finish.handler, env, log=tmp_path / "f.log") as fn:
         assert fn.invoke(event) == {"action": "ignored", "job_run_id": run_id}  # started by hand: no token

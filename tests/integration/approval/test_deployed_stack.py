@@ -1,7 +1,8 @@
-"""The approval stack as synthesized, deployed into the local AWS stand-in: its Lambdas run in their own
-processes with exactly the environment the template gives them (only the two things that cannot exist locally
-are swapped: the public API URL and the Cognito sign-in endpoints). Catches wiring mistakes that tests calling
-the functions directly cannot: variable names, table keys, the key's spec, the rule patterns' event shapes."""
+"""The approval stack as synthesized, deployed into the local AWS stand-in: its Lambdas run in their own processes
+as their own roles, with exactly the environment the template gives them (only the two things that cannot exist
+locally are swapped: the public API URL and the Cognito sign-in endpoints). Catches wiring mistakes that tests
+calling the functions directly cannot: a missing grant, variable names, table keys, the key's spec, the rule
+patterns' event shapes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sandbox.api_gateway import LocalApiGateway, Route
 from sandbox.approval import ApproverBrowser, register_version, registry_event, sent_emails
 from sandbox.aws import LocalAws
 from sandbox.cloudformation import deploy_stage
+from sandbox.deployed_functions import function_environ
 from sandbox.lambda_runner import LocalFunction
 from sandbox.oidc_issuer import LocalIssuer
 
@@ -44,9 +46,7 @@ def test_the_deployed_functions_email_sign_in_and_decide(dev, config, tmp_path):
     assert event["detail"]["ModelPackageGroupName"] in rule["detail"]["ModelPackageGroupName"]
 
     request = approval.function("RequestApproval")
-    with LocalFunction(
-        request.name, request.handler, account.environ(**request.environment), log=tmp_path / "r.log"
-    ) as fn:
+    with LocalFunction(request.name, request.handler, function_environ(account, request), log=tmp_path / "r.log") as fn:
         assert fn.invoke(event)["sent"] == list(config.environments["dev"].approvers.emails)
     (mail,) = sent_emails(account.account, account.region)
 
@@ -54,8 +54,8 @@ def test_the_deployed_functions_email_sign_in_and_decide(dev, config, tmp_path):
     with LocalIssuer(client_ids=("local-client",)) as issuer, LocalApiGateway([]) as gateway:
         issuer.add_user("alice", "alice@example.com", [config.environments["dev"].approvers.group])
         sign_in = SignInSettings(issuer.issuer, issuer.jwks_url, issuer.authorize_url, issuer.token_url, "local-client")
-        environment = {**api.environment, **sign_in.environ(), API_URL: gateway.url}
-        with LocalFunction(api.name, api.handler, account.environ(**environment), log=tmp_path / "a.log") as fn:
+        environment = function_environ(account, api, **sign_in.environ(), **{API_URL: gateway.url})
+        with LocalFunction(api.name, api.handler, environment, log=tmp_path / "a.log") as fn:
             gateway.routes = [
                 Route(m, r, fn)
                 for m, r in (("GET", "/links/{action}"), ("POST", "/links/{action}"), ("GET", "/auth/callback"))
