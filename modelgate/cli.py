@@ -4,6 +4,9 @@
   modelgate approved GROUP --env ENV               the approved model of ENV as JSON (exit 1 if none)
   modelgate request-promotion GROUP --version N --to ENV
                                                    ask ENV's approvers (run with ENV's account credentials)
+  modelgate set-registrant GROUP --version N --email E
+                                                   administrators: say who registered a version whose registrant
+                                                   is unknown (run with the registry account's credentials)
   modelgate history GROUP --table TABLE [--version N]
                                                    every decision recorded in an environment, oldest first
 
@@ -168,6 +171,42 @@ def request_promotion(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def set_registrant(args: argparse.Namespace) -> int:
+    """Record who registered a version that does not say (never overwrites: separation of duties fails closed)."""
+    from modelgate.approval.model_versions import UnknownModelVersion, read_model_version
+    from modelgate.approval.registrant import MAX_METADATA_VALUE, canonical
+    from modelgate.registry import REGISTERED_BY_KEY, STARTED_BY_KEY, STARTED_BY_NAMES_KEY, customer_metadata
+
+    _defaults(args)
+    if "@" not in args.email or "," in args.email:
+        raise CliError(f"--email must be one e-mail address, got {args.email!r}", EXIT_USAGE)
+    session = _session(args)
+    sts = session.client("sts").get_caller_identity()
+    account = args.registry_account or sts["Account"]
+    region = args.registry_region or session.region_name
+    arn = f"arn:aws:sagemaker:{region}:{account}:model-package/{args.group.lower()}/{args.version}"
+    sagemaker = _registry(args, session)
+    try:
+        version = read_model_version(sagemaker, arn)
+    except UnknownModelVersion as problem:
+        raise CliError(str(problem)) from None
+    if version.registered_by:
+        raise CliError(
+            f"{args.group} v{args.version} already says it was registered by {version.registered_by}; not changed"
+        )
+    recorded = {REGISTERED_BY_KEY: args.email}
+    if not version.metadata.get(STARTED_BY_KEY):  # what SageMaker recorded is kept; else the administrator's word
+        recorded[STARTED_BY_KEY] = f"{args.email} (recorded by {sts['Arn']})"[:MAX_METADATA_VALUE]
+        recorded[STARTED_BY_NAMES_KEY] = canonical(args.email)
+    sagemaker.update_model_package(
+        ModelPackageArn=arn,
+        ModelApprovalStatus=version.approval_status,
+        CustomerMetadataProperties=customer_metadata(version.metadata, extra=recorded),
+    )
+    print(f"recorded: {args.group} v{args.version} was registered by {args.email}")
+    return EXIT_OK
+
+
 def history(args: argparse.Namespace) -> int:
     from modelgate.approval.history import iter_history
 
@@ -221,6 +260,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--to", type=_environment, required=True, help="the environment to promote to")
     sub.add_argument("--event-bus", default="default", help="event bus of the target environment (name or ARN)")
+    sub = command("set-registrant", set_registrant, "record who registered a version (administrators)", registry=True)
+    sub.add_argument("--version", type=int, required=True)
+    sub.add_argument("--email", required=True, help="e-mail address of the person who registered the version")
     sub = command("history", history, "decisions recorded in one environment's history table")
     sub.add_argument("--table", required=True, help="the environment's history table (stack output HistoryTable)")
     sub.add_argument("--version", type=int)
