@@ -23,9 +23,9 @@ from modelgate.approval.model_versions import (
     read_model_version,
     write_decision,
 )
+from modelgate.approval.registrant import Registrant
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.services import Services, iso
-from modelgate.approval.registrant import Registrant
 from modelgate.approval.signin import Approver, CsrfRejected, check_csrf, csrf_token, in_group
 from modelgate.environments import previous_environment
 from modelgate.parameters import ApprovedModel, parameter_name

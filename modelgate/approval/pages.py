@@ -12,8 +12,8 @@ from datetime import UTC
 
 from modelgate.approval.decisions import Outcome, Review
 from modelgate.approval.links import APPROVE
-from modelgate.registry import STARTED_BY_KEY
 from modelgate.environments import ENVIRONMENTS
+from modelgate.registry import STARTED_BY_KEY
 
 SECURITY_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",

@@ -19,9 +19,9 @@ from modelgate.approval.events import (
     promotion_entry,
 )
 from modelgate.approval.model_versions import ModelVersion, check_model_package_arn, flatten_metrics
+from modelgate.approval.registrant import Registrant
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.sealed import SealBroken, peek, seal, unseal
-from modelgate.approval.registrant import Registrant
 from modelgate.approval.signin import approver_from_claims
 from modelgate.approval.web import HttpRequest, read_cookies, same_origin, set_cookie
 from modelgate.registry import customer_metadata

@@ -46,19 +46,20 @@ def test_an_unknown_registrant_makes_a_version_ineligible():
 def test_principal_names_are_what_a_person_signs_in_as():
     display, names = principal_names({"IamIdentity": {"Arn": BOB_SSO, "SourceIdentity": "Bob"}})
     assert {"bob@example.com", "bob", canonical(BOB_SSO)} <= names
-    assert display.startswith(BOB_SSO) and "source identity Bob" in display
+    assert display.startswith(BOB_SSO)
+    assert "source identity Bob" in display
     assert principal_names({"UserProfileName": "bob-studio", "UserProfileArn": "arn:p"}) == ("arn:p", {"bob-studio"})
     assert principal_names({"IamIdentity": {"Arn": "arn:aws:iam::1:user/team/Carol"}})[1] >= {"carol"}
 
 
 class StubSageMaker:
-    class exceptions:  # noqa: N801 (boto3's shape)
+    class exceptions:
         from botocore.exceptions import ClientError
 
     def __init__(self, executions):
         self.executions = executions
 
-    def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803
+    def describe_pipeline_execution(self, PipelineExecutionArn):
         if PipelineExecutionArn not in self.executions:
             raise self.exceptions.ClientError({"Error": {"Code": "ResourceNotFound"}}, "DescribePipelineExecution")
         return {"CreatedBy": self.executions[PipelineExecutionArn]}
