@@ -79,11 +79,17 @@ def _verify(token: str, signin: SignInSettings, keys: SigningKeys) -> dict:
     from modelgate.jwt_auth import JwksUnavailable, JwtPolicy, TokenRejected, verify
 
     try:
-        return verify(token, JwtPolicy(issuer=signin.issuer, audience=signin.client_id), keys.cache())
+        claims = verify(token, JwtPolicy(issuer=signin.issuer, audience=signin.client_id), keys.cache())
     except TokenRejected as error:
         raise _TokenRefused(error.reason) from None
     except JwksUnavailable as error:
         raise IdentityProviderUnavailable(str(error)) from None
+    # OIDC Core 3.1.3.7 (3, 4, 5): our client must be the only audience and, when named, the authorized party;
+    # a token issued to another app that merely lists us is not a sign-in to ModelGate.
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if set(audiences) != {signin.client_id} or claims.get("azp", signin.client_id) != signin.client_id:
+        raise _TokenRefused("audience")
+    return claims
 
 
 class CsrfRejected(Exception):
@@ -181,8 +187,11 @@ def begin_sign_in(signin: SignInSettings, signer: MacSigner, *, api_url: str, re
 
 def post_form(url: str, fields: dict[str, str], timeout: float = 5.0) -> dict:
     """POST a form to the token endpoint; https only, except loopback (local stand-ins)."""
-    if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        raise SignInFailed(f"refusing to call the token endpoint over plain HTTP: {url}")
+    from modelgate.jwt_auth import plain_http_refusal
+
+    refusal = plain_http_refusal(url)
+    if refusal:
+        raise SignInFailed(f"refusing to call the token endpoint: {refusal}")
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         url,
         data=urllib.parse.urlencode(fields).encode(),
