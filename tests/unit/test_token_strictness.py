@@ -166,11 +166,11 @@ def test_plain_http_is_allowed_only_to_a_loopback_host(url, monkeypatch):
         raise AssertionError(f"fetched {url}")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    with pytest.raises(JwksUnavailable, match="plain HTTP|not an https"):
+    with pytest.raises(JwksUnavailable, match=r"plain HTTP|not an https"):
         fetch_json(url)
     from modelgate.approval.signin import SignInFailed, post_form
 
-    with pytest.raises(SignInFailed, match="plain HTTP|not an https"):
+    with pytest.raises(SignInFailed, match=r"plain HTTP|not an https"):
         post_form(url, {})
 
 
