@@ -27,6 +27,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sandbox.loopback_http import LoopbackHTTPServer
+
 
 @dataclass(frozen=True)
 class LocalUser:
@@ -195,7 +197,7 @@ class LocalIssuer:
             def log_message(self, *args: Any) -> None:  # keep test and demo output clean
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, name="local-oidc-issuer", daemon=True).start()
         return self
 
