@@ -8,8 +8,8 @@ from __future__ import annotations
 import selectors
 import socket
 import time
-from types import SimpleNamespace
 from http.server import BaseHTTPRequestHandler
+from types import SimpleNamespace
 
 import pytest
 
