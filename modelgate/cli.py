@@ -139,7 +139,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def request_promotion(args: argparse.Namespace) -> int:
-    from modelgate.approval.events import ApprovalRequest, promotion_entry
+    from modelgate.approval.events import ApprovalRequest, promotion_bus_name, promotion_entry
     from modelgate.approval.model_versions import UnknownModelVersion, read_model_version
     from modelgate.approval.rules import NotEligible, check_eligible
 
@@ -161,7 +161,8 @@ def request_promotion(args: argparse.Namespace) -> int:
         source_environment=previous_environment(args.to),
         requested_by=caller,
     )
-    result = session.client("events").put_events(Entries=[promotion_entry(request, args.event_bus)])
+    bus = args.event_bus or promotion_bus_name(args.project, args.to)
+    result = session.client("events").put_events(Entries=[promotion_entry(request, bus)])
     if result.get("FailedEntryCount"):
         raise CliError(f"the event bus refused the request: {result['Entries'][0].get('ErrorMessage')}")
     print(
@@ -259,7 +260,11 @@ def parser() -> argparse.ArgumentParser:
     sub = command("request-promotion", request_promotion, "e-mail an environment's approvers", registry=True)
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--to", type=_environment, required=True, help="the environment to promote to")
-    sub.add_argument("--event-bus", default="default", help="event bus of the target environment (name or ARN)")
+    sub.add_argument(
+        "--event-bus",
+        help="event bus of the target environment (name or ARN; default: its ModelGate bus <project>-<env>-promotions;"
+        " the caller's role must carry the tag modelgate:promoter=<project>)",
+    )
     sub = command("set-registrant", set_registrant, "record who registered a version (administrators)", registry=True)
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--email", required=True, help="e-mail address of the person who registered the version")
