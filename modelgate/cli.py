@@ -191,12 +191,11 @@ def set_registrant(args: argparse.Namespace) -> int:
         version = read_model_version(sagemaker, arn)
     except UnknownModelVersion as problem:
         raise CliError(str(problem)) from None
-    if version.registered_by:
-        raise CliError(
-            f"{args.group} v{args.version} already says it was registered by {version.registered_by}; not changed"
-        )
-    recorded = {REGISTERED_BY_KEY: args.email}
-    if not version.metadata.get(STARTED_BY_KEY):  # what SageMaker recorded is kept; else the administrator's word
+    typed, started = version.registered_by, version.metadata.get(STARTED_BY_KEY)
+    if typed and (canonical(typed) != canonical(args.email) or started):
+        raise CliError(f"{args.group} v{args.version} already says it was registered by {typed}; not changed")
+    recorded = {REGISTERED_BY_KEY: typed or args.email}
+    if not started:  # what SageMaker recorded is kept; else the administrator's word
         recorded[STARTED_BY_KEY] = f"{args.email} (recorded by {sts['Arn']})"[:MAX_METADATA_VALUE]
         recorded[STARTED_BY_NAMES_KEY] = canonical(args.email)
     sagemaker.update_model_package(

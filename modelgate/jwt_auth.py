@@ -57,7 +57,7 @@ class JwtPolicy:
     required_claims: tuple[str, ...] = ("exp", "iss", "aud", "sub")
 
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")  # empty: an unsigned JWS (refused later for its alg)
 _NUMERIC_DATES = ("exp", "nbf", "iat")
 
 

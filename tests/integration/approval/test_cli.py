@@ -96,3 +96,16 @@ def test_a_version_with_an_unknown_registrant_waits_for_an_administrator(world, 
     (mail,) = world.emails()
     assert ApproverBrowser("bob").open(mail.links()["approve"]).status == 403
     assert ApproverBrowser("alice").open(mail.links()["approve"]).status == 200
+
+
+def test_an_administrator_vouches_for_a_typed_registrant_aws_did_not_record(world, capsys):
+    """Versions registered before principals were recorded: the administrator confirms the typed registrant,
+    never replaces it."""
+    arn = world.register(registered_by="bob@example.com")  # no registration event handled: nothing recorded
+    assert main(["set-registrant", GROUP, "--version", "1", "--email", "eve@example.com", *REGISTRY]) == 1
+    assert "already says it was registered by bob@example.com" in capsys.readouterr().err
+    assert main(["set-registrant", GROUP, "--version", "1", "--email", "BOB@example.com", *REGISTRY]) == 0
+    metadata = world.describe(arn)["CustomerMetadataProperties"]
+    assert metadata["registered_by"] == "bob@example.com"
+    assert "recorded by" in metadata["started_by"]
+    assert metadata["started_by.names"] == "bob@example.com"
