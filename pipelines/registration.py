@@ -40,9 +40,9 @@ class ModelVersion:
     model_data_url: str  # s3://bucket/prefix/ (ends with '/'): the version's archives
     image_uri: str  # modelgate.triton_images.image_uri(region, config serving.triton_version)
     registered_by: str | None = None  # e-mail of whoever started the run (typed: the approval checks it)
-    pipeline_execution_arn: str | None = None  # the run that registers it: its CreatedBy is who really started it
     description: str = ""
     inference_instance_types: tuple[str, ...] = ()  # e.g. the environments' serving.instance_type
+    pipeline_execution_arn: str | None = None  # the run that registers it: its CreatedBy is who really started it
 
     def __post_init__(self) -> None:
         if not _S3_PREFIX.match(self.model_data_url):
