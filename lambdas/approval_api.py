@@ -1,7 +1,7 @@
 """Approval API (API Gateway REST, Lambda proxy): the pages behind the e-mail links and the decisions.
 
-GET  /links/{action}?token=...  confirmation page (signs the approver in first); changes nothing
-POST /links/{action}            the decision (form: token, csrf, reason)
+GET  /links/{action}?token=...  confirmation page (signs the approver in first); changes nothing (HEAD: no body)
+POST /links/{action}            the decision (form: token, csrf, reason); any other method: 405
 GET  /auth/callback             end of the OIDC sign-in: sets the session cookie, back to the page
 """
 
@@ -159,7 +159,14 @@ def route(rt: Runtime, event: dict) -> dict:
         action = request.path_parameters.get("action", "")
         if action not in ("approve", "reject"):
             return web.html_response(404, pages.refusal("Not found", f"There is no '{action}' action."))
-        return links_page(rt, request, action) if method == "GET" else decide(rt, request, action)
+        if method in ("GET", "HEAD"):
+            page = links_page(rt, request, action)
+            return {**page, "body": ""} if method == "HEAD" else page  # RFC 9110 9.3.2: GET's headers, no body
+        if method == "POST":
+            return decide(rt, request, action)
+        response = web.html_response(405, pages.refusal("Method not allowed", f"{method} cannot be used here."))
+        response["headers"]["Allow"] = "GET, HEAD, POST"
+        return response
     if resource == "/auth/callback" and method == "GET":
         return callback(rt, request)
     return web.html_response(404, pages.refusal("Not found", "There is no such page."))

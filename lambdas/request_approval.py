@@ -14,6 +14,7 @@ from functools import cache
 from aws_lambda_powertools import Logger
 
 from modelgate.approval.events import parse_request_event
+from modelgate.approval.model_versions import ForeignModelPackage
 from modelgate.approval.request_emails import request_approval
 from modelgate.approval.services import Services
 
@@ -27,7 +28,12 @@ def handle(event: dict, services: Services) -> dict:
     request = parse_request_event(event)
     logger.append_keys(model_package_arn=request.model_package_arn, request_id=request.request_id)
     logger.info("approval requested", extra={"event_id": event.get("id"), "source": event.get("source")})
-    outcome = request_approval(request, services)
+    try:
+        outcome = request_approval(request, services)
+    except ForeignModelPackage as foreign:
+        # Not ours (another group or registry): dropped and logged; raising would retry it into the alarmed queue.
+        logger.info("ignored: not a version of this model package group", extra={"detail": str(foreign)})
+        return {"sent": [], "already_sent": [], "note": str(foreign), "ignored": True}
     logger.info(
         "request handled",
         extra={"sent": outcome.sent, "already_sent": outcome.already_sent, "not_requested": outcome.not_requested},

@@ -4,6 +4,9 @@
   modelgate approved GROUP --env ENV               the approved model of ENV as JSON (exit 1 if none)
   modelgate request-promotion GROUP --version N --to ENV
                                                    ask ENV's approvers (run with ENV's account credentials)
+  modelgate set-registrant GROUP --version N --email E
+                                                   administrators: say who registered a version whose registrant
+                                                   is unknown (run with the registry account's credentials)
   modelgate history GROUP --table TABLE [--version N]
                                                    every decision recorded in an environment, oldest first
 
@@ -136,7 +139,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def request_promotion(args: argparse.Namespace) -> int:
-    from modelgate.approval.events import ApprovalRequest, promotion_entry
+    from modelgate.approval.events import ApprovalRequest, promotion_bus_name, promotion_entry
     from modelgate.approval.model_versions import UnknownModelVersion, read_model_version
     from modelgate.approval.rules import NotEligible, check_eligible
 
@@ -158,13 +161,49 @@ def request_promotion(args: argparse.Namespace) -> int:
         source_environment=previous_environment(args.to),
         requested_by=caller,
     )
-    result = session.client("events").put_events(Entries=[promotion_entry(request, args.event_bus)])
+    bus = args.event_bus or promotion_bus_name(args.project, args.to)
+    result = session.client("events").put_events(Entries=[promotion_entry(request, bus)])
     if result.get("FailedEntryCount"):
         raise CliError(f"the event bus refused the request: {result['Entries'][0].get('ErrorMessage')}")
     print(
         f"requested: {args.group} v{args.version} -> {args.to}; the {args.to} approvers will receive an e-mail "
         f"(event {result['Entries'][0].get('EventId')}, request {request.request_id})"
     )
+    return EXIT_OK
+
+
+def set_registrant(args: argparse.Namespace) -> int:
+    """Record who registered a version that does not say (never overwrites: separation of duties fails closed)."""
+    from modelgate.approval.model_versions import UnknownModelVersion, read_model_version
+    from modelgate.approval.registrant import MAX_METADATA_VALUE, canonical
+    from modelgate.registry import REGISTERED_BY_KEY, STARTED_BY_KEY, STARTED_BY_NAMES_KEY, customer_metadata
+
+    _defaults(args)
+    if "@" not in args.email or "," in args.email:
+        raise CliError(f"--email must be one e-mail address, got {args.email!r}", EXIT_USAGE)
+    session = _session(args)
+    sts = session.client("sts").get_caller_identity()
+    account = args.registry_account or sts["Account"]
+    region = args.registry_region or session.region_name
+    arn = f"arn:aws:sagemaker:{region}:{account}:model-package/{args.group.lower()}/{args.version}"
+    sagemaker = _registry(args, session)
+    try:
+        version = read_model_version(sagemaker, arn)
+    except UnknownModelVersion as problem:
+        raise CliError(str(problem)) from None
+    typed, started = version.registered_by, version.metadata.get(STARTED_BY_KEY)
+    if typed and (canonical(typed) != canonical(args.email) or started):
+        raise CliError(f"{args.group} v{args.version} already says it was registered by {typed}; not changed")
+    recorded = {REGISTERED_BY_KEY: typed or args.email}
+    if not started:  # what SageMaker recorded is kept; else the administrator's word
+        recorded[STARTED_BY_KEY] = f"{args.email} (recorded by {sts['Arn']})"[:MAX_METADATA_VALUE]
+        recorded[STARTED_BY_NAMES_KEY] = canonical(args.email)
+    sagemaker.update_model_package(
+        ModelPackageArn=arn,
+        ModelApprovalStatus=version.approval_status,
+        CustomerMetadataProperties=customer_metadata(version.metadata, extra=recorded),
+    )
+    print(f"recorded: {args.group} v{args.version} was registered by {args.email}")
     return EXIT_OK
 
 
@@ -220,7 +259,14 @@ def parser() -> argparse.ArgumentParser:
     sub = command("request-promotion", request_promotion, "e-mail an environment's approvers", registry=True)
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--to", type=_environment, required=True, help="the environment to promote to")
-    sub.add_argument("--event-bus", default="default", help="event bus of the target environment (name or ARN)")
+    sub.add_argument(
+        "--event-bus",
+        help="event bus of the target environment (name or ARN; default: its ModelGate bus <project>-<env>-promotions;"
+        " the caller's role must carry the tag modelgate:promoter=<project>)",
+    )
+    sub = command("set-registrant", set_registrant, "record who registered a version (administrators)", registry=True)
+    sub.add_argument("--version", type=int, required=True)
+    sub.add_argument("--email", required=True, help="e-mail address of the person who registered the version")
     sub = command("history", history, "decisions recorded in one environment's history table")
     sub.add_argument("--table", required=True, help="the environment's history table (stack output HistoryTable)")
     sub.add_argument("--version", type=int)

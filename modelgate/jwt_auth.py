@@ -5,14 +5,24 @@ bearer token (the inference API's authorizer and the approvers' sign-in).
   the key type published in the JWKS.
 - `iss`, `aud`, `exp` are required and checked, `nbf`/`iat` honoured, with a small clock skew.
 - JWKS keys are cached; an unknown `kid` triggers one refetch (key rotation), rate-limited so that a flood
-  of tokens with random `kid`s cannot turn into a flood of JWKS downloads.
+  of tokens with random `kid`s cannot turn into a flood of JWKS downloads. A failed fetch is rate-limited too
+  (negative caching with back-off), and keys already known keep verifying until their TTL while the issuer is down.
+- Only keys published for signatures verify (RFC 7517 4.2 `use`, 4.3 `key_ops`).
+- Tokens are read strictly: unpadded base64url segments in their one canonical spelling (RFC 7515 2), and
+  NumericDate claims that are JSON numbers (RFC 7519 2).
+- Keys are fetched over https; plain http only from a loopback host (the local stand-ins), by parsed URL.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import json
+import re
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,9 +57,37 @@ class JwtPolicy:
     required_claims: tuple[str, ...] = ("exp", "iss", "aud", "sub")
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")  # empty: an unsigned JWS (refused later for its alg)
+_NUMERIC_DATES = ("exp", "nbf", "iat")
+
+
+def plain_http_refusal(url: str) -> str | None:
+    """Why `url` may not be fetched (None: it may). https anywhere; http only to a loopback host: `localhost`
+    or a loopback IP literal, parsed (so `localhost.attacker.example` and `localhost@attacker.example` are not)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return f"{url!r} is not a URL"
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme != "http":
+        return f"{url} is not an https URL"
+    loopback = host == "localhost"
+    if not loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+    if not loopback or parts.username is not None or parts.password is not None:
+        return f"refusing plain HTTP to {url}: only a loopback host may be reached without TLS"
+    return None
+
+
 def fetch_json(url: str, timeout: float = 3.0) -> dict:
-    if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        raise JwksUnavailable(f"refusing to fetch keys over plain HTTP from {url}")
+    refusal = plain_http_refusal(url)
+    if refusal:
+        raise JwksUnavailable(f"refusing to fetch keys: {refusal}")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (scheme checked above)
             return json.loads(response.read(1_000_000))
@@ -66,29 +104,81 @@ class JwksCache:
     clock: Callable[[], float] = time.monotonic
     ttl_seconds: float = 3600.0
     min_refresh_interval_seconds: float = 30.0
+    # After a failed fetch, wait this long before the next attempt, doubling per failure up to the maximum.
+    failure_backoff_seconds: float = 5.0
+    max_failure_backoff_seconds: float = 300.0
     _keys: dict[str, PyJWK] = field(default_factory=dict, init=False)
     _fetched_at: float | None = field(default=None, init=False)
+    _failed_at: float | None = field(default=None, init=False)
+    _failures: int = field(default=0, init=False)
+    _failure: str = field(default="", init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def _refresh(self) -> None:
-        document = self.fetch(self.url)
         try:
-            key_set = PyJWKSet.from_dict(dict(document))
-        except jwt.PyJWTError as error:
-            raise JwksUnavailable(f"JWKS at {self.url} is not usable: {error}") from None
-        self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
-        self._fetched_at = self.clock()
+            document = self.fetch(self.url)
+            try:
+                usable = [key for key in dict(document).get("keys") or [] if _verifies_signatures(key)]
+                key_set = PyJWKSet.from_dict({**dict(document), "keys": usable}) if usable else None
+            except (jwt.PyJWTError, TypeError, ValueError, AttributeError) as error:
+                raise JwksUnavailable(f"JWKS at {self.url} is not usable: {error}") from None
+        except JwksUnavailable as error:
+            self._failed_at, self._failures, self._failure = self.clock(), self._failures + 1, str(error)
+            raise
+        self._keys = {key.key_id: key for key in key_set.keys if key.key_id} if key_set else {}
+        self._fetched_at, self._failed_at, self._failures = self.clock(), None, 0
+
+    def _backing_off(self, now: float) -> bool:
+        if self._failed_at is None:
+            return False
+        wait = min(self.failure_backoff_seconds * 2 ** (self._failures - 1), self.max_failure_backoff_seconds)
+        return now - self._failed_at < max(wait, 0.0)
 
     def key(self, kid: str) -> PyJWK:
         with self._lock:
             now = self.clock()
-            stale = self._fetched_at is None or now - self._fetched_at > self.ttl_seconds
+            fresh = self._fetched_at is not None and now - self._fetched_at <= self.ttl_seconds
             may_refetch = self._fetched_at is None or now - self._fetched_at >= self.min_refresh_interval_seconds
-            if stale or (kid not in self._keys and may_refetch):
-                self._refresh()
+            if not fresh or (kid not in self._keys and may_refetch):
+                if self._backing_off(now):
+                    if not fresh:  # nothing trustworthy to serve: fail fast with the last error
+                        raise JwksUnavailable(f"{self._failure} (not retried yet: backing off)")
+                else:
+                    try:
+                        self._refresh()
+                    except JwksUnavailable:
+                        if not fresh:
+                            raise
+                        # the known keys are still within their TTL: keep serving them
             if kid not in self._keys:
                 raise TokenRejected("unknown_kid", f"no key {kid!r} in the issuer's JWKS")
             return self._keys[kid]
+
+
+def _verifies_signatures(key: Any) -> bool:
+    """RFC 7517 4.2/4.3: a key published for encryption (`use` other than "sig"), or whose `key_ops` do not
+    include "verify", is never used to verify a signature."""
+    if not isinstance(key, Mapping):
+        return False
+    if "use" in key and key["use"] != "sig":
+        return False
+    return "key_ops" not in key or (isinstance(key["key_ops"], list) and "verify" in key["key_ops"])
+
+
+def _check_canonical(token: str) -> None:
+    """RFC 7515 2 / 7519 7.2: three unpadded base64url segments, each the one canonical encoding of its bytes."""
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise TokenRejected("malformed", "a JWT has three dot-separated segments")
+    for segment in segments:
+        if not _SEGMENT.fullmatch(segment):
+            raise TokenRejected("malformed", "a JWT segment is not unpadded base64url")
+        try:
+            decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        except (binascii.Error, ValueError):
+            raise TokenRejected("malformed", "a JWT segment is not base64url") from None
+        if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() != segment:
+            raise TokenRejected("malformed", "a JWT segment is not in canonical base64url")
 
 
 def verify(token: str, policy: JwtPolicy, keys: JwksCache) -> dict[str, Any]:
@@ -97,6 +187,7 @@ def verify(token: str, policy: JwtPolicy, keys: JwksCache) -> dict[str, Any]:
         raise TokenRejected("missing", "no bearer token")
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenRejected("oversized", f"token is {len(token)} bytes; limit {MAX_TOKEN_BYTES}")
+    _check_canonical(token)
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as error:
@@ -110,7 +201,7 @@ def verify(token: str, policy: JwtPolicy, keys: JwksCache) -> dict[str, Any]:
     if key.key_type != _KEY_TYPES[algorithm[:2]] or (key.algorithm_name and key.algorithm_name != algorithm):
         raise TokenRejected("algorithm", f"alg {algorithm} does not match the {key.key_type} key {kid!r}")
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key=key.key,
             algorithms=[algorithm],
@@ -133,3 +224,7 @@ def verify(token: str, policy: JwtPolicy, keys: JwksCache) -> dict[str, Any]:
         raise TokenRejected("signature", "signature does not verify") from None
     except jwt.PyJWTError as error:
         raise TokenRejected("invalid", str(error)) from None
+    for name in _NUMERIC_DATES:  # RFC 7519 2: NumericDate is a JSON number (PyJWT would accept "123" too)
+        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)):
+            raise TokenRejected("invalid", f"claim {name!r} is not a NumericDate (a JSON number)")
+    return claims

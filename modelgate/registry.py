@@ -7,7 +7,10 @@ merges keys, so writers always send the complete map (see `customer_metadata`).
 Other keys:
 - `registered_by` (REGISTERED_BY_KEY): written by the registration (training pipeline): the e-mail address of
   the person who started the run that registered the version. The approval workflow refuses that person as
-  approver (separation of duties) and refuses to request approval for a version without it.
+  approver (separation of duties) and refuses to request approval for a version without it. It is TYPED by
+  whoever starts the run, so the approval also records the AWS principal that started it (`started_by`, from
+  the pipeline execution named by `pipeline_execution_arn`, and the CreateModelPackage caller) and refuses
+  anyone matching either.
 - `<env>.decided_by` / `<env>.decided_at`: written by the approval workflow with each environment's decision,
   so `modelgate status` can show who decided and when from the registry alone.
 """
@@ -25,6 +28,11 @@ STATES = (PENDING, APPROVED, REJECTED)
 
 
 REGISTERED_BY_KEY = "registered_by"
+# The pipeline execution that registered the version (the pipeline writes it: ExecutionVariables), and the AWS
+# principals behind the version as the dev approval service recorded them (modelgate.approval.registrant).
+PIPELINE_EXECUTION_KEY = "pipeline_execution_arn"
+STARTED_BY_KEY = "started_by"
+STARTED_BY_NAMES_KEY = "started_by.names"
 
 
 class RegistryMetadataError(ValueError):

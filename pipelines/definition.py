@@ -371,6 +371,7 @@ def build_pipeline(settings: DefinitionSettings):
 _SENTINEL_GROUP = "modelgate-sentinel-group"
 _SENTINEL_PREFIX = "s3://modelgate-sentinel-bucket/version/"
 _SENTINEL_REGISTRANT = "registrant@modelgate-sentinel.invalid"
+_SENTINEL_EXECUTION = "modelgate-sentinel-execution"
 
 
 def registration_request(settings: DefinitionSettings) -> dict:
@@ -382,6 +383,7 @@ def registration_request(settings: DefinitionSettings) -> dict:
             model_package_group=_SENTINEL_GROUP,
             model_data_url=_SENTINEL_PREFIX,
             registered_by=_SENTINEL_REGISTRANT,
+            pipeline_execution_arn=_SENTINEL_EXECUTION,
             image_uri=settings.triton_image_uri,
             inference_instance_types=(settings.inference_instance_type,),
         )
@@ -400,6 +402,10 @@ def _swap_sentinels(node, *, group, models_uri, registered_by):
         return group
     if node == _SENTINEL_REGISTRANT:
         return registered_by
+    if node == _SENTINEL_EXECUTION:
+        from sagemaker.core.workflow.execution_variables import ExecutionVariables
+
+        return ExecutionVariables.PIPELINE_EXECUTION_ARN
     if isinstance(node, str) and node.startswith(_SENTINEL_PREFIX):
         return Join(on="", values=[models_uri, "/" + node.removeprefix(_SENTINEL_PREFIX)])
     if isinstance(node, str) and "modelgate-sentinel" in node:

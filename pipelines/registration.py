@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgate.evaluation_report import CONTENT_TYPE, REPORT_FILE
-from modelgate.registry import PENDING, initial_customer_metadata
+from modelgate.registry import PENDING, PIPELINE_EXECUTION_KEY, initial_customer_metadata
 
 # The approval workflow reads it (modelgate.registry.REGISTERED_BY_KEY on the approval branch: same value).
 REGISTERED_BY_KEY = "registered_by"
@@ -39,9 +39,10 @@ class ModelVersion:
     model_package_group: str
     model_data_url: str  # s3://bucket/prefix/ (ends with '/'): the version's archives
     image_uri: str  # modelgate.triton_images.image_uri(region, config serving.triton_version)
-    registered_by: str | None = None  # e-mail of whoever started the run
+    registered_by: str | None = None  # e-mail of whoever started the run (typed: the approval checks it)
     description: str = ""
     inference_instance_types: tuple[str, ...] = ()  # e.g. the environments' serving.instance_type
+    pipeline_execution_arn: str | None = None  # the run that registers it: its CreatedBy is who really started it
 
     def __post_init__(self) -> None:
         if not _S3_PREFIX.match(self.model_data_url):
@@ -63,6 +64,8 @@ def model_package_request(version: ModelVersion) -> dict[str, Any]:
     metadata = initial_customer_metadata()
     if version.registered_by:
         metadata[REGISTERED_BY_KEY] = version.registered_by
+    if version.pipeline_execution_arn:
+        metadata[PIPELINE_EXECUTION_KEY] = version.pipeline_execution_arn
     specification: dict[str, Any] = {
         "Containers": [{"Image": version.image_uri, "ModelDataUrl": version.model_data_url}],
         "SupportedContentTypes": list(CONTENT_TYPES),

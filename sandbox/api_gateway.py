@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sandbox.loopback_http import LoopbackHTTPServer
+
 Handler = Callable[[dict, Any], dict]
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request limit
 _TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded", "application/xml")
@@ -224,7 +226,7 @@ class LocalApiGateway:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, name="local-api-gateway", daemon=True).start()
         return self
 

@@ -265,7 +265,7 @@ class ApproverBrowser:
         if body is not None:
             request.add_header("Content-Type", "application/x-www-form-urlencoded")
         try:
-            response = self._opener.open(request, timeout=30)
+            response = self._opener.open(request, timeout=120)  # a bound for a hung server, not a timing guess
             status, content, location = response.status, response.read(), response.headers.get("Location")
         except urllib.error.HTTPError as error:
             status, content, location = error.code, error.read(), error.headers.get("Location")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lambdas import approval_api, post_inference, request_approval
-from modelgate.approval.events import PROMOTION_DETAIL_TYPE, PROMOTION_SOURCE
+from modelgate.approval.events import PROMOTION_DETAIL_TYPE, PROMOTION_SOURCE, promotion_bus_name
 from modelgate.approval.history import Decision, read_history
 from modelgate.approval.services import Services
 from modelgate.approval.settings import SignInSettings
@@ -28,7 +28,12 @@ from sandbox.approval import SentEmail, provision, register_version, registry_ev
 from sandbox.atomic_dynamodb import atomic_dynamodb
 from sandbox.oidc_issuer import LocalIssuer
 
-API_ROUTES = (("GET", "/links/{action}"), ("POST", "/links/{action}"), ("GET", "/auth/callback"))
+API_ROUTES = (
+    ("GET", "/links/{action}"),
+    ("HEAD", "/links/{action}"),
+    ("POST", "/links/{action}"),
+    ("GET", "/auth/callback"),
+)
 
 
 @dataclass
@@ -84,11 +89,18 @@ class LocalApprovalWorkflow:
         sqs, events = self.session.client("sqs"), self.session.client("events")
         self._queue_url = sqs.create_queue(QueueName="modelgate-promotion-requests")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]
-        events.put_rule(
-            Name="modelgate-promotion-requests",
-            EventPattern=json.dumps({"source": [PROMOTION_SOURCE], "detail-type": [PROMOTION_DETAIL_TYPE]}),
-        )
-        events.put_targets(Rule="modelgate-promotion-requests", Targets=[{"Id": "q", "Arn": queue_arn["QueueArn"]}])
+        # Each later environment's promotion requests arrive on its own ModelGate bus, as in AWS.
+        for env in ENVIRONMENTS[1:]:
+            bus = promotion_bus_name(self.project, env)
+            events.create_event_bus(Name=bus)
+            events.put_rule(
+                Name=f"{bus}-requests",
+                EventBusName=bus,
+                EventPattern=json.dumps({"source": [PROMOTION_SOURCE], "detail-type": [PROMOTION_DETAIL_TYPE]}),
+            )
+            events.put_targets(
+                Rule=f"{bus}-requests", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn["QueueArn"]}]
+            )
         sign_in = SignInSettings(
             issuer=self.issuer.issuer,
             jwks_url=self.issuer.jwks_url,
@@ -96,8 +108,7 @@ class LocalApprovalWorkflow:
             token_url=self.issuer.token_url,
             client_id=self.client_id,
         )
-        bus = f"arn:aws:events:{self.region}:{self.account}:event-bus/default"
-        for env in ENVIRONMENTS:
+        for index, env in enumerate(ENVIRONMENTS):
             holder: dict = {}
             api = LocalApiGateway(
                 [
@@ -116,7 +127,10 @@ class LocalApprovalWorkflow:
                 api_url=api.url,
                 approver_emails=self.approver_emails[env],
                 approvers_group=self.approver_groups[env],
-                next_event_bus=None if env == ENVIRONMENTS[-1] else bus,
+                next_event_bus=None
+                if env == ENVIRONMENTS[-1]
+                else f"arn:aws:events:{self.region}:{self.account}:event-bus/"
+                f"{promotion_bus_name(self.project, ENVIRONMENTS[index + 1])}",
             )
             services = Services.from_session(settings, self.session)
             holder["rt"] = approval_api.Runtime(services, sign_in, SigningKeys(self.issuer.jwks_url))

@@ -124,6 +124,13 @@ def _kms_key(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[
     return key["KeyId"], {"Arn": key["Arn"], "KeyId": key["KeyId"]}
 
 
+def _event_bus(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
+    # A custom bus (ModelGate's promotion bus): rules on it must exist before moto's stack creates them.
+    name = props["Name"]
+    arn = aws.client("events").create_event_bus(Name=name)["EventBusArn"]
+    return name, {"Arn": arn, "Name": name}
+
+
 def _glue_job(aws: LocalAccount, stack: str, logical: str, props: dict) -> tuple[str, dict[str, str]]:
     # moto's CloudFormation has no Glue; the job's runs are what the pipeline's callback functions use. Emulated
     # resources are created before the stack's own, so references to its role or assets stay unresolved here.
@@ -208,6 +215,7 @@ EMULATED: dict[str, Emulator] = {
     "AWS::SecretsManager::Secret": _secret,
     "AWS::Cognito::UserPool": _user_pool,
     "AWS::DynamoDB::GlobalTable": _global_table,
+    "AWS::Events::EventBus": _event_bus,
 }
 
 # Types moto's CloudFormation creates and the local runtime uses.

@@ -59,6 +59,8 @@ class LocalEventBridge:
             if resource["Type"] != "AWS::Events::Rule" or logical not in stack.physical_ids:
                 continue
             rule, bus = stack.physical_ids[logical], props.get("EventBusName", "default")
+            if isinstance(bus, dict):  # a Ref to the stack's own bus
+                bus = stack.physical_ids[bus["Ref"]]
             for target in props.get("Targets", []):
                 function = _target_function(target.get("Arn"))
                 if resources.get(function, {}).get("Type") != "AWS::Lambda::Function":

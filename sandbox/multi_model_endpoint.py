@@ -36,6 +36,7 @@ from botocore.exceptions import ClientError
 
 from modelgate.model_repository import MME_PREFIX
 from modelgate.serving.protocol import TRITON_BINARY_JSON
+from sandbox.loopback_http import LoopbackHTTPServer
 from sandbox.triton import LocalTriton, TritonError
 from sandbox.triton_repository import ArchiveError, LocalModels, extract, localize
 
@@ -346,8 +347,7 @@ class LocalMultiModelEndpoint:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, name="local-mme", daemon=True).start()
         return self
 

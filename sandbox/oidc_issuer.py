@@ -27,12 +27,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sandbox.loopback_http import LoopbackHTTPServer
+
 
 @dataclass(frozen=True)
 class LocalUser:
     username: str
-    email: str
+    email: str  # "" for a person without one (the ID token then has no `email` claim)
     groups: tuple[str, ...] = ()
+    email_verified: bool = True
 
     @property
     def subject(self) -> str:
@@ -66,8 +69,10 @@ class LocalIssuer:
         self._lock = threading.Lock()
 
     # -- people (the approvers' directory) -------------------------------------------------------------------
-    def add_user(self, username: str, email: str, groups: tuple[str, ...] | list[str] = ()) -> LocalUser:
-        user = LocalUser(username, email.lower(), tuple(groups))
+    def add_user(
+        self, username: str, email: str, groups: tuple[str, ...] | list[str] = (), *, email_verified: bool = True
+    ) -> LocalUser:
+        user = LocalUser(username, email.lower(), tuple(groups), email_verified)
         self.users[username] = user
         return user
 
@@ -75,12 +80,12 @@ class LocalIssuer:
         """The ID token the token endpoint returns for `user` (also handy to build a session directly)."""
         claims: dict[str, Any] = {
             "aud": client_id,
-            "email": user.email,
-            "email_verified": True,
             "cognito:username": user.username,
             "cognito:groups": list(user.groups),
             "token_use": "id",
         }
+        if user.email:
+            claims.update(email=user.email, email_verified=user.email_verified)
         if nonce is not None:
             claims["nonce"] = nonce
         return self.mint(subject=user.subject, ttl_seconds=ttl_seconds, **claims)
@@ -192,7 +197,7 @@ class LocalIssuer:
             def log_message(self, *args: Any) -> None:  # keep test and demo output clean
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, name="local-oidc-issuer", daemon=True).start()
         return self
 

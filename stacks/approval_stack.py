@@ -16,7 +16,7 @@ Each environment signs links with its own KMS key and writes only its own parame
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Duration, Stack, Tags
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -137,6 +137,20 @@ class ApprovalStack(Stack):
         role.add_to_principal_policy(
             iam.PolicyStatement(actions=["sagemaker:DescribeModelPackage"], resources=[registry_packages])
         )
+        if env == ENVIRONMENTS[0]:
+            # Separation of duties: who really started the run that registered a version (CreatedBy of the
+            # pipeline execution), recorded on the version (modelgate.approval.registrant).
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["sagemaker:DescribePipelineExecution"],
+                    resources=[
+                        f"arn:aws:sagemaker:{topology.registry_region}:{topology.registry_account}:pipeline/*/execution/*"
+                    ],
+                )
+            )
+            role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["sagemaker:UpdateModelPackage"], resources=[registry_packages])
+            )
         sender.grant_send_email(role)  # ses:SendEmail, ses:SendRawEmail on the sender identity
         # The evaluation report the version's ModelMetrics point at, in whichever environment trained it.
         grant_read_registered_models(role, artifacts=storage.artifacts, other_accounts=topology.other_accounts)
@@ -147,6 +161,7 @@ class ApprovalStack(Stack):
                 detail={"ModelPackageGroupName": [group], "ModelApprovalStatus": ["PendingManualApproval"]},
             )
         else:
+            self._promotion_bus(project.name, env, topology.previous_account)
             pattern = events.EventPattern(
                 source=[approval_events.PROMOTION_SOURCE],
                 detail_type=[approval_events.PROMOTION_DETAIL_TYPE],
@@ -155,12 +170,12 @@ class ApprovalStack(Stack):
                     "model_package_arn": [{"prefix": registry_packages.removesuffix("*")}],
                 },
             )
-            self._accept_promotion_requests_from(topology.previous_account)
         self._route(
             "ApprovalRequested",
             pattern,
             self.request_approval,
             f"Approval requests for {group} in {env} -> approval e-mails",
+            bus=None if env == ENVIRONMENTS[0] else self.promotion_bus,
         )
 
         # -- the approval API ------------------------------------------------------------------------------------
@@ -201,7 +216,13 @@ class ApprovalStack(Stack):
         validator = self.api.add_request_validator(
             "Validator", validate_request_parameters=True, validate_request_body=True
         )
-        for resource, method, query in ((links, "GET", {"token": True}), (links, "POST", {}), (callback, "GET", {})):
+        routes = (
+            (links, "GET", {"token": True}),
+            (links, "HEAD", {"token": True}),  # link checkers: the page's headers, no body, no change
+            (links, "POST", {}),
+            (callback, "GET", {}),
+        )
+        for resource, method, query in routes:
             resource.add_method(
                 method,
                 integration,
@@ -229,6 +250,7 @@ class ApprovalStack(Stack):
                 f"ModelGate: request promotion after inference ({env})",
             )
             role = self.post_inference.role
+            Tags.of(role).add(approval_events.PROMOTER_TAG, project.name)  # admitted by the next bus's policy
             role.add_to_principal_policy(
                 iam.PolicyStatement(
                     actions=["sagemaker:DescribeTransformJob", "sagemaker:ListTags"],
@@ -315,11 +337,19 @@ class ApprovalStack(Stack):
             ),
         )
 
-    def _route(self, construct_id: str, pattern: events.EventPattern, function: ModelGateFunction, what: str) -> None:
+    def _route(
+        self,
+        construct_id: str,
+        pattern: events.EventPattern,
+        function: ModelGateFunction,
+        what: str,
+        bus: events.IEventBus | None = None,
+    ) -> None:
         events.Rule(
             self,
             construct_id,
             description=what,
+            event_bus=bus,  # None: the account's default bus (AWS service events)
             event_pattern=pattern,
             targets=[
                 targets.LambdaFunction(
@@ -331,20 +361,40 @@ class ApprovalStack(Stack):
             ],
         )
 
-    def _accept_promotion_requests_from(self, account: str | None) -> None:
-        """The previous environment's post-inference Lambda puts promotion requests on this account's bus."""
-        if account is None or account == self.account:
-            return
+    def _promotion_bus(self, project: str, env: str, previous_account: str | None) -> None:
+        """Promotion requests arrive on a bus of ModelGate's own: on the default bus any principal of the account
+        with events:PutEvents could forge them (spam to approvers, fake run metrics on the page). Its policy
+        denies every principal not tagged PROMOTER_TAG = project (ModelGate's post-inference roles; operators
+        tag the roles allowed to run `modelgate request-promotion`), and admits the previous environment's
+        account for requests of source modelgate.promotion."""
+        name = approval_events.promotion_bus_name(project, env)
+        self.promotion_bus = events.EventBus(self, "PromotionBus", event_bus_name=name)
+        bus_arn = self.promotion_bus.event_bus_arn
+        EventBusStatement(
+            self,
+            "OnlyModelGatePromoters",
+            event_bus_name=self.promotion_bus.event_bus_name,
+            statement_id="modelgate-promoters-only",
+            statement={
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "events:PutEvents",
+                "Resource": bus_arn,
+                "Condition": {"StringNotEquals": {f"aws:PrincipalTag/{approval_events.PROMOTER_TAG}": project}},
+            },
+        )
+        if previous_account is None or previous_account == self.account:
+            return  # same account: identity policies grant it (and the Deny above still applies)
         EventBusStatement(
             self,
             "PromotionRequestsFromPreviousEnvironment",
-            event_bus_name="default",
-            statement_id=f"modelgate-promotion-from-{account}",
+            event_bus_name=self.promotion_bus.event_bus_name,
+            statement_id=f"modelgate-promotion-from-{previous_account}",
             statement={
                 "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Principal": {"AWS": f"arn:aws:iam::{previous_account}:root"},
                 "Action": "events:PutEvents",
-                "Resource": f"arn:aws:events:{self.region}:{self.account}:event-bus/default",
+                "Resource": bus_arn,
                 "Condition": {"StringEquals": {"events:source": approval_events.PROMOTION_SOURCE}},
             },
         )
@@ -357,6 +407,7 @@ class ApprovalStack(Stack):
         )
         for path in (
             "Api/Default/links/{action}/GET",
+            "Api/Default/links/{action}/HEAD",
             "Api/Default/links/{action}/POST",
             "Api/Default/auth/callback/GET",
         ):
@@ -374,11 +425,20 @@ class ApprovalStack(Stack):
             "RequestApproval/Role/DefaultPolicy/Resource",
             {
                 "AwsSolutions-IAM5": "Versions of the one model package group it e-mails about (the version is "
-                "only known from the event), the tables' KMS key (CDK's grant), and reading the evaluation reports "
+                "only known from the event), the tables' KMS key (CDK's grant), reading the evaluation reports "
                 "of registered versions: this environment's artifacts bucket, and models/ objects in buckets of the "
-                "project's other accounts (s3:ResourceAccount), decrypted only through S3."
+                "project's other accounts (s3:ResourceAccount), decrypted only through S3; and (registry "
+                "environment) describing the pipeline execution that registered a version (named by the version "
+                "itself) to record who started it."
             },
-            {"AwsSolutions-IAM5": [*table_key, registry, *reports]},
+            {
+                "AwsSolutions-IAM5": [
+                    *table_key,
+                    registry,
+                    *reports,
+                    regex(r"Resource::arn:aws:sagemaker:[a-z0-9-]+:\d{12}:pipeline\/\*\/execution\/\*"),
+                ]
+            },
         )
         suppress(
             self,

@@ -71,7 +71,9 @@ class ApproverSignIn(Construct):
                 attribute_mapping=cognito.AttributeMapping(
                     email=cognito.ProviderAttribute.other("email"),
                     custom={
-                        f"custom:{FEDERATED_GROUPS_ATTRIBUTE}": cognito.ProviderAttribute.other(company.groups_claim)
+                        # without it Cognito marks federated e-mails unverified, and nobody federated may decide
+                        "email_verified": cognito.ProviderAttribute.other("email_verified"),
+                        f"custom:{FEDERATED_GROUPS_ATTRIBUTE}": cognito.ProviderAttribute.other(company.groups_claim),
                     },
                 ),
             )
@@ -101,9 +103,25 @@ class ApproverSignIn(Construct):
             read_attributes=cognito.ClientAttributes()
             .with_standard_attributes(email=True, email_verified=True)
             .with_custom_attributes(FEDERATED_GROUPS_ATTRIBUTE),
+            # Who may decide rests on `email` and the groups. Users never get a token of this client that can
+            # change them: no SRP/password sign-in (whose access tokens carry aws.cognito.signin.user.admin,
+            # i.e. UpdateUserAttributes) and no such OAuth scope; only the hosted UI's code flow.
+            auth_flows=cognito.AuthFlow(user_srp=False),
+            write_attributes=self._write_attributes(),
         )
         if federation is not None:
             self.client.node.add_dependency(federation)
+
+    def _write_attributes(self) -> cognito.ClientAttributes:
+        """Nothing that identifies a person, or their groups. With federation Cognito itself must write the
+        mapped attributes on each sign-in, and it requires them writable by the client (the tokens still can't)."""
+        if self.federated:
+            return (
+                cognito.ClientAttributes()
+                .with_standard_attributes(email=True, email_verified=True)
+                .with_custom_attributes(FEDERATED_GROUPS_ATTRIBUTE)
+            )
+        return cognito.ClientAttributes().with_standard_attributes(fullname=True)
 
     def settings(self) -> SignInSettings:
         region = Stack.of(self).region

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelgate.approval.events import promotion_bus_name
 from modelgate.config import Environment, ModelGateConfig
 from modelgate.environments import ENVIRONMENTS, next_environment, previous_environment
 
@@ -22,7 +23,7 @@ class Topology:
     registry_account: str
     registry_region: str
     previous_account: str | None = None  # may put promotion requests on this environment's bus
-    next_event_bus: str | None = None  # the next environment's default event bus (ARN)
+    next_event_bus: str | None = None  # the next environment's ModelGate (promotion) event bus (ARN)
     cicd_account: str | None = None
     sharing_accounts: tuple[str, ...] = ()  # other accounts that use the registry (set on the registry's group)
     # Accounts of the other environments (this one's too if another environment shares it): where versions this
@@ -40,7 +41,12 @@ class Topology:
             registry_account=registry.account,
             registry_region=registry.region,
             previous_account=config.environments[previous].account if previous else None,
-            next_event_bus=f"arn:aws:events:{nxt.region}:{nxt.account}:event-bus/default" if nxt else None,
+            next_event_bus=(
+                f"arn:aws:events:{nxt.region}:{nxt.account}:event-bus/"
+                f"{promotion_bus_name(config.project.name, following)}"
+                if nxt
+                else None
+            ),
             cicd_account=config.cicd.account if config.cicd else None,
             sharing_accounts=tuple(sorted({env.account for env in config.environments.values()} - {registry.account})),
             other_accounts=tuple(

@@ -23,9 +23,10 @@ from modelgate.approval.model_versions import (
     read_model_version,
     write_decision,
 )
+from modelgate.approval.registrant import Registrant
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.services import Services, iso
-from modelgate.approval.signin import Approver, CsrfRejected, check_csrf, csrf_token, in_group, is_registrant
+from modelgate.approval.signin import Approver, CsrfRejected, check_csrf, csrf_token, in_group
 from modelgate.environments import previous_environment
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.registry import APPROVED, REJECTED
@@ -146,12 +147,23 @@ def _check(services: Services, link: LinkClaims, approver: Approver) -> ModelVer
         version = read_model_version(services.sagemaker, link.model_package_arn)
     except (UnknownModelVersion, ForeignModelPackage) as error:
         raise DecisionRefused("unknown_model", "Unknown model version", str(error), 404) from None
-    if link.action == links.APPROVE and is_registrant(approver, version.registered_by):
+    registrant = Registrant.of(version.metadata)
+    if link.action == links.APPROVE and registrant.includes(approver.identities):
         raise DecisionRefused(
             "registrant",
             "You registered this model version",
-            f"{approver.display} registered {version.group} v{version.version}; someone else must approve it "
-            "(separation of duties).",
+            f"{approver.display} registered {version.group} v{version.version} (or started the run that did); "
+            "someone else must approve it (separation of duties). You may still reject it. Nothing was changed.",
+            403,
+        )
+    if not approver.email:
+        raise DecisionRefused(
+            "unverified_identity",
+            "Your e-mail address is not verified",
+            f"You are signed in as {approver.display}, but the identity provider does not vouch for your e-mail "
+            "address (no verified 'email' claim), and ModelGate needs it to tell approvers apart from the people "
+            "who registered a model. Verify your e-mail address with the identity provider (or ask its "
+            "administrator to), then sign in again from the link in the e-mail. Nothing was changed.",
             403,
         )
     existing = state.get_decision(
@@ -171,7 +183,10 @@ def _check(services: Services, link: LinkClaims, approver: Approver) -> ModelVer
     except NotEligible as problem:
         if problem.reason in ("registrant_unknown", "no_model_data") and link.action == links.REJECT:
             return version  # rejecting needs neither separation of duties nor a deployable artifact
-        raise DecisionRefused(problem.reason, "This version cannot be decided now", str(problem), 409) from None
+        title = "Who registered this version is not known" if problem.reason == "registrant_unknown" else None
+        raise DecisionRefused(
+            problem.reason, title or "This version cannot be decided now", str(problem), 409
+        ) from None
     return version
 
 

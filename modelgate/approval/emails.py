@@ -14,6 +14,7 @@ from typing import Any
 
 from modelgate.approval.events import ApprovalRequest
 from modelgate.approval.model_versions import ModelVersion
+from modelgate.registry import STARTED_BY_KEY
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def render(
         ("Model package group", version.group),
         ("Version", str(version.version)),
         ("Created", _when(version.created_at)),
-        ("Registered by", version.registered_by or "unknown"),
+        ("Registered by", version.registered_by or "unknown"),  # typed when the run started
+        ("Started by (AWS principal)", version.metadata.get(STARTED_BY_KEY) or "not recorded"),
         ("Model package", version.arn),
         ("Model data", version.model_data_url or "none"),
         ("Target environment", request.environment),

@@ -3,8 +3,9 @@
 In:
 - `aws.sagemaker` / `SageMaker Model Package State Change` (registry account): a new version to approve for dev.
 - `modelgate.promotion` / `ModelGate Promotion Requested`: approve a version for the next environment. Put on
-  the TARGET environment's default event bus by the previous environment's post-inference Lambda (cross-account)
-  or by `modelgate request-promotion`.
+  the TARGET environment's ModelGate bus (`promotion_bus_name`: not the default bus, which any principal of the
+  account may write to) by the previous environment's post-inference Lambda (cross-account) or by
+  `modelgate request-promotion`; the bus admits only principals tagged PROMOTER_TAG = the project.
 - `aws.sagemaker` / `SageMaker Transform Job State Change` (Completed), or `modelgate.inference` /
   `ModelGate Inference Completed` from other batch-inference runners: the post-inference trigger.
 """
@@ -28,6 +29,13 @@ INFERENCE_DETAIL_TYPE = "ModelGate Inference Completed"
 # Transform jobs say which model version they ran with this tag (or through their SageMaker model's package).
 MODEL_PACKAGE_TAG = "modelgate:model-package-arn"
 MAX_METRICS = 50
+PROMOTER_TAG = "modelgate:promoter"  # IAM principal tag (value: the project) of those who may request promotions
+
+
+def promotion_bus_name(project: str, environment: str) -> str:
+    """The event bus of `environment` that carries promotion requests: a name both sides derive (the previous
+    environment may live in another account, where CDK cannot pass references)."""
+    return f"{project}-{check_environment(environment)}-promotions"
 
 
 class EventFormatError(ValueError):

@@ -13,6 +13,7 @@ from datetime import UTC
 from modelgate.approval.decisions import Outcome, Review
 from modelgate.approval.links import APPROVE
 from modelgate.environments import ENVIRONMENTS
+from modelgate.registry import STARTED_BY_KEY
 
 SECURITY_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -58,7 +59,8 @@ def confirmation(review: Review, api_url: str) -> str:
         ("Model package group", version.group),
         ("Version", str(version.version)),
         ("Created", version.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("Registered by", version.registered_by or "unknown"),
+        ("Registered by", version.registered_by or "unknown"),  # typed when the run started
+        ("Started by (AWS principal)", version.metadata.get(STARTED_BY_KEY) or "not recorded"),
         ("Model package", version.arn),
         ("Model data", version.model_data_url or "none"),
         ("Target environment", link.environment),

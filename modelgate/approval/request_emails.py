@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from modelgate.approval import emails, links, state
 from modelgate.approval.events import ApprovalRequest
 from modelgate.approval.model_versions import check_model_package_arn, read_evaluation_metrics, read_model_version
+from modelgate.approval.registrant import RegistrantUnknown, ensure_recorded
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.services import Services
-from modelgate.environments import previous_environment
+from modelgate.environments import ENVIRONMENTS, previous_environment
 
 
 class RequestRefused(Exception):
@@ -45,6 +46,17 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
         account=settings.registry_account,
         region=settings.registry_region,
     )
+    if request.environment == ENVIRONMENTS[0]:
+        # The registry account: record who really registered the version before anyone is asked to approve it.
+        try:
+            ensure_recorded(
+                services.sagemaker,
+                request.model_package_arn,
+                account=settings.registry_account,
+                region=settings.registry_region,
+            )
+        except RegistrantUnknown as unknown:
+            raise RequestRefused(str(unknown)) from None
     version = read_model_version(services.sagemaker, request.model_package_arn)
     try:
         check_eligible(version, request.environment)

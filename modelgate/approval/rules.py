@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from modelgate.approval.model_versions import ModelVersion
+from modelgate.approval.registrant import Registrant, RegistrantUnknown
 from modelgate.environments import previous_environment
-from modelgate.registry import APPROVED, PENDING, REGISTERED_BY_KEY
+from modelgate.registry import APPROVED, PENDING
 
 
 class NotEligible(Exception):
@@ -35,11 +36,9 @@ def check_eligible(version: ModelVersion, environment: str) -> None:
             f"{label} is not approved for {previous} ({version.state(previous)}); promotion to {environment} "
             f"must follow approval in {previous}.",
         )
-    if not version.registered_by:
-        raise NotEligible(
-            "registrant_unknown",
-            f"{label} does not say who registered it (custom metadata '{REGISTERED_BY_KEY}'), so separation of "
-            "duties cannot be enforced; register it again with that key set.",
-        )
+    try:
+        Registrant.of(version.metadata).check_known(label)
+    except RegistrantUnknown as unknown:
+        raise NotEligible("registrant_unknown", str(unknown)) from None
     if not version.model_data_url:
         raise NotEligible("no_model_data", f"{label} has no model data URL in its inference specification.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any, Protocol
 
 MAC_ALGORITHM = "HMAC_SHA_256"
@@ -53,8 +54,17 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: unpadded base64url in its one canonical spelling (RFC 4648 5, 3.3, 3.5); anything else raises."""
+    if not _BASE64URL.fullmatch(text):
+        raise ValueError("not unpadded base64url")
+    decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(decoded) != text:
+        raise ValueError("not canonical base64url")
+    return decoded
 
 
 def _message(purpose: str, payload: str) -> bytes:

@@ -68,7 +68,7 @@ class ApprovalSettings:
     approvers_group: str
     link_ttl_seconds: int
     api_url: str  # base URL of this environment's approval API, e.g. https://x.execute-api.../prod
-    next_event_bus: str | None = None  # ARN of the next environment's default event bus; None for prod
+    next_event_bus: str | None = None  # ARN of the next environment's ModelGate (promotion) bus; None for prod
 
     @property
     def model_package_group_arn(self) -> str:

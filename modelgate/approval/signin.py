@@ -21,7 +21,7 @@ import secrets
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelgate.approval.links import LinkClaims
@@ -79,11 +79,17 @@ def _verify(token: str, signin: SignInSettings, keys: SigningKeys) -> dict:
     from modelgate.jwt_auth import JwksUnavailable, JwtPolicy, TokenRejected, verify
 
     try:
-        return verify(token, JwtPolicy(issuer=signin.issuer, audience=signin.client_id), keys.cache())
+        claims = verify(token, JwtPolicy(issuer=signin.issuer, audience=signin.client_id), keys.cache())
     except TokenRejected as error:
         raise _TokenRefused(error.reason) from None
     except JwksUnavailable as error:
         raise IdentityProviderUnavailable(str(error)) from None
+    # OIDC Core 3.1.3.7 (3, 4, 5): our client must be the only audience and, when named, the authorized party;
+    # a token issued to another app that merely lists us is not a sign-in to ModelGate.
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if set(audiences) != {signin.client_id} or claims.get("azp", signin.client_id) != signin.client_id:
+        raise _TokenRefused("audience")
+    return claims
 
 
 class CsrfRejected(Exception):
@@ -101,13 +107,20 @@ class SignedIn:
 @dataclass(frozen=True)
 class Approver:
     subject: str
-    email: str
+    email: str  # verified by the identity provider (`email_verified` true), else ""
     username: str
     groups: tuple[str, ...]
+    unverified_email: str = ""  # an `email` claim the provider does not vouch for: never an identity, yet
+    # still compared with the registrant (separation of duties fails closed)
 
     @property
     def display(self) -> str:
         return self.email or self.username or self.subject
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """Everything this person could be known as (for the registrant comparison)."""
+        return tuple(value for value in (self.email, self.unverified_email, self.username, self.subject) if value)
 
 
 def _groups(value: object) -> tuple[str, ...]:
@@ -126,11 +139,16 @@ def approver_from_claims(claims: dict, groups_claim: str) -> Approver:
     groups: list[str] = []
     for claim in (name.strip() for name in groups_claim.split(",") if name.strip()):
         groups.extend(group for group in _groups(claims.get(claim)) if group not in groups)
+    email = claims.get("email")
+    email = email.strip().lower() if isinstance(email, str) else ""
+    # OIDC Core 5.1: email_verified is a boolean; some federated providers send it as the string "true".
+    verified = claims.get("email_verified") is True or str(claims.get("email_verified")).lower() == "true"
     return Approver(
         subject=str(claims.get("sub", "")),
-        email=str(claims.get("email", "")).lower() if claims.get("email_verified", True) is not False else "",
+        email=email if verified else "",
         username=str(claims.get("cognito:username") or claims.get("preferred_username") or ""),
         groups=tuple(groups),
+        unverified_email="" if verified else email,
     )
 
 
@@ -169,8 +187,11 @@ def begin_sign_in(signin: SignInSettings, signer: MacSigner, *, api_url: str, re
 
 def post_form(url: str, fields: dict[str, str], timeout: float = 5.0) -> dict:
     """POST a form to the token endpoint; https only, except loopback (local stand-ins)."""
-    if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        raise SignInFailed(f"refusing to call the token endpoint over plain HTTP: {url}")
+    from modelgate.jwt_auth import plain_http_refusal
+
+    refusal = plain_http_refusal(url)
+    if refusal:
+        raise SignInFailed(f"refusing to call the token endpoint: {refusal}")
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         url,
         data=urllib.parse.urlencode(fields).encode(),
@@ -268,11 +289,3 @@ def check_csrf(signer: MacSigner, token: str | None, approver: Approver, link: L
 
 def in_group(approver: Approver, group: str) -> bool:
     return group in approver.groups
-
-
-def is_registrant(approver: Approver, registered_by: str | None, also: Iterable[str] = ()) -> bool:
-    """Whether the approver is the person who registered the version (e-mail, username or subject)."""
-    if not registered_by:
-        return False
-    who = registered_by.strip().lower()
-    return who in {value.lower() for value in (approver.email, approver.username, approver.subject, *also) if value}

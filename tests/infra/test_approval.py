@@ -108,7 +108,7 @@ def test_api_serves_the_link_pages_and_sign_in_behind_waf_with_access_logs(templ
         )
         routes.add((props["HttpMethod"], parent or path))
         assert props["Integration"]["Type"] == "AWS_PROXY"
-    assert routes == {("GET", "{action}"), ("POST", "{action}"), ("GET", "callback")}
+    assert routes == {("GET", "{action}"), ("HEAD", "{action}"), ("POST", "{action}"), ("GET", "callback")}
     (stage,) = of_type(approval, "AWS::ApiGateway::Stage").values()
     assert "AccessLogSetting" in stage["Properties"]
     assert stage["Properties"]["MethodSettings"][0]["DataTraceEnabled"] is False, "never log link tokens"
@@ -127,6 +127,13 @@ def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, 
     (client,) = of_type(approval, "AWS::Cognito::UserPoolClient").values()
     assert client["Properties"]["GenerateSecret"] is False
     assert client["Properties"]["AllowedOAuthFlows"] == ["code"]
+    # Who may decide rests on `email` and the groups: users must not change them with this client's tokens.
+    # No SRP/password sign-in (whose access tokens carry aws.cognito.signin.user.admin, i.e. UpdateUserAttributes),
+    # no such OAuth scope, and (without federation) no writable identity attribute at all.
+    assert client["Properties"]["ExplicitAuthFlows"] == ["ALLOW_REFRESH_TOKEN_AUTH"]
+    assert "aws.cognito.signin.user.admin" not in client["Properties"]["AllowedOAuthScopes"]
+    writable = set(client["Properties"]["WriteAttributes"])
+    assert not writable & {"email", "email_verified", "custom:groups", "preferred_username"}, writable
     (api_fn,) = [f for h, f in functions(approval).items() if h == "lambdas.approval_api.handler"]
     variables = api_fn["Properties"]["Environment"]["Variables"]
     assert variables["MODELGATE_APPROVERS_GROUP"] == config.environments[env].approvers.group
@@ -155,24 +162,72 @@ def test_least_privilege_parameter_store_registry_and_history(template, env, con
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_promotion_requests_go_to_the_next_environments_bus_and_are_accepted_from_the_previous(template, env, config):
+def test_promotion_requests_travel_on_modelgates_own_bus_that_only_modelgate_may_write(template, env, config):
+    """Forged promotion requests (spam to approvers, fake run metrics on the page) need a bus any principal of the
+    account can write to: ModelGate's requests travel on a bus of its own, whose policy denies every principal
+    not tagged as a ModelGate promoter of this project, and admits the previous environment's account."""
     approval = template(env, "Approval")
     puts = [s for s in policies(approval) if "events:PutEvents" in actions(s)]
     following = next_environment(env)
     if following:
         nxt = config.environments[following]
-        assert [s["Resource"] for s in puts] == [f"arn:aws:events:{nxt.region}:{nxt.account}:event-bus/default"]
+        assert [s["Resource"] for s in puts] == [
+            f"arn:aws:events:{nxt.region}:{nxt.account}:event-bus/modelgate-{following}-promotions"
+        ]
     else:
         assert puts == []
-    bus_policies = list(of_type(approval, "AWS::Events::EventBusPolicy").values())
+    if following:
+        (role,) = [
+            r["Properties"]
+            for r in of_type(approval, "AWS::IAM::Role").values()
+            if {"Key": "modelgate:promoter", "Value": "modelgate"} in r["Properties"].get("Tags", [])
+        ]
+        assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     previous = previous_environment(env)
-    if previous and config.environments[previous].account != config.environments[env].account:
-        (policy,) = bus_policies
-        statement = policy["Properties"]["Statement"]
-        assert statement["Principal"] == {"AWS": f"arn:aws:iam::{config.environments[previous].account}:root"}
-        assert statement["Condition"] == {"StringEquals": {"events:source": "modelgate.promotion"}}
+    if previous is None:  # dev's requests are the registry's own events (default bus); nothing is promoted to it
+        assert of_type(approval, "AWS::Events::EventBus") == {}
+        assert of_type(approval, "AWS::Events::EventBusPolicy") == {}
+        return
+    (bus,) = of_type(approval, "AWS::Events::EventBus").values()
+    assert bus["Properties"]["Name"] == f"modelgate-{env}-promotions"
+    rules = [r["Properties"] for r in of_type(approval, "AWS::Events::Rule").values()]
+    for rule in rules:
+        on_our_bus = "EventBusName" in rule
+        assert on_our_bus == (rule["EventPattern"]["source"] == ["modelgate.promotion"]), rule
+    statements = [p["Properties"]["Statement"] for p in of_type(approval, "AWS::Events::EventBusPolicy").values()]
+    (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+    assert deny["Principal"] == "*"
+    assert deny["Action"] == "events:PutEvents"
+    assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalTag/modelgate:promoter": "modelgate"}}
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    if config.environments[previous].account != config.environments[env].account:
+        (allow,) = allows
+        assert allow["Principal"] == {"AWS": f"arn:aws:iam::{config.environments[previous].account}:root"}
+        assert allow["Condition"] == {"StringEquals": {"events:source": "modelgate.promotion"}}
     else:
-        assert bus_policies == []
+        assert allows == []
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_registry_approval_may_read_who_started_a_run_and_record_it(template, env, config):
+    """Separation of duties: the dev request Lambda reads CreatedBy of the pipeline execution and writes it on the
+    version; later environments only read the registry."""
+    approval = template(env, "Approval")
+    request_role = functions(approval)["lambdas.request_approval.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = [
+        statement
+        for policy in of_type(approval, "AWS::IAM::Policy").values()
+        if {"Ref": request_role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    granted = {action for statement in statements for action in actions(statement)}
+    registry = config.environments["dev"]
+    if env == "dev":
+        assert {"sagemaker:DescribePipelineExecution", "sagemaker:UpdateModelPackage"} <= granted
+        (describe,) = [s for s in statements if "sagemaker:DescribePipelineExecution" in actions(s)]
+        assert describe["Resource"] == f"arn:aws:sagemaker:{registry.region}:{registry.account}:pipeline/*/execution/*"
+    else:
+        assert not granted & {"sagemaker:DescribePipelineExecution", "sagemaker:UpdateModelPackage"}
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -273,6 +328,11 @@ def test_the_company_directory_can_be_federated_with_its_groups_claim(federated_
     (client,) = [r["Properties"] for r in resources if r["Type"] == "AWS::Cognito::UserPoolClient"]
     assert client["SupportedIdentityProviders"] == ["COGNITO", "CompanySSO"]
     assert "custom:groups" in client["ReadAttributes"]
+    # Separation of duties needs a verified e-mail: the directory's email_verified is mapped, and Cognito requires
+    # mapped attributes to be writable by the client; no token this client issues can write them (see below).
+    assert provider["AttributeMapping"]["email_verified"] == "email_verified"
+    assert set(client["WriteAttributes"]) == {"email", "email_verified", "custom:groups"}
+    assert client["ExplicitAuthFlows"] == ["ALLOW_REFRESH_TOKEN_AUTH"]
     (api,) = [
         r["Properties"]
         for r in resources

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from modelgate.environments import ENVIRONMENTS
-from modelgate.registry import PENDING
+from modelgate.registry import PENDING, PIPELINE_EXECUTION_KEY
 from modelgate.triton_images import image_uri
 from pipelines import registration
 from pipelines.steps import paths
@@ -236,7 +236,9 @@ def test_gate_reads_the_evaluation_report_and_the_fail_step_says_why(definition,
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_registration_is_the_request_of_pipelines_registration(definition, config, env):
     """Same request as the local runner's register(): group, PendingManualApproval, dev/test/uat/prod metadata,
-    ModelMetrics = the evaluation report, Triton image + the version's prefix as model data."""
+    ModelMetrics = the evaluation report, Triton image + the version's prefix as model data. The metadata names
+    the execution, so the approval can read who really started the run (separation of duties)."""
+    execution = "arn:aws:sagemaker:eu-west-1:111111111111:pipeline/modelgate-training/execution/abc123"
     settings = config.environments[env]
     register = steps(definition(env))["Register"]
     assert register["Type"] == "RegisterModel"
@@ -247,6 +249,7 @@ def test_registration_is_the_request_of_pipelines_registration(definition, confi
             "Steps.Package.ProcessingOutputConfig.Outputs['models'].S3Output.S3Uri": prefix,
             "Parameters.ModelPackageGroup": config.project.model_package_group,
             "Parameters.RegisteredBy": "scientist@example.com",
+            "Execution.PipelineExecutionArn": execution,
         },
     )
     expected = registration.model_package_request(
@@ -254,6 +257,7 @@ def test_registration_is_the_request_of_pipelines_registration(definition, confi
             model_package_group=config.project.model_package_group,
             model_data_url=prefix + "/",
             registered_by="scientist@example.com",
+            pipeline_execution_arn=execution,
             image_uri=image_uri(settings.region, settings.serving.triton_version),
             inference_instance_types=(settings.serving.instance_type,),
         )
@@ -264,6 +268,7 @@ def test_registration_is_the_request_of_pipelines_registration(definition, confi
     assert actual["CustomerMetadataProperties"] == {
         **dict.fromkeys(ENVIRONMENTS, PENDING),
         registration.REGISTERED_BY_KEY: "scientist@example.com",
+        PIPELINE_EXECUTION_KEY: execution,
     }
 
 

@@ -19,9 +19,10 @@ from modelgate.approval.events import (
     promotion_entry,
 )
 from modelgate.approval.model_versions import ModelVersion, check_model_package_arn, flatten_metrics
+from modelgate.approval.registrant import Registrant
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.sealed import SealBroken, peek, seal, unseal
-from modelgate.approval.signin import approver_from_claims, is_registrant
+from modelgate.approval.signin import approver_from_claims
 from modelgate.approval.web import HttpRequest, read_cookies, same_origin, set_cookie
 from modelgate.registry import customer_metadata
 
@@ -164,7 +165,15 @@ def version(**metadata) -> ModelVersion:
         version=3,
         created_at=datetime(2026, 11, 1, tzinfo=UTC),
         approval_status="PendingManualApproval",
-        metadata=customer_metadata(None, extra={"registered_by": "bob@example.com"}, **metadata),
+        metadata=customer_metadata(
+            None,
+            extra={
+                "registered_by": "bob@example.com",
+                "started_by": "arn:aws:iam::1:user/bob",
+                "started_by.names": "bob",
+            },
+            **metadata,
+        ),
         model_data_url="s3://b/m.tar.gz",
     )
 
@@ -214,7 +223,8 @@ def test_the_email_escapes_what_it_shows_and_carries_both_links():
 
 def test_identity_helpers():
     approver = approver_from_claims(
-        {"sub": "s1", "email": "Bob@Example.com", "cognito:groups": ["a", "b"]}, "cognito:groups"
+        {"sub": "s1", "email": "Bob@Example.com", "email_verified": True, "cognito:groups": ["a", "b"]},
+        "cognito:groups",
     )
     assert approver.email == "bob@example.com"
     assert approver.groups == ("a", "b")
@@ -222,8 +232,7 @@ def test_identity_helpers():
     federated = {"sub": "s", "cognito:groups": ["x"], "custom:groups": "[modelgate-approvers, y]"}
     assert approver_from_claims(federated, "cognito:groups,custom:groups").groups == ("x", "modelgate-approvers", "y")
     assert approver_from_claims({"sub": "s", "email": "x@y.z", "email_verified": False}, "g").email == ""
-    assert is_registrant(approver, "BOB@example.com")
-    assert not is_registrant(approver, None)
+    assert Registrant.of({"registered_by": "BOB@example.com"}).includes(approver.identities)
 
 
 def test_http_plumbing():

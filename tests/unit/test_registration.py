@@ -52,3 +52,10 @@ def test_bad_values_are_refused_before_anything_is_sent(changes, message):
     arguments = {"model_package_group": "g", "model_data_url": "s3://bucket-a/v1/", "image_uri": IMAGE, **changes}
     with pytest.raises(RegistrationError, match=message):
         ModelVersion(**arguments)
+
+
+def test_the_registering_execution_is_named_on_the_version():
+    """Separation of duties: the approval reads who really started the run from this execution's CreatedBy."""
+    execution = "arn:aws:sagemaker:eu-west-1:111111111111:pipeline/modelgate-training/execution/abc123"
+    version = ModelVersion("g", "s3://bucket-a/v1/", IMAGE, "ds@example.com", pipeline_execution_arn=execution)
+    assert model_package_request(version)["CustomerMetadataProperties"]["pipeline_execution_arn"] == execution

@@ -79,3 +79,33 @@ def test_history_lists_decisions_in_order(world, capsys):
     (line,) = capsys.readouterr().out.splitlines()
     assert "v1  registry->dev  Approved  alice@example.com" in line
     assert main(["history", "other-group", "--table", table]) == 1
+
+
+def test_a_version_with_an_unknown_registrant_waits_for_an_administrator(world, capsys):
+    """Separation of duties fails closed: nobody may approve until an administrator says who registered it,
+    and the record is never overwritten."""
+    from modelgate.approval.request_emails import RequestRefused
+
+    arn = world.register(registered_by=None)
+    with pytest.raises(RequestRefused, match="set-registrant"):
+        world.request("dev", world.registry_event(arn))
+    assert main(["set-registrant", GROUP, "--version", "1", "--email", "Bob@Example.com", *REGISTRY]) == 0
+    assert main(["set-registrant", GROUP, "--version", "1", "--email", "eve@example.com", *REGISTRY]) == 1
+    assert "not changed" in capsys.readouterr().err
+    world.request("dev", world.registry_event(arn))
+    (mail,) = world.emails()
+    assert ApproverBrowser("bob").open(mail.links()["approve"]).status == 403
+    assert ApproverBrowser("alice").open(mail.links()["approve"]).status == 200
+
+
+def test_an_administrator_vouches_for_a_typed_registrant_aws_did_not_record(world, capsys):
+    """Versions registered before principals were recorded: the administrator confirms the typed registrant,
+    never replaces it."""
+    arn = world.register(registered_by="bob@example.com")  # no registration event handled: nothing recorded
+    assert main(["set-registrant", GROUP, "--version", "1", "--email", "eve@example.com", *REGISTRY]) == 1
+    assert "already says it was registered by bob@example.com" in capsys.readouterr().err
+    assert main(["set-registrant", GROUP, "--version", "1", "--email", "BOB@example.com", *REGISTRY]) == 0
+    metadata = world.describe(arn)["CustomerMetadataProperties"]
+    assert metadata["registered_by"] == "bob@example.com"
+    assert "recorded by" in metadata["started_by"]
+    assert metadata["started_by.names"] == "bob@example.com"

@@ -115,3 +115,57 @@ def test_an_unreachable_identity_provider_is_a_clear_503_not_a_crash(world):
     response = approval_api.route(runtime, event)
     assert response["statusCode"] == 503
     assert "nothing was changed" in response["body"]
+
+
+def test_get_and_head_show_the_page_post_decides_and_other_methods_are_405(world):
+    """RFC 9110 9.3.2 / 15.5.6: HEAD is GET without a body; a method the resource does not support is 405 with
+    an Allow header. Nothing but POST can decide."""
+    arn = world.register()
+    world.request("dev", world.registry_event(arn))
+    (mail,) = world.emails()
+    dev = world.envs["dev"]
+    token = mail.links()["approve"].split("token=", 1)[1]
+    session = world.issuer.id_token(world.issuer.users["alice"], world.client_id)
+    before = world.snapshot(arn)
+
+    def call(method: str) -> dict:
+        event = {
+            "resource": "/links/{action}",
+            "httpMethod": method,
+            "pathParameters": {"action": "approve"},
+            "queryStringParameters": {"token": token},
+            "headers": {"cookie": f"mg_session={session}", "origin": dev.settings.api_url},
+            "body": f"token={token}",
+        }
+        return approval_api.route(dev.runtime, event)
+
+    get, head = call("GET"), call("HEAD")
+    assert get["statusCode"] == head["statusCode"] == 200
+    assert "Approve energy-forecast version 1" in get["body"]
+    assert head["body"] == ""
+    assert head["headers"]["Content-Type"] == get["headers"]["Content-Type"]
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+        response = call(method)
+        assert response["statusCode"] == 405, method
+        assert response["headers"]["Allow"] == "GET, HEAD, POST"
+    assert world.snapshot(arn) == before
+
+
+def test_events_of_another_model_group_are_ignored_not_failed(world):
+    """Events that are not ours are logged and dropped: raising would retry them into the failure queue and
+    alarm the approvers."""
+    foreign = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/another-group/1"
+    event = world.registry_event(foreign)
+    event["detail"]["ModelPackageGroupName"] = "another-group"
+    result = request_approval.handle(event, world.envs["dev"].services)
+    assert result["ignored"]
+    assert "another-group" in result["note"]
+    assert world.emails() == []
+    run = {
+        "source": "modelgate.inference",
+        "detail-type": "ModelGate Inference Completed",
+        "detail": {"run_id": "r1", "model_package_arn": foreign, "environment": "dev"},
+    }
+    outcome = post_inference.handle(run, world.envs["dev"].services)
+    assert outcome["ignored"]
+    assert outcome["requested"] is False

@@ -134,3 +134,30 @@ def test_posts_without_the_page_csrf_token_session_or_same_origin_are_refused(wo
     assert hijack.status == 403
     assert "not issued to you" in hijack.text()
     assert world.snapshot(arn) == before
+
+
+def test_separation_of_duties_fails_closed_on_an_unverified_or_missing_e_mail(world, pending):
+    """Separation of duties: a decider is known by a VERIFIED e-mail (OIDC Core 5.1 email_verified), and an
+    unverified e-mail that names the registrant still counts as the registrant."""
+    arn, approve, reject = pending
+    approvers = ("modelgate-approvers",)
+    world.issuer.add_user("bob", "bob@example.com", approvers, email_verified=False)  # bob, e-mail not verified
+    world.issuer.add_user("robert", "robert@new.example", approvers, email_verified=False)  # bob, e-mail changed
+    world.issuer.add_user("nomail", "", approvers)  # a token without any e-mail claim
+    refused(world, arn, approve, username="bob", status=403, says="registered energy-forecast v1")
+    for who in ("robert", "nomail"):
+        for url in (approve, reject):
+            refused(world, arn, url, username=who, status=403, says="does not vouch for your e-mail")
+    assert "Verify your e-mail address" in ApproverBrowser("robert").open(approve).text()
+
+
+def test_the_principal_that_registered_the_version_is_recorded_and_shown(world, pending):
+    """Separation of duties: `registered_by` is typed by whoever starts the run, so the AWS principal behind the
+    version (CreatedBy) is recorded at registration and shown next to it."""
+    arn, approve, _ = pending
+    metadata = world.describe(arn)["CustomerMetadataProperties"]
+    assert metadata["started_by"], metadata  # moto's CreatedBy: a (fake) Studio user profile
+    (mail,) = world.emails()
+    assert f"Started by (AWS principal): {metadata['started_by']}" in mail.text
+    page = ApproverBrowser("alice").open(approve)
+    assert metadata["started_by"] in page.text()
