@@ -30,7 +30,12 @@ def handle(event: dict, services: Services) -> dict:
     outcome = request_approval(request, services)
     logger.info(
         "request handled",
-        extra={"sent": outcome.sent, "already_sent": outcome.already_sent, "not_requested": outcome.not_requested},
+        extra={
+            "sent": outcome.sent,
+            "already_sent": outcome.already_sent,
+            "not_requested": outcome.not_requested,
+            "not_mailed": outcome.not_mailed,
+        },
     )
     return {"sent": list(outcome.sent), "already_sent": list(outcome.already_sent), "note": outcome.not_requested}
 

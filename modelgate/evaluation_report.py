@@ -40,6 +40,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 REPORT_FILE = "evaluation.json"
+FORECAST_PLOT_FILE = "forecasts.png"  # the evaluation's plot, written and registered next to REPORT_FILE
 CONTENT_TYPE = "application/json"
 CONDITION_JSON_PATH = "aggregate.mape_ratio"
 

@@ -11,9 +11,10 @@ cross-account parts are exercised by the template tests and the deployed-stack t
 
 from __future__ import annotations
 
+
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lambdas import approval_api, post_inference, request_approval
@@ -55,6 +56,7 @@ class LocalApprovalWorkflow:
     )
     approver_groups: dict[str, str] = field(default_factory=lambda: dict.fromkeys(ENVIRONMENTS, "modelgate-approvers"))
     people: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (username, e-mail, groups) at the local IdP
+    metric_threshold: float | None = 1.0  # config training.metric_threshold, as the stack passes it
     bucket: str = "modelgate-artifacts-local"
     client_id: str = "modelgate-approval"
     issuer: LocalIssuer | None = None
@@ -118,6 +120,7 @@ class LocalApprovalWorkflow:
                 approvers_group=self.approver_groups[env],
                 next_event_bus=None if env == ENVIRONMENTS[-1] else bus,
             )
+            settings = replace(settings, metric_threshold=self.metric_threshold)
             services = Services.from_session(settings, self.session)
             holder["rt"] = approval_api.Runtime(services, sign_in, SigningKeys(self.issuer.jwks_url))
             self.envs[env] = LocalEnvironment(env, services, api, holder["rt"])
