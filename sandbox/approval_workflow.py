@@ -11,7 +11,6 @@ cross-account parts are exercised by the template tests and the deployed-stack t
 
 from __future__ import annotations
 
-
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace

@@ -41,7 +41,7 @@ def when(moment: datetime | str | int | None) -> str:
 
 
 def percent(fraction: float) -> str:
-    return f"{fraction * 100:.1f} %"
+    return f"{fraction * 100:.1f}\u00a0%"  # a no-break space: "14.0 %" never splits across lines
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,8 @@ def _page(title: str, body: str, frame: Frame) -> str:
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_STYLE}</style></head>'
         f"<body><header><b>ModelGate</b> model approvals &middot; {_e(frame.project)}{where}</header>"
         f"<main><h1>{_e(title)}</h1>{body}</main>"
-        f"<footer>{who}Questions about this model: ask whoever registered it. Problems with this page: your platform team."
-        "</footer></body></html>"
+        f"<footer>{who}Questions about this model: ask whoever registered it. Problems with this page: your "
+        "platform team.</footer></body></html>"
     )
 
 
@@ -142,11 +142,12 @@ def _consequences(environment: str, action: str, serving_version: int | None, pr
             else "prod is the last environment."
         )
     )
-    keep = f"version {serving_version}" if serving_version is not None else "nothing"
-    reject = (
-        f"<b>Reject</b> (needs a reason): this version is not deployed to {_e(environment)} and goes no further; "
-        f"{_e(environment)} keeps serving {_e(keep)}."
+    keep = (
+        f"{_e(environment)} keeps serving version {serving_version}"
+        if serving_version is not None
+        else f"nothing is deployed to {_e(environment)}"
     )
+    reject = f"<b>Reject</b> (needs a reason): this version goes no further; {keep}."
     first, second = (approve, reject) if action == APPROVE else (reject, approve)
     return f'<p class="does">{_e(now)}</p><ul class="does"><li>{first}</li><li>{second}</li></ul>'
 
@@ -168,12 +169,12 @@ def confirmation(review: Review, api_url: str, frame: Frame = Frame(), threshold
         + ".</p>",
         f'<div id="verdict" class="verdict{" warn" if summary.warning else ""}">{_e(summary.headline)}'
         + (
-            " Worst: "
+            " Also worse: "
             + ", ".join(
-                f"{_e(w.customer)} ({_e(w.model_mape)} vs {_e(w.baseline_mape)})" for w in summary.regressed_shown
+                f"{_e(w.customer)} ({_e(w.model_mape)} vs {_e(w.baseline_mape)})" for w in summary.regressed[1:3]
             )
-            + "."
-            if summary.regressed
+            + ("; more below." if len(summary.regressed) > 3 else ".")
+            if len(summary.regressed) > 1
             else ""
         )
         + f' <a href="{_e(report_url)}">Full report</a></div>',

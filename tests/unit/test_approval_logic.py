@@ -202,7 +202,8 @@ def test_the_email_escapes_what_it_shows_and_carries_both_links():
     hostile = ModelVersion(**{**version().__dict__, "metadata": {"registered_by": "<script>x</script>"}})
     request = ApprovalRequest(ARN, "dev", "registered")
     mail = render(
-        version=hostile, request=request, recipient="a@example.com", evaluation=Evaluation("s3://b/e.json", metrics=(("mape", 0.1),)),
+        version=hostile, request=request, recipient="a@example.com",
+        evaluation=Evaluation("s3://b/e.json", metrics=(("mape", 0.1),)),
         approve_url="https://api/links/approve?token=A", reject_url="https://api/links/reject?token=R",
         expires_at=2_000_000_000,
     )  # fmt: skip

@@ -30,9 +30,7 @@ EVALUATION = EvaluationReport.from_customers(
     window=168,
     horizon=24,
     holdout_hours=168,
-    per_customer=[
-        CustomerMetrics(f"c{i + 1:04d}", 0.13 * r, 2.0, 0.13, 2.4, r, 168) for i, r in enumerate(RATIOS)
-    ],
+    per_customer=[CustomerMetrics(f"c{i + 1:04d}", 0.13 * r, 2.0, 0.13, 2.4, r, 168) for i, r in enumerate(RATIOS)],
 ).to_json()
 
 
@@ -90,7 +88,8 @@ def look(browser, name: str) -> dict:
     """Check the page has no horizontal overflow; keep a screenshot if asked. Returns the layout facts."""
     facts = browser.execute_script(
         "const d = document.documentElement;"
-        "const wide = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > d.clientWidth + 1)"
+        "const wide = [...document.querySelectorAll('body *')]"
+        "  .filter(e => e.getBoundingClientRect().right > d.clientWidth + 1)"
         "  .map(e => e.tagName + (e.id ? '#' + e.id : '') + ':' + e.textContent.slice(0, 40));"
         "return {scroll: d.scrollWidth, client: d.clientWidth, height: window.innerHeight, wide: wide.slice(0, 5)};"
     )
@@ -147,7 +146,8 @@ def test_an_approver_sees_the_verdict_approves_and_lands_on_the_result(world, br
     page = browser.find_element(By.TAG_NAME, "body").text
     assert "No version is approved for dev yet." in page
     assert "the test approvers are asked to promote it" in page
-    assert "PendingManualApproval" not in page and "waiting for a decision" in page
+    assert "PendingManualApproval" not in page
+    assert "waiting for a decision" in page
     assert "bob@example.com" in browser.find_element(By.ID, "model").text
     button = browser.find_element(By.ID, "confirm").rect
     if size == DESKTOP:
@@ -167,7 +167,8 @@ def test_an_approver_sees_the_verdict_approves_and_lands_on_the_result(world, br
 
     browser.back()  # the confirmation page's URL: now its result, never a live button
     wait_for(browser, "result", "refused")
-    assert browser.find_elements(By.ID, "result") and not browser.find_elements(By.ID, "confirm")
+    assert browser.find_elements(By.ID, "result")
+    assert not browser.find_elements(By.ID, "confirm")
     browser.get(mail.links()["approve"])  # and once more from the e-mail
     assert "Your approval was recorded at" in wait_for(browser, "result", "refused").text
     assert len(world.history("dev")) == 1
@@ -193,7 +194,8 @@ def test_the_report_page_lists_every_customer_worst_first_with_the_plot(world, b
     table = wait_for(browser, "customers")
     rows = table.find_elements(By.TAG_NAME, "tr")[1:]
     assert len(rows) == 24
-    assert rows[0].text.startswith("c0001") and rows[0].text.endswith("1.33")
+    assert rows[0].text.startswith("c0001")
+    assert rows[0].text.endswith("1.33")
     assert browser.find_element(By.ID, "plot").get_attribute("naturalWidth") == "4", "the plot is shown"
     look(browser, f"report-{name}")
     browser.find_element(By.LINK_TEXT, "Back to the decision").click()

@@ -114,4 +114,4 @@ def test_an_unreachable_identity_provider_is_a_clear_503_not_a_crash(world):
     }
     response = approval_api.route(runtime, event)
     assert response["statusCode"] == 503
-    assert "nothing was changed" in response["body"]
+    assert "Nothing was changed" in response["body"]
