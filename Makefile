@@ -59,6 +59,7 @@ bootstrap: setup
 
 deploy: setup
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=dev|test|uat|prod"; exit 2; }
+	@$(PY) -m modelgate.placeholders $(ENV)
 	npx cdk deploy -c env=$(ENV) "$$($(PY) -c 'from modelgate.config import load_config; print(load_config().project.name)')-$(ENV)/*" $(ARGS)
 
 diff: setup
