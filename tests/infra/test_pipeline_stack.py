@@ -187,3 +187,15 @@ def test_pipeline_is_named_by_cdk_and_unique_per_environment(template, env):
     name = pipeline["Properties"]["PipelineName"]
     assert name == name.lower()
     assert env in name
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_stack_outputs_what_a_data_scientist_needs_to_start_a_run(template, env):
+    """Pipeline name and raw bucket as outputs: `modelgate pipeline start` and people read them, not the console."""
+    pipeline_stack = template(env, "Pipeline")
+    (pipeline,) = pipeline_stack.find_resources("AWS::SageMaker::Pipeline").values()
+    outputs = pipeline_stack.to_json()["Outputs"]
+    assert outputs["PipelineName"]["Value"] == pipeline["Properties"]["PipelineName"]
+    assert "RawData" in json.dumps(outputs["RawBucket"]["Value"]), "the Storage stack's raw-data bucket"
+    approval_outputs = template(env, "Approval").to_json()["Outputs"]
+    assert {"ApprovalApiUrl", "HistoryTable"} <= set(approval_outputs)
