@@ -251,23 +251,27 @@ def approval_stack_name(project: str, environment: str) -> str:
     return f"{project}-{environment}-Approval"
 
 
-def history_table(session: Any, project: str, environment: str) -> str:
-    """The environment's history table, from its approval stack's `HistoryTable` output."""
-    stack = approval_stack_name(project, environment)
+def stack_output(session: Any, stack: str, key: str, what: str) -> str:
+    """An output of a deployed stack (e.g. `HistoryTable`), or CliError(EXIT_AWS) saying what to do."""
     cloudformation = session.client("cloudformation")
     try:
         described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
     except cloudformation.exceptions.ClientError as error:
         raise CliError(
-            f"cannot find the history table of {environment}: stack {stack} "
-            f"({error.response['Error'].get('Message', error)}); is {environment} deployed in "
-            f"{session.region_name}? Or pass --table",
+            f"cannot find {what}: stack {stack} ({error.response['Error'].get('Message', error)}); "
+            f"is it deployed in {session.region_name}?",
             EXIT_AWS,
         ) from None
     for output in described.get("Outputs") or []:
-        if output.get("OutputKey") == "HistoryTable":
+        if output.get("OutputKey") == key:
             return output["OutputValue"]
-    raise CliError(f"stack {stack} has no HistoryTable output; pass --table", EXIT_AWS)
+    raise CliError(f"stack {stack} has no {key} output", EXIT_AWS)
+
+
+def history_table(session: Any, project: str, environment: str) -> str:
+    """The environment's history table, from its approval stack's `HistoryTable` output."""
+    stack = approval_stack_name(project, environment)
+    return stack_output(session, stack, "HistoryTable", f"the history table of {environment} (or pass --table)")
 
 
 def history(args: argparse.Namespace) -> int:
@@ -298,6 +302,65 @@ def history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- the training pipeline -------------------------------------------------------------------------------------
+FINAL_STATES = {"Succeeded": EXIT_OK, "Failed": EXIT_NOT_FOUND, "Stopped": EXIT_NOT_FOUND}
+
+
+def pipeline_start(args: argparse.Namespace) -> int:
+    _defaults(args)
+    session = _session(args)
+    name = stack_output(session, f"{args.project}-{args.env}-Pipeline", "PipelineName", f"the {args.env} pipeline")
+    parameters = {"RegisteredBy": args.registered_by}
+    if args.input:
+        parameters["InputDataUri"] = args.input
+    for item in args.param or []:
+        key, _, value = item.partition("=")
+        if not key or not value:
+            raise CliError(f"--param takes Name=Value, got {item!r}", EXIT_USAGE)
+        parameters[key] = value
+    sagemaker = session.client("sagemaker")
+    arn = sagemaker.start_pipeline_execution(
+        PipelineName=name,
+        PipelineExecutionDisplayName=f"modelgate-cli-{uuid.uuid4().hex[:8]}",
+        PipelineParameters=[{"Name": k, "Value": v} for k, v in parameters.items()],
+        ClientRequestToken=str(uuid.uuid4()),
+    )["PipelineExecutionArn"]
+    print(f"started {name}: {arn}")
+    print(f"watch it: modelgate pipeline watch {arn}")
+    if not args.watch:
+        return EXIT_OK
+    return watch_execution(sagemaker, arn)
+
+
+def pipeline_watch(args: argparse.Namespace) -> int:
+    _defaults(args)
+    session = _session(args)
+    return watch_execution(session.client("sagemaker"), args.execution_arn, poll_seconds=args.poll_seconds)
+
+
+def watch_execution(sagemaker: Any, arn: str, *, poll_seconds: float = 30.0, sleep=None, out=None) -> int:
+    """Print each step's status as it changes until the execution ends; exit 0 if it succeeded, else 3."""
+    import time
+
+    sleep, out = sleep or time.sleep, out or sys.stdout
+    seen: dict[str, str] = {}
+    while True:
+        steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=arn, SortOrder="Ascending")
+        for step in steps.get("PipelineExecutionSteps", []):
+            name, status = step["StepName"], step.get("StepStatus", "")
+            if seen.get(name) != status:
+                seen[name] = status
+                detail = f" ({step['FailureReason']})" if step.get("FailureReason") else ""
+                print(f"{name:<24} {status}{detail}", file=out, flush=True)
+        described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+        status = described["PipelineExecutionStatus"]
+        if status in FINAL_STATES:
+            reason = f" ({described['FailureReason']})" if described.get("FailureReason") else ""
+            print(f"execution {status}{reason}", file=out, flush=True)
+            return FINAL_STATES[status]
+        sleep(poll_seconds)
+
+
 # -- parsing ---------------------------------------------------------------------------------------------------
 def _environment(value: str) -> str:
     try:
@@ -317,6 +380,12 @@ EXAMPLES = {
       --role-arn arn:aws:iam::444444444444:role/modelgate-uat-promotion-gate     # what the CI/CD gate runs""",
     "request-promotion": """examples:
   modelgate request-promotion --version 3 --to uat   # with uat's account credentials""",
+    "pipeline start": """examples:
+  modelgate pipeline start --env dev --registered-by me@example.com --watch
+  modelgate pipeline start --env dev --registered-by me@example.com \\
+      --input s3://<RawBucket>/readings/2026-11/ --param Epochs=20""",
+    "pipeline watch": """examples:
+  modelgate pipeline watch arn:aws:sagemaker:eu-west-1:222222222222:pipeline/<name>/execution/<id>""",
     "history": """examples:
   modelgate history --env dev                        # table found from the stack modelgate-dev-Approval
   modelgate history --env prod --version 3 --output json""",
@@ -372,6 +441,36 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--version", type=int)
     output(sub, "text")
     sub.add_argument("--json", dest="output", action="store_const", const="json", help="same as --output json")
+
+    pipeline = commands.add_parser("pipeline", help="start the training pipeline and watch its steps")
+    steps = pipeline.add_subparsers(dest="pipeline_command", required=True)
+
+    def pipeline_command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = steps.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"{EXAMPLES['pipeline ' + name]}\n\nexit codes: 0 started / succeeded, 3 the run failed or was "
+            "stopped, 4 AWS or configuration error, 2 usage",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--region", help="AWS region (default: the environment's region in the config)")
+        sub.add_argument("--role-arn", help="assume this role first")
+        sub.add_argument("--project", help="project name (default: config/modelgate.yaml)")
+        sub.add_argument("--config", help="configuration file (default: config/modelgate.yaml)")
+        sub.set_defaults(handler=handler, group=None, output="text")
+        return sub
+
+    sub = pipeline_command("start", pipeline_start, "start a run of an environment's training pipeline")
+    sub.add_argument("--env", type=_environment, required=True)
+    sub.add_argument("--registered-by", required=True, help="your e-mail: recorded on the version it registers")
+    sub.add_argument("--input", help="raw readings to train on (default: the pipeline's s3://<RawBucket>/readings/)")
+    sub.add_argument("--param", action="append", help="another pipeline parameter, Name=Value (repeatable)")
+    sub.add_argument("--watch", action="store_true", help="then print each step's status until the run ends")
+    sub = pipeline_command("watch", pipeline_watch, "print each step's status until a run ends")
+    sub.add_argument("execution_arn")
+    sub.add_argument("--env", type=_environment, help="the environment (for its region)")
+    sub.add_argument("--poll-seconds", type=float, default=30.0)
     return root
 
 
