@@ -210,3 +210,12 @@ def test_an_email_claimed_by_a_crashed_attempt_is_retried_not_lost(world):
     assert world.request("dev", event)["sent"] == [recipient]  # a later retry takes the abandoned claim over
     assert len(world.emails()) == 1
     assert world.request("dev", event)["already_sent"] == [recipient]
+
+
+def test_the_registrant_is_not_mailed_a_link_they_could_not_use(world):
+    """Only people who can decide are e-mailed: the registrant may not approve their own version (issue 14)."""
+    arn = world.register(registered_by="approvers-dev@example.com")  # the registrant is on the dev list
+    answer = world.request("dev", world.registry_event(arn))
+    assert answer["not_mailed"] == ["approvers-dev@example.com"]
+    assert answer["sent"] == []
+    assert world.emails() == []
