@@ -69,7 +69,7 @@ class EvaluationSummary:
     regressed: tuple[Worse, ...]  # all customers worse than baseline, worst first
     customers: int
     note: str | None = None
-    per_customer: tuple[CustomerMetrics, ...] = ()
+    ranked: tuple[Worse, ...] = ()  # every customer, worst first (the report page)
 
     @property
     def regressed_shown(self) -> tuple[Worse, ...]:
@@ -86,6 +86,7 @@ class _Numbers:
     rmse: float
     baseline_rmse: float
     regressed: tuple[CustomerMetrics, ...]
+    ranked: tuple[CustomerMetrics, ...]  # every customer, worst ratio first
 
 
 def _numbers(report: EvaluationReport) -> _Numbers:
@@ -101,6 +102,7 @@ def _numbers(report: EvaluationReport) -> _Numbers:
         rmse=aggregate.rmse,
         baseline_rmse=aggregate.baseline_rmse,
         regressed=report.regressed(),
+        ranked=tuple(sorted(report.per_customer, key=lambda m: (-m.mape_ratio, m.customer))),
     )
 
 

@@ -107,7 +107,7 @@ def _metrics(summary: EvaluationSummary) -> str:
     return f'<table class="kv" id="metrics">{cells}</table>'
 
 
-def _worse_table(summary: EvaluationSummary, rows, table_id: str) -> str:
+def _worse_table(rows, table_id: str) -> str:
     head = (
         '<tr><th>Customer</th><th class="num">Model MAPE</th><th class="num">Baseline MAPE</th>'
         '<th class="num">Ratio</th></tr>'
@@ -209,7 +209,7 @@ def confirmation(review: Review, api_url: str, frame: Frame = Frame(), threshold
     if summary.regressed:
         more = len(summary.regressed) - len(summary.regressed_shown)
         body.append(f"<h2>Customers worse than the baseline ({len(summary.regressed)})</h2>")
-        body.append(_worse_table(summary, summary.regressed_shown, "regressed"))
+        body.append(_worse_table(summary.regressed_shown, "regressed"))
         if more:
             body.append(f'<p class="note">{more} more on the <a href="{_e(report_url)}">full report</a>.</p>')
     if review.request_details.get("run") or review.run_metrics:
@@ -282,18 +282,18 @@ def report_page(view: ReportView, api_url: str, token: str, frame: Frame = Frame
         encoded = base64.b64encode(view.plot_png).decode()
         body.append("<h2>Forecasts of the worst, best and median customers</h2>")
         body.append(f'<img id="plot" alt="forecast vs actual readings" src="data:image/png;base64,{encoded}">')
-    if summary.per_customer:
-        body.append(f"<h2>Every customer ({len(summary.per_customer)}), worst first</h2>")
-        ranked = sorted(summary.per_customer, key=lambda m: (-m.mape_ratio, m.customer))
+    if summary.ranked:
+        worse = {w.customer for w in summary.regressed}
+        body.append(f"<h2>Every customer ({len(summary.ranked)}), worst first</h2>")
         head = (
             '<tr><th>Customer</th><th class="num">Model MAPE</th><th class="num">Baseline MAPE</th>'
             '<th class="num">Ratio</th></tr>'
         )
         rows = "".join(
-            f"<tr><td>{_e(m.customer)}{' &#9888;' if m.mape_ratio > 1 else ''}</td>"
-            f'<td class="num">{m.mape * 100:.1f} %</td><td class="num">{m.baseline_mape * 100:.1f} %</td>'
-            f'<td class="num">{m.mape_ratio:.2f}</td></tr>'
-            for m in ranked
+            f"<tr><td>{_e(w.customer)}{' &#9888;' if w.customer in worse else ''}</td>"
+            f'<td class="num">{_e(w.model_mape)}</td><td class="num">{_e(w.baseline_mape)}</td>'
+            f'<td class="num">{_e(w.ratio)}</td></tr>'
+            for w in summary.ranked
         )
         body.append(f'<table id="customers">{head}{rows}</table>')
     return _page(title, "".join(body), frame)
