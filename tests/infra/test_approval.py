@@ -142,6 +142,11 @@ def test_least_privilege_parameter_store_registry_and_history(template, env, con
     assert [s["Resource"] for s in ssm_writes] == [
         f"arn:aws:ssm:{target.region}:{target.account}:parameter/modelgate/{GROUP}/{env}"
     ], "each environment writes only its own approved-model parameter"
+    ssm_reads = [s for s in statements if any(a.startswith("ssm:Get") for a in actions(s))]
+    assert ssm_reads, "the confirmation page says which version the environment serves now"
+    assert {json.dumps(s["Resource"]) for s in ssm_reads} == {json.dumps(ssm_writes[0]["Resource"])}, (
+        "and reads only that one parameter"
+    )
     registry = config.environments["dev"]
     for statement in statements:
         if any(a.startswith("sagemaker:") and "ModelPackage" in a for a in actions(statement)):
