@@ -137,9 +137,11 @@ def summarize(evaluation: Evaluation, threshold: float | None) -> EvaluationSumm
         ),
         Line("Worse than baseline", f"{len(n.regressed)} of {n.customers}", "customers whose own ratio is above 1"),
     ]
-    regressed = tuple(
-        Worse(m.customer, percent(m.mape), percent(m.baseline_mape), f"{m.mape_ratio:.2f}") for m in n.regressed
-    )
+
+    def worse(m: CustomerMetrics) -> Worse:
+        return Worse(m.customer, percent(m.mape), percent(m.baseline_mape), f"{m.mape_ratio:.2f}")
+
+    regressed = tuple(worse(m) for m in n.regressed)
     better = "better than" if n.gate_ratio < 1 else "not better than"
     headline = (
         f"On average {better} the seasonal-naive baseline (MAPE {percent(n.mape)} vs {percent(n.baseline_mape)}), "
@@ -161,5 +163,5 @@ def summarize(evaluation: Evaluation, threshold: float | None) -> EvaluationSumm
         regressed,
         n.customers,
         evaluation.note,
-        report.per_customer,
+        tuple(worse(m) for m in n.ranked),
     )

@@ -93,3 +93,8 @@ def test_the_email_has_a_language_the_verdict_the_worst_customers_and_the_report
     assert "s3://b/models/v3/evaluation.json" not in mail.text, "a readable report link, not an s3:// URI"
     assert "Approving deploys version 3 to dev's endpoint; the test approvers are asked next" in mail.text
     assert "only members of the 'modelgate-approvers' group can decide" in mail.text
+
+
+def test_every_customer_is_ranked_worst_first_for_the_report_page():
+    summary = summarize(Evaluation("s3://b/e.json", report([0.5, 1.3, 0.9])), 1.0)
+    assert [(w.customer, w.ratio) for w in summary.ranked] == [("c1", "1.30"), ("c2", "0.90"), ("c0", "0.50")]
