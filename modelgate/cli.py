@@ -165,7 +165,7 @@ def approved(args: argparse.Namespace) -> int:
 
 
 def _short(who: str | None) -> str:
-    return (who or "").split("@", 1)[0][:12]
+    return (who or "").split("@", 1)[0][:10]
 
 
 def status(args: argparse.Namespace) -> int:
@@ -190,7 +190,7 @@ def status(args: argparse.Namespace) -> int:
         for v in versions
     ]
     # Fits a 120-column CI log: the state word, the approver's name, the day; `--output json` has the rest.
-    rows = [["version", "created", "registered by", *ENVIRONMENTS]]
+    rows = [["version", "created", "registrant", *ENVIRONMENTS]]
     for version in versions:
         cells = []
         for env in ENVIRONMENTS:

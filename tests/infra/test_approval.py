@@ -131,6 +131,8 @@ def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, 
     variables = api_fn["Properties"]["Environment"]["Variables"]
     assert variables["MODELGATE_APPROVERS_GROUP"] == config.environments[env].approvers.group
     assert variables["MODELGATE_SIGNIN_GROUPS_CLAIM"] == "cognito:groups"
+    # The pages show the training gate's threshold: the same number the pipeline's condition used.
+    assert float(variables["MODELGATE_METRIC_THRESHOLD"]) == config.environments[env].training.metric_threshold
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

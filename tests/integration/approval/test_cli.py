@@ -84,7 +84,7 @@ def test_status_fits_a_ci_log_and_has_a_json_form(world, capsys):
     world.register()
     assert main(["status", GROUP, *REGISTRY]) == EXIT_OK
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["version", "created", "registered", "by", "dev", "test", "uat", "prod"]
+    assert lines[0].split() == ["version", "created", "registrant", "dev", "test", "uat", "prod"]
     assert lines[1].split()[:4] == ["2", lines[1].split()[1], "bob", "Pending"]
     assert lines[2].split()[0] == "1"
     assert "Approved alice " in lines[2]
