@@ -69,6 +69,7 @@ bootstrap: runtime
 
 deploy: runtime
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=dev|test|uat|prod"; exit 2; }
+	@$(PY) -m modelgate.placeholders $(ENV)
 	$(PY) -m modelgate.preflight --env $(ENV)
 	npx cdk deploy -c env=$(ENV) "$$($(PY) -c 'from modelgate.config import load_config; print(load_config().project.name)')-$(ENV)/*" $(ARGS)
 	$(PY) -m modelgate.preflight --env $(ENV) --after

@@ -1,7 +1,11 @@
 """Approval API (API Gateway REST, Lambda proxy): the pages behind the e-mail links and the decisions.
 
-GET  /links/{action}?token=...  confirmation page (signs the approver in first); changes nothing (HEAD: no body)
-POST /links/{action}            the decision (form: token, csrf, reason); any other method: 405
+GET  /links/{action}?token=...  confirmation page (signs the approver in first); changes nothing (HEAD: no body).
+                                After the approver's own decision on that link: its result page
+                                (post-redirect-get, the back button). `&view=report`: the evaluation report page;
+                                `&signin=switch`: sign in as someone else
+POST /links/{action}            the decision (form: token, csrf, reason); 303 to the GET page above; any other
+                                method: 405
 GET  /auth/callback             end of the OIDC sign-in: sets the session cookie, back to the page
 """
 
@@ -34,76 +38,104 @@ def runtime() -> Runtime:
     return Runtime(Services.from_environ(), sign_in, signin.SigningKeys(sign_in.jwks_url))
 
 
-def _idp_unavailable(error: Exception) -> dict:
+def _frame(rt: Runtime) -> pages.Frame:
+    return pages.Frame.of(rt.services.settings)
+
+
+def _idp_unavailable(rt: Runtime, error: Exception) -> dict:
     logger.error("identity provider keys unavailable", extra={"detail": str(error)})
-    message = "The sign-in service cannot be reached right now; nothing was changed. Try the link again shortly."
-    return web.html_response(503, pages.refusal("Sign-in unavailable", message))
+    message = "The sign-in service cannot be reached right now."
+    step = "Try the link again in a few minutes."
+    return web.html_response(503, pages.refusal("Sign-in unavailable", message, frame=_frame(rt), next_step=step))
 
 
-def _refused(refused: decisions.DecisionRefused) -> dict:
+def _refused(rt: Runtime, refused: decisions.DecisionRefused, token: str = "", action: str = "") -> dict:
     logger.info("refused", extra={"reason": refused.reason, "detail": refused.message})
-    return web.html_response(refused.status, pages.refusal(refused.title, refused.message))
+    switch = pages.link_url(rt.services.settings.api_url, action, token, signin="switch") if token else None
+    page = pages.refusal(refused.title, refused.message, reason=refused.reason, frame=_frame(rt), switch_url=switch)
+    return web.html_response(refused.status, page)
+
+
+def _sign_in(rt: Runtime, return_to: str, secure: bool, prompt: str | None = None, clear_session: bool = False):
+    services = rt.services
+    location, state = signin.begin_sign_in(
+        rt.sign_in, services.signer, api_url=services.settings.api_url, return_to=return_to, now=services.epoch(),
+        prompt=prompt,
+    )  # fmt: skip
+    cookies = [web.set_cookie(signin.SIGN_IN_COOKIE, state, signin.SIGN_IN_SECONDS, secure)]
+    if clear_session:
+        cookies.append(web.set_cookie(signin.SESSION_COOKIE, "", 0, secure))
+    return web.redirect(location, cookies)
 
 
 def links_page(rt: Runtime, event: HttpRequest, action: str) -> dict:
     services, sign_in, keys = rt.services, rt.sign_in, rt.keys
-    api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
+    settings = services.settings
+    api_url, secure = settings.api_url, settings.api_url.startswith("https://")
     token = event.query_value("token")
+    view = "report" if event.query_value("view") == "report" else ""
+    return_to = f"/links/{action}?token={quote(token)}" + (f"&view={view}" if view else "")
     try:
         link = decisions.read_link(services, token, action)  # bad links are refused before any sign-in
+        if event.query_value("signin") == "switch":  # forget this session; the IdP asks who is there
+            return _sign_in(rt, return_to, secure, prompt="login", clear_session=True)
         approver = signin.session_approver(sign_in, keys, web.session_cookie(web.read_cookies(event.headers), secure))
     except decisions.DecisionRefused as refused:
-        return _refused(refused)
+        return _refused(rt, refused)
     except signin.IdentityProviderUnavailable as error:
-        return _idp_unavailable(error)
+        return _idp_unavailable(rt, error)
     except signin.NotSignedIn:
-        location, state = signin.begin_sign_in(
-            sign_in,
-            services.signer,
-            api_url=api_url,
-            return_to=f"/links/{action}?token={quote(token)}",
-            now=services.epoch(),
-        )
-        return web.redirect(location, [web.set_cookie(signin.SIGN_IN_COOKIE, state, signin.SIGN_IN_SECONDS, secure)])
+        return _sign_in(rt, return_to, secure)
     logger.append_keys(model_package_arn=link.model_package_arn, action=action)
     try:
+        if view == "report":
+            report = decisions.report(services, token, action, approver)
+            page = pages.report_page(report, api_url, token, _frame(rt), settings.metric_threshold)
+            return web.html_response(200, page)
+        outcome = decisions.done(services, token, action, approver)
+        if outcome is not None:
+            return web.html_response(200, pages.result(outcome, _frame(rt)))
         review = decisions.review(services, token, action, approver)
     except decisions.DecisionRefused as refused:
-        return _refused(refused)
-    return web.html_response(200, pages.confirmation(review, api_url))
+        return _refused(rt, refused, token, action)
+    return web.html_response(200, pages.confirmation(review, api_url, _frame(rt), settings.metric_threshold))
 
 
 def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
     services, sign_in, keys = rt.services, rt.sign_in, rt.keys
     api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
+    frame = _frame(rt)
     if not web.same_origin(event.headers, api_url):
-        return web.html_response(403, pages.refusal("Refused", "Decisions can only be posted from ModelGate's page."))
+        message = "Decisions can only be posted from ModelGate's own confirmation page."
+        return web.html_response(403, pages.refusal("Refused", message, reason="csrf", frame=frame))
     try:
         form = web.read_form(event.body, event.is_base64_encoded)
     except (ValueError, UnicodeDecodeError):
-        return web.html_response(400, pages.refusal("Bad request", "The form could not be read."))
+        return web.html_response(400, pages.refusal("Bad request", "The form could not be read.", frame=frame))
     try:
         approver = signin.session_approver(sign_in, keys, web.session_cookie(web.read_cookies(event.headers), secure))
     except signin.NotSignedIn:
+        message = "Your session has expired before the decision was sent."
         return web.html_response(
-            401, pages.refusal("Please sign in again", "Your session has expired. Open the link from the e-mail again.")
+            401, pages.refusal("Please sign in again", message, reason="session_expired", frame=frame)
         )
     except signin.IdentityProviderUnavailable as error:
-        return _idp_unavailable(error)
+        return _idp_unavailable(rt, error)
+    token = form.get("token", "")
     try:
-        outcome = decisions.decide(
-            services, form.get("token", ""), action, approver, form.get("csrf"), form.get("reason", "")
-        )
+        outcome = decisions.decide(services, token, action, approver, form.get("csrf"), form.get("reason", ""))
     except decisions.DecisionRefused as refused:
-        return _refused(refused)
+        return _refused(rt, refused, token, action)
     except decisions.ApplyFailed as failed:
         logger.exception("decision committed but not applied", extra={"decision_id": failed.decision.decision_id})
         minutes = decisions.RESUME_AFTER_SECONDS // 60 + 1
         message = (
-            f"Your decision ({failed.decision.state}) is recorded, but updating the model registry or Parameter "
-            f"Store failed. Open the link from the e-mail again in {minutes} minutes to finish it."
+            f"Your decision ({failed.decision.state.lower()}) is recorded, but updating the model registry or "
+            "Parameter Store failed."
         )
-        return web.html_response(500, pages.refusal("Recorded, not yet applied", message))
+        step = f"Open the link from the e-mail again in {minutes} minutes to finish it."
+        page = pages.refusal("Recorded, not yet applied", message, frame=frame, next_step=step, changed_nothing=False)
+        return web.html_response(500, page)
     decision = outcome.decision
     logger.info(
         "decided",
@@ -113,9 +145,12 @@ def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
             "decided_by": decision.decided_by,
             "decision_id": decision.decision_id,
             "resumed": outcome.resumed,
+            "repeated": outcome.repeated,
         },
     )
-    return web.html_response(200, pages.result(outcome))
+    # Post-redirect-get: the browser lands on the link's GET page, which now shows this decision; reloading or
+    # going back never resubmits the form nor shows a live button for a decision already taken.
+    return web.redirect(pages.link_url(api_url, action, token), status=303)
 
 
 def callback(rt: Runtime, event: HttpRequest) -> dict:
@@ -123,7 +158,8 @@ def callback(rt: Runtime, event: HttpRequest) -> dict:
     api_url, secure = services.settings.api_url, services.settings.api_url.startswith("https://")
     if event.query_value("error"):
         message = f"The identity provider said: {event.query_value('error')}."
-        return web.html_response(400, pages.refusal("Sign-in failed", message))
+        step = "Open the link from the e-mail again to retry the sign-in."
+        return web.html_response(400, pages.refusal("Sign-in failed", message, frame=_frame(rt), next_step=step))
     now = services.epoch()
     try:
         signed_in = signin.finish_sign_in(
@@ -138,7 +174,8 @@ def callback(rt: Runtime, event: HttpRequest) -> dict:
         )
     except (signin.SignInFailed, signin.IdentityProviderUnavailable) as error:
         logger.warning("sign-in failed", extra={"detail": str(error)})
-        return web.html_response(400, pages.refusal("Sign-in failed", str(error)))
+        step = "Open the link from the e-mail again to retry the sign-in."
+        return web.html_response(400, pages.refusal("Sign-in failed", str(error), frame=_frame(rt), next_step=step))
     logger.info("signed in", extra={"approver": signed_in.approver.display})
     return web.redirect(
         f"{api_url}{signed_in.return_to}",
@@ -158,18 +195,29 @@ def route(rt: Runtime, event: dict) -> dict:
     if resource == "/links/{action}":
         action = request.path_parameters.get("action", "")
         if action not in ("approve", "reject"):
-            return web.html_response(404, pages.refusal("Not found", f"There is no '{action}' action."))
+            message = f"There is no '{action}' action."
+            page = pages.refusal("Not found", message, frame=_frame(rt), next_step="Use a link from the e-mail.")
+            return web.html_response(404, page)
         if method in ("GET", "HEAD"):
             page = links_page(rt, request, action)
             return {**page, "body": ""} if method == "HEAD" else page  # RFC 9110 9.3.2: GET's headers, no body
         if method == "POST":
             return decide(rt, request, action)
-        response = web.html_response(405, pages.refusal("Method not allowed", f"{method} cannot be used here."))
+        page = pages.refusal(
+            "Method not allowed",
+            f"{method} cannot be used here.",
+            frame=_frame(rt),
+            next_step="Open the link from the e-mail in a browser.",
+        )
+        response = web.html_response(405, page)
         response["headers"]["Allow"] = "GET, HEAD, POST"
         return response
     if resource == "/auth/callback" and method == "GET":
         return callback(rt, request)
-    return web.html_response(404, pages.refusal("Not found", "There is no such page."))
+    page = pages.refusal(
+        "Not found", "There is no such page.", frame=_frame(rt), next_step="Use a link from the e-mail."
+    )
+    return web.html_response(404, page)
 
 
 @logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations

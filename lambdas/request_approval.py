@@ -36,9 +36,19 @@ def handle(event: dict, services: Services) -> dict:
         return {"sent": [], "already_sent": [], "note": str(foreign), "ignored": True}
     logger.info(
         "request handled",
-        extra={"sent": outcome.sent, "already_sent": outcome.already_sent, "not_requested": outcome.not_requested},
+        extra={
+            "sent": outcome.sent,
+            "already_sent": outcome.already_sent,
+            "not_requested": outcome.not_requested,
+            "not_mailed": outcome.not_mailed,
+        },
     )
-    return {"sent": list(outcome.sent), "already_sent": list(outcome.already_sent), "note": outcome.not_requested}
+    return {
+        "sent": list(outcome.sent),
+        "already_sent": list(outcome.already_sent),
+        "not_mailed": list(outcome.not_mailed),
+        "note": outcome.not_requested,
+    }
 
 
 @logger.inject_lambda_context(clear_state=True)  # no keys leak between invocations

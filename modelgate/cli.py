@@ -1,23 +1,26 @@
 """`modelgate`: the approval workflow for people and CI/CD.
 
-  modelgate status GROUP                           versions x environments: state, who decided, when
-  modelgate approved GROUP --env ENV               the approved model of ENV as JSON (exit 1 if none)
-  modelgate request-promotion GROUP --version N --to ENV
+  modelgate status [GROUP]                         versions x environments: state, who decided, when
+  modelgate approved [GROUP] --env ENV             the approved model of ENV (JSON by default)
+  modelgate request-promotion [GROUP] --version N --to ENV
                                                    ask ENV's approvers (run with ENV's account credentials)
-  modelgate set-registrant GROUP --version N --email E
+  modelgate set-registrant [GROUP] --version N --email E
                                                    administrators: say who registered a version whose registrant
                                                    is unknown (run with the registry account's credentials)
-  modelgate history GROUP --table TABLE [--version N]
+  modelgate history [GROUP] --env ENV [--version N]
                                                    every decision recorded in an environment, oldest first
 
-AWS credentials and region come from the usual places (environment, profile); `--role-arn` assumes a role first
-(the CI/CD promotion gate assumes `<project>-<env>-promotion-gate` in the environment's account). The registry
-(dev account/region) and the project name default to config/modelgate.yaml when it is there.
+GROUP defaults to `project.model_package_group` of config/modelgate.yaml and is checked against it; the
+project name, the registry (dev account/region) and each environment's region come from there too. AWS
+credentials come from the usual places (environment, profile); `--role-arn` assumes a role first (the CI/CD
+promotion gate assumes `<project>-<env>-promotion-gate` in the environment's account). Every read command takes
+`--output text|json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import uuid
@@ -27,7 +30,21 @@ from typing import Any
 from modelgate.environments import ENVIRONMENTS, UnknownEnvironmentError, check_environment, previous_environment
 from modelgate.parameters import ApprovedModel, ApprovedModelFormatError, parameter_name
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+# The exit-code contract (README "CLI"): a CI gate can tell "not approved" from "could not ask".
+EXIT_OK = 0  # done; for `approved`: a model is approved for the environment
+EXIT_FAILED = 1  # an unexpected error (a bug): Python's own traceback exit code
+EXIT_USAGE = 2  # bad arguments or options (argparse's code), an unknown group or environment
+EXIT_NOT_FOUND = 3  # nothing approved / nothing found / not eligible: the question was answered "no"
+EXIT_AWS = 4  # AWS or configuration error: no credentials or region, endpoint unreachable, table not found,
+#               access denied, a broken configuration file: the question could not be asked
+
+EXIT_CODES_HELP = """exit codes:
+  0  ok (for `approved`: a model is approved for the environment)
+  2  usage: bad arguments, unknown group or environment
+  3  not approved / nothing found / not eligible (the answer is "no")
+  4  AWS or configuration error: no credentials or region, endpoint unreachable, table or stack not found,
+     access denied, invalid config file (the question could not be asked)
+  1  unexpected error (a bug; a traceback follows)"""
 
 
 class CliError(Exception):
@@ -40,6 +57,10 @@ def _session(args: argparse.Namespace) -> Any:
     import boto3
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
+    if session.region_name is None:
+        raise CliError("no AWS region: pass --region or set AWS_REGION (or a profile's region)", EXIT_AWS)
+    if session.get_credentials() is None:
+        raise CliError("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/..., or run in a role", EXIT_AWS)
     if not args.role_arn:
         return session
     try:
@@ -47,7 +68,7 @@ def _session(args: argparse.Namespace) -> Any:
             "Credentials"
         ]
     except Exception as error:  # botocore errors: say which role could not be assumed
-        raise CliError(f"could not assume {args.role_arn}: {error}", EXIT_USAGE) from None
+        raise CliError(f"could not assume {args.role_arn}: {error}", EXIT_AWS) from None
     return boto3.Session(
         aws_access_key_id=credentials["AccessKeyId"],
         aws_secret_access_key=credentials["SecretAccessKey"],
@@ -56,23 +77,47 @@ def _session(args: argparse.Namespace) -> Any:
     )
 
 
-def _defaults(args: argparse.Namespace) -> None:
-    """Fill project name and registry location from the config file when not given."""
-    if args.project and (not hasattr(args, "registry_account") or args.registry_account):
-        return
+def _load_config(args: argparse.Namespace) -> Any:
+    """The configuration, or None where it cannot be loaded and is not needed (the CI gate installs only boto3
+    and passes --project). An explicit --config that is broken is an error."""
     try:
         from modelgate.config import ConfigError, load_config
+    except ImportError:
+        if args.config:
+            raise CliError("--config needs the project's requirements (pydantic, PyYAML) installed", EXIT_AWS) from None
+        return None
+    try:
+        return load_config(args.config) if args.config else load_config()
+    except ConfigError as error:
+        if args.config or not (args.project and args.group):
+            raise CliError(f"configuration: {error}", EXIT_AWS) from None
+        return None
 
-        config = load_config(args.config) if args.config else load_config()
-    except (ImportError, ConfigError) as error:
-        if not args.project:
-            raise CliError(f"--project is required ({error})", EXIT_USAGE) from None
+
+def _defaults(args: argparse.Namespace) -> None:
+    """Group, project, regions and registry from the config when not given; the group checked against it."""
+    config = _load_config(args)
+    if config is None:
+        if not args.group or not args.project:
+            raise CliError("give GROUP and --project, or run where config/modelgate.yaml is", EXIT_USAGE)
         return
+    configured = config.project.model_package_group
+    if args.group is None:
+        args.group = configured
+    elif args.group != configured:
+        close = difflib.get_close_matches(args.group, [configured], n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CliError(
+            f"unknown model package group {args.group!r}{hint}; {config.source} configures {configured!r}", EXIT_USAGE
+        )
     args.project = args.project or config.project.name
+    registry = config.environments[ENVIRONMENTS[0]]
     if hasattr(args, "registry_account"):
-        registry = config.environments[ENVIRONMENTS[0]]
         args.registry_account = args.registry_account or registry.account
         args.registry_region = args.registry_region or registry.region
+    environment = getattr(args, "env", None) or getattr(args, "to", None)
+    if not args.region:
+        args.region = config.environments[environment].region if environment else registry.region
 
 
 def _group_ref(args: argparse.Namespace, session: Any) -> str:
@@ -85,6 +130,10 @@ def _group_ref(args: argparse.Namespace, session: Any) -> str:
 
 def _registry(args: argparse.Namespace, session: Any) -> Any:
     return session.client("sagemaker", region_name=args.registry_region or session.region_name)
+
+
+def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
+    print(json.dumps(document, indent=1, sort_keys=True) if args.output == "json" else text)
 
 
 # -- commands --------------------------------------------------------------------------------------------------
@@ -103,11 +152,23 @@ def approved(args: argparse.Namespace) -> int:
     try:
         model = ApprovedModel.from_json(value)
     except (ApprovedModelFormatError, UnknownEnvironmentError) as error:
-        raise CliError(f"parameter {name} is not a valid approved-model record: {error}") from None
+        raise CliError(f"parameter {name} is not a valid approved-model record: {error}", EXIT_AWS) from None
     if model.environment != args.env or model.model_package_group != args.group:
-        raise CliError(f"parameter {name} describes {model.model_package_group}/{model.environment}, not this")
-    print(model.to_json())
+        raise CliError(
+            f"parameter {name} describes {model.model_package_group}/{model.environment}, not this", EXIT_AWS
+        )
+    if args.output == "json":
+        print(model.to_json())
+    else:
+        print(
+            f"{model.model_package_group} v{model.model_version} is approved for {model.environment} by "
+            f"{model.approved_by} at {model.approved_at[:16].replace('T', ' ')} UTC ({model.model_package_arn})"
+        )
     return EXIT_OK
+
+
+def _short(who: str | None) -> str:
+    return (who or "").split("@", 1)[0][:10]
 
 
 def status(args: argparse.Namespace) -> int:
@@ -116,25 +177,42 @@ def status(args: argparse.Namespace) -> int:
     _defaults(args)
     session = _session(args)
     sagemaker = _registry(args, session)
-    try:
-        versions = list_model_versions(sagemaker, _group_ref(args, session), limit=args.limit)
-    except sagemaker.exceptions.ClientError as error:
-        raise CliError(f"cannot list {args.group}: {error}") from None
+    versions = list_model_versions(sagemaker, _group_ref(args, session), limit=args.limit)
     if not versions:
         raise CliError(f"model package group {args.group} has no versions")
-    rows = [["version", "created", "registered by", *ENVIRONMENTS]]
+    document = [
+        {
+            "version": v.version,
+            "created_at": v.created_at.isoformat(),
+            "registered_by": v.registered_by,
+            "environments": {
+                env: {"state": v.state(env), "decided_by": v.decided_by(env), "decided_at": v.decided_at(env)}
+                for env in ENVIRONMENTS
+            },
+        }
+        for v in versions
+    ]
+    # Fits a 120-column CI log: the state word, the approver's name, the day; `--output json` has the rest.
+    rows = [["version", "created", "registrant", *ENVIRONMENTS]]
     for version in versions:
         cells = []
         for env in ENVIRONMENTS:
-            state = version.state(env)
-            who, when = version.decided_by(env), (version.decided_at(env) or "")[:16].replace("T", " ")
+            state = version.state(env).replace("PendingManualApproval", "Pending")
+            who, when = _short(version.decided_by(env)), (version.decided_at(env) or "")[5:10]
             cells.append(f"{state} {who} {when}".strip() if who else state)
         rows.append(
-            [str(version.version), version.created_at.strftime("%Y-%m-%d %H:%M"), version.registered_by or "?", *cells]
+            [
+                str(version.version),
+                version.created_at.strftime("%Y-%m-%d"),
+                _short(version.registered_by) or "?",
+                *cells,
+            ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    text = "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+    _emit(args, document, text)
     return EXIT_OK
 
 
@@ -164,7 +242,7 @@ def request_promotion(args: argparse.Namespace) -> int:
     bus = args.event_bus or promotion_bus_name(args.project, args.to)
     result = session.client("events").put_events(Entries=[promotion_entry(request, bus)])
     if result.get("FailedEntryCount"):
-        raise CliError(f"the event bus refused the request: {result['Entries'][0].get('ErrorMessage')}")
+        raise CliError(f"the event bus refused the request: {result['Entries'][0].get('ErrorMessage')}", EXIT_AWS)
     print(
         f"requested: {args.group} v{args.version} -> {args.to}; the {args.to} approvers will receive an e-mail "
         f"(event {result['Entries'][0].get('EventId')}, request {request.request_id})"
@@ -207,24 +285,119 @@ def set_registrant(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def approval_stack_name(project: str, environment: str) -> str:
+    """The approval stack of an environment as CDK names it (Stage `<project>-<env>`, stack `Approval`)."""
+    return f"{project}-{environment}-Approval"
+
+
+def stack_output(session: Any, stack: str, key: str, what: str) -> str:
+    """An output of a deployed stack (e.g. `HistoryTable`), or CliError(EXIT_AWS) saying what to do."""
+    cloudformation = session.client("cloudformation")
+    try:
+        described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+    except cloudformation.exceptions.ClientError as error:
+        raise CliError(
+            f"cannot find {what}: stack {stack} ({error.response['Error'].get('Message', error)}); "
+            f"is it deployed in {session.region_name}?",
+            EXIT_AWS,
+        ) from None
+    for output in described.get("Outputs") or []:
+        if output.get("OutputKey") == key:
+            return output["OutputValue"]
+    raise CliError(f"stack {stack} has no {key} output", EXIT_AWS)
+
+
+def history_table(session: Any, project: str, environment: str) -> str:
+    """The environment's history table, from its approval stack's `HistoryTable` output."""
+    stack = approval_stack_name(project, environment)
+    return stack_output(session, stack, "HistoryTable", f"the history table of {environment} (or pass --table)")
+
+
 def history(args: argparse.Namespace) -> int:
     from modelgate.approval.history import iter_history
 
+    if not args.table and not args.env:
+        raise CliError("give --env ENV (the table is found from its approval stack) or --table TABLE", EXIT_USAGE)
+    _defaults(args)
     session = _session(args)
-    count = 0
-    for decision in iter_history(session.client("dynamodb"), args.table, args.group, version=args.version):
-        count += 1
-        if args.json:
+    table = args.table or history_table(session, args.project, args.env)
+    dynamodb = session.client("dynamodb")
+    try:
+        decisions = list(iter_history(dynamodb, table, args.group, version=args.version))
+    except dynamodb.exceptions.ResourceNotFoundException:
+        raise CliError(f"history table {table} does not exist in {session.region_name}", EXIT_AWS) from None
+    if not decisions:
+        raise CliError(f"no decisions recorded for {args.group} in {table}")
+    if args.output == "json":
+        for decision in decisions:  # one object per line: easy to stream into jq
             print(json.dumps(decision.__dict__, sort_keys=True))
-        else:
-            print(
-                f"{decision.decided_at}  v{decision.model_version}  {decision.from_environment}->"
-                f"{decision.to_environment}  {decision.state:<8}  {decision.decided_by}"
-                + (f"  ({decision.reason})" if decision.reason else "")
-            )
-    if count == 0:
-        raise CliError(f"no decisions recorded for {args.group} in {args.table}")
+        return EXIT_OK
+    for decision in decisions:
+        print(
+            f"{decision.decided_at[:16].replace('T', ' ')}  v{decision.model_version}  {decision.from_environment}->"
+            f"{decision.to_environment}  {decision.state:<8}  {decision.decided_by}"
+            + (f"  ({decision.reason})" if decision.reason else "")
+        )
     return EXIT_OK
+
+
+# -- the training pipeline -------------------------------------------------------------------------------------
+FINAL_STATES = {"Succeeded": EXIT_OK, "Failed": EXIT_NOT_FOUND, "Stopped": EXIT_NOT_FOUND}
+
+
+def pipeline_start(args: argparse.Namespace) -> int:
+    _defaults(args)
+    session = _session(args)
+    name = stack_output(session, f"{args.project}-{args.env}-Pipeline", "PipelineName", f"the {args.env} pipeline")
+    parameters = {"RegisteredBy": args.registered_by}
+    if args.input:
+        parameters["InputDataUri"] = args.input
+    for item in args.param or []:
+        key, _, value = item.partition("=")
+        if not key or not value:
+            raise CliError(f"--param takes Name=Value, got {item!r}", EXIT_USAGE)
+        parameters[key] = value
+    sagemaker = session.client("sagemaker")
+    arn = sagemaker.start_pipeline_execution(
+        PipelineName=name,
+        PipelineExecutionDisplayName=f"modelgate-cli-{uuid.uuid4().hex[:8]}",
+        PipelineParameters=[{"Name": k, "Value": v} for k, v in parameters.items()],
+        ClientRequestToken=str(uuid.uuid4()),
+    )["PipelineExecutionArn"]
+    print(f"started {name}: {arn}")
+    print(f"watch it: modelgate pipeline watch {arn}")
+    if not args.watch:
+        return EXIT_OK
+    return watch_execution(sagemaker, arn)
+
+
+def pipeline_watch(args: argparse.Namespace) -> int:
+    _defaults(args)
+    session = _session(args)
+    return watch_execution(session.client("sagemaker"), args.execution_arn, poll_seconds=args.poll_seconds)
+
+
+def watch_execution(sagemaker: Any, arn: str, *, poll_seconds: float = 30.0, sleep=None, out=None) -> int:
+    """Print each step's status as it changes until the execution ends; exit 0 if it succeeded, else 3."""
+    import time
+
+    sleep, out = sleep or time.sleep, out or sys.stdout
+    seen: dict[str, str] = {}
+    while True:
+        steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=arn, SortOrder="Ascending")
+        for step in steps.get("PipelineExecutionSteps", []):
+            name, status = step["StepName"], step.get("StepStatus", "")
+            if seen.get(name) != status:
+                seen[name] = status
+                detail = f" ({step['FailureReason']})" if step.get("FailureReason") else ""
+                print(f"{name:<24} {status}{detail}", file=out, flush=True)
+        described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+        status = described["PipelineExecutionStatus"]
+        if status in FINAL_STATES:
+            reason = f" ({described['FailureReason']})" if described.get("FailureReason") else ""
+            print(f"execution {status}{reason}", file=out, flush=True)
+            return FINAL_STATES[status]
+        sleep(poll_seconds)
 
 
 # -- parsing ---------------------------------------------------------------------------------------------------
@@ -235,27 +408,70 @@ def _environment(value: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+EXAMPLES = {
+    "status": """examples:
+  modelgate status                                   # the configured group, registry from config
+  modelgate status --output json | jq '.[0].environments.dev.state'""",
+    "approved": """examples:
+  modelgate approved --env test                      # JSON of test's approved model; exit 3 if none
+  modelgate approved --env prod --output text
+  modelgate approved energy-forecast --env uat --project modelgate --region eu-west-1 \\
+      --role-arn arn:aws:iam::444444444444:role/modelgate-uat-promotion-gate     # what the CI/CD gate runs""",
+    "request-promotion": """examples:
+  modelgate request-promotion --version 3 --to uat   # with uat's account credentials""",
+    "pipeline start": """examples:
+  modelgate pipeline start --env dev --registered-by me@example.com --watch
+  modelgate pipeline start --env dev --registered-by me@example.com \\
+      --input s3://<RawBucket>/readings/2026-11/ --param Epochs=20""",
+    "pipeline watch": """examples:
+  modelgate pipeline watch arn:aws:sagemaker:eu-west-1:222222222222:pipeline/<name>/execution/<id>""",
+    "set-registrant": """examples:
+  modelgate set-registrant --version 3 --email bob@example.com   # with the registry account's credentials""",
+    "history": """examples:
+  modelgate history --env dev                        # table found from the stack modelgate-dev-Approval
+  modelgate history --env prod --version 3 --output json""",
+}
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="modelgate", description="ModelGate approval workflow")
+    root = argparse.ArgumentParser(
+        prog="modelgate",
+        description="ModelGate approval workflow",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler, help_text: str, registry: bool = False) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("group", help="model package group name")
-        sub.add_argument("--region", help="AWS region (default: from the environment)")
+    def command(name: str, handler, help_text: str, registry: bool = False, read: bool = True):
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"{EXAMPLES[name]}\n\n{EXIT_CODES_HELP}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument(
+            "group", nargs="?", help="model package group (default: project.model_package_group of the config)"
+        )
+        sub.add_argument("--region", help="AWS region (default: the environment's region in the config)")
         sub.add_argument("--role-arn", help="assume this role first (e.g. the environment's promotion-gate role)")
         sub.add_argument("--project", help="project name (default: config/modelgate.yaml)")
         sub.add_argument("--config", help="configuration file (default: config/modelgate.yaml)")
         if registry:
             sub.add_argument("--registry-account", help="account of the Model Registry (default: the dev account)")
             sub.add_argument("--registry-region", help="region of the Model Registry (default: the dev region)")
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, output="text")
         return sub
 
-    sub = command("status", status, "versions x environments", registry=True)
+    def output(sub: argparse.ArgumentParser, default: str) -> None:
+        sub.add_argument("-o", "--output", choices=("text", "json"), default=default, help=f"default {default}")
+
+    sub = command("status", status, "versions x environments: state, who decided, when", registry=True)
     sub.add_argument("--limit", type=int, default=20, help="newest N versions (default 20)")
-    sub = command("approved", approved, "the approved model of an environment, as JSON")
+    output(sub, "text")
+    sub = command("approved", approved, "the approved model of an environment (exit 3 if none)")
     sub.add_argument("--env", type=_environment, required=True)
+    output(sub, "json")
     sub = command("request-promotion", request_promotion, "e-mail an environment's approvers", registry=True)
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--to", type=_environment, required=True, help="the environment to promote to")
@@ -267,10 +483,42 @@ def parser() -> argparse.ArgumentParser:
     sub = command("set-registrant", set_registrant, "record who registered a version (administrators)", registry=True)
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--email", required=True, help="e-mail address of the person who registered the version")
-    sub = command("history", history, "decisions recorded in one environment's history table")
-    sub.add_argument("--table", required=True, help="the environment's history table (stack output HistoryTable)")
+    sub = command("history", history, "decisions recorded in one environment's history table, oldest first")
+    sub.add_argument("--env", type=_environment, help="the environment (its table is found from its stack)")
+    sub.add_argument("--table", help="the history table itself (stack output HistoryTable), instead of --env")
     sub.add_argument("--version", type=int)
-    sub.add_argument("--json", action="store_true", help="one JSON object per line")
+    output(sub, "text")
+    sub.add_argument("--json", dest="output", action="store_const", const="json", help="same as --output json")
+
+    pipeline = commands.add_parser("pipeline", help="start the training pipeline and watch its steps")
+    steps = pipeline.add_subparsers(dest="pipeline_command", required=True)
+
+    def pipeline_command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = steps.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"{EXAMPLES['pipeline ' + name]}\n\nexit codes: 0 started / succeeded, 3 the run failed or was "
+            "stopped, 4 AWS or configuration error, 2 usage",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--region", help="AWS region (default: the environment's region in the config)")
+        sub.add_argument("--role-arn", help="assume this role first")
+        sub.add_argument("--project", help="project name (default: config/modelgate.yaml)")
+        sub.add_argument("--config", help="configuration file (default: config/modelgate.yaml)")
+        sub.set_defaults(handler=handler, group=None, output="text")
+        return sub
+
+    sub = pipeline_command("start", pipeline_start, "start a run of an environment's training pipeline")
+    sub.add_argument("--env", type=_environment, required=True)
+    sub.add_argument("--registered-by", required=True, help="your e-mail: recorded on the version it registers")
+    sub.add_argument("--input", help="raw readings to train on (default: the pipeline's s3://<RawBucket>/readings/)")
+    sub.add_argument("--param", action="append", help="another pipeline parameter, Name=Value (repeatable)")
+    sub.add_argument("--watch", action="store_true", help="then print each step's status until the run ends")
+    sub = pipeline_command("watch", pipeline_watch, "print each step's status until a run ends")
+    sub.add_argument("execution_arn")
+    sub.add_argument("--env", type=_environment, help="the environment (for its region)")
+    sub.add_argument("--poll-seconds", type=float, default=30.0)
     return root
 
 
@@ -279,12 +527,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except CliError as error:
-        print(f"modelgate {args.command}: {error}", file=sys.stderr)
-        return error.code
+        return _fail(args, str(error), error.code)
     except Exception as error:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if isinstance(error, BotoCoreError | ClientError):
-            print(f"modelgate {args.command}: AWS error: {error}", file=sys.stderr)
-            return EXIT_NOT_FOUND
+        if isinstance(error, BotoCoreError | ClientError):  # no network, access denied, throttled, ...
+            return _fail(args, f"AWS error: {error}", EXIT_AWS)
         raise
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"modelgate {args.command}: {message}", file=sys.stderr)
+    if getattr(args, "output", "text") == "json":  # a JSON reader gets a JSON answer on stdout too
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code

@@ -7,7 +7,10 @@ Every error names the file and the dotted key, e.g. `config/modelgate.yaml: envi
 from __future__ import annotations
 
 import copy
+import difflib
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,22 +52,35 @@ def _check(pattern: str, what: str):
     return AfterValidator(validate)
 
 
+def did_you_mean(value: object, choices) -> str:
+    """' (did you mean 'x'?)' when one of `choices` is close to `value`, else ''."""
+    close = difflib.get_close_matches(str(value), sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _member(allowed: frozenset[str], what: str):
     def validate(value: str) -> str:
         if value not in allowed:
-            raise ValueError(f"{value!r} is not {what}")
+            raise ValueError(f"{value!r} is not {what}{did_you_mean(value, allowed)}")
         return value
 
     return AfterValidator(validate)
+
+
+def _gpu_instance_type(value: str) -> str:
+    # Two different mistakes, two messages: a typo (no such type) and a real type that has no NVIDIA GPU.
+    if value not in ALL_INSTANCE_TYPES:
+        raise ValueError(f"{value!r} is an unknown SageMaker instance type{did_you_mean(value, GPU_INSTANCE_TYPES)}")
+    if value not in GPU_INSTANCE_TYPES:
+        raise ValueError(f"{value!r} has no NVIDIA GPU; training and serving need one (e.g. ml.g5.xlarge)")
+    return value
 
 
 AccountId = Annotated[str, _check(r"\d{12}", "must be a 12-digit AWS account id (quote it in YAML)")]
 Region = Annotated[str, _member(REGIONS, "a supported AWS region")]
 Email = Annotated[str, _check(_EMAIL.pattern, "must be an e-mail address")]
 HttpsUrl = Annotated[str, _check(r"https://[^\s/$.?#][^\s]*", "must be an https:// URL")]
-GpuInstanceType = Annotated[
-    str, _member(GPU_INSTANCE_TYPES, "a SageMaker NVIDIA GPU instance type (e.g. ml.g5.xlarge)")
-]
+GpuInstanceType = Annotated[str, AfterValidator(_gpu_instance_type)]
 InstanceType = Annotated[str, _member(ALL_INSTANCE_TYPES, "a known SageMaker instance type (e.g. ml.m5.xlarge)")]
 
 
@@ -238,22 +254,72 @@ def _blame(loc: tuple, overrides: dict[str, Any], defaults: dict[str, Any]) -> s
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The config model whose keys are valid at `loc` (a pydantic error location), for "did you mean"."""
+    model: Any = ModelGateConfig
+    parts = [part for part in loc if not isinstance(part, int)]
+    while parts:
+        part = parts.pop(0)
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        model = _unwrap(fields[part].annotation)
+        if typing.get_origin(model) is dict:  # environments: name -> Environment; skip the name
+            model = _unwrap(typing.get_args(model)[1])
+            if parts:
+                parts.pop(0)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) in (typing.Union, types.UnionType, Annotated):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0]
+    return annotation
+
+
 def _format_errors(source: str, error: ValidationError, overrides: dict, defaults: dict) -> str:
     problems: dict[tuple[str, str], list[str]] = {}  # (key, message) -> environments that inherit it
+    missing: dict[tuple, list[str]] = {}  # required keys absent from an environment and from defaults
     for item in error.errors():
-        key = _blame(item["loc"], overrides, defaults)
+        loc = item["loc"]
+        if item["type"] == "missing" and len(loc) > 2 and loc[0] == "environments" and not _has_path(defaults, loc[2:]):
+            missing.setdefault(loc[2:], []).append(str(loc[1]))
+            continue
+        key = _blame(loc, overrides, defaults)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] in {"string_type", "int_type", "float_type", "bool_type"}:
             message = f"{message.lower()} (got {item['input']!r}; quote strings in YAML)"
         elif item["type"] == "missing":
             message = "required value is missing"
         elif item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against README's configuration reference)"
-        problems.setdefault((key, message), []).append(str(item["loc"][1]) if len(item["loc"]) > 1 else "")
+            model = _model_at(loc[:-1])
+            hint = did_you_mean(loc[-1], model.model_fields) if model else ""
+            message = f"unknown key{hint or ' (check the spelling against README configuration reference)'}"
+        problems.setdefault((key, message), []).append(str(loc[1]) if len(loc) > 1 else "")
+    for rest, envs in missing.items():
+        dotted = ".".join(str(part) for part in rest)
+        if len(envs) == len(ENVIRONMENTS):  # nobody sets it: one message, where it is best set once
+            problems[(f"defaults.{dotted}", "required value is missing (set it here or in every environment)")] = []
+        elif len(envs) > 1:
+            message = f"required value is missing ({', '.join(envs)} have none of their own)"
+            problems[(f"defaults.{dotted}", message)] = []
+        else:
+            problems[(f"environments.{envs[0]}.{dotted}", "required value is missing (not in defaults either)")] = []
     return "\n".join(
-        f"{source}: {key}: {message}" + (f" (inherited by {', '.join(envs)})" if key.startswith("defaults.") else "")
+        f"{source}: {key}: {message}"
+        + (f" (inherited by {', '.join(envs)})" if key.startswith("defaults.") and envs else "")
         for (key, message), envs in problems.items()
     )
+
+
+def _check_top_level(raw: dict, source: str) -> None:
+    allowed = {"project", "cicd", "defaults", "environments"}
+    unknown = [key for key in raw if key not in allowed]
+    if unknown:
+        key = unknown[0]
+        hint = did_you_mean(key, allowed) or f" (allowed: {', '.join(sorted(allowed))})"
+        raise ConfigError(f"{source}: {key}: unknown top-level key{hint}")
 
 
 def parse_config(raw: Any, source: str) -> ModelGateConfig:
@@ -261,6 +327,7 @@ def parse_config(raw: Any, source: str) -> ModelGateConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     raw = dict(raw)
+    _check_top_level(raw, source)
     defaults = raw.pop("defaults", {}) or {}
     environments = raw.get("environments")
     if not isinstance(environments, dict) or not environments:
@@ -268,7 +335,8 @@ def parse_config(raw: Any, source: str) -> ModelGateConfig:
     unknown = [name for name in environments if name not in ENVIRONMENTS]
     if unknown:
         raise ConfigError(
-            f"{source}: environments.{unknown[0]}: unknown environment; allowed: {', '.join(ENVIRONMENTS)}"
+            f"{source}: environments.{unknown[0]}: unknown environment{did_you_mean(unknown[0], ENVIRONMENTS)}; "
+            f"allowed: {', '.join(ENVIRONMENTS)}"
         )
     missing = [name for name in ENVIRONMENTS if name not in environments]
     if missing:

@@ -21,6 +21,9 @@ Document (schema 1):
       "per_customer": [{"customer": "c0001", "mape": .., "rmse": .., "baseline_mape": .., "baseline_rmse": ..,
                         "mape_ratio": .., "points": 168}, ...],      # sorted by customer
       "skipped": {"c0042": "only 100 hours of data, need 360"},     # customers without a model, and why
+      "regressed": [{"customer": "c0007", "mape": .., "baseline_mape": .., "mape_ratio": 1.33}, ...],
+                                               # customers worse than their baseline (ratio > 1), worst first
+                                               # (derived from per_customer; written for people and tools)
       "regression_metrics": {"mape": {"value": .., "standard_deviation": ..}, "rmse": {...}, ...}
     }
 MAPE is a fraction (0.08 = 8 %), over the held-out points with a non-zero actual reading; RMSE is in reading
@@ -37,6 +40,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 REPORT_FILE = "evaluation.json"
+FORECAST_PLOT_FILE = "forecasts.png"  # the evaluation's plot, written and registered next to REPORT_FILE
 CONTENT_TYPE = "application/json"
 CONDITION_JSON_PATH = "aggregate.mape_ratio"
 
@@ -153,6 +157,13 @@ class EvaluationReport:
 
         return {"regression_metrics": {name: stat(name) for name in METRICS}}
 
+    def regressed(self) -> tuple[CustomerMetrics, ...]:
+        """Customers whose model is worse than their seasonal-naive baseline (ratio > 1), worst first.
+
+        An average below 1 can hide them, so approvers are shown these by name."""
+        worse = [m for m in self.per_customer if m.mape_ratio > 1.0]
+        return tuple(sorted(worse, key=lambda m: (-m.mape_ratio, m.customer)))
+
     def to_json(self) -> str:
         document = {
             "schema": SCHEMA_VERSION,
@@ -163,6 +174,10 @@ class EvaluationReport:
             "aggregate": asdict(self.aggregate),
             "per_customer": [asdict(m) for m in self.per_customer],
             "skipped": dict(self.skipped),
+            "regressed": [
+                {"customer": m.customer, "mape": m.mape, "baseline_mape": m.baseline_mape, "mape_ratio": m.mape_ratio}
+                for m in self.regressed()
+            ],
             **self.regression_metrics(),
         }
         # allow_nan=False: a NaN/inf metric must fail here, not produce JSON the condition step cannot read.

@@ -330,6 +330,25 @@ def _summary(result: LocalRunResult) -> dict:
     }
 
 
+def _registry_clients(parser: argparse.ArgumentParser, config_region: str) -> dict[str, Any]:
+    """SageMaker and S3 clients for --register, after checking there are credentials that work."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = boto3.Session()
+    region = session.region_name or config_region  # the environment's region unless AWS_REGION says otherwise
+    if session.get_credentials() is None:
+        parser.error("--register needs AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID/..., or a role); none found")
+    try:
+        session.client("sts", region_name=region).get_caller_identity()
+    except (BotoCoreError, ClientError) as error:
+        parser.error(f"--register: the AWS credentials do not work in {region}: {error}")
+    return {
+        "sagemaker": session.client("sagemaker", region_name=region),
+        "s3": session.client("s3", region_name=region),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.local_runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path(".demo/pipeline"))
@@ -379,9 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.register:
         if not (args.bucket and image):
             parser.error("--register needs --bucket and --env (for the Triton image)")
-        import boto3
-
-        clients = {"sagemaker": boto3.client("sagemaker"), "s3": boto3.client("s3")}
+        clients = _registry_clients(parser, environment.region)  # before training: fail in seconds, not after it
+        if not args.registered_by:
+            print(
+                "WARNING: no --registered-by: the version is registered without registered_by, so no approver is "
+                "e-mailed (separation of duties could not be enforced). Pass --registered-by you@example.com.",
+                file=sys.stderr,
+            )
     try:
         result = run_pipeline(settings, **clients)
     except (LocalStepError, ValueError) as error:

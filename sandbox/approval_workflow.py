@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lambdas import approval_api, post_inference, request_approval
@@ -60,6 +60,7 @@ class LocalApprovalWorkflow:
     )
     approver_groups: dict[str, str] = field(default_factory=lambda: dict.fromkeys(ENVIRONMENTS, "modelgate-approvers"))
     people: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (username, e-mail, groups) at the local IdP
+    metric_threshold: float | None = 1.0  # config training.metric_threshold, as the stack passes it
     bucket: str = "modelgate-artifacts-local"
     client_id: str = "modelgate-approval"
     issuer: LocalIssuer | None = None
@@ -132,6 +133,7 @@ class LocalApprovalWorkflow:
                 else f"arn:aws:events:{self.region}:{self.account}:event-bus/"
                 f"{promotion_bus_name(self.project, ENVIRONMENTS[index + 1])}",
             )
+            settings = replace(settings, metric_threshold=self.metric_threshold)
             services = Services.from_session(settings, self.session)
             holder["rt"] = approval_api.Runtime(services, sign_in, SigningKeys(self.issuer.jwks_url))
             self.envs[env] = LocalEnvironment(env, services, api, holder["rt"])

@@ -100,6 +100,7 @@ class ApprovalStack(Stack):
             link_ttl_seconds=environment.approvers.link_ttl_hours * 3600,
             api_url=api_url,
             next_event_bus=topology.next_event_bus,
+            metric_threshold=environment.training.metric_threshold,
         )
         self.failures = FailureQueue(
             self,
@@ -204,7 +205,8 @@ class ApprovalStack(Stack):
         )
         role.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["ssm:PutParameter"],
+                # GetParameter: the confirmation page says which version serves now.
+                actions=["ssm:PutParameter", "ssm:GetParameter"],
                 resources=[self._parameter_arn(project.name, group, env)],  # its own environment's parameter only
             )
         )

@@ -4,7 +4,7 @@ Storage stack's."""
 
 from __future__ import annotations
 
-from aws_cdk import Stack
+from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from modelgate.config import Environment, Project
@@ -85,6 +85,9 @@ class PipelineStack(Stack):
         )
         if self.glue_prep:
             self.glue_prep.answer_pipeline(self.training.pipeline_arn)
+        # What a data scientist needs to start a run (`modelgate pipeline start`, README "Training pipeline").
+        CfnOutput(self, "PipelineName", value=self.training.pipeline_name)
+        CfnOutput(self, "RawBucket", value=storage.raw_data.bucket_name)
         self._suppress_reviewed_wildcards()
 
     def _suppress_reviewed_wildcards(self) -> None:

@@ -15,11 +15,13 @@ from modelgate.approval import links, state
 from modelgate.approval.history import Decision
 from modelgate.approval.links import LinkClaims, LinkRefused
 from modelgate.approval.model_versions import (
+    Evaluation,
     ForeignModelPackage,
     ModelVersion,
     UnknownModelVersion,
     check_model_package_arn,
-    read_evaluation_metrics,
+    read_evaluation,
+    read_forecast_plot,
     read_model_version,
     write_decision,
 )
@@ -28,7 +30,7 @@ from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.services import Services, iso
 from modelgate.approval.signin import Approver, CsrfRejected, check_csrf, csrf_token, in_group
 from modelgate.environments import previous_environment
-from modelgate.parameters import ApprovedModel, parameter_name
+from modelgate.parameters import ApprovedModel, ApprovedModelFormatError, parameter_name
 from modelgate.registry import APPROVED, REJECTED
 
 MAX_REASON_CHARS = 1000
@@ -65,10 +67,22 @@ class Review:
     version: ModelVersion
     approver: Approver
     csrf: str
-    evaluation: list[tuple[str, float]]
-    evaluation_note: str | None
+    evaluation: Evaluation
     request_details: dict[str, str]  # who or what asked (e.g. the inference run)
     run_metrics: list[tuple[str, str]]  # the metrics of the inference run that prompted a promotion
+    serving: ApprovedModel | None = None  # what the environment's parameter says is approved (serves) now
+    serving_note: str | None = None  # why that could not be read, if it could not
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """What the report page shows: the version and its full evaluation (per-customer table, plot)."""
+
+    link: LinkClaims
+    version: ModelVersion
+    approver: Approver
+    evaluation: Evaluation
+    plot_png: bytes | None
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,7 @@ class Outcome:
     decision: Decision
     parameter: str | None  # the Parameter Store parameter written (approvals only)
     resumed: bool = False  # finished a decision a previous attempt had committed but not applied
+    repeated: bool = False  # the same approver submitted the same link again: nothing new was recorded
 
 
 def read_link(services: Services, token: str, action: str) -> LinkClaims:
@@ -153,7 +168,7 @@ def _check(services: Services, link: LinkClaims, approver: Approver) -> ModelVer
             "registrant",
             "You registered this model version",
             f"{approver.display} registered {version.group} v{version.version} (or started the run that did); "
-            "someone else must approve it (separation of duties). You may still reject it. Nothing was changed.",
+            "someone else must approve it (separation of duties). You may still reject it.",
             403,
         )
     if not approver.email:
@@ -163,7 +178,7 @@ def _check(services: Services, link: LinkClaims, approver: Approver) -> ModelVer
             f"You are signed in as {approver.display}, but the identity provider does not vouch for your e-mail "
             "address (no verified 'email' claim), and ModelGate needs it to tell approvers apart from the people "
             "who registered a model. Verify your e-mail address with the identity provider (or ask its "
-            "administrator to), then sign in again from the link in the e-mail. Nothing was changed.",
+            "administrator to), then sign in again from the link in the e-mail.",
             403,
         )
     existing = state.get_decision(
@@ -207,6 +222,55 @@ def _own_unapplied(services: Services, link: LinkClaims, approver: Approver) -> 
     )
 
 
+def own_decision(services: Services, link: LinkClaims, approver: Approver) -> state.RecordedDecision | None:
+    """The decision this approver made with this very link, if any (the page they come back to)."""
+    settings = services.settings
+    version_number = int(link.model_package_arn.rsplit("/", 1)[-1])
+    recorded = state.get_decision(
+        services.dynamodb, settings.state_table, settings.model_package_group, version_number, link.environment
+    )
+    if (
+        recorded is not None
+        and recorded.decision.link_token_id == link.token_id
+        and recorded.decision.decided_by_subject == approver.subject
+    ):
+        return recorded
+    return None
+
+
+def outcome_of(services: Services, decision: Decision, *, repeated: bool = False) -> Outcome:
+    name = None
+    if decision.state == APPROVED:
+        name = parameter_name(services.settings.project, services.settings.model_package_group, decision.to_environment)
+    return Outcome(decision, name, repeated=repeated)
+
+
+def done(services: Services, token: str, action: str, approver: Approver) -> Outcome | None:
+    """GET after a decision (post-redirect-get, the back button, the link opened again): this approver's own
+    applied decision on this link, or None (then the confirmation page or a refusal follows)."""
+    link = read_link(services, token, action)
+    recorded = own_decision(services, link, approver)
+    if recorded is None or recorded.status != state.APPLIED:
+        return None
+    return outcome_of(services, recorded.decision, repeated=True)
+
+
+def currently_approved(services: Services, environment: str) -> tuple[ApprovedModel | None, str | None]:
+    """(the approved model the environment serves, None) or (None, why not known). Reads only."""
+    settings = services.settings
+    name = parameter_name(settings.project, settings.model_package_group, environment)
+    try:
+        value = services.ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except services.ssm.exceptions.ParameterNotFound:
+        return None, None
+    except Exception as error:  # botocore errors: the page still works, it says what it could not read
+        return None, f"could not read {name} ({type(error).__name__})"
+    try:
+        return ApprovedModel.from_json(value), None
+    except (ApprovedModelFormatError, ValueError) as error:
+        return None, f"{name} is not a valid approved-model record ({error})"
+
+
 def review(services: Services, token: str, action: str, approver: Approver) -> Review:
     """GET: everything the confirmation page needs. Writes nothing.
 
@@ -217,14 +281,41 @@ def review(services: Services, token: str, action: str, approver: Approver) -> R
         version = read_model_version(services.sagemaker, link.model_package_arn)
     else:
         version = _check(services, link, approver)
-    evaluation, note = read_evaluation_metrics(services.s3, version.metrics_uri)
+    evaluation = read_evaluation(services.s3, version.metrics_uri)
     details, run_metrics = state.load_request(
         services.dynamodb,
         services.settings.state_table,
         state.request_key_of(link.model_package_arn, link.environment, link.request_id),
     )
     csrf = csrf_token(services.signer, approver, link, services.epoch())
-    return Review(token, link, version, approver, csrf, evaluation, note, details, run_metrics)
+    serving, serving_note = currently_approved(services, link.environment)
+    return Review(token, link, version, approver, csrf, evaluation, details, run_metrics, serving, serving_note)
+
+
+def report(services: Services, token: str, action: str, approver: Approver) -> ReportView:
+    """GET: the full evaluation behind a link, for the approvers it was sent to (before or after deciding)."""
+    settings = services.settings
+    link = read_link(services, token, action)
+    if not in_group(approver, settings.approvers_group):
+        raise DecisionRefused(
+            "not_approver",
+            "You are not an approver",
+            f"{approver.display} is not a member of the '{settings.approvers_group}' group, so cannot see "
+            f"the evaluation for {settings.environment}.",
+            403,
+        )
+    try:
+        check_model_package_arn(
+            link.model_package_arn,
+            group=settings.model_package_group,
+            account=settings.registry_account,
+            region=settings.registry_region,
+        )
+        version = read_model_version(services.sagemaker, link.model_package_arn)
+    except (UnknownModelVersion, ForeignModelPackage) as error:
+        raise DecisionRefused("unknown_model", "Unknown model version", str(error), 404) from None
+    evaluation = read_evaluation(services.s3, version.metrics_uri)
+    return ReportView(link, version, approver, evaluation, read_forecast_plot(services.s3, version.metrics_uri))
 
 
 def decide(
@@ -243,6 +334,9 @@ def decide(
     if len(reason) > MAX_REASON_CHARS:
         raise DecisionRefused("reason_too_long", "Reason too long", f"At most {MAX_REASON_CHARS} characters.", 400)
 
+    recorded = own_decision(services, link, approver)
+    if recorded is not None and recorded.status == state.APPLIED:
+        return outcome_of(services, recorded.decision, repeated=True)  # a second submit: already done
     resumed = _resume(services, link, approver)
     if resumed is not None:
         return resumed

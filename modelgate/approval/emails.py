@@ -12,8 +12,11 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from modelgate.approval.evaluation_view import summarize
+from modelgate.approval.evaluation_view import when as _human_when
 from modelgate.approval.events import ApprovalRequest
-from modelgate.approval.model_versions import ModelVersion
+from modelgate.approval.model_versions import Evaluation, ModelVersion
+from modelgate.environments import next_environment
 from modelgate.registry import STARTED_BY_KEY
 
 
@@ -34,7 +37,7 @@ def link_url(api_url: str, action: str, token: str) -> str:
 def _when(moment: datetime | int) -> str:
     if isinstance(moment, int):
         moment = datetime.fromtimestamp(moment, UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return _human_when(moment)
 
 
 def subject(version: ModelVersion, request: ApprovalRequest) -> str:
@@ -51,66 +54,110 @@ def render(
     version: ModelVersion,
     request: ApprovalRequest,
     recipient: str,
-    evaluation: list[tuple[str, float]],
-    evaluation_note: str | None,
+    evaluation: Evaluation,
     approve_url: str,
     reject_url: str,
     expires_at: int,
+    report_url: str | None = None,
+    threshold: float | None = None,
+    approvers_group: str = "",
 ) -> ApprovalEmail:
+    summary = summarize(evaluation, threshold)
+    env = request.environment
     facts: list[tuple[str, str]] = [
         ("Model package group", version.group),
         ("Version", str(version.version)),
         ("Created", _when(version.created_at)),
         ("Registered by", version.registered_by or "unknown"),  # typed when the run started
         ("Started by (AWS principal)", version.metadata.get(STARTED_BY_KEY) or "not recorded"),
-        ("Model package", version.arn),
-        ("Model data", version.model_data_url or "none"),
-        ("Target environment", request.environment),
+        ("Target environment", env),
     ]
     if request.source_environment:
         facts.append(("Approved and run in", request.source_environment))
     facts.append(("Requested by", request.requested_by))
     if request.run:
         facts.append(("Inference run", request.run))
+    facts.append(("Model data", version.model_data_url or "none"))
     heading = subject(version, request).removeprefix("[ModelGate] ")
+    following = next_environment(env)
+    does = (
+        f"Approving deploys version {version.version} to {env}'s endpoint"
+        + (f"; the {following} approvers are asked next, after batch inference in {env}." if following else ".")
+        + f" Rejecting (with a reason) keeps it out of {env} and stops its promotion."
+    )
+    who = f"members of the '{approvers_group}' group" if approvers_group else "members of the approvers group"
     intro = (
         "Each link opens a confirmation page (it changes nothing by itself). You will be asked to sign in; "
-        f"only members of the approvers group can decide, and not the person who registered the model. "
+        f"only {who} can decide, and not the person who registered the model. "
         f"The links are yours alone, work once, and expire at {_when(expires_at)}."
     )
+    worst = summary.regressed_shown
 
-    text_lines = [heading, "", *(f"{name}: {value}" for name, value in facts), ""]
-    if evaluation:
-        text_lines += ["Evaluation metrics:", *(f"  {name}: {value:.6g}" for name, value in evaluation)]
-    if evaluation_note:
-        text_lines.append(f"  ({evaluation_note})")
+    text_lines = [heading, "", summary.headline, "", *(f"{name}: {value}" for name, value in facts), ""]
+    if summary.lines:
+        text_lines += [
+            "Evaluation:",
+            *(f"  {line.label}: {line.value}" + (f" ({line.detail})" if line.detail else "") for line in summary.lines),
+        ]
+    if worst:
+        text_lines += [
+            f"Customers worse than the baseline ({len(summary.regressed)}), worst first:",
+            *(f"  {w.customer}: MAPE {w.model_mape} vs baseline {w.baseline_mape} (ratio {w.ratio})" for w in worst),
+        ]
+    if summary.note:
+        text_lines.append(f"  ({summary.note})")
+    if report_url:
+        text_lines.append(f"Full report (every customer, forecast plot): {report_url}")
     if request.metrics:
         text_lines += ["", "Inference run metrics:", *(f"  {name}: {value}" for name, value in request.metrics)]
-    text_lines += ["", f"Approve: {approve_url}", f"Reject:  {reject_url}", "", intro]
+    text_lines += ["", does, "", f"Approve: {approve_url}", f"Reject:  {reject_url}", "", intro]
 
     def table(rows: list[tuple[str, str]]) -> str:
         cells = "".join(
-            f'<tr><th style="text-align:left;padding:2px 12px 2px 0">{html.escape(a)}</th>'
+            f'<tr><th style="text-align:left;padding:2px 12px 2px 0;vertical-align:top">{html.escape(a)}</th>'
             f"<td>{html.escape(b)}</td></tr>"
             for a, b in rows
         )
         return f"<table>{cells}</table>"
 
-    parts = [f"<h2>{html.escape(heading)}</h2>", table(facts)]
-    if evaluation or evaluation_note:
-        parts.append("<h3>Evaluation metrics</h3>")
-        parts.append(table([(name, f"{value:.6g}") for name, value in evaluation]))
-        if evaluation_note:
-            parts.append(f"<p><em>{html.escape(evaluation_note)}</em></p>")
-    if request.metrics:
-        parts += ["<h3>Inference run metrics</h3>", table(list(request.metrics))]
-    button = "display:inline-block;padding:8px 16px;margin-right:12px;color:#fff;text-decoration:none"
-    parts.append(
+    colour = "#fff8c5;border-left:4px solid #bf8700" if summary.warning else "#dafbe1;border-left:4px solid #1a7f37"
+    parts = [
+        f"<h2>{html.escape(heading)}</h2>",
+        f'<p style="padding:8px 12px;background:{colour}">{html.escape(summary.headline)}</p>',
+    ]
+    button = (
+        "display:inline-block;padding:10px 18px;margin:0 12px 8px 0;color:#fff;text-decoration:none;border-radius:6px"
+    )
+    buttons = (
         f'<p><a href="{html.escape(approve_url)}" style="{button};background:#1a7f37">Approve</a>'
         f'<a href="{html.escape(reject_url)}" style="{button};background:#cf222e">Reject</a></p>'
     )
+    parts += [f"<p>{html.escape(does)}</p>", buttons, table(facts)]
+    if summary.lines:
+        parts.append("<h3>Evaluation</h3>")
+        parts.append(
+            table(
+                [(line.label, f"{line.value}" + (f" ({line.detail})" if line.detail else "")) for line in summary.lines]
+            )
+        )
+    if worst:
+        parts.append(f"<h3>Customers worse than the baseline ({len(summary.regressed)}), worst first</h3>")
+        parts.append(
+            table([(w.customer, f"MAPE {w.model_mape} vs {w.baseline_mape} (ratio {w.ratio})") for w in worst])
+        )
+    if summary.note:
+        parts.append(f"<p><em>{html.escape(summary.note)}</em></p>")
+    if report_url:
+        parts.append(
+            f'<p><a href="{html.escape(report_url)}">Full report: every customer and the forecast plot</a></p>'
+        )
+    if request.metrics:
+        parts += ["<h3>Inference run metrics</h3>", table(list(request.metrics))]
     parts.append(f"<p>{html.escape(intro)}</p>")
-    body = "<!doctype html><html><body style='font-family:sans-serif'>" + "".join(parts) + "</body></html>"
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"></head>'
+        "<body style='font-family:sans-serif;max-width:680px'>" + "".join(parts) + "</body></html>"
+    )
     return ApprovalEmail(
         recipient=recipient,
         subject=subject(version, request),

@@ -14,7 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from modelgate.environments import ENVIRONMENTS
-from modelgate.evaluation_report import SCHEMA_VERSION, EvaluationReportError, parse_report
+from modelgate.evaluation_report import (
+    FORECAST_PLOT_FILE,
+    SCHEMA_VERSION,
+    EvaluationReport,
+    EvaluationReportError,
+    parse_report,
+)
 from modelgate.registry import (
     APPROVED,
     PENDING,
@@ -30,6 +36,7 @@ _ARN = re.compile(
 )
 MAX_METRICS = 24  # an e-mail lists at most this many metrics; the report link has the rest
 MAX_REPORT_BYTES = 1_000_000
+MAX_PLOT_BYTES = 2_000_000  # embedded in the report page (a Lambda response holds at most 6 MB)
 
 
 class UnknownModelVersion(LookupError):
@@ -186,39 +193,73 @@ def flatten_metrics(document: Any) -> list[tuple[str, float]]:
     return [(name.removesuffix(".value"), value) for name, value in found]
 
 
-def read_evaluation_metrics(s3: Any, uri: str | None) -> tuple[list[tuple[str, float]], str | None]:
-    """(metrics, note): the report's numeric metrics, or none and a note saying why (never raises)."""
+@dataclass(frozen=True)
+class Evaluation:
+    """A version's evaluation report as read for approvers: the pipeline's report when it is one, else the
+    report's numbers as they are; `note` says what could not be read (never raises)."""
+
+    uri: str | None
+    report: EvaluationReport | None = None
+    metrics: tuple[tuple[str, float], ...] = ()  # a report in another JSON format: its numeric leaves
+    note: str | None = None
+
+
+def read_evaluation(s3: Any, uri: str | None) -> Evaluation:
     if not uri:
-        return [], "the model version has no evaluation report (ModelMetrics)"
+        return Evaluation(uri, note="the model version has no evaluation report (ModelMetrics)")
     if not uri.startswith("s3://") or "/" not in uri[5:]:
-        return [], f"evaluation report location {uri!r} is not an s3:// URI"
+        return Evaluation(uri, note=f"evaluation report location {uri!r} is not an s3:// URI")
     bucket, key = uri[5:].split("/", 1)
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_REPORT_BYTES + 1)
     except s3.exceptions.ClientError as error:
-        return [], f"evaluation report {uri} could not be read here ({error.response['Error']['Code']})"
+        return Evaluation(
+            uri, note=f"evaluation report {uri} could not be read here ({error.response['Error']['Code']})"
+        )
     if len(body) > MAX_REPORT_BYTES:
-        return [], f"evaluation report {uri} is larger than {MAX_REPORT_BYTES} bytes"
+        return Evaluation(uri, note=f"evaluation report {uri} is larger than {MAX_REPORT_BYTES} bytes")
     try:
         document = json.loads(body)
     except ValueError:
-        return [], f"evaluation report {uri} is not JSON"
+        return Evaluation(uri, note=f"evaluation report {uri} is not JSON")
     if isinstance(document, dict) and document.get("schema") == SCHEMA_VERSION:
-        return _pipeline_report(body, uri)
+        try:
+            return Evaluation(uri, report=parse_report(body))
+        except EvaluationReportError as error:
+            return Evaluation(uri, note=f"evaluation report {uri} is not valid: {error}")
     metrics = flatten_metrics(document)  # a report in another format: its numbers, as they are
     if not metrics:
-        return [], f"evaluation report {uri} has no numeric metrics"
+        return Evaluation(uri, note=f"evaluation report {uri} has no numeric metrics")
     if len(metrics) > MAX_METRICS:
-        return metrics[:MAX_METRICS], f"{len(metrics) - MAX_METRICS} more metrics in {uri}"
-    return metrics, None
+        return Evaluation(
+            uri, metrics=tuple(metrics[:MAX_METRICS]), note=f"{len(metrics) - MAX_METRICS} more metrics in {uri}"
+        )
+    return Evaluation(uri, metrics=tuple(metrics))
 
 
-def _pipeline_report(body: bytes, uri: str) -> tuple[list[tuple[str, float]], str | None]:
-    """The training pipeline's report (modelgate.evaluation_report): its aggregate over customers."""
+def read_forecast_plot(s3: Any, evaluation_uri: str | None) -> bytes | None:
+    """The evaluation's forecast plot (FORECAST_PLOT_FILE next to the report), or None if there is none."""
+    if not evaluation_uri or not evaluation_uri.startswith("s3://") or "/" not in evaluation_uri[5:]:
+        return None
+    bucket, key = evaluation_uri[5:].split("/", 1)
+    key = f"{key.rsplit('/', 1)[0]}/{FORECAST_PLOT_FILE}" if "/" in key else FORECAST_PLOT_FILE
     try:
-        report = parse_report(body)
-    except EvaluationReportError as error:
-        return [], f"evaluation report {uri} is not valid: {error}"
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_PLOT_BYTES + 1)
+    except s3.exceptions.ClientError:
+        return None
+    return body if len(body) <= MAX_PLOT_BYTES and body.startswith(b"\x89PNG") else None
+
+
+def read_evaluation_metrics(s3: Any, uri: str | None) -> tuple[list[tuple[str, float]], str | None]:
+    """(metrics, note): the report's numeric metrics, or none and a note saying why (never raises)."""
+    evaluation = read_evaluation(s3, uri)
+    if evaluation.report is not None:
+        return _pipeline_report(evaluation.report, uri)
+    return list(evaluation.metrics), evaluation.note
+
+
+def _pipeline_report(report: EvaluationReport, uri: str) -> tuple[list[tuple[str, float]], str | None]:
+    """The training pipeline's report (modelgate.evaluation_report): its aggregate over customers."""
     aggregate = report.aggregate
     metrics = [
         ("customers", float(aggregate.customers)),

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from modelgate.approval import emails, links, state
 from modelgate.approval.events import ApprovalRequest
-from modelgate.approval.model_versions import check_model_package_arn, read_evaluation_metrics, read_model_version
-from modelgate.approval.registrant import RegistrantUnknown, ensure_recorded
+from modelgate.approval.model_versions import check_model_package_arn, read_evaluation, read_model_version
+from modelgate.approval.registrant import RegistrantUnknown, canonical, ensure_recorded
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.services import Services
 from modelgate.environments import ENVIRONMENTS, previous_environment
@@ -22,6 +22,7 @@ class RequestOutcome:
     sent: tuple[str, ...] = ()  # recipients e-mailed by this call
     already_sent: tuple[str, ...] = ()  # recipients e-mailed for this request before (a retry or duplicate)
     not_requested: str | None = None  # why nothing was sent although the request was valid
+    not_mailed: tuple[str, ...] = ()  # approvers who cannot decide on this version (its registrant)
 
 
 def request_key(request: ApprovalRequest) -> str:
@@ -65,7 +66,7 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
             return RequestOutcome(not_requested=str(problem))
         raise RequestRefused(str(problem)) from None
 
-    evaluation, note = read_evaluation_metrics(services.s3, version.metrics_uri)
+    evaluation = read_evaluation(services.s3, version.metrics_uri)
     key = request_key(request)
     details = {
         "requested_by": request.requested_by,
@@ -80,8 +81,14 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
         metrics=list(request.metrics),
         now=services.epoch(),
     )
-    sent, already = [], []
+    sent, already, not_mailed = [], [], []
+    registrant = canonical(version.registered_by or "")
     for recipient in settings.approver_emails:
+        if (
+            registrant and canonical(recipient) == registrant
+        ):  # may not approve their own version: no link to mislead them
+            not_mailed.append(recipient)
+            continue
         now = services.epoch()
         claim = state.claim_email(services.dynamodb, settings.state_table, key, recipient, now)
         if claim is None:
@@ -106,10 +113,12 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
                 request=request,
                 recipient=recipient,
                 evaluation=evaluation,
-                evaluation_note=note,
                 approve_url=urls[links.APPROVE],
                 reject_url=urls[links.REJECT],
                 expires_at=claims.expires_at,
+                report_url=f"{urls[links.APPROVE]}&view=report",
+                threshold=settings.metric_threshold,
+                approvers_group=settings.approvers_group,
             )
             message_id = emails.send(services.ses, message, settings.sender_email)
         except BaseException:
@@ -117,4 +126,4 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
             raise
         state.email_sent(services.dynamodb, settings.state_table, key, recipient, claim, message_id)
         sent.append(recipient)
-    return RequestOutcome(sent=tuple(sent), already_sent=tuple(already))
+    return RequestOutcome(sent=tuple(sent), already_sent=tuple(already), not_mailed=tuple(not_mailed))

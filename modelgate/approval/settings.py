@@ -27,6 +27,7 @@ APPROVERS_GROUP = "MODELGATE_APPROVERS_GROUP"
 LINK_TTL_SECONDS = "MODELGATE_LINK_TTL_SECONDS"
 API_URL = "MODELGATE_APPROVAL_API_URL"
 NEXT_EVENT_BUS = "MODELGATE_NEXT_ENVIRONMENT_EVENT_BUS"
+METRIC_THRESHOLD = "MODELGATE_METRIC_THRESHOLD"  # config training.metric_threshold: shown to approvers
 SIGNIN_ISSUER = "MODELGATE_SIGNIN_ISSUER"
 SIGNIN_JWKS_URL = "MODELGATE_SIGNIN_JWKS_URL"
 SIGNIN_AUTHORIZE_URL = "MODELGATE_SIGNIN_AUTHORIZE_URL"
@@ -69,6 +70,7 @@ class ApprovalSettings:
     link_ttl_seconds: int
     api_url: str  # base URL of this environment's approval API, e.g. https://x.execute-api.../prod
     next_event_bus: str | None = None  # ARN of the next environment's ModelGate (promotion) bus; None for prod
+    metric_threshold: float | None = None  # the training gate's threshold (aggregate MAPE ratio), for pages
 
     @property
     def model_package_group_arn(self) -> str:
@@ -95,6 +97,10 @@ class ApprovalSettings:
             ttl = int(need[LINK_TTL_SECONDS])
         except ValueError:
             raise SettingsError(f"{LINK_TTL_SECONDS} must be a number of seconds") from None
+        try:
+            threshold = float(env[METRIC_THRESHOLD]) if env.get(METRIC_THRESHOLD, "").strip() else None
+        except ValueError:
+            raise SettingsError(f"{METRIC_THRESHOLD} must be a number") from None
         return cls(
             project=need[PROJECT],
             model_package_group=need[MODEL_PACKAGE_GROUP],
@@ -110,6 +116,7 @@ class ApprovalSettings:
             link_ttl_seconds=ttl,
             api_url=need[API_URL].rstrip("/"),
             next_event_bus=env.get(NEXT_EVENT_BUS, "").strip() or None,
+            metric_threshold=threshold,
         )
 
     def environ(self) -> dict[str, str]:
@@ -131,6 +138,8 @@ class ApprovalSettings:
         }
         if self.next_event_bus:
             values[NEXT_EVENT_BUS] = self.next_event_bus
+        if self.metric_threshold is not None:
+            values[METRIC_THRESHOLD] = repr(self.metric_threshold)
         return values
 
 

@@ -160,8 +160,11 @@ def callback_url(api_url: str) -> str:
     return f"{api_url}/auth/callback"
 
 
-def begin_sign_in(signin: SignInSettings, signer: MacSigner, *, api_url: str, return_to: str, now: int):
-    """(authorization URL to redirect to, sealed sign-in cookie value)."""
+def begin_sign_in(
+    signin: SignInSettings, signer: MacSigner, *, api_url: str, return_to: str, now: int, prompt: str | None = None
+):
+    """(authorization URL to redirect to, sealed sign-in cookie value). `prompt="login"` (OIDC Core 3.1.2.1)
+    asks the identity provider to ask who signs in even if it has a session (to sign in as someone else)."""
     if not return_to.startswith("/") or return_to.startswith("//"):
         raise ValueError("return_to must be a path of this API")
     state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
@@ -180,6 +183,7 @@ def begin_sign_in(signin: SignInSettings, signer: MacSigner, *, api_url: str, re
             "nonce": nonce,
             "code_challenge": _pkce_challenge(verifier),
             "code_challenge_method": "S256",
+            **({"prompt": prompt} if prompt else {}),
         }
     )
     return f"{signin.authorize_url}?{query}", cookie

@@ -105,9 +105,9 @@ def html_response(status: int, body: str, cookies: list[str] | None = None) -> d
     return response
 
 
-def redirect(location: str, cookies: list[str] | None = None) -> dict:
+def redirect(location: str, cookies: list[str] | None = None, status: int = 302) -> dict:
     response = {
-        "statusCode": 302,
+        "statusCode": status,
         "headers": {"Location": location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
         "body": "",
     }

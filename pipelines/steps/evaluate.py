@@ -5,7 +5,8 @@ Inputs: /opt/ml/processing/input/model (the training job's model.tar.gz), /opt/m
 Output: /opt/ml/processing/output/evaluation/
     evaluation.json   modelgate/evaluation_report.py: per-customer and aggregate MAPE/RMSE, model and baseline;
                       the pipeline's condition reads aggregate.mape_ratio through a PropertyFile
-    forecasts.png     forecasts vs actuals over the held-out days, for the best, median and worst customers
+    forecasts.png     forecasts vs actuals over the held-out days, for the worst, best and median customers,
+                      then the next worst
 
 Protocol: the held-out tail (hyperparameter holdout_hours, read from the model artifact) is cut into days; for
 each day the model forecasts the next HORIZON hours from the WINDOW hours before it, gaps filled as in serving.
@@ -110,6 +111,18 @@ def customer_metrics(forecasts: Forecasts) -> tuple[list[CustomerMetrics], dict[
     return metrics, skipped
 
 
+def plot_selection(report: EvaluationReport, count: int = 4) -> dict[str, str]:
+    """{customer: role} of the plot's panels, in order: worst, best, median, then the next worst ones (an
+    approver looks for what got worse, not for more good news)."""
+    ranked = sorted(report.per_customer, key=lambda m: (m.mape_ratio, m.customer))
+    roles = {ranked[-1].customer: "worst"}
+    roles.setdefault(ranked[0].customer, "best")
+    roles.setdefault(ranked[len(ranked) // 2].customer, "median")
+    for rank, metrics in enumerate(reversed(ranked[:-1]), start=2):
+        roles.setdefault(metrics.customer, f"{rank}. worst")
+    return dict(list(roles.items())[: max(1, count)])
+
+
 def plot(forecasts: Forecasts, report: EvaluationReport, path: Path, count: int = 4) -> list[str]:
     """Forecasts vs actuals for the best, median and worst customers (by MAPE ratio). Returns who is shown."""
     import matplotlib
@@ -117,11 +130,8 @@ def plot(forecasts: Forecasts, report: EvaluationReport, path: Path, count: int 
     matplotlib.use("Agg")  # no display in a container
     import matplotlib.pyplot as plt
 
-    ranked = sorted(report.per_customer, key=lambda m: m.mape_ratio)
-    roles = {ranked[0].customer: "best", ranked[len(ranked) // 2].customer: "median", ranked[-1].customer: "worst"}
-    for metrics in ranked[1:-1]:  # more plots than roles: the next best ones
-        roles.setdefault(metrics.customer, "also shown")
-    unique = list(roles)[: max(1, count)]
+    roles = plot_selection(report, count)
+    unique = list(roles)
     figure, axes = plt.subplots(len(unique), 1, figsize=(12, 2.8 * len(unique)), squeeze=False)
     for axis, customer in zip(axes[:, 0], unique, strict=True):
         index = forecasts.customers.index(customer)

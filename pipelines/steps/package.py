@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (SageMaker): make the source bundle's root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from modelgate.evaluation_report import REPORT_FILE, EvaluationReportError, parse_report
+from modelgate.evaluation_report import FORECAST_PLOT_FILE, REPORT_FILE, EvaluationReportError, parse_report
 from modelgate.model_repository import Manifest
 from pipelines.packaging.triton_repository import package_models
 from pipelines.steps import artifact
@@ -58,6 +58,8 @@ def run(paths: PackagePaths, model_package_group: str, verify_sample: int = 50) 
         shutil.rmtree(paths.models)
     manifest = package_models(models, paths.models, model_package_group, verify_sample=verify_sample)
     shutil.copyfile(report_path, paths.models / REPORT_FILE)
+    if (paths.evaluation / FORECAST_PLOT_FILE).is_file():  # next to the report: the approvers' report page shows it
+        shutil.copyfile(paths.evaluation / FORECAST_PLOT_FILE, paths.models / FORECAST_PLOT_FILE)
     return manifest
 
 

@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelgate import evaluation_report
+
 OPT_ML_ENV = "MODELGATE_OPT_ML"
 CONTAINER_OPT_ML = Path("/opt/ml")
 
@@ -69,7 +71,7 @@ TRAIN_CHANNEL = "train"
 CHECKPOINTS = "checkpoints"
 
 PREP_REPORT_FILE = "prep_report.json"
-FORECAST_PLOT_FILE = "forecasts.png"
+FORECAST_PLOT_FILE = evaluation_report.FORECAST_PLOT_FILE
 
 
 def container_path(relative: str) -> str:

@@ -138,6 +138,8 @@ def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, 
     variables = api_fn["Properties"]["Environment"]["Variables"]
     assert variables["MODELGATE_APPROVERS_GROUP"] == config.environments[env].approvers.group
     assert variables["MODELGATE_SIGNIN_GROUPS_CLAIM"] == "cognito:groups"
+    # The pages show the training gate's threshold: the same number the pipeline's condition used.
+    assert float(variables["MODELGATE_METRIC_THRESHOLD"]) == config.environments[env].training.metric_threshold
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -149,6 +151,11 @@ def test_least_privilege_parameter_store_registry_and_history(template, env, con
     assert [s["Resource"] for s in ssm_writes] == [
         f"arn:aws:ssm:{target.region}:{target.account}:parameter/modelgate/{GROUP}/{env}"
     ], "each environment writes only its own approved-model parameter"
+    ssm_reads = [s for s in statements if any(a.startswith("ssm:Get") for a in actions(s))]
+    assert ssm_reads, "the confirmation page says which version the environment serves now"
+    assert {json.dumps(s["Resource"]) for s in ssm_reads} == {json.dumps(ssm_writes[0]["Resource"])}, (
+        "and reads only that one parameter"
+    )
     registry = config.environments["dev"]
     for statement in statements:
         if any(a.startswith("sagemaker:") and "ModelPackage" in a for a in actions(statement)):

@@ -228,3 +228,15 @@ def test_job_roles_may_create_grants_on_the_key_of_their_encrypted_volumes(templ
         assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}, role
         (decrypt,) = [s for s in statements(pipeline, role) if "kms:Decrypt" in actions_of(s)]
         assert resources_of(grant) == resources_of(decrypt), "the data key, the one the volumes use"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_stack_outputs_what_a_data_scientist_needs_to_start_a_run(template, env):
+    """Pipeline name and raw bucket as outputs: `modelgate pipeline start` and people read them, not the console."""
+    pipeline_stack = template(env, "Pipeline")
+    (pipeline,) = pipeline_stack.find_resources("AWS::SageMaker::Pipeline").values()
+    outputs = pipeline_stack.to_json()["Outputs"]
+    assert outputs["PipelineName"]["Value"] == pipeline["Properties"]["PipelineName"]
+    assert "RawData" in json.dumps(outputs["RawBucket"]["Value"]), "the Storage stack's raw-data bucket"
+    approval_outputs = template(env, "Approval").to_json()["Outputs"]
+    assert {"ApprovalApiUrl", "HistoryTable"} <= set(approval_outputs)

@@ -126,7 +126,8 @@ def test_the_registered_version_is_pending_everywhere_with_metrics_and_the_trito
 
 def test_the_version_prefix_holds_every_archive_with_the_manifest_checksums(pipeline_run):
     run, objects = pipeline_run.result, pipeline_run.objects
-    assert set(objects) == {e.archive for e in run.manifest.archives} | {"manifest.json", REPORT_FILE}
+    # The report and its plot travel with the version: the approvers' report page shows both.
+    assert set(objects) == {e.archive for e in run.manifest.archives} | {"manifest.json", REPORT_FILE, "forecasts.png"}
     assert json.loads(objects[REPORT_FILE])["aggregate"]["customers"] == 100
     for entry in run.manifest.archives:
         assert hashlib.sha256(objects[entry.archive]).hexdigest() == entry.sha256

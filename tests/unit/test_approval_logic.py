@@ -18,7 +18,7 @@ from modelgate.approval.events import (
     parse_request_event,
     promotion_entry,
 )
-from modelgate.approval.model_versions import ModelVersion, check_model_package_arn, flatten_metrics
+from modelgate.approval.model_versions import Evaluation, ModelVersion, check_model_package_arn, flatten_metrics
 from modelgate.approval.registrant import Registrant
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.sealed import SealBroken, peek, seal, unseal
@@ -211,8 +211,9 @@ def test_the_email_escapes_what_it_shows_and_carries_both_links():
     hostile = ModelVersion(**{**version().__dict__, "metadata": {"registered_by": "<script>x</script>"}})
     request = ApprovalRequest(ARN, "dev", "registered")
     mail = render(
-        version=hostile, request=request, recipient="a@example.com", evaluation=[("mape", 0.1)],
-        evaluation_note=None, approve_url="https://api/links/approve?token=A", reject_url="https://api/links/reject?token=R",
+        version=hostile, request=request, recipient="a@example.com",
+        evaluation=Evaluation("s3://b/e.json", metrics=(("mape", 0.1),)),
+        approve_url="https://api/links/approve?token=A", reject_url="https://api/links/reject?token=R",
         expires_at=2_000_000_000,
     )  # fmt: skip
     assert "<script>" not in mail.html

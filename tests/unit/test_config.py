@@ -49,19 +49,19 @@ def test_config_objects_are_frozen():
         (
             lambda r: r["environments"]["prod"]["serving"].update(instance_type="ml.g5.xxlarge"),
             "environments.prod.serving.instance_type",
-            "'ml.g5.xxlarge' is not a SageMaker NVIDIA GPU instance type",
+            "'ml.g5.xxlarge' is an unknown SageMaker instance type (did you mean 'ml.g5.xlarge'?)",
         ),
         (
             lambda r: r["environments"]["test"].setdefault("training", {}).update(instance_type="ml.m5.xlarge"),
             "environments.test.training.instance_type",
-            "GPU",
+            "'ml.m5.xlarge' has no NVIDIA GPU",
         ),
         (
             lambda r: r["defaults"]["prep"].update(processing_instance_type="ml.q9.huge"),
             "defaults.prep.processing_instance_type",
             "known SageMaker instance type",
         ),
-        (lambda r: r["defaults"].pop("sender_email"), "environments.dev.sender_email", "required value is missing"),
+        (lambda r: r["defaults"].pop("sender_email"), "defaults.sender_email", "required value is missing"),
         (
             lambda r: r["defaults"]["api"]["jwt"].update(jwks_url="http://insecure/keys"),
             "defaults.api.jwt.jwks_url",
@@ -100,8 +100,8 @@ def test_a_bad_shared_default_is_blamed_once_on_the_defaults_key(raw):
     raw["defaults"]["training"]["instance_type"] = "ml.g5.huge"
     message = error_for(raw)
     assert message == (
-        f"{SOURCE}: defaults.training.instance_type: 'ml.g5.huge' is not a SageMaker NVIDIA GPU instance type"
-        " (e.g. ml.g5.xlarge) (inherited by dev, test, uat, prod)"
+        f"{SOURCE}: defaults.training.instance_type: 'ml.g5.huge' is an unknown SageMaker instance type"
+        " (did you mean 'ml.g5.xlarge'?) (inherited by dev, test, uat, prod)"
     )
 
 
@@ -131,3 +131,51 @@ def test_missing_and_malformed_files(tmp_path):
     broken.write_text("environments: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda r: r.update(enviroments=r.pop("environments")),
+            "enviroments: unknown top-level key (did you mean 'environments'?)",
+        ),
+        (
+            lambda r: r["environments"]["prod"].update(trainig={"epochs": 3}),
+            "environments.prod.trainig: unknown key (did you mean 'training'?)",
+        ),
+        (
+            lambda r: r["defaults"]["training"].update(instance_typ="ml.g5.xlarge"),
+            "defaults.training.instance_typ: unknown key (did you mean 'instance_type'?) (inherited by dev, test, uat,",
+        ),
+        (
+            lambda r: r["defaults"]["api"]["jwt"].update(audiance="x"),
+            "defaults.api.jwt.audiance: unknown key (did you mean 'audience'?)",
+        ),
+        (
+            lambda r: r["environments"].update(prd=r["environments"].pop("prod")),
+            "environments.prd: unknown environment (did you mean 'prod'?)",
+        ),
+    ],
+)
+def test_misspelt_keys_get_a_did_you_mean(raw, mutate, expected):
+    mutate(raw)
+    assert f"{SOURCE}: {expected}" in error_for(raw)
+
+
+def test_a_value_no_environment_has_is_reported_once_at_defaults(raw):
+    del raw["defaults"]["sender_email"]
+    expected = f"{SOURCE}: defaults.sender_email: required value is missing (set it here or in every environment)"
+    assert error_for(raw) == expected
+    del raw["defaults"]["approvers"]["group"]  # prod has its own group: the other three need one
+    expected = f"{SOURCE}: defaults.approvers.group: required value is missing (dev, test, uat have none of their own)"
+    assert expected in error_for(raw)
+
+
+def test_a_value_missing_in_one_environment_only_is_reported_there(raw):
+    del raw["defaults"]["approvers"]["group"]
+    for env in ("dev", "test"):
+        raw["environments"][env].setdefault("approvers", {})["group"] = "g"
+    assert error_for(raw) == (
+        f"{SOURCE}: environments.uat.approvers.group: required value is missing (not in defaults either)"
+    )

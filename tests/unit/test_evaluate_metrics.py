@@ -41,3 +41,20 @@ def test_a_customer_without_readings_to_compare_is_skipped():
     metrics, skipped = customer_metrics(forecasts([np.nan] * 24, [1.0] * 24, [1.0] * 24))
     assert metrics == []
     assert "no non-zero reading" in skipped["c1"]
+
+
+def test_the_plot_shows_worst_best_median_then_the_next_worst():
+    from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
+    from pipelines.steps.evaluate import plot_selection
+
+    ratios = {"c1": 0.5, "c2": 1.3, "c3": 0.7, "c4": 1.1, "c5": 0.9, "c6": 0.8}
+    report = EvaluationReport.from_customers(
+        model_package_group="g",
+        window=168,
+        horizon=24,
+        holdout_hours=168,
+        per_customer=[CustomerMetrics(c, r / 10, 0.1, 1.0, 1.0, r, 168) for c, r in ratios.items()],
+    )
+    assert plot_selection(report, 4) == {"c2": "worst", "c1": "best", "c5": "median", "c4": "2. worst"}
+    assert list(plot_selection(report, 5)) == ["c2", "c1", "c5", "c4", "c6"]
+    assert plot_selection(report, 1) == {"c2": "worst"}

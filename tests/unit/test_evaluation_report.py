@@ -118,3 +118,21 @@ def test_invalid_reports_name_the_field(mutate, message):
 def test_not_a_report(text):
     with pytest.raises(EvaluationReportError):
         parse_report(text)
+
+
+def test_customers_worse_than_their_baseline_are_listed_worst_first_even_when_the_mean_beats_it():
+    """An aggregate ratio below 1 can hide customers that got worse: the report names them (issue 14)."""
+    customers = [
+        metrics("c1", 0.05, 0.10),  # 0.50
+        metrics("c2", 0.13, 0.10),  # 1.30
+        metrics("c3", 0.06, 0.10),  # 0.60
+        metrics("c4", 0.11, 0.10),  # 1.10
+        metrics("c5", 0.10, 0.10),  # 1.00: not worse
+    ]
+    built = report(per_customer=customers)
+    assert built.aggregate.mape_ratio < 1
+    assert [m.customer for m in built.regressed()] == ["c2", "c4"]
+    document = json.loads(built.to_json())
+    assert [row["customer"] for row in document["regressed"]] == ["c2", "c4"]
+    assert document["regressed"][0] == {"customer": "c2", "mape": 0.13, "baseline_mape": 0.10, "mape_ratio": 1.3}
+    assert parse_report(built.to_json()).regressed() == built.regressed()  # readers may derive it, or read it

@@ -114,7 +114,7 @@ def test_an_unreachable_identity_provider_is_a_clear_503_not_a_crash(world):
     }
     response = approval_api.route(runtime, event)
     assert response["statusCode"] == 503
-    assert "nothing was changed" in response["body"]
+    assert "Nothing was changed" in response["body"]
 
 
 def test_get_and_head_show_the_page_post_decides_and_other_methods_are_405(world):

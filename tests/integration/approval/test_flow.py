@@ -42,7 +42,8 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         mail = mails[0]
         assert f"{GROUP} v1" in mail.subject
         assert env in mail.subject
-        assert "mape: 0.081" in mail.text, "evaluation metrics from the registry's report"
+        assert "MAPE: 8.1\u00a0% (baseline 11.0\u00a0%" in mail.text, "evaluation metrics from the registry's report"
+        assert "Worse than baseline: 0 of 2" in mail.text
         assert "bob@example.com" in mail.text, "who registered it"
         assert mail.links().keys() == {"approve", "reject"}
         assert mail.links()["approve"] in mail.html.replace("&amp;", "&")
@@ -56,7 +57,7 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         assert page.status == 200, page.text()
         assert f"Approve {GROUP} version 1 for {env}?" in page.text()
         assert "bob@example.com" in page.text()
-        assert "mape" in page.text()
+        assert "MAPE 8.1 % baseline 11.0 %" in page.text()
         assert any("/oauth2/authorize" in url for _, url, _ in browser.requests), "signed in at the IdP"
         if env != "dev":
             assert "customers_scored 1200" in page.text(), "the page shows the run's metrics too"
@@ -209,3 +210,12 @@ def test_an_email_claimed_by_a_crashed_attempt_is_retried_not_lost(world):
     assert world.request("dev", event)["sent"] == [recipient]  # a later retry takes the abandoned claim over
     assert len(world.emails()) == 1
     assert world.request("dev", event)["already_sent"] == [recipient]
+
+
+def test_the_registrant_is_not_mailed_a_link_they_could_not_use(world):
+    """Only people who can decide are e-mailed: the registrant may not approve their own version (issue 14)."""
+    arn = world.register(registered_by="approvers-dev@example.com")  # the registrant is on the dev list
+    answer = world.request("dev", world.registry_event(arn))
+    assert answer["not_mailed"] == ["approvers-dev@example.com"]
+    assert answer["sent"] == []
+    assert world.emails() == []
