@@ -247,7 +247,7 @@ class Lifecycle:
         aggregate = result.evaluation.aggregate
         self.say(
             f"   registered {result.model_package_arn} as PendingManualApproval: {aggregate.customers} customers,"
-            f" MAPE {aggregate.mape:.3f} vs seasonal-naive {aggregate.baseline_mape:.3f}"
+            f" MAPE {aggregate.mape:.3f} vs {aggregate.baseline} {aggregate.baseline_mape:.3f}"
             f" (ratio {aggregate.mape_ratio:.3f} <= {self.dev.training.metric_threshold})"
         )
         return result

@@ -226,7 +226,8 @@ def _pipeline_report(body: bytes, uri: str) -> tuple[list[tuple[str, float]], st
         ("rmse", aggregate.rmse),
         ("baseline_mape", aggregate.baseline_mape),
         ("baseline_rmse", aggregate.baseline_rmse),
-        ("mape_ratio (model / seasonal-naive baseline)", aggregate.mape_ratio),
+        (f"mape_ratio (model / {aggregate.baseline})", aggregate.mape_ratio),
+        *((f"{name} mape", summary.mape) for name, summary in aggregate.baselines.items()),
     ]
     note = f"means over {aggregate.customers} customers; {report.horizon} h horizon; per customer: {uri}"
     if report.skipped:
