@@ -96,7 +96,7 @@ def holdout_forecasts(models: forecaster.TrainedModels, data: series.SeriesSet) 
     missing = sorted(set(models.customers) - set(data.customers))
     if missing:
         raise StepInputError(f"the curated data lacks {len(missing)} trained customer(s), e.g. {missing[:5]}")
-    data = data.subset([data.customers.index(c) for c in models.customers])
+    data = forecaster.padded(data.subset([data.customers.index(c) for c in models.customers]))
     holdout = models.hyperparameters.holdout_hours
     days = holdout // HORIZON
     start = torch.as_tensor(data.lengths - holdout)  # first held-out hour, per customer
