@@ -11,15 +11,15 @@ Output: /opt/ml/processing/output/evaluation/
 
 Protocol: the held-out tail (hyperparameter holdout_hours, read from the model artifact) is cut into days; for
 each day the model forecasts the next HORIZON hours from the WINDOW hours before it, gaps filled as in serving.
-The baselines (`baseline_forecasts`), from the hours before each origin only:
-    seasonal_naive_24              the same hour one day earlier (the gap-filled window's last day)
-    seasonal_naive_168             the same hour one week earlier (the gap-filled window's first day)
-    seasonal_window_average_168x4  the mean of the same hour of the week over the last four weeks (statsforecast's
-                                   SeasonalWindowAverage(season_length=168, window_size=4); weeks without a
-                                   reading at that hour, or before the customer's first reading, are left out of
-                                   the mean; none left: the 168 h seasonal naive). Computed here in numpy (0.04 ms
-                                   per series with statsforecast, which would bring numba and pandas<3 into the
-                                   job); tests/unit/test_evaluate_metrics.py checks it against statsforecast's.
+The baselines (`baseline_forecasts`) forecast from the same gap-filled four-week window as the model (gaps and
+the hours before a short history filled as serving fills them, pipelines/steps/forecaster.py `fill_gaps`):
+    seasonal_naive_24              the same hour one day earlier
+    seasonal_naive_168             the same hour one week earlier
+    seasonal_window_average_168x4  the mean of the same hour of the week over the four weeks (statsforecast's
+                                   SeasonalWindowAverage(season_length=168, window_size=4) on the filled series).
+                                   Computed here in numpy (0.04 ms per series with statsforecast, which would
+                                   bring numba and pandas<3 into the job); tests/unit/test_evaluate_metrics.py
+                                   checks it against statsforecast's.
 statsforecast's fitted models are no cheap peer: AutoETS(season_length=24) costs 0.66 s per fit on one week,
 MSTL(24, 168) 0.9 s on four weeks (bench/bench_accuracy.py compares them on a sample).
 Hours without a reading are left out; MAPE also leaves out hours whose reading is 0.
@@ -71,24 +71,17 @@ class Forecasts:
     first_hour: np.ndarray  # [C] microseconds since the epoch of the first held-out hour
 
 
-AVERAGED_WEEKS = 4  # SeasonalWindowAverage's window_size
 WEEK = 7 * 24
 
 
-def baseline_forecasts(values: np.ndarray, origins: np.ndarray, filled: np.ndarray) -> dict[str, np.ndarray]:
-    """The peers' forecasts for the HORIZON hours from each origin: values [C, T] readings (NaN = gap), origins
-    [C, K] hour indices, filled [C, K, WINDOW] the gap-filled windows before them (reading units)."""
-    history = origins[..., None] - AVERAGED_WEEKS * WEEK + np.arange(AVERAGED_WEEKS * WEEK)  # [C, K, 4 weeks]
-    rows = np.arange(len(values))[:, None, None]
-    past = np.where(history >= 0, values[rows, np.maximum(history, 0)], np.nan).astype(np.float64)
-    same_hour = past.reshape(*origins.shape, AVERAGED_WEEKS, WEEK)[..., :HORIZON]  # [C, K, weeks, HORIZON]
-    counts = (~np.isnan(same_hour)).sum(axis=-2)
-    averaged = np.nansum(same_hour, axis=-2) / np.maximum(counts, 1)
-    seasonal_168 = filled[..., :HORIZON]
+def baseline_forecasts(filled: np.ndarray) -> dict[str, np.ndarray]:
+    """The peers' forecasts for the HORIZON hours after each window: filled [C, K, WINDOW], the gap-filled
+    windows (reading units) the model is given too, so every method sees the same input."""
+    weeks = filled.reshape(*filled.shape[:-1], WINDOW // WEEK, WEEK)[..., :HORIZON]  # the same hour of the week
     return {
         SEASONAL_NAIVE_24: filled[..., WINDOW - HORIZON :],
-        SEASONAL_NAIVE_168: seasonal_168,
-        SEASONAL_WINDOW_AVERAGE: np.where(counts > 0, averaged, seasonal_168).astype(np.float32),
+        SEASONAL_NAIVE_168: filled[..., WINDOW - WEEK : WINDOW - WEEK + HORIZON],
+        SEASONAL_WINDOW_AVERAGE: weeks.mean(axis=-2, dtype=np.float64).astype(np.float32),
     }
 
 
@@ -113,7 +106,7 @@ def holdout_forecasts(models: forecaster.TrainedModels, data: series.SeriesSet) 
         customers=models.customers,
         actual=actual.numpy(),
         model=model.numpy(),
-        baselines=baseline_forecasts(data.values, origins.numpy(), filled.numpy()),
+        baselines=baseline_forecasts(filled.numpy()),
         context=context.numpy(),
         first_hour=data.starts + (data.lengths - holdout) * series.HOUR_US,
     )

@@ -290,3 +290,19 @@ def test_each_customer_keeps_the_weights_of_its_best_validation_epoch(data):
                                          progress=False).params  # fmt: skip
         for row in rows:
             assert close(models.params.select(slice(row, row + 1)), reference.select(slice(row, row + 1)))
+
+
+def test_hours_before_the_first_reading_take_the_same_hour_of_the_first_week_that_has_one():
+    window = torch.arange(WINDOW, dtype=torch.float32)
+    window[:300] = float("nan")  # history starts at hour 300
+    window[400] = float("nan")  # a gap after it: forward fill
+    filled = forecaster.fill_gaps(window[None])[0]
+    assert filled[10].item() == 346.0  # 10 + 2 weeks: the first week with a reading at that hour of the week
+    assert filled[200].item() == 368.0
+    assert filled[299].item() == 467.0
+    assert filled[400].item() == 399.0
+    late = torch.arange(WINDOW, dtype=torch.float32)
+    late[:600] = float("nan")  # less than a week: hours with no later same hour in the window get the mean (0)
+    filled = forecaster.fill_gaps(late[None])[0]
+    assert filled[500].item() == 668.0
+    assert filled[0].item() == 0.0

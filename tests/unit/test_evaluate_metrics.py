@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from modelgate.evaluation_report import SEASONAL_NAIVE_24, SEASONAL_NAIVE_168, SEASONAL_WINDOW_AVERAGE, EvaluationReport
+from modelgate.model_repository import WINDOW
 from pipelines.steps.evaluate import Forecasts, baseline_forecasts, customer_scores
 
 
@@ -59,43 +60,24 @@ def test_a_customer_without_readings_to_compare_is_skipped():
 
 
 def test_baselines_forecast_the_same_hour_a_day_and_a_week_earlier_and_the_four_week_mean():
-    hours = 6 * 168
-    values = np.arange(hours, dtype=np.float32)[None, :]  # reading = its own hour index: easy to read back
-    origins = np.array([[5 * 168, 5 * 168 + 24]])
-    windows = values[0, origins[..., None] - 168 + np.arange(168)]  # gap-free: filled == readings
-    forecast = baseline_forecasts(values, origins, windows)
-    first = origins[0, 0]
-    assert forecast[SEASONAL_NAIVE_24][0, 0].tolist() == list(range(first - 24, first))
-    assert forecast[SEASONAL_NAIVE_168][0, 0].tolist() == list(range(first - 168, first - 144))
-    four_weeks = [np.mean([first + h - 168 * w for w in range(1, 5)]) for h in range(24)]
+    filled = np.arange(2 * WINDOW, dtype=np.float32).reshape(1, 2, WINDOW)  # reading = its own index in the window
+    forecast = baseline_forecasts(filled)
+    assert forecast[SEASONAL_NAIVE_24][0, 1].tolist() == list(range(2 * WINDOW - 24, 2 * WINDOW))
+    assert forecast[SEASONAL_NAIVE_168][0, 0].tolist() == list(range(WINDOW - 168, WINDOW - 144))
+    four_weeks = [np.mean([WINDOW + h - 168 * w for w in range(1, 5)]) for h in range(24)]
     assert forecast[SEASONAL_WINDOW_AVERAGE][0, 0].tolist() == pytest.approx(four_weeks)
-
-
-def test_the_weekly_average_leaves_out_gaps_and_the_time_before_the_first_reading():
-    values = np.full((1, 3 * 168), np.nan, dtype=np.float32)
-    values[0, 168:192] = 2.0  # week 1's first day: the only reading at these hours of the week besides ...
-    values[0, 336:348] = 4.0  # ... week 2's first half-day; origin at week 3, four weeks back reach before hour 0
-    origins = np.array([[3 * 168]])
-    filled = np.full((1, 1, 168), 9.0, dtype=np.float32)
-    forecast = baseline_forecasts(values, origins, filled)[SEASONAL_WINDOW_AVERAGE][0, 0]
-    assert forecast[:12].tolist() == [3.0] * 12
-    assert forecast[12:].tolist() == [2.0] * 12
-    values[0, 168:192] = np.nan
-    forecast = baseline_forecasts(values, origins, filled)[SEASONAL_WINDOW_AVERAGE][0, 0]
-    assert forecast[12:].tolist() == [9.0] * 12  # no reading at all: the weekly seasonal naive
+    assert forecast[SEASONAL_WINDOW_AVERAGE][0, 1].tolist() == pytest.approx([f + WINDOW for f in four_weeks])
 
 
 def test_the_weekly_average_is_statsforecasts_seasonal_window_average():
     from statsforecast.models import SeasonalWindowAverage
 
     rng = np.random.default_rng(7)
-    values = rng.gamma(2.0, 1.0, size=(3, 900)).astype(np.float32)
-    origins = np.array([[700, 724], [672, 800], [876, 750]])
-    rows = np.arange(3)[:, None, None]
-    windows = values[rows, origins[..., None] - 168 + np.arange(168)]
-    ours = baseline_forecasts(values, origins, windows)[SEASONAL_WINDOW_AVERAGE]
+    history = rng.gamma(2.0, 1.0, size=(3, 2, WINDOW)).astype(np.float32)
+    ours = baseline_forecasts(history)[SEASONAL_WINDOW_AVERAGE]
     for c in range(3):
         for k in range(2):
-            history = values[c, : origins[c, k]].astype(np.float64)
-            theirs = SeasonalWindowAverage(season_length=168, window_size=4).forecast(y=history, h=24)["mean"]
+            theirs = SeasonalWindowAverage(season_length=168, window_size=4).forecast(
+                y=history[c, k].astype(np.float64), h=24
+            )["mean"]
             assert ours[c, k] == pytest.approx(theirs, rel=1e-5)
