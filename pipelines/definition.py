@@ -295,7 +295,7 @@ def build_pipeline(settings: DefinitionSettings):
     evaluation_report = PropertyFile(name=EVALUATION_PROPERTY_FILE, output_name="evaluation", path=EVALUATION_REPORT)
     evaluate = ProcessingStep(
         name="Evaluate",
-        description="Per-customer and aggregate MAPE/RMSE against a seasonal-naive baseline, forecast plots",
+        description="Per-customer and aggregate MAPE/RMSE against the best cheap baseline, forecast plots",
         step_args=processor("EvaluationRoleArn", "evaluate").run(
             inputs=[
                 s3_input("model", model_artifact, paths.EVALUATE_MODEL),
@@ -342,8 +342,8 @@ def build_pipeline(settings: DefinitionSettings):
         error_message=Join(
             on="",
             values=[
-                f"Model not registered: aggregate MAPE ratio ({METRIC_JSON_PATH}, model MAPE / seasonal-naive "
-                "baseline MAPE) is ",
+                f"Model not registered: aggregate MAPE ratio ({METRIC_JSON_PATH}, mean model MAPE / "
+                "mean MAPE of the best baseline) is ",
                 mape_ratio,
                 ", above the threshold MetricThreshold = ",
                 threshold,

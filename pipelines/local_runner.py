@@ -94,7 +94,7 @@ def condition_failure(report: EvaluationReport, threshold: float) -> str | None:
     if ratio <= threshold:
         return None
     return (
-        f"aggregate MAPE ratio {ratio:.4f} (model MAPE {report.aggregate.mape:.4f} / seasonal-naive MAPE"
+        f"aggregate MAPE ratio {ratio:.4f} (model MAPE {report.aggregate.mape:.4f} / {report.aggregate.baseline} MAPE"
         f" {report.aggregate.baseline_mape:.4f}) is above the threshold {threshold}: the models are not registered"
     )
 

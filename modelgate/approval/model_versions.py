@@ -267,7 +267,8 @@ def _pipeline_report(report: EvaluationReport, uri: str) -> tuple[list[tuple[str
         ("rmse", aggregate.rmse),
         ("baseline_mape", aggregate.baseline_mape),
         ("baseline_rmse", aggregate.baseline_rmse),
-        ("mape_ratio (model / seasonal-naive baseline)", aggregate.mape_ratio),
+        (f"mape_ratio (model / {aggregate.baseline})", aggregate.mape_ratio),
+        *((f"{name} mape", summary.mape) for name, summary in aggregate.baselines.items()),
     ]
     note = f"means over {aggregate.customers} customers; {report.horizon} h horizon; per customer: {uri}"
     if report.skipped:

@@ -141,6 +141,7 @@ def readings_with_gaps(models, index: int, count: int, rng) -> np.ndarray:
     readings[1, 50:80] = np.nan  # outage inside the window
     readings[2, -1] = np.nan  # the latest hour is missing
     readings[3, ::2] = np.nan  # every other hour
+    readings[4, : WINDOW - 200] = np.nan  # a short history: the weeks before it take the same hour of a later one
     return readings
 
 

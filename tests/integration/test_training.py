@@ -65,14 +65,15 @@ def test_sampled_batches_are_the_gap_filled_windows_with_their_targets_and_loss_
     # Gaps everywhere, long ones included, so windows that start in a gap (nothing to carry forward yet) and
     # targets with missing hours are both sampled.
     generator = torch.Generator().manual_seed(7)
-    readings = 5 + torch.rand(3, 400, generator=generator)
-    readings[torch.rand(3, 400, generator=generator) < 0.3] = float("nan")
+    hours = forecaster.SPAN + 400
+    readings = 5 + torch.rand(3, hours, generator=generator)
+    readings[torch.rand(3, hours, generator=generator) < 0.3] = float("nan")
     readings[1, 50:120] = float("nan")
     readings[2, :10] = float("nan")
     mean, std = torch.tensor([5.5, 5.0, 6.0]), torch.tensor([0.3, 0.5, 0.2])
     sampler = forecaster.WindowSampler(readings, mean, std, batch_size=64)
     u = torch.rand(3, 64, generator=generator, dtype=torch.float64)
-    available = torch.full((3,), 400 - forecaster.SPAN + 1)
+    available = torch.full((3,), hours - forecaster.SPAN + 1)
     windows, target, weight, observed = sampler.batch(u, available)
 
     starts = (u * available[:, None]).long()
@@ -91,13 +92,12 @@ def test_sampled_batches_are_the_gap_filled_windows_with_their_targets_and_loss_
     assert torch.equal(observed, (~torch.isnan(raw_target)).sum((1, 2)))
 
 
-def test_training_starts_from_a_blend_of_last_week_and_the_last_seven_days():
+def test_training_starts_from_the_seasonal_window_average_of_the_four_weeks():
     keys = forecaster.customer_keys(["a", "b"], seed=1)
     params = forecaster.ForecasterParameters.initial(keys, hidden=4, device=torch.device("cpu"))
     windows = torch.randn(2, 3, WINDOW)
-    last_week = windows[..., :HORIZON]  # the same hour one week before the forecast hour
-    same_hour_mean = windows.reshape(2, 3, 7, HORIZON).mean(dim=2)
-    expected = 0.5 * last_week + 0.5 * same_hour_mean
+    # The same hour of the week in each of the four weeks before the forecast hour, averaged.
+    expected = windows.reshape(2, 3, 4, 168)[..., :HORIZON].mean(dim=2)
     assert torch.allclose(forecaster.forward(params, windows), expected, atol=1e-6)
 
 
@@ -115,7 +115,18 @@ def test_each_customer_trains_exactly_as_if_alone(data):
 def test_loss_goes_down_and_weights_move(data):
     models = forecaster.train(data, forecaster.Hyperparameters(**{**HP.__dict__, "epochs": 6}), progress=False)
     assert models.history[-1] < models.history[0]
-    assert models.params.w_out.abs().sum() > 0  # the non-linear correction learned something
+    initial = forecaster.ForecasterParameters.initial(
+        forecaster.customer_keys(models.customers, HP.seed), HP.hidden, torch.device("cpu")
+    )
+    initial.w_in[:, : WINDOW - HP.correction_hours, HORIZON:] = 0.0
+    assert not torch.equal(models.params.w_in, initial.w_in)  # the kept weights are not all the untrained ones
+
+
+def test_the_correction_sees_only_its_hours_of_the_window(data):
+    hp = forecaster.Hyperparameters(**{**HP.__dict__, "epochs": 2, "correction_hours": 24})
+    w_hid = forecaster.train(data, hp, progress=False).params.w_in[:, :, HORIZON:]
+    assert torch.count_nonzero(w_hid[:, : WINDOW - 24]) == 0
+    assert torch.count_nonzero(w_hid[:, WINDOW - 24 :]) > 0
 
 
 def test_interrupted_training_resumes_from_its_checkpoint_to_the_same_models(data, tmp_path):
@@ -257,3 +268,41 @@ def test_train_step_without_data_or_with_too_little_fails_clearly(curated, tmp_p
     too_long = [*ARGS, "--holdout-hours", str(24 * 40)]
     assert train.main(too_long, environ(tmp_path, "algo-1", ["algo-1"], curated)) == 1
     assert "no customer has enough data" in (tmp_path / "output" / "failure").read_text()
+
+
+def test_each_customer_keeps_the_weights_of_its_best_validation_epoch(data):
+    """Early stopping per customer: the weights kept are those after the chosen epoch (training is deterministic,
+    so a shorter run reproduces them), epoch 0 being the untrained seasonal window average."""
+    hp = forecaster.Hyperparameters(**{**HP.__dict__, "epochs": 4, "learning_rate": 0.05})  # large steps: epochs differ
+    models = forecaster.train(data, hp, progress=False)
+    chosen = models.chosen_epochs.tolist()
+    assert len(chosen) == len(models.customers)
+    assert all(0 <= e <= 4 for e in chosen)
+    initial = forecaster.ForecasterParameters.initial(forecaster.customer_keys(models.customers, hp.seed), hp.hidden,
+                                                      torch.device("cpu"))  # fmt: skip
+    initial.w_in[:, : WINDOW - hp.correction_hours, HORIZON:] = 0.0  # as `train` starts
+    for epoch in sorted(set(chosen)):
+        rows = [i for i, e in enumerate(chosen) if e == epoch]
+        if epoch == 0:
+            reference = initial
+        else:
+            reference = forecaster.train(data, forecaster.Hyperparameters(**{**hp.__dict__, "epochs": epoch}),
+                                         progress=False).params  # fmt: skip
+        for row in rows:
+            assert close(models.params.select(slice(row, row + 1)), reference.select(slice(row, row + 1)))
+
+
+def test_hours_before_the_first_reading_take_the_same_hour_of_the_first_week_that_has_one():
+    window = torch.arange(WINDOW, dtype=torch.float32)
+    window[:300] = float("nan")  # history starts at hour 300
+    window[400] = float("nan")  # a gap after it: forward fill
+    filled = forecaster.fill_gaps(window[None])[0]
+    assert filled[10].item() == 346.0  # 10 + 2 weeks: the first week with a reading at that hour of the week
+    assert filled[200].item() == 368.0
+    assert filled[299].item() == 467.0
+    assert filled[400].item() == 399.0
+    late = torch.arange(WINDOW, dtype=torch.float32)
+    late[:600] = float("nan")  # less than a week: hours with no later same hour in the window get the mean (0)
+    filled = forecaster.fill_gaps(late[None])[0]
+    assert filled[500].item() == 668.0
+    assert filled[0].item() == 0.0

@@ -10,10 +10,13 @@ import pytest
 
 from modelgate.evaluation_report import (
     CONDITION_JSON_PATH,
+    LEGACY_BASELINE,
     RATIO_CAP,
     CustomerMetrics,
+    CustomerScores,
     EvaluationReport,
     EvaluationReportError,
+    Score,
     mape_ratio,
     parse_report,
 )
@@ -136,3 +139,82 @@ def test_customers_worse_than_their_baseline_are_listed_worst_first_even_when_th
     assert [row["customer"] for row in document["regressed"]] == ["c2", "c4"]
     assert document["regressed"][0] == {"customer": "c2", "mape": 0.13, "baseline_mape": 0.10, "mape_ratio": 1.3}
     assert parse_report(built.to_json()).regressed() == built.regressed()  # readers may derive it, or read it
+
+
+def scored(customer: str, model: float, **baselines: float) -> CustomerScores:
+    return CustomerScores(
+        customer=customer,
+        model=Score(mape=model, rmse=10 * model),
+        baselines={name: Score(mape=value, rmse=10 * value) for name, value in baselines.items()},
+        points=168,
+    )
+
+
+def scored_report(scores: list[CustomerScores]) -> EvaluationReport:
+    return EvaluationReport.from_scores(
+        model_package_group="energy-forecast", window=168, horizon=24, holdout_hours=168, scores=scores
+    )
+
+
+def test_the_condition_compares_with_the_peer_of_lowest_mean_mape_not_the_best_per_customer():
+    # b is best on average (0.15 vs 0.175); a wins on c1 only. Choosing per customer (a for c1, b for c2: mean
+    # 0.125) would pick with hindsight on the held-out week, which no one forecasting can do.
+    report = scored_report([scored("c1", 0.10, a=0.10, b=0.20), scored("c2", 0.12, a=0.25, b=0.10)])
+    aggregate = report.aggregate
+    assert aggregate.baseline == "b"
+    assert aggregate.baseline_mape == pytest.approx(0.15)
+    assert aggregate.baseline_rmse == pytest.approx(1.5)
+    assert aggregate.mape_ratio == pytest.approx(0.11 / 0.15)  # ratio of the means
+    assert aggregate.baselines["a"].mape == pytest.approx(0.175)
+    assert aggregate.baselines["a"].mape_ratio == pytest.approx(0.11 / 0.175)
+    assert [m.baseline_mape for m in report.per_customer] == [0.20, 0.10]
+    assert report.customer("c2").mape_ratio == pytest.approx(1.2)
+    assert report.customer("c1").baselines["a"] == Score(0.10, 1.0)
+
+
+def test_one_aggregate_ratio_everywhere_the_report_states_one():
+    # Per-customer ratios 0.5 and 2.0 (their mean: 1.25); the ratio of the means is 0.15 / 0.1125 = 1.33.
+    report = scored_report([scored("c1", 0.05, s=0.10), scored("c2", 0.25, s=0.125)])
+    document = json.loads(report.to_json())
+    assert document["aggregate"]["mape_ratio"] == pytest.approx(0.3 / 0.225)
+    assert document["regression_metrics"]["mape_ratio"]["value"] == document["aggregate"]["mape_ratio"]
+    ratios = [0.5, 2.0]
+    assert document["regression_metrics"]["mape_ratio"]["standard_deviation"] == pytest.approx(
+        math.sqrt(sum((r - 1.25) ** 2 for r in ratios) / 2)
+    )
+
+
+def test_baselines_round_trip_and_an_old_report_reads_as_the_weekly_seasonal_naive():
+    report = scored_report([scored("c1", 0.1, a=0.2, b=0.3), scored("c2", 0.1, a=0.3, b=0.2)])
+    assert parse_report(report.to_json()) == report
+    old = json.loads(report.to_json())
+    del old["aggregate"]["baseline"], old["aggregate"]["baselines"]
+    for item in old["per_customer"]:
+        del item["baselines"]
+    parsed = parse_report(json.dumps(old))
+    assert parsed.aggregate.baseline == LEGACY_BASELINE
+    assert parsed.aggregate.baselines == {}
+    assert parsed.aggregate.mape_ratio == report.aggregate.mape_ratio
+
+
+def test_scores_must_name_the_same_baselines_for_every_customer():
+    with pytest.raises(EvaluationReportError, match="c2 has baselines"):
+        scored_report([scored("c1", 0.1, a=0.2, b=0.3), scored("c2", 0.1, a=0.3)])
+    with pytest.raises(EvaluationReportError, match="no baseline"):
+        scored_report([scored("c1", 0.1)])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["aggregate"].update(baseline="c"), "aggregate.baseline 'c' is not one of"),
+        (lambda d: d["aggregate"]["baselines"]["a"].pop("rmse"), "aggregate.baselines.a must be an object with"),
+        (lambda d: d["per_customer"][0]["baselines"].pop("b"), r"per_customer\[0\].baselines names \['a'\]"),
+        (lambda d: d["per_customer"][1]["baselines"]["a"].update(mape=-1), r"per_customer\[1\].baselines.a.mape"),
+    ],
+)
+def test_invalid_baselines_name_the_field(mutate, message):
+    document = json.loads(scored_report([scored("c1", 0.1, a=0.2, b=0.3), scored("c2", 0.1, a=0.3, b=0.2)]).to_json())
+    mutate(document)
+    with pytest.raises(EvaluationReportError, match=message):
+        parse_report(json.dumps(document))

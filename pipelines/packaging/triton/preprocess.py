@@ -3,8 +3,9 @@
 Shipped as `<customer>_preprocess/1/model.py` in every customer's archive; the customer's mean and standard
 deviation are the `mean` and `std` parameters of that model's config.pbtxt. Runs inside Triton's Python stub,
 so it uses only numpy and triton_python_backend_utils. The arithmetic mirrors pipelines/steps/forecaster.py
-(`predict`): float32 (x - mean) / std, then each gap takes the last reading before it, or 0 (the mean) when
-there is none.
+(`predict`, `fill_gaps`): float32 (x - mean) / std, then each gap takes the last reading before it; hours
+before the first reading take the filled value of the same hour of the week in the first week that has a
+reading, or 0 (the mean) when no such week is in the window.
 
 Input READINGS FP32 [batch, WINDOW] (NaN marks a missing hour); output `window` FP32 [batch, WINDOW].
 """
@@ -16,6 +17,7 @@ import triton_python_backend_utils as pb_utils
 
 INPUT = "READINGS"
 OUTPUT = "window"
+WEEK = 7 * 24
 
 
 def normalise(readings, mean, std, width):
@@ -29,10 +31,15 @@ def normalise(readings, mean, std, width):
     if empty.any():
         raise ValueError(f"window {int(np.argmax(empty))} holds no reading at all: nothing to forecast from")
     z = (x - np.float32(mean)) / np.float32(std)
-    positions = np.where(np.isnan(z), 0, np.arange(width))
+    hours = np.arange(width)
+    positions = np.where(np.isnan(z), 0, hours)
     np.maximum.accumulate(positions, axis=1, out=positions)
     filled = np.take_along_axis(z, positions, axis=1)
-    filled[np.isnan(filled)] = 0.0
+    first = np.argmax(~np.isnan(z), axis=1)[:, None]  # every window has a reading (checked above)
+    lead = hours < first
+    source = np.where(lead, hours + WEEK * ((first - hours + WEEK - 1) // WEEK), hours)
+    filled = np.take_along_axis(filled, np.minimum(source, width - 1), axis=1)
+    filled[lead & (source >= width)] = 0.0
     return filled.astype(np.float32)
 
 
