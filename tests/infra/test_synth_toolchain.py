@@ -6,9 +6,11 @@ the Synth step's exact commands, as the synthesized pipeline has them, in a copy
 holds requirements.txt alone (and its dependencies), with `apt-get`, `apt`, `dpkg` and `sudo` on PATH replaced by
 scripts that record any call and fail.
 
-That venv is made as the Makefile's runtime target makes it (`python -m venv`, `pip install -r requirements.txt`,
-pip's cache), once per content of requirements.txt: sagemaker 3's dependencies make it about 1.5 GB, several
-minutes to install on 2 cores, so it is kept in `.build/runtime-venv/<hash>/` and reused (`make clean` drops it).
+That venv holds exactly what `pip install -r requirements.txt` resolves, installed by uv (pinned in
+requirements-dev.txt) instead of pip: sagemaker 3's dependencies make it about 1.5 GB, which pip takes minutes
+to unpack on 2 cores and uv about 40 s from a cold cache. It is made once per content of requirements.txt, kept
+in `.build/runtime-venv/<hash>/` and reused (`make clean` drops it); its `.runtime` stamp is the Makefile's, so
+make sees the runtime toolchain as installed and runs only the Synth step's own commands.
 Kept short too: `ENV=dev` in the environment (the Makefile's `ENV ?=`) synthesizes one stage instead of all; the
 pinned CDK CLI in node_modules/ is the checkout's (symlinked; `MAKEFLAGS=-o node_modules/.installed` keeps make
 from re-running `npm ci` into it).
@@ -27,6 +29,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+UV = Path(sys.executable).parent / "uv"  # requirements-dev.txt
 TEST_ONLY = ("torch", "onnx", "onnxruntime", "nvidia-pytriton", "moto", "pytest", "selenium", "tritonclient")
 
 
@@ -50,12 +53,11 @@ def runtime_venv() -> Path:
     if not marker.exists():
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(UV), "venv", "--quiet", "--seed", "--python", sys.executable, str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
-             str(requirements)],
+            [str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r", str(requirements)],
             check=True,
-        )  # fmt: skip
+        )
         marker.touch()
     return venv
 
@@ -105,7 +107,7 @@ def test_the_synth_step_needs_only_the_runtime_requirements_and_no_apt(synth, co
     assembly = repo / "cdk.out" / f"assembly-{config.project.name}-dev"
     assert sorted(p.name for p in assembly.glob("*.template.json")), "the stage was synthesized"
     installed = subprocess.run(
-        [str(repo / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+        [str(UV), "pip", "list", "--python", str(repo / ".venv" / "bin" / "python"), "--format", "json"],
         capture_output=True,
         text=True,
         check=True,
