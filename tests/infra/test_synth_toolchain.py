@@ -12,8 +12,8 @@ to unpack on 2 cores and uv about 40 s from a cold cache. It is made once per co
 in `.build/runtime-venv/<hash>/` and reused (`make clean` drops it); its `.runtime` stamp is the Makefile's, so
 make sees the runtime toolchain as installed and runs only the Synth step's own commands.
 Kept short too: `ENV=dev` in the environment (the Makefile's `ENV ?=`) synthesizes one stage instead of all; the
-pinned CDK CLI in node_modules/ is the checkout's (symlinked; `MAKEFLAGS=-o node_modules/.installed` keeps make
-from re-running `npm ci` into it).
+pinned CDK CLI in node_modules/ is a copy of the checkout's (a link would let an `npm ci` there wipe the original;
+`MAKEFLAGS=-o node_modules/.installed` keeps make from re-running it).
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def checkout_copy(target: Path) -> Path:
             destination = target / name.decode()
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination)  # keeps mtimes: make sees the venv as up to date
-    (target / "node_modules").symlink_to((ROOT / "node_modules").resolve())
+    # A copy, never a link: should make decide to run `npm ci` there, it must not wipe the checkout's own
+    # node_modules/ while other tests (xdist workers) run `npx cdk` from it.
+    shutil.copytree(ROOT / "node_modules", target / "node_modules", symlinks=True)
     return target
 
 
