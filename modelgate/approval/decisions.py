@@ -152,16 +152,7 @@ def _check(services: Services, link: LinkClaims, approver: Approver) -> ModelVer
             f"for {settings.environment}.",
             403,
         )
-    try:
-        check_model_package_arn(
-            link.model_package_arn,
-            group=settings.model_package_group,
-            account=settings.registry_account,
-            region=settings.registry_region,
-        )
-        version = read_model_version(services.sagemaker, link.model_package_arn)
-    except (UnknownModelVersion, ForeignModelPackage) as error:
-        raise DecisionRefused("unknown_model", "Unknown model version", str(error), 404) from None
+    version = _linked_version(services, link)
     registrant = Registrant.of(version.metadata)
     if link.action == links.APPROVE and registrant.includes(approver.identities):
         raise DecisionRefused(
@@ -203,6 +194,21 @@ def _check(services: Services, link: LinkClaims, approver: Approver) -> ModelVer
             problem.reason, title or "This version cannot be decided now", str(problem), 409
         ) from None
     return version
+
+
+def _linked_version(services: Services, link: LinkClaims) -> ModelVersion:
+    """The version a verified link names, if it is one of this group's in the registry (404 otherwise)."""
+    settings = services.settings
+    try:
+        check_model_package_arn(
+            link.model_package_arn,
+            group=settings.model_package_group,
+            account=settings.registry_account,
+            region=settings.registry_region,
+        )
+        return read_model_version(services.sagemaker, link.model_package_arn)
+    except (UnknownModelVersion, ForeignModelPackage) as error:
+        raise DecisionRefused("unknown_model", "Unknown model version", str(error), 404) from None
 
 
 def _own_unapplied(services: Services, link: LinkClaims, approver: Approver) -> bool:
@@ -304,16 +310,7 @@ def report(services: Services, token: str, action: str, approver: Approver) -> R
             f"the evaluation for {settings.environment}.",
             403,
         )
-    try:
-        check_model_package_arn(
-            link.model_package_arn,
-            group=settings.model_package_group,
-            account=settings.registry_account,
-            region=settings.registry_region,
-        )
-        version = read_model_version(services.sagemaker, link.model_package_arn)
-    except (UnknownModelVersion, ForeignModelPackage) as error:
-        raise DecisionRefused("unknown_model", "Unknown model version", str(error), 404) from None
+    version = _linked_version(services, link)
     evaluation = read_evaluation(services.s3, version.metrics_uri)
     return ReportView(link, version, approver, evaluation, read_forecast_plot(services.s3, version.metrics_uri))
 
