@@ -119,17 +119,23 @@ def wait_for(browser, *ids: str):
     return found[0]
 
 
-@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_an_approver_sees_the_verdict_approves_and_lands_on_the_result(world, browser, size):
-    from selenium.webdriver.common.by import By
-
-    name = "desktop" if size == DESKTOP else "phone"
+def open_approve_link(world, browser, size: tuple[int, int]) -> tuple[str, str, str]:
+    """A version registered by bob, its dev e-mail sent, its approve link opened at `size`:
+    (size name, model package ARN, approve link)."""
     viewport(browser, size)
     arn = world.register(registered_by="bob@example.com", evaluation=EVALUATION)
     world.request("dev", world.registry_event(arn))
     (mail,) = world.emails()
+    approve = mail.links()["approve"]
+    browser.get(approve)
+    return ("desktop" if size == DESKTOP else "phone"), arn, approve
 
-    browser.get(mail.links()["approve"])
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_an_approver_sees_the_verdict_approves_and_lands_on_the_result(world, browser, size):
+    from selenium.webdriver.common.by import By
+
+    name, arn, approve = open_approve_link(world, browser, size)
     sign_in(browser, "alice")
     assert "Approve energy-forecast version 1 for dev?" in browser.title
     facts = look(browser, f"confirmation-{name}")
@@ -169,7 +175,7 @@ def test_an_approver_sees_the_verdict_approves_and_lands_on_the_result(world, br
     wait_for(browser, "result", "refused")
     assert browser.find_elements(By.ID, "result")
     assert not browser.find_elements(By.ID, "confirm")
-    browser.get(mail.links()["approve"])  # and once more from the e-mail
+    browser.get(approve)  # and once more from the e-mail
     assert "Your approval was recorded at" in wait_for(browser, "result", "refused").text
     assert len(world.history("dev")) == 1
 
@@ -206,13 +212,7 @@ def test_the_report_page_lists_every_customer_worst_first_with_the_plot(world, b
 def test_someone_who_cannot_decide_can_sign_in_as_someone_else(world, browser, size):
     from selenium.webdriver.common.by import By
 
-    name = "desktop" if size == DESKTOP else "phone"
-    viewport(browser, size)
-    arn = world.register(registered_by="bob@example.com", evaluation=EVALUATION)
-    world.request("dev", world.registry_event(arn))
-    (mail,) = world.emails()
-
-    browser.get(mail.links()["approve"])
+    name, _, _ = open_approve_link(world, browser, size)
     sign_in(browser, "carol")  # not in the approvers group
     refused = wait_for(browser, "refused")
     assert "carol@example.com is not a member of the 'modelgate-approvers' group" in refused.text
