@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-from modelgate.approval.evaluation_view import summarize
-from modelgate.approval.evaluation_view import when as _human_when
+from modelgate.approval.evaluation_view import summarize, version_facts, when
 from modelgate.approval.events import ApprovalRequest
 from modelgate.approval.model_versions import Evaluation, ModelVersion
 from modelgate.environments import next_environment
-from modelgate.registry import STARTED_BY_KEY
 
 
 @dataclass(frozen=True)
@@ -32,12 +29,6 @@ class ApprovalEmail:
 
 def link_url(api_url: str, action: str, token: str) -> str:
     return f"{api_url}/links/{action}?token={token}"
-
-
-def _when(moment: datetime | int) -> str:
-    if isinstance(moment, int):
-        moment = datetime.fromtimestamp(moment, UTC)
-    return _human_when(moment)
 
 
 def subject(version: ModelVersion, request: ApprovalRequest) -> str:
@@ -64,14 +55,7 @@ def render(
 ) -> ApprovalEmail:
     summary = summarize(evaluation, threshold)
     env = request.environment
-    facts: list[tuple[str, str]] = [
-        ("Model package group", version.group),
-        ("Version", str(version.version)),
-        ("Created", _when(version.created_at)),
-        ("Registered by", version.registered_by or "unknown"),  # typed when the run started
-        ("Started by (AWS principal)", version.metadata.get(STARTED_BY_KEY) or "not recorded"),
-        ("Target environment", env),
-    ]
+    facts = [*version_facts(version), ("Target environment", env)]
     if request.source_environment:
         facts.append(("Approved and run in", request.source_environment))
     facts.append(("Requested by", request.requested_by))
@@ -89,7 +73,7 @@ def render(
     intro = (
         "Each link opens a confirmation page (it changes nothing by itself). You will be asked to sign in; "
         f"only {who} can decide, and not the person who registered the model. "
-        f"The links are yours alone, work once, and expire at {_when(expires_at)}."
+        f"The links are yours alone, work once, and expire at {when(expires_at)}."
     )
     worst = summary.regressed_shown
 

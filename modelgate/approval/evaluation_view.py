@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from modelgate.approval.model_versions import Evaluation
+from modelgate.approval.model_versions import Evaluation, ModelVersion
 from modelgate.evaluation_report import CONDITION_JSON_PATH, CustomerMetrics, EvaluationReport
-from modelgate.registry import APPROVED, PENDING, REJECTED
+from modelgate.registry import APPROVED, PENDING, REJECTED, STARTED_BY_KEY
 
 READING_UNIT = "kWh"  # prep converts every reading to kWh (pipelines/steps/cleaning.py)
 SHOWN_REGRESSED = 5  # worst customers listed in e-mails and on the confirmation page; the report page has all
@@ -165,3 +165,14 @@ def summarize(evaluation: Evaluation, threshold: float | None) -> EvaluationSumm
         evaluation.note,
         tuple(worse(m) for m in n.ranked),
     )
+
+
+def version_facts(version: ModelVersion) -> list[tuple[str, str]]:
+    """Who and what a version is, as the e-mail and the confirmation page both list it."""
+    return [
+        ("Model package group", version.group),
+        ("Version", str(version.version)),
+        ("Created", when(version.created_at)),
+        ("Registered by", version.registered_by or "unknown"),  # typed when the run started
+        ("Started by (AWS principal)", version.metadata.get(STARTED_BY_KEY) or "not recorded"),
+    ]

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from modelgate.approval.decisions import Outcome, ReportView, Review
-from modelgate.approval.evaluation_view import EvaluationSummary, state_words, summarize, when
+from modelgate.approval.evaluation_view import EvaluationSummary, state_words, summarize, version_facts, when
 from modelgate.approval.links import APPROVE
 from modelgate.environments import ENVIRONMENTS, next_environment
-from modelgate.registry import APPROVED, STARTED_BY_KEY
+from modelgate.registry import APPROVED
 
 SECURITY_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -218,11 +218,7 @@ def confirmation(review: Review, api_url: str, frame: Frame = Frame(), threshold
         body.append(_table([row for row in rows if row[1]] + list(review.run_metrics), "run", long=("Run",)))
     states = ", ".join(f"{e}: {state_words(version.state(e))}" for e in ENVIRONMENTS)
     facts = [
-        ("Model package group", version.group),
-        ("Version", str(version.version)),
-        ("Created", when(version.created_at)),
-        ("Registered by", version.registered_by or "unknown"),  # typed when the run started
-        ("Started by (AWS principal)", version.metadata.get(STARTED_BY_KEY) or "not recorded"),
+        *version_facts(version),
         ("State per environment", states),
         ("Serving now", f"version {review.serving.model_version}" if review.serving else review.serving_note or "none"),
         ("Model package", version.arn),
