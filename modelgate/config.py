@@ -11,13 +11,14 @@ import difflib
 import re
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
-from modelgate.environments import ENVIRONMENTS
+from modelgate.chain import Chain
 from modelgate.gpu_hosts import NoCompatibleHostError, inference_ami
 from modelgate.instance_types import ALL_INSTANCE_TYPES, GLUE_VERSIONS, GLUE_WORKER_TYPES, GPU_INSTANCE_TYPES
 from modelgate.triton_images import UnknownTritonImageError, image_uri
@@ -88,11 +89,16 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+Name = Annotated[str, _check(r"[a-z][a-z0-9-]{1,30}", "must be 2-31 lowercase letters, digits and '-'")]
+# Environment names end up in stack names, Parameter Store paths, bus and role names: short and plain.
+EnvironmentName = Annotated[str, _check(r"[a-z][a-z0-9-]{0,15}", "must be 1-16 lowercase letters, digits and '-'")]
+ModelPackageGroup = Annotated[
+    str, _check(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", "must be a valid SageMaker model package group name")
+]
+
+
 class Project(_Frozen):
-    name: Annotated[str, _check(r"[a-z][a-z0-9-]{1,30}", "must be lowercase letters, digits and '-'")]
-    model_package_group: Annotated[
-        str, _check(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", "must be a valid SageMaker model package group name")
-    ]
+    name: Name
 
 
 class Cicd(_Frozen):
@@ -123,6 +129,8 @@ class Approvers(_Frozen):
     group: Annotated[str, _check(r"[\w+=,.@-]{1,128}", "must be a Cognito group name")]
     emails: Annotated[tuple[Email, ...], Field(min_length=1), Strict(False)]  # YAML lists
     link_ttl_hours: Annotated[int, Field(ge=1, le=14 * 24)] = 72  # how long approval links stay valid
+    # Distinct approvers (never the registrant) who must approve before a version moves into the environment.
+    quorum: Annotated[int, Field(ge=1, le=20)] = 1
     identity_provider: CompanyIdentityProvider | None = None
 
 
@@ -180,10 +188,13 @@ class Api(_Frozen):
 
 
 class Environment(_Frozen):
-    name: str
+    """One environment's settings; `ModelProject.environments` holds the same with a model's overrides merged."""
+
+    name: EnvironmentName
     account: AccountId
     region: Region
     sender_email: Email
+    manual_approval: bool = False  # CI/CD waits for a person (a CodePipeline manual approval) before deploying it
     approvers: Approvers
     prep: Prep
     training: Training
@@ -205,18 +216,42 @@ class Environment(_Frozen):
         return self
 
 
+class ModelProject(_Frozen):
+    """One model of the platform: its Model Registry group, and its settings in every environment of the chain."""
+
+    name: Name
+    model_package_group: ModelPackageGroup
+    environments: dict[str, Environment]  # chain order; defaults < environment < model < model.environments.<env>
+
+
 class ModelGateConfig(_Frozen):
     source: str
     project: Project
     cicd: Cicd | None = None
-    environments: dict[str, Environment]
+    environments: dict[str, Environment]  # the promotion chain, in order; versions arrive in the first
+    models: tuple[ModelProject, ...]
+
+    @property
+    def chain(self) -> Chain:
+        return Chain(tuple(self.environments))
 
     def environment(self, name: str) -> Environment:
         if name not in self.environments:
             raise ConfigError(
-                f"{self.source}: unknown environment {name!r}; configured: {', '.join(self.environments)}"
+                f"{self.source}: unknown environment {name!r}{did_you_mean(name, self.environments)}; "
+                f"configured: {', '.join(self.environments)}"
             )
         return self.environments[name]
+
+    def model(self, name: str) -> ModelProject:
+        """A model by its name or its model package group."""
+        for model in self.models:
+            if name in (model.name, model.model_package_group):
+                return model
+        names = [model.name for model in self.models]
+        raise ConfigError(
+            f"{self.source}: unknown model {name!r}{did_you_mean(name, names)}; configured: {', '.join(names)}"
+        )
 
     def select(self, selector: str | None) -> list[Environment]:
         """Environments named by a `-c env=` selector: one name, a comma-separated list, or all when empty."""
@@ -245,12 +280,52 @@ def _has_path(document: Any, path: tuple) -> bool:
     return True
 
 
-def _blame(loc: tuple, overrides: dict[str, Any], defaults: dict[str, Any]) -> str:
-    """The key the user must edit: an environment's own value, or the shared `defaults` value it inherited."""
-    if len(loc) > 2 and loc[0] == "environments":
-        env, rest = loc[1], loc[2:]
-        if not _has_path(overrides.get(env) or {}, rest) and _has_path(defaults, rest):
-            return ".".join(str(part) for part in ("defaults", *rest))
+# What a model may set for itself, everywhere or in one environment. Accounts, regions, the sender and the
+# inference API belong to the environment (one per environment, shared by its models).
+MODEL_KEYS = ("approvers", "prep", "training", "serving")
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """The documents merged into one environment's settings, least specific first, each with its dotted key."""
+
+    environments: dict[str, dict]
+    defaults: dict
+    models: list[dict]
+
+    def of(self, loc: tuple) -> tuple[list[tuple[str, dict]], tuple, str]:
+        """(layers, key path inside an Environment, environment name) for a pydantic error location."""
+        if len(loc) > 2 and loc[0] == "environments":
+            env, rest = str(loc[1]), loc[2:]
+            return [("defaults", self.defaults), (f"environments.{env}", self.environments.get(env) or {})], rest, env
+        if len(loc) > 4 and loc[0] == "models" and loc[2] == "environments":
+            model = self.models[loc[1]]
+            env, rest = str(loc[3]), loc[4:]
+            name = f"models.{model.get('name', loc[1])}"
+            return (
+                [
+                    ("defaults", self.defaults),
+                    (f"environments.{env}", self.environments.get(env) or {}),
+                    (name, model),
+                    (f"{name}.environments.{env}", (model.get("environments") or {}).get(env) or {}),
+                ],
+                rest,
+                env,
+            )
+        return [], loc, ""
+
+
+def _blame(loc: tuple, layers: _Layers) -> str:
+    """The key the user must edit: the most specific document that set the value (an environment's own value,
+    a model's, or the shared `defaults` value it inherited)."""
+    stack, rest, _ = layers.of(loc)
+    for prefix, document in reversed(stack):
+        if _has_path(document, rest):
+            return ".".join(str(part) for part in (prefix, *rest))
+    if stack:
+        return ".".join(str(part) for part in (stack[-1][0], *rest))
+    if len(loc) > 1 and loc[0] == "models" and isinstance(loc[1], int) and loc[1] < len(layers.models):
+        loc = ("models", layers.models[loc[1]].get("name", loc[1]), *loc[2:])
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
@@ -268,6 +343,8 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
             model = _unwrap(typing.get_args(model)[1])
             if parts:
                 parts.pop(0)
+        elif typing.get_origin(model) is tuple:  # models: a list of ModelProject
+            model = _unwrap(typing.get_args(model)[0])
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
@@ -278,15 +355,17 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _format_errors(source: str, error: ValidationError, overrides: dict, defaults: dict) -> str:
+def _format_errors(source: str, error: ValidationError, layers: _Layers) -> str:
     problems: dict[tuple[str, str], list[str]] = {}  # (key, message) -> environments that inherit it
     missing: dict[tuple, list[str]] = {}  # required keys absent from an environment and from defaults
     for item in error.errors():
         loc = item["loc"]
-        if item["type"] == "missing" and len(loc) > 2 and loc[0] == "environments" and not _has_path(defaults, loc[2:]):
-            missing.setdefault(loc[2:], []).append(str(loc[1]))
+        stack, rest, env = layers.of(loc)
+        if item["type"] == "missing" and stack and not any(_has_path(doc, rest) for _, doc in stack):
+            if loc[0] == "environments":  # a model's environment misses it too: reported once, here
+                missing.setdefault(rest, []).append(env)
             continue
-        key = _blame(loc, overrides, defaults)
+        key = _blame(loc, layers)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] in {"string_type", "int_type", "float_type", "bool_type"}:
             message = f"{message.lower()} (got {item['input']!r}; quote strings in YAML)"
@@ -296,10 +375,12 @@ def _format_errors(source: str, error: ValidationError, overrides: dict, default
             model = _model_at(loc[:-1])
             hint = did_you_mean(loc[-1], model.model_fields) if model else ""
             message = f"unknown key{hint or ' (check the spelling against README configuration reference)'}"
-        problems.setdefault((key, message), []).append(str(loc[1]) if len(loc) > 1 else "")
+        inheritors = problems.setdefault((key, message), [])
+        if env and env not in inheritors:
+            inheritors.append(env)
     for rest, envs in missing.items():
         dotted = ".".join(str(part) for part in rest)
-        if len(envs) == len(ENVIRONMENTS):  # nobody sets it: one message, where it is best set once
+        if len(envs) == len(layers.environments):  # nobody sets it: one message, where it is best set once
             problems[(f"defaults.{dotted}", "required value is missing (set it here or in every environment)")] = []
         elif len(envs) > 1:
             message = f"required value is missing ({', '.join(envs)} have none of their own)"
@@ -313,13 +394,70 @@ def _format_errors(source: str, error: ValidationError, overrides: dict, default
     )
 
 
-def _check_top_level(raw: dict, source: str) -> None:
-    allowed = {"project", "cicd", "defaults", "environments"}
-    unknown = [key for key in raw if key not in allowed]
+def _unknown_key(source: str, where: str, document: dict, allowed) -> None:
+    unknown = [key for key in document if key not in allowed]
     if unknown:
         key = unknown[0]
         hint = did_you_mean(key, allowed) or f" (allowed: {', '.join(sorted(allowed))})"
-        raise ConfigError(f"{source}: {key}: unknown top-level key{hint}")
+        raise ConfigError(f"{source}: {where}{key}: unknown {'top-level ' if not where else ''}key{hint}")
+
+
+def _chain(source: str, environments: Any) -> dict[str, dict]:
+    """The promotion chain, in order: a list of environments (each with `name`). The mapping form of earlier
+    releases (name -> settings) is still read, in its order."""
+    if isinstance(environments, dict):
+        environments = [{**(settings or {}), "name": name} for name, settings in environments.items()]
+    if not isinstance(environments, list) or not environments:
+        raise ConfigError(
+            f"{source}: environments: required: the promotion chain, an ordered list of environments "
+            "(e.g. `- name: dev`), at least one"
+        )
+    chain: dict[str, dict] = {}
+    for index, environment in enumerate(environments):
+        if not isinstance(environment, dict) or not isinstance(environment.get("name"), str):
+            raise ConfigError(f"{source}: environments[{index}]: each environment needs a `name`")
+        name = environment["name"]
+        if name in chain:
+            raise ConfigError(f"{source}: environments[{index}]: environment {name!r} appears twice in the chain")
+        chain[name] = dict(environment)
+    return chain
+
+
+def _models(source: str, raw: dict, chain: dict[str, dict]) -> list[dict]:
+    """The `models` list. A file of earlier releases names one group as `project.model_package_group`."""
+    project = raw.get("project")
+    legacy = project.get("model_package_group") if isinstance(project, dict) else None
+    if "models" not in raw and legacy is not None:
+        raw["project"] = {k: v for k, v in project.items() if k != "model_package_group"}
+        return [{"name": str(legacy).lower(), "model_package_group": legacy}]
+    if isinstance(project, dict) and legacy is not None:
+        raise ConfigError(f"{source}: project.model_package_group: remove it; the groups are listed under `models`")
+    models = raw.get("models")
+    if not isinstance(models, list) or not models:
+        raise ConfigError(
+            f"{source}: models: required: a list of models, each with `name` and `model_package_group`, at least one"
+        )
+    seen: dict[str, set] = {"name": set(), "model_package_group": set()}
+    for index, model in enumerate(models):
+        if not isinstance(model, dict):
+            raise ConfigError(f"{source}: models[{index}]: expected a mapping with `name` and `model_package_group`")
+        label = f"models.{model.get('name', index)}."
+        _unknown_key(source, label, model, ("name", "model_package_group", "environments", *MODEL_KEYS))
+        for key in seen:
+            if model.get(key) in seen[key]:
+                raise ConfigError(f"{source}: {label}{key}: {model[key]!r} is used by another model")
+            seen[key].add(model.get(key))
+        overrides = model.get("environments") or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{source}: {label}environments: expected a mapping of environment name -> settings")
+        for env, settings in overrides.items():
+            if env not in chain:
+                raise ConfigError(
+                    f"{source}: {label}environments.{env}: not in the promotion chain{did_you_mean(env, chain)}; "
+                    f"the chain is {' -> '.join(chain)}"
+                )
+            _unknown_key(source, f"{label}environments.{env}.", settings or {}, MODEL_KEYS)
+    return models
 
 
 def parse_config(raw: Any, source: str) -> ModelGateConfig:
@@ -327,28 +465,31 @@ def parse_config(raw: Any, source: str) -> ModelGateConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     raw = dict(raw)
-    _check_top_level(raw, source)
+    _unknown_key(source, "", raw, ("project", "cicd", "defaults", "environments", "models"))
     defaults = raw.pop("defaults", {}) or {}
-    environments = raw.get("environments")
-    if not isinstance(environments, dict) or not environments:
-        raise ConfigError(f"{source}: environments: required mapping of {', '.join(ENVIRONMENTS)}")
-    unknown = [name for name in environments if name not in ENVIRONMENTS]
-    if unknown:
-        raise ConfigError(
-            f"{source}: environments.{unknown[0]}: unknown environment{did_you_mean(unknown[0], ENVIRONMENTS)}; "
-            f"allowed: {', '.join(ENVIRONMENTS)}"
-        )
-    missing = [name for name in ENVIRONMENTS if name not in environments]
-    if missing:
-        raise ConfigError(f"{source}: environments.{missing[0]}: required (promotion runs {' -> '.join(ENVIRONMENTS)})")
-    raw["environments"] = {
-        name: {**_deep_merge(defaults, environments[name] or {}), "name": name} for name in ENVIRONMENTS
-    }
+    chain = _chain(source, raw.get("environments"))
+    models = _models(source, raw, chain)
+    resolved = {name: _deep_merge(defaults, settings) for name, settings in chain.items()}
+    raw["environments"] = resolved
+    raw["models"] = tuple(
+        {
+            "name": model.get("name"),
+            "model_package_group": model.get("model_package_group"),
+            "environments": {
+                name: _deep_merge(
+                    _deep_merge(resolved[name], {k: v for k, v in model.items() if k in MODEL_KEYS}),
+                    (model.get("environments") or {}).get(name) or {},
+                )
+                for name in chain
+            },
+        }
+        for model in models
+    )
     raw["source"] = source
     try:
         return ModelGateConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_format_errors(source, error, environments, defaults)) from None
+        raise ConfigError(_format_errors(source, error, _Layers(chain, defaults, models))) from None
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> ModelGateConfig:

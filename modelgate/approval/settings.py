@@ -6,28 +6,27 @@ container; tests and the demo build the same objects directly.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from modelgate.environments import check_environment
+from modelgate.chain import CHAIN, Chain
 from modelgate.function_settings import SettingsError, required
 
 PROJECT = "MODELGATE_PROJECT"
-MODEL_PACKAGE_GROUP = "MODELGATE_MODEL_PACKAGE_GROUP"
 ENVIRONMENT = "MODELGATE_ENVIRONMENT"
+# CHAIN ("a,b,c", modelgate/chain.py) and MODELS (JSON list of ModelApproval.document()) make one approval
+# stack serve every model of the platform through any promotion chain.
+MODELS = "MODELGATE_MODELS"
 REGISTRY_ACCOUNT = "MODELGATE_REGISTRY_ACCOUNT"
 REGISTRY_REGION = "MODELGATE_REGISTRY_REGION"
 SIGNING_KEY = "MODELGATE_SIGNING_KEY_ID"
 STATE_TABLE = "MODELGATE_STATE_TABLE"
 HISTORY_TABLE = "MODELGATE_HISTORY_TABLE"
 SENDER = "MODELGATE_SENDER_EMAIL"
-APPROVER_EMAILS = "MODELGATE_APPROVER_EMAILS"
-APPROVERS_GROUP = "MODELGATE_APPROVERS_GROUP"
-LINK_TTL_SECONDS = "MODELGATE_LINK_TTL_SECONDS"
 API_URL = "MODELGATE_APPROVAL_API_URL"
 NEXT_EVENT_BUS = "MODELGATE_NEXT_ENVIRONMENT_EVENT_BUS"
-METRIC_THRESHOLD = "MODELGATE_METRIC_THRESHOLD"  # config training.metric_threshold: shown to approvers
 SIGNIN_ISSUER = "MODELGATE_SIGNIN_ISSUER"
 SIGNIN_JWKS_URL = "MODELGATE_SIGNIN_JWKS_URL"
 SIGNIN_AUTHORIZE_URL = "MODELGATE_SIGNIN_AUTHORIZE_URL"
@@ -35,112 +34,178 @@ SIGNIN_TOKEN_URL = "MODELGATE_SIGNIN_TOKEN_URL"  # noqa: S105 (a variable name, 
 SIGNIN_CLIENT_ID = "MODELGATE_SIGNIN_CLIENT_ID"
 SIGNIN_GROUPS_CLAIM = "MODELGATE_SIGNIN_GROUPS_CLAIM"
 
+# Lambda refuses a function whose environment variables exceed 4 KB in total (keys and values); the stack
+# checks the approval functions' at synth (see ApprovalSettings.environ_size).
+LAMBDA_ENVIRONMENT_LIMIT = 4096
 
 SET_BY = "the approval stack"
 _REQUIRED = (
     PROJECT,
-    MODEL_PACKAGE_GROUP,
     ENVIRONMENT,
+    CHAIN,
+    MODELS,
     REGISTRY_ACCOUNT,
     REGISTRY_REGION,
     SIGNING_KEY,
     STATE_TABLE,
     HISTORY_TABLE,
     SENDER,
-    APPROVER_EMAILS,
-    APPROVERS_GROUP,
-    LINK_TTL_SECONDS,
     API_URL,
 )
+
+
+class UnknownModelGroupError(LookupError):
+    """An event, link or command names a model package group this platform does not serve."""
+
+    def __init__(self, group: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"unknown model package group {group!r}; this platform serves: {', '.join(known)}")
+        self.group = group
+
+
+@dataclass(frozen=True)
+class ModelApproval:
+    """One model's approval settings in this environment (config: models[].environments.<env>)."""
+
+    model: str  # the model's name in the config
+    group: str  # its Model Registry group: what events, links, Parameter Store paths and history are keyed by
+    approver_emails: tuple[str, ...]
+    approvers_group: str  # Cognito group whose members may decide
+    quorum: int = 1  # distinct approvers (never the registrant) needed before the version moves here
+    link_ttl_seconds: int = 72 * 3600
+    metric_threshold: float | None = None  # the training gate's threshold (aggregate MAPE ratio), for pages
+
+    def document(self) -> dict:
+        values = {
+            "model": self.model,
+            "group": self.group,
+            "emails": list(self.approver_emails),
+            "approvers_group": self.approvers_group,
+            "quorum": self.quorum,
+            "link_ttl_seconds": self.link_ttl_seconds,
+        }
+        if self.metric_threshold is not None:
+            values["metric_threshold"] = self.metric_threshold
+        return values
+
+    @classmethod
+    def from_document(cls, document: Mapping) -> ModelApproval:
+        try:
+            model = cls(
+                model=str(document["model"]),
+                group=str(document["group"]),
+                approver_emails=tuple(str(e) for e in document["emails"]),
+                approvers_group=str(document["approvers_group"]),
+                quorum=int(document.get("quorum", 1)),
+                link_ttl_seconds=int(document.get("link_ttl_seconds", 72 * 3600)),
+                metric_threshold=(
+                    float(document["metric_threshold"]) if document.get("metric_threshold") is not None else None
+                ),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise SettingsError(f"{MODELS}: each model needs model, group, emails, approvers_group ({error})") from None
+        if model.quorum < 1 or not model.approver_emails:
+            raise SettingsError(f"{MODELS}: {model.group}: quorum must be >= 1 and emails not empty")
+        return model
 
 
 @dataclass(frozen=True)
 class ApprovalSettings:
     project: str
-    model_package_group: str
     environment: str
+    chain: Chain
+    models: tuple[ModelApproval, ...]
     registry_account: str
     registry_region: str
     signing_key_id: str
     state_table: str
     history_table: str
     sender_email: str
-    approver_emails: tuple[str, ...]
-    approvers_group: str
-    link_ttl_seconds: int
     api_url: str  # base URL of this environment's approval API, e.g. https://x.execute-api.../prod
-    next_event_bus: str | None = None  # ARN of the next environment's ModelGate (promotion) bus; None for prod
-    metric_threshold: float | None = None  # the training gate's threshold (aggregate MAPE ratio), for pages
+    next_event_bus: str | None = None  # ARN of the next environment's ModelGate (promotion) bus; None for the last
+
+    def __post_init__(self) -> None:
+        self.chain.check(self.environment)
+        groups = [model.group for model in self.models]
+        if not groups or len(set(groups)) != len(groups):
+            raise SettingsError(f"{MODELS}: at least one model, each group once (got {groups})")
 
     @property
-    def model_package_group_arn(self) -> str:
+    def groups(self) -> tuple[str, ...]:
+        return tuple(model.group for model in self.models)
+
+    def model(self, group: str) -> ModelApproval:
+        """The settings of the model whose registry group is `group`; UnknownModelGroupError for any other."""
+        for model in self.models:
+            if model.group == group:
+                return model
+        raise UnknownModelGroupError(group, self.groups)
+
+    def model_package_group_arn(self, group: str) -> str:
+        return f"arn:aws:sagemaker:{self.registry_region}:{self.registry_account}:model-package-group/{group}"
+
+    def model_package_arn(self, group: str, version: int) -> str:
+        # IAM and SageMaker lower-case the group name in package ARNs.
         return (
-            f"arn:aws:sagemaker:{self.registry_region}:{self.registry_account}"
-            f":model-package-group/{self.model_package_group}"
+            f"arn:aws:sagemaker:{self.registry_region}:{self.registry_account}:model-package/{group.lower()}/{version}"
         )
 
-    def log_keys(self) -> dict[str, str]:
+    def log_keys(self, group: str | None = None) -> dict[str, str]:
         """What every log line of an approval function carries."""
-        return {"model_package_group": self.model_package_group, "environment": self.environment}
-
-    def model_package_arn(self, version: int) -> str:
-        return (
-            f"arn:aws:sagemaker:{self.registry_region}:{self.registry_account}"
-            f":model-package/{self.model_package_group.lower()}/{version}"
-        )
+        keys = {"environment": self.environment}
+        if group:
+            keys["model_package_group"] = group
+        return keys
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ApprovalSettings:
         env = os.environ if environ is None else environ
         need = dict(zip(_REQUIRED, required(env, *_REQUIRED, set_by=SET_BY), strict=True))
         try:
-            ttl = int(need[LINK_TTL_SECONDS])
-        except ValueError:
-            raise SettingsError(f"{LINK_TTL_SECONDS} must be a number of seconds") from None
+            models = tuple(ModelApproval.from_document(item) for item in json.loads(need[MODELS]))
+        except (json.JSONDecodeError, TypeError):
+            raise SettingsError(f"{MODELS} must be a JSON list of models (set by {SET_BY})") from None
         try:
-            threshold = float(env[METRIC_THRESHOLD]) if env.get(METRIC_THRESHOLD, "").strip() else None
-        except ValueError:
-            raise SettingsError(f"{METRIC_THRESHOLD} must be a number") from None
-        return cls(
-            project=need[PROJECT],
-            model_package_group=need[MODEL_PACKAGE_GROUP],
-            environment=check_environment(need[ENVIRONMENT]),
-            registry_account=need[REGISTRY_ACCOUNT],
-            registry_region=need[REGISTRY_REGION],
-            signing_key_id=need[SIGNING_KEY],
-            state_table=need[STATE_TABLE],
-            history_table=need[HISTORY_TABLE],
-            sender_email=need[SENDER],
-            approver_emails=tuple(e.strip() for e in need[APPROVER_EMAILS].split(",") if e.strip()),
-            approvers_group=need[APPROVERS_GROUP],
-            link_ttl_seconds=ttl,
-            api_url=need[API_URL].rstrip("/"),
-            next_event_bus=env.get(NEXT_EVENT_BUS, "").strip() or None,
-            metric_threshold=threshold,
-        )
+            chain = Chain.parse(need[CHAIN])
+            return cls(
+                project=need[PROJECT],
+                environment=need[ENVIRONMENT],
+                chain=chain,
+                models=models,
+                registry_account=need[REGISTRY_ACCOUNT],
+                registry_region=need[REGISTRY_REGION],
+                signing_key_id=need[SIGNING_KEY],
+                state_table=need[STATE_TABLE],
+                history_table=need[HISTORY_TABLE],
+                sender_email=need[SENDER],
+                api_url=need[API_URL].rstrip("/"),
+                next_event_bus=env.get(NEXT_EVENT_BUS, "").strip() or None,
+            )
+        except ValueError as error:  # an environment outside the chain, an empty chain
+            raise SettingsError(str(error)) from None
 
     def environ(self) -> dict[str, str]:
         """The inverse of from_environ (tests, the demo and the CDK stack use it)."""
         values = {
             PROJECT: self.project,
-            MODEL_PACKAGE_GROUP: self.model_package_group,
             ENVIRONMENT: self.environment,
+            CHAIN: self.chain.value(),
+            MODELS: json.dumps([model.document() for model in self.models], separators=(",", ":")),
             REGISTRY_ACCOUNT: self.registry_account,
             REGISTRY_REGION: self.registry_region,
             SIGNING_KEY: self.signing_key_id,
             STATE_TABLE: self.state_table,
             HISTORY_TABLE: self.history_table,
             SENDER: self.sender_email,
-            APPROVER_EMAILS: ",".join(self.approver_emails),
-            APPROVERS_GROUP: self.approvers_group,
-            LINK_TTL_SECONDS: str(self.link_ttl_seconds),
             API_URL: self.api_url,
         }
         if self.next_event_bus:
             values[NEXT_EVENT_BUS] = self.next_event_bus
-        if self.metric_threshold is not None:
-            values[METRIC_THRESHOLD] = repr(self.metric_threshold)
         return values
+
+
+def environ_size(environ: Mapping[str, str]) -> int:
+    """Bytes Lambda counts against LAMBDA_ENVIRONMENT_LIMIT (keys and values, UTF-8)."""
+    return sum(len(key.encode()) + len(value.encode()) for key, value in environ.items())
 
 
 @dataclass(frozen=True)
