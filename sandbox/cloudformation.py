@@ -368,11 +368,11 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
     for logical, resource in resources.items():
         kind = resource["Type"]
         if kind in DEFERRED:
-            name = f"{logical[:40]}-{secrets.token_hex(4)}"
-            arn = f"arn:aws:sagemaker:{aws.region}:{aws.account}:{DEFERRED[kind].arn_kind}/{name.lower()}"
-            values[logical] = (arn, {DEFERRED[kind].name_attribute: name})
+            physical = f"{logical[:40]}-{secrets.token_hex(4)}"
+            arn = f"arn:aws:sagemaker:{aws.region}:{aws.account}:{DEFERRED[kind].arn_kind}/{physical.lower()}"
+            values[logical] = (arn, {DEFERRED[kind].name_attribute: physical})
             deployed.physical_ids[logical] = arn
-            deferred.append((logical, name))
+            deferred.append((logical, physical))
         elif kind in EMULATED:
             props = _resolve_literal(_replace_refs(resource.get("Properties", {}), values), aws)
             values[logical] = EMULATED[kind](aws, name, logical, props)
