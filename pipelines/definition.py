@@ -145,7 +145,7 @@ def build_pipeline(settings: DefinitionSettings):
     session = _offline_session(settings.region)
     kms = placeholder("KmsKeyArn")
 
-    input_uri = ParameterString("InputDataUri", default_value=f"s3://{placeholder('RawBucket')}/readings/")
+    input_uri = ParameterString("InputDataUri", default_value=f"s3://{placeholder('RawBucket')}/{settings.raw_prefix}")
     processing_type = ParameterString("ProcessingInstanceType", default_value=settings.processing_instance_type)
     training_type = ParameterString("TrainingInstanceType", default_value=settings.training_instance_type)
     training_count = ParameterInteger("TrainingInstanceCount", default_value=settings.training_instance_count)

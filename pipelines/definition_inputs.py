@@ -33,6 +33,7 @@ class DefinitionSettings:
     metric_threshold: float
     triton_image_uri: str  # the registered model's inference container (modelgate.triton_images)
     inference_instance_type: str  # serving.instance_type: what the model package says it runs on
+    raw_prefix: str = "readings/"  # the default InputDataUri under the raw bucket: one prefix per model
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -1,7 +1,8 @@
 """Builds the CDK app from config: one Stage per selected environment, plus the CI/CD pipeline.
 
 Selectors (CDK context):
-  -c env=dev          only dev (also: dev,test); no selector or env=all: every environment + the pipeline
+  -c env=NAME         only that environment of the chain (also: NAME,NAME); none or env=all: every environment
+                      + the CI/CD pipeline
   -c config=PATH      another configuration file (default config/modelgate.yaml)
 """
 
@@ -48,6 +49,7 @@ def add_environments(app: App, config: ModelGateConfig, selector: str | None) ->
             stage_id(config.project.name, env.name),
             project=config.project,
             environment=env,
+            models=config.models,
             topology=Topology.from_config(config, env.name),
         )
         for env in config.select(selector)

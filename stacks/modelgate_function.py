@@ -17,6 +17,9 @@ from constructs import Construct
 
 from stacks.lambda_bundle import ARCHITECTURE, RUNTIME, function_code
 
+# What every ModelGate function's environment carries besides its caller's values.
+FUNCTION_ENVIRONMENT = {"POWERTOOLS_LOG_LEVEL": "INFO"}
+
 
 class ModelGateFunction(Construct):
     def __init__(
@@ -54,7 +57,7 @@ class ModelGateFunction(Construct):
             role=self.role,
             log_group=self.log_group,
             description=description,
-            environment={**environment, "POWERTOOLS_LOG_LEVEL": "INFO"},
+            environment={**environment, **FUNCTION_ENVIRONMENT},
             timeout=Duration.seconds(timeout_seconds),
             memory_size=memory_size,
             on_failure=destinations.SqsDestination(on_failure) if on_failure is not None else None,

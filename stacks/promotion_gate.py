@@ -1,44 +1,86 @@
-"""The CI/CD promotion gate: before the pipeline deploys an environment, the model approved for it must exist.
+"""The CI/CD promotion gate: before the pipeline deploys an environment, every model must have an approved version.
 
-A CodeBuild step in the tooling account assumes the environment's `<project>-<env>-promotion-gate` role (created
-by that environment's approval stack, trusted by the CI/CD account, allowed only ssm:GetParameter on that
-environment's approved-model parameter) and runs `modelgate approved <group> --env <env>`, which prints the
-record and fails with a clear message when nothing is approved. dev has no gate: its models are approved after
-the pipeline has deployed it (dev trains and registers). The first deployment of test, uat and prod, before their
-approval stacks exist, is done by hand (`make deploy ENV=...`), as the README says.
+Both sides live here:
+- `PromotionGate` (in each environment's approval stack): the `<project>-<env>-promotion-gate` role, trusted by
+  the CI/CD account, allowed only ssm:GetParameter on the approved-model parameters of this environment (one per
+  model);
+- `promotion_gates` (the CI/CD pipeline): for every environment after the first of the chain, one CodeBuild step
+  per model that assumes that role and runs `modelgate approved <group> --env <env>`, which prints the record and
+  fails with a clear message when nothing is approved. The first environment has no gate: its versions are
+  approved after the pipeline has deployed it (it trains and registers). The first deployment of every later
+  environment, before its approval stack exists, is done by hand (`make deploy ENV=...`), as the README says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from aws_cdk import Duration, Stack, pipelines
 from aws_cdk import aws_iam as iam
-from aws_cdk import pipelines
+from constructs import Construct
 
 from modelgate.config import ModelGateConfig
-from modelgate.environments import ENVIRONMENTS
-from stacks.approval_stack import promotion_gate_role_name
+from modelgate.parameters import parameter_name
 
 BOTO3_PIN = "boto3==1.44.5"  # as in requirements.txt: the CLI's only dependency with --project given
 
 
+def promotion_gate_role_name(project: str, environment: str) -> str:
+    """The role the CI/CD pipeline (another account) assumes: a name both sides derive, since CDK cannot pass
+    references between stages of different accounts."""
+    return f"{project}-{environment}-promotion-gate"
+
+
+def parameter_arn(stack: Stack, project: str, group: str, environment: str) -> str:
+    return f"arn:aws:ssm:{stack.region}:{stack.account}:parameter{parameter_name(project, group, environment)}"
+
+
+class PromotionGate(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, project: str, environment: str, groups: Sequence[str], cicd: str
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        # A named role: created in the stack itself, where its logical id stays put (a new one would try to create
+        # a second role of the same name, which fails).
+        self.role = iam.Role(
+            stack,
+            "PromotionGate",
+            role_name=promotion_gate_role_name(project, environment),
+            assumed_by=iam.AccountPrincipal(cicd),
+            description=f"CI/CD reads the models approved for {environment} before deploying it",
+            max_session_duration=Duration.hours(1),
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["ssm:GetParameter"],
+                resources=[parameter_arn(stack, project, group, environment) for group in groups],
+            )
+        )
+
+
+def gate_step_id(environment: str, model: str) -> str:
+    return f"ModelGate-{environment}-{model}"
+
+
 def promotion_gates(config: ModelGateConfig) -> Callable[[str, pipelines.IFileSetProducer], Sequence[pipelines.Step]]:
     def gates(environment: str, source: pipelines.IFileSetProducer) -> Sequence[pipelines.Step]:
-        if environment == ENVIRONMENTS[0]:
+        if environment == config.chain.first:
             return []
         target = config.environments[environment]
         role_arn = f"arn:aws:iam::{target.account}:role/{promotion_gate_role_name(config.project.name, environment)}"
         return [
             pipelines.CodeBuildStep(
-                f"ModelGate-{environment}",
+                gate_step_id(environment, model.name),
                 input=source,
                 install_commands=[f"pip install --quiet {BOTO3_PIN}"],
                 commands=[
-                    f"python -m modelgate approved {config.project.model_package_group} --env {environment} "
+                    f"python -m modelgate approved {model.model_package_group} --env {environment} "
                     f"--project {config.project.name} --region {target.region} --role-arn {role_arn}"
                 ],
                 role_policy_statements=[iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[role_arn])],
             )
+            for model in config.models
         ]
 
     return gates

@@ -5,10 +5,12 @@ serves lives in the Storage stack (model-repository bucket, KMS key) and comes b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Stack
 from constructs import Construct
 
-from modelgate.config import Environment, Project
+from modelgate.config import Environment, ModelProject, Project
 from modelgate.parameters import parameter_name
 from stacks.failure_alarm import FailureQueue
 from stacks.inference_api import InferenceApi
@@ -29,12 +31,16 @@ class ServingStack(Stack):
         *,
         project: Project,
         environment: Environment,
+        models: Sequence[ModelProject],
         storage: StorageStack,
         topology: Topology | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         env = environment.name
+        # MERGE BRIDGE (r-infra): the Stage's call of issue 13; r-serve's ServingStack serves every model. Until
+        # that merges, this serves the first model only.
+        group = models[0].model_package_group
         topology = topology or Topology.standalone(environment)
         layer = dependencies_layer(self)
 
@@ -54,8 +60,8 @@ class ServingStack(Stack):
             self,
             "Deployment",
             environment=env,
-            model_package_group=project.model_package_group,
-            parameter_name=parameter_name(project.name, project.model_package_group, env),
+            model_package_group=group,
+            parameter_name=parameter_name(project.name, group, env),
             model_repository=storage.model_repository,
             layer=layer,
             failures=self.failures,
