@@ -26,7 +26,9 @@ def placeholders(config: ModelGateConfig, environment: str | None) -> list[str]:
         where = f"environments.{env.name}"
         if is_placeholder_account(env.account):
             found.append(f"{where}.account is {env.account}, a placeholder: put the real AWS account id")
-        addresses = [env.sender_email, *env.approvers.emails]
+        # Every model's approvers there (a model may name its own).
+        approvers = [email for model in config.models for email in model.environments[env.name].approvers.emails]
+        addresses = list(dict.fromkeys([env.sender_email, *env.approvers.emails, *approvers]))
         examples = [a for a in addresses if a.lower().endswith(("@example.com", "@example.org"))]
         if examples:
             found.append(f"{where}: e-mail addresses at example domains ({', '.join(examples)}): nobody will get them")

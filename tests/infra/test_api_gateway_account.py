@@ -12,7 +12,10 @@ import pytest
 import yaml
 from aws_cdk.assertions import Match, Template
 
-from modelgate.environments import ENVIRONMENTS
+from modelgate.config import load_config
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 ACCOUNT = "AWS::ApiGateway::Account"
 API_STACKS = ("Approval", "Serving")
@@ -70,7 +73,8 @@ def sharing_account(tmp_path_factory, config):
 
     dev = config.environments["dev"]
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["environments"]["test"].update(account=dev.account, region=dev.region)
+    (test,) = [environment for environment in raw["environments"] if environment["name"] == "test"]
+    test.update(account=dev.account, region=dev.region)
     folder = tmp_path_factory.mktemp("shared-account")
     (folder / "modelgate.yaml").write_text(yaml.safe_dump(raw))
     return synthesize(folder / "cdk.out", context={"config": str(folder / "modelgate.yaml"), "env": "test"})

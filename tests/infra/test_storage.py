@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from modelgate.environments import ENVIRONMENTS
+from modelgate.config import load_config
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 DATA_BUCKETS = 4  # raw, curated, artifacts, model repository (+1 access-log bucket)
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
-from modelgate.environments import ENVIRONMENTS
+from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 from stacks.topology import Topology, api_gateway_account_owner
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 
 def config_with(**placements: tuple[str, str]):
     """The shipped config with some environments moved: name=(account, region)."""
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     for name, (account, region) in placements.items():
-        raw["environments"][name].update(account=account, region=region)
+        (environment,) = [environment for environment in raw["environments"] if environment["name"] == name]
+        environment.update(account=account, region=region)
     return parse_config(raw, "test.yaml")
 
 
