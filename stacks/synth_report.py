@@ -51,6 +51,7 @@ class StackSummary:
     resources: Counter = field(default_factory=Counter)
     template: dict = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()  # stacks deployed before this one (names within the same stage)
+    termination_protection: bool = False
 
 
 @dataclass
@@ -143,6 +144,7 @@ def synthesize_app(app: App, outdir: str | Path) -> SynthResult:
                         if isinstance(dependency, cx_api.CloudFormationStackArtifact)
                     )
                 ),
+                bool(artifact.termination_protection),
             )
         )
         stack_findings, stack_annotations = _read_metadata(artifact)
