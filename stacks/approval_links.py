@@ -69,9 +69,11 @@ class ApprovalLinks(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.api = api
+        # The function is this construct's default child ("Default" is left out of logical ids), so its
+        # resources keep the logical ids they had as the stack's own "ApprovalApi" function.
         self.function = ModelGateFunction(
             self,
-            "Function",
+            "Default",
             handler="lambdas.approval_api.handler",
             description=f"ModelGate: approval pages and decisions ({environment})",
             environment=environ,

@@ -70,9 +70,11 @@ class ApprovalRequests(Construct):
         """`receives_versions`: the first environment of the chain (registry events), else promotion requests.
         `packages_arns`: every model's versions (`Topology.packages_arn`); `registry`: (account, region)."""
         super().__init__(scope, construct_id)
+        # The function is this construct's default child ("Default" is left out of logical ids), so its
+        # resources keep the logical ids they had as the stack's own "RequestApproval" function.
         self.function = ModelGateFunction(
             self,
-            "Function",
+            "Default",
             handler="lambdas.request_approval.handler",
             description=f"ModelGate: e-mail approval links ({environment})",
             environment=environ,

@@ -149,7 +149,7 @@ class ApprovalStack(Stack):
 
         self.requests = ApprovalRequests(
             self,
-            "Requests",
+            "RequestApproval",
             project=project.name,
             environment=env,
             receives_versions=topology.receives_versions(env),
@@ -169,7 +169,7 @@ class ApprovalStack(Stack):
 
         self.links = ApprovalLinks(
             self,
-            "Links",
+            "ApprovalApi",
             api=api,
             environment=env,
             environ={**settings.environ(), **self.sign_in.settings().environ()},
@@ -196,7 +196,7 @@ class ApprovalStack(Stack):
         if topology.next_event_bus:
             self.promotions = Promotions(
                 self,
-                "Promotions",
+                "PostInference",
                 project=project.name,
                 environment=env,
                 next_event_bus=topology.next_event_bus,
@@ -210,7 +210,7 @@ class ApprovalStack(Stack):
         self.gate: PromotionGate | None = None
         if topology.cicd_account:
             self.gate = PromotionGate(
-                self, "Gate", project=project.name, environment=env, groups=groups, cicd=topology.cicd_account
+                self, "PromotionGate", project=project.name, environment=env, groups=groups, cicd=topology.cicd_account
             )
 
         CfnOutput(self, "ApprovalApiUrl", value=url)
@@ -248,7 +248,7 @@ class ApprovalStack(Stack):
         reports = [*artifacts, *(CROSS_ACCOUNT_READ_FINDINGS if reads_other_accounts else [])]
         suppress(
             self,
-            "Requests/Function/Role/DefaultPolicy/Resource",
+            "RequestApproval/Default/Role/DefaultPolicy/Resource",
             {
                 "AwsSolutions-IAM5": "Versions of the models' package groups it e-mails about (the version is "
                 "only known from the event), the tables' KMS key (CDK's grant), reading the evaluation reports "
@@ -268,7 +268,7 @@ class ApprovalStack(Stack):
         )
         suppress(
             self,
-            "Links/Function/Role/DefaultPolicy/Resource",
+            "ApprovalApi/Default/Role/DefaultPolicy/Resource",
             {
                 "AwsSolutions-IAM5": "Versions of the models' package groups it decides on (the version comes "
                 "from the link), the tables' KMS key (CDK's grant), and reading the evaluation reports of registered "
@@ -280,7 +280,7 @@ class ApprovalStack(Stack):
         if self.promotions is not None:
             suppress(
                 self,
-                "Promotions/Function/Role/DefaultPolicy/Resource",
+                "PostInference/Default/Role/DefaultPolicy/Resource",
                 {
                     "AwsSolutions-IAM5": "Transform jobs and models of this environment (the job is only known from "
                     "the event), versions of the models' package groups, and reading the runs' metrics files "

@@ -41,11 +41,12 @@ class PromotionGate(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        # A named role: created in the stack itself, where its logical id stays put (a new one would try to create
-        # a second role of the same name, which fails).
+        # A named role, the construct's default child ("Default" is left out of logical ids): its logical id stays
+        # the one it had as the stack's own "PromotionGate" role (a new id would create a second role of the same
+        # name, which fails).
         self.role = iam.Role(
-            stack,
-            "PromotionGate",
+            self,
+            "Default",
             role_name=promotion_gate_role_name(project, environment),
             assumed_by=iam.AccountPrincipal(cicd),
             description=f"CI/CD reads the models approved for {environment} before deploying it",

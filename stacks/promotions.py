@@ -36,9 +36,11 @@ class Promotions(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
+        # The function is this construct's default child ("Default" is left out of logical ids), so its
+        # resources keep the logical ids they had as the stack's own "PostInference" function.
         self.function = ModelGateFunction(
             self,
-            "Function",
+            "Default",
             handler="lambdas.post_inference.handler",
             description=f"ModelGate: request promotion after inference ({environment})",
             environment=environ,

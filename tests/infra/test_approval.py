@@ -363,7 +363,7 @@ def _role_statements(template, role_prefix: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS[1:])
-@pytest.mark.parametrize("role", ["RequestsFunctionRole", "LinksFunctionRole"])
+@pytest.mark.parametrize("role", ["RequestApprovalRole", "ApprovalApiRole"])
 def test_later_environments_read_the_evaluation_reports_where_the_registry_keeps_them(template, config, env, role):
     """A version's ModelMetrics point at the evaluation report under the version's models/ prefix in the artifacts
     bucket of the environment that trained it (dev here): the e-mail and the confirmation page of every environment
