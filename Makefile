@@ -70,10 +70,10 @@ bootstrap: runtime
 
 deploy: runtime
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment of the chain>"; exit 2; }
-	@$(PY) -m modelgate.placeholders $(ENV)
-	$(PY) -m modelgate.preflight --env $(ENV)
-	npx cdk deploy -c env=$(ENV) "$$($(PY) -c 'from modelgate.config import load_config; print(load_config().project.name)')-$(ENV)/*" $(ARGS)
-	$(PY) -m modelgate.preflight --env $(ENV) --after
+	@$(PY) -m infra.placeholders $(ENV)
+	$(PY) -m infra.preflight --env $(ENV)
+	npx cdk deploy -c env=$(ENV) "$$($(PY) -c 'from infra.config import load_config; print(load_config().project.name)')-$(ENV)/*" $(ARGS)
+	$(PY) -m infra.preflight --env $(ENV) --after
 
 diff: runtime
 	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment of the chain>"; exit 2; }

@@ -3,7 +3,7 @@
 
 import sys
 
-from modelgate.config import ConfigError
+from infra.config import ConfigError
 from stacks.app_builder import build_app
 
 try:

@@ -14,7 +14,7 @@
 Building is OFFLINE: the code the steps run is already in S3 as a CDK asset (its URI, the buckets, roles and key
 are placeholders, pipelines/definition_inputs.py), the PipelineSession is given a region, a default bucket and
 telemetry opt-out, and nothing here calls AWS. `python -m pipelines.definition` reads DefinitionSettings (JSON)
-on stdin and prints the definition; stacks/training_pipeline.py runs it in a subprocess and caches the result,
+on stdin and prints the definition; infra/constructs/training_pipeline.py runs it in a subprocess and caches the result,
 because importing the SDK alone takes ~3 s.
 """
 

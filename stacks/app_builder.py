@@ -14,10 +14,10 @@ from pathlib import Path
 from aws_cdk import App
 from aws_cdk import Environment as CdkEnvironment
 
-from modelgate.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
+from infra.build.nag import apply_nag
+from infra.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
+from infra.constructs.promotion_gate import promotion_gates
 from stacks.cicd_stack import CicdStack
-from stacks.nag import apply_nag
-from stacks.promotion_gate import promotion_gates
 from stacks.stage import ModelGateStage
 from stacks.topology import Topology
 

@@ -1,15 +1,16 @@
 """The approval and promotion workflow of one environment, for every model of the platform (issues 4 and 13).
 
 A list of parts and the grants between them:
-- `ApprovalRequests` (stacks/approval_requests.py): registry events (first environment of the chain) or promotion
-  requests (later ones) -> e-mails with signed links; retries + on-failure queue with an alarm;
-- `ApprovalLinks` (stacks/approval_links.py): API Gateway REST + WAF -> confirmation pages, OIDC sign-in against
-  the environment's Cognito pool (`ApproverSignIn`, one group per distinct approvers group), decisions -> registry
-  metadata + the model's Parameter Store parameter of this environment + the history table;
-- `Promotions` (stacks/promotions.py, all but the last environment): a finished run -> promotion request on the
-  next environment's event bus;
-- `PromotionGate` (stacks/promotion_gate.py): the role the CI/CD pipeline assumes to read the approved models;
-- the approval store (stacks/approval_store.py, in the Storage stack): `grant_issue_links`, `grant_decide`.
+- `ApprovalRequests` (infra/constructs/approval_requests.py): registry events (first environment of the chain)
+  or promotion requests (later ones) -> e-mails with signed links; retries + on-failure queue with an alarm;
+- `ApprovalLinks` (infra/constructs/approval_links.py): API Gateway REST + WAF -> confirmation pages, OIDC sign-in
+  against the environment's Cognito pool (`ApproverSignIn`, one group per distinct approvers group), decisions ->
+  registry metadata + the model's Parameter Store parameter of this environment + the history table;
+- `Promotions` (infra/constructs/promotions.py, all but the last environment): a finished run -> promotion request
+  on the next environment's event bus;
+- `PromotionGate` (infra/constructs/promotion_gate.py): the role the CI/CD pipeline assumes to read the approved
+  models;
+- the approval store (infra/constructs/approval_store.py, in the Storage stack): `grant_issue_links`, `grant_decide`.
 
 Every flow is keyed by (model package group, environment); the Lambdas learn the models and the chain from
 `ApprovalSettings.environ()` (checked at synth against Lambda's 4 KB environment limit).
@@ -28,6 +29,17 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ses as ses
 from constructs import Construct
 
+from infra.build.lambda_bundle import dependencies_layer
+from infra.build.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
+from infra.config import ConfigError, Environment, ModelProject, Project
+from infra.constructs.approval_links import ROUTES, ApprovalLinks, api_url, rest_api
+from infra.constructs.approval_requests import ApprovalRequests
+from infra.constructs.approver_sign_in import ApproverSignIn
+from infra.constructs.failure_alarm import FailureQueue
+from infra.constructs.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, grant_read_registered_models
+from infra.constructs.modelgate_function import FUNCTION_ENVIRONMENT
+from infra.constructs.promotion_gate import PromotionGate, parameter_arn
+from infra.constructs.promotions import Promotions
 from modelgate.approval.settings import (
     LAMBDA_ENVIRONMENT_LIMIT,
     ApprovalSettings,
@@ -35,17 +47,6 @@ from modelgate.approval.settings import (
     SignInSettings,
     environ_size,
 )
-from modelgate.config import ConfigError, Environment, ModelProject, Project
-from stacks.approval_links import ROUTES, ApprovalLinks, api_url, rest_api
-from stacks.approval_requests import ApprovalRequests
-from stacks.approver_sign_in import ApproverSignIn
-from stacks.failure_alarm import FailureQueue
-from stacks.lambda_bundle import dependencies_layer
-from stacks.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, grant_read_registered_models
-from stacks.modelgate_function import FUNCTION_ENVIRONMENT
-from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
-from stacks.promotion_gate import PromotionGate, parameter_arn
-from stacks.promotions import Promotions
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
 

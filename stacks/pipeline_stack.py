@@ -12,15 +12,15 @@ from __future__ import annotations
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from modelgate.config import Environment, ModelProject, Project
+from infra.build.lambda_bundle import dependencies_layer
+from infra.build.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
+from infra.config import Environment, ModelProject, Project
+from infra.constructs.glue_prep import GluePrep
+from infra.constructs.training_pipeline import TrainingPipeline
+from infra.triton_images import image_uri
 from modelgate.parameters import pipeline_name
-from modelgate.triton_images import image_uri
 from pipelines.definition_inputs import DefinitionSettings
-from stacks.glue_prep import GluePrep
-from stacks.lambda_bundle import dependencies_layer
-from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
 from stacks.storage_stack import StorageStack
-from stacks.training_pipeline import TrainingPipeline
 
 
 def definition_settings(

@@ -10,17 +10,17 @@ from collections.abc import Sequence
 from aws_cdk import Stack
 from constructs import Construct
 
-from modelgate.config import Environment, ModelProject, Project
+from infra.build.lambda_bundle import dependencies_layer
+from infra.build.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
+from infra.config import Environment, ModelProject, Project
+from infra.constructs.failure_alarm import FailureQueue
+from infra.constructs.inference_api import InferenceApi
+from infra.constructs.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, ArtifactsSharing
+from infra.constructs.model_deployment import ApprovedModelDeployment
+from infra.constructs.triton_endpoint import TritonMultiModelEndpoint
 from modelgate.parameters import parameter_name
-from stacks.failure_alarm import FailureQueue
-from stacks.inference_api import InferenceApi
-from stacks.lambda_bundle import dependencies_layer
-from stacks.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, ArtifactsSharing
-from stacks.model_deployment import ApprovedModelDeployment
-from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
-from stacks.triton_endpoint import TritonMultiModelEndpoint
 
 
 class ServingStack(Stack):
@@ -68,7 +68,8 @@ class ServingStack(Stack):
             artifacts=storage.artifacts,
             other_accounts=topology.other_accounts,
         )
-        # Versions trained here may be approved and served in the other environments (stacks/model_artifacts.py).
+        # Versions trained here may be approved and served in the other environments
+        # (infra/constructs/model_artifacts.py).
         ArtifactsSharing(
             self,
             "ArtifactsSharing",

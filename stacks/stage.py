@@ -13,9 +13,9 @@ from aws_cdk import Environment as CdkEnvironment
 from aws_cdk import Stage, Tags
 from constructs import Construct
 
-from modelgate.config import Environment, ModelProject, Project
+from infra.build.nag import apply_nag
+from infra.config import Environment, ModelProject, Project
 from stacks.approval_stack import ApprovalStack
-from stacks.nag import apply_nag
 from stacks.pipeline_stack import PipelineStack
 from stacks.serving_stack import ServingStack
 from stacks.storage_stack import StorageStack

@@ -1,6 +1,6 @@
-"""Stateful resources of one environment: the KMS key, the buckets, the approval store (stacks/approval_store.py),
-in the first environment of the chain the Model Registry groups (one per model), and (once per account and
-region) API Gateway's logging role. Retained on delete.
+"""Stateful resources of one environment: the KMS key, the buckets, the approval store
+(infra/constructs/approval_store.py), in the first environment of the chain the Model Registry groups (one per
+model), and (once per account and region) API Gateway's logging role. Retained on delete.
 
 Everything that holds data or account-wide settings lives here so that the stateless stacks (pipeline,
 approval, serving) can be destroyed and recreated freely; they receive these objects, never names.
@@ -15,9 +15,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from stacks.api_gateway_logging import ApiGatewayAccountLogging
-from stacks.approval_store import ApprovalStore
-from stacks.secure_bucket import AccessLogsBucket, SecureBucket
+from infra.constructs.api_gateway_logging import ApiGatewayAccountLogging
+from infra.constructs.approval_store import ApprovalStore
+from infra.constructs.secure_bucket import AccessLogsBucket, SecureBucket
 from stacks.topology import registry_sharing_policy
 
 

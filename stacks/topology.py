@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra.config import Environment, ModelGateConfig
 from modelgate.approval.events import promotion_bus_name
 from modelgate.chain import Chain
-from modelgate.config import Environment, ModelGateConfig
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Topology:
     cicd_account: str | None = None
     sharing_accounts: tuple[str, ...] = ()  # other accounts that use the registry (set on the registry's groups)
     # Accounts of the other environments (this one's too if another environment shares it): where versions this
-    # environment may serve can be stored (stacks/model_artifacts.py).
+    # environment may serve can be stored (infra/constructs/model_artifacts.py).
     other_accounts: tuple[str, ...] = ()
     # Sets API Gateway's account-level CloudWatch role: the first environment in its account and region only.
     owns_api_gateway_account: bool = True

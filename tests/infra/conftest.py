@@ -11,14 +11,14 @@ MANY_MODELS = "config/examples/many-models.yaml"
 
 @pytest.fixture(scope="session")
 def many_config():
-    from modelgate.config import load_config
+    from infra.config import load_config
 
     return load_config(MANY_MODELS)
 
 
 @pytest.fixture(scope="session")
 def many_synth(tmp_path_factory):
-    from stacks.synth_report import synthesize
+    from infra.build.synth_report import synthesize
 
     return synthesize(tmp_path_factory.mktemp("many-models.out"), context={"config": MANY_MODELS})
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from aws_cdk.assertions import Match, Template
 
-from modelgate.config import load_config
+from infra.config import load_config
 
 CHAIN = load_config().chain  # the shipped config's promotion chain
 ENVIRONMENTS = CHAIN.names
@@ -68,8 +68,8 @@ def test_rest_api_stacks_leave_the_account_setting_alone_and_deploy_after_storag
 @pytest.fixture(scope="module")
 def sharing_account(tmp_path_factory, config):
     """A variant: test lives in dev's account and region; only test's stage is synthesized."""
-    from modelgate.config import DEFAULT_CONFIG_PATH
-    from stacks.synth_report import synthesize
+    from infra.build.synth_report import synthesize
+    from infra.config import DEFAULT_CONFIG_PATH
 
     dev = config.environments["dev"]
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from modelgate.config import load_config
+from infra.config import load_config
 
 CHAIN = load_config().chain  # the shipped config's promotion chain
 ENVIRONMENTS = CHAIN.names
@@ -309,8 +309,8 @@ def federated_prod(tmp_path_factory):
     """A variant (prod only): approvers federated from the company directory."""
     import yaml
 
-    from modelgate.config import DEFAULT_CONFIG_PATH
-    from stacks.synth_report import synthesize
+    from infra.build.synth_report import synthesize
+    from infra.config import DEFAULT_CONFIG_PATH
 
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     (prod,) = [environment for environment in raw["environments"] if environment["name"] == "prod"]

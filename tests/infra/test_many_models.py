@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.config import ConfigError, load_config, parse_config
+from infra.constructs.promotion_gate import gate_step_id
 from modelgate.approval.settings import LAMBDA_ENVIRONMENT_LIMIT
-from modelgate.config import ConfigError, load_config, parse_config
 from modelgate.parameters import pipeline_name
-from stacks.promotion_gate import gate_step_id
 from stacks.stage import pipeline_stack_id
 from tests.infra.conftest import MANY_MODELS
 

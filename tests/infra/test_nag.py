@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from modelgate.config import load_config
+from infra.config import load_config
 
 CHAIN = load_config().chain  # the shipped config's promotion chain
 ENVIRONMENTS = CHAIN.names

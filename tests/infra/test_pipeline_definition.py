@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from modelgate.config import load_config
+from infra.config import load_config
+from infra.triton_images import image_uri
 from modelgate.registry import PENDING, PIPELINE_EXECUTION_KEY
-from modelgate.triton_images import image_uri
 from pipelines import registration
 from pipelines.steps import paths
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from modelgate.config import load_config
+from infra.config import load_config
 from modelgate.parameters import pipeline_name
 
 CHAIN = load_config().chain  # the shipped config's promotion chain

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from modelgate.config import load_config
+from infra.config import load_config
 
 CHAIN = load_config().chain  # the shipped config's promotion chain
 ENVIRONMENTS = CHAIN.names

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacks import lambda_bundle
+from infra.build import lambda_bundle
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_code_asset_carries_handlers_and_shared_package_but_not_synth_only_modul
     code = lambda_bundle.build_code()
     shipped = {str(path.relative_to(code)) for path in code.rglob("*.py")}
     assert "modelgate/parameters.py" in shipped
-    assert "modelgate/config.py" not in shipped, "config parsing needs pydantic/yaml and only runs at synth"
+    assert "infra/config.py" not in shipped, "config parsing needs pydantic/yaml and only runs at synth"
     assert not [name for name in shipped if name.startswith(("stacks/", "tests/"))]
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from modelgate.config import DEFAULT_CONFIG_PATH, load_config
+from infra.config import DEFAULT_CONFIG_PATH, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT_PACKAGES = ("modelgate", "stacks", "lambdas", "pipelines")
+PRODUCT_PACKAGES = ("modelgate", "infra", "stacks", "lambdas", "pipelines")
 CONFIGS = (DEFAULT_CONFIG_PATH, *sorted((ROOT / "config" / "examples").glob("*.yaml")))
 NAMES = frozenset(name for path in CONFIGS for name in load_config(path).environments)
 

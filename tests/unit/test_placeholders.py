@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from modelgate.config import DEFAULT_CONFIG_PATH, load_config, parse_config
-from modelgate.placeholders import main, placeholders
+from infra.config import DEFAULT_CONFIG_PATH, load_config, parse_config
+from infra.placeholders import main, placeholders
 
 
 def test_the_shipped_config_is_all_placeholders_and_says_so(capsys):

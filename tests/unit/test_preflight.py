@@ -10,8 +10,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from modelgate.config import load_config
-from modelgate.preflight import quota_checks, quota_needs, ses_checks
+from infra.config import load_config
+from infra.preflight import quota_checks, quota_needs, ses_checks
 
 
 class Account:

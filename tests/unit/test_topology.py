@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from infra.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 from stacks.topology import Topology, api_gateway_account_owner
 
 CHAIN = load_config().chain  # the shipped config's promotion chain

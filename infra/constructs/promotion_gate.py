@@ -19,7 +19,7 @@ from aws_cdk import Duration, Stack, pipelines
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from modelgate.config import ModelGateConfig
+from infra.config import ModelGateConfig
 from modelgate.parameters import parameter_name
 
 BOTO3_PIN = "boto3==1.44.5"  # as in requirements.txt: the CLI's only dependency with --project given

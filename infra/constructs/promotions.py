@@ -14,9 +14,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.constructs.approval_requests import route
+from infra.constructs.modelgate_function import ModelGateFunction
 from modelgate.approval import events as approval_events
-from stacks.approval_requests import route
-from stacks.modelgate_function import ModelGateFunction
 
 
 class Promotions(Construct):

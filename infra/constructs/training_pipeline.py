@@ -1,8 +1,8 @@
 """The SageMaker Pipeline (AWS::SageMaker::Pipeline) that trains, evaluates, packages and registers the models.
 
-Its definition comes from pipelines/definition.py (sagemaker SDK, built at synth, cached: stacks/pipeline_assets.py)
-with placeholders that this construct replaces with CloudFormation references: the buckets, the KMS key, the
-step roles, the code bundle asset and (Glue engine) the CallbackStep's queue.
+Its definition comes from pipelines/definition.py (sagemaker SDK, built at synth, cached:
+infra/build/pipeline_assets.py) with placeholders that this construct replaces with CloudFormation references: the
+buckets, the KMS key, the step roles, the code bundle asset and (Glue engine) the CallbackStep's queue.
 
 Roles, least privilege, one per kind of work:
 - Pipeline: the execution role SageMaker Pipelines assumes to start jobs named `pipelines-*`, pass the step
@@ -28,8 +28,8 @@ from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.build.pipeline_assets import code_bundle, pipeline_definition
 from pipelines.definition_inputs import DefinitionSettings, substitute
-from stacks.pipeline_assets import code_bundle, pipeline_definition
 
 _IMAGE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/(?P<repository>[^:@]+)")
 

@@ -16,8 +16,8 @@ from aws_cdk import Duration, RemovalPolicy, SecretValue, Stack
 from aws_cdk import aws_cognito as cognito
 from constructs import Construct
 
+from infra.config import CompanyIdentityProvider
 from modelgate.approval.settings import SignInSettings
-from modelgate.config import CompanyIdentityProvider
 
 FEDERATED_GROUPS_ATTRIBUTE = "groups"  # custom attribute -> ID token claim `custom:groups`
 

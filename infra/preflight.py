@@ -1,5 +1,5 @@
 """What a first deploy of an environment needs from its AWS account and CloudFormation cannot create: checked
-before `make deploy` and shown again after it (`python -m modelgate.preflight --env dev [--after]`).
+before `make deploy` and shown again after it (`python -m infra.preflight --env dev [--after]`).
 
 - SES: the sender identity must be verified (the stack declares it; SES mails its owner a link), and while the
   account is in the SES sandbox every recipient must be verified too, or approval e-mails bounce.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from modelgate.config import ConfigError, Environment, load_config
+from infra.config import ConfigError, Environment, load_config
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def run(environment: Environment, session, models: Sequence[Environment] = ()) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelgate.preflight", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m infra.preflight", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", required=True, help="environment of config/modelgate.yaml")
     parser.add_argument("--config", default=None, help="another configuration file")
     parser.add_argument("--after", action="store_true", help="post-deploy summary wording")

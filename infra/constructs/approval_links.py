@@ -11,8 +11,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.firewall import ManagedRuleGroup, protect_stage
-from stacks.modelgate_function import ModelGateFunction
+from infra.constructs.firewall import ManagedRuleGroup, protect_stage
+from infra.constructs.modelgate_function import ModelGateFunction
 
 API_STAGE = "v1"
 API_RATE_PER_SECOND, API_BURST = 10, 20  # people clicking links; anything faster is not a person
@@ -99,7 +99,7 @@ class ApprovalLinks(Construct):
             )
         # AWS's common and known-bad-inputs rule sets (Log4j-style lookups, exploitable paths) as on the inference
         # API; 300 requests per IP in 5 minutes is far more than a person clicking links. In the stack itself:
-        # a replaced association would detach the ACL from the stage (stacks/firewall.py).
+        # a replaced association would detach the ACL from the stage (infra/constructs/firewall.py).
         protect_stage(
             Stack.of(self),
             api.deployment_stage,

@@ -15,7 +15,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.lambda_bundle import ARCHITECTURE, RUNTIME, function_code
+from infra.build.lambda_bundle import ARCHITECTURE, RUNTIME, function_code
 
 # What every ModelGate function's environment carries besides its caller's values.
 FUNCTION_ENVIRONMENT = {"POWERTOOLS_LOG_LEVEL": "INFO"}

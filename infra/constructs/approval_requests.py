@@ -18,9 +18,9 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.constructs.event_bus_statement import EventBusStatement
+from infra.constructs.modelgate_function import ModelGateFunction
 from modelgate.approval import events as approval_events
-from stacks.event_bus_statement import EventBusStatement
-from stacks.modelgate_function import ModelGateFunction
 
 
 def route(

@@ -11,8 +11,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from infra.build.nag import suppress
 from modelgate.approval import history, state
-from stacks.nag import suppress
 
 
 class ApprovalStore(Construct):
