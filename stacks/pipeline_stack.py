@@ -2,10 +2,10 @@
 `prep.engine` is `glue` there, the Glue job and its callback Lambdas. Data and key are the environment's Storage
 stack's; the model package group is the model's, in the first environment of the chain.
 
-One stack per (model, environment), not one construct per model in a shared stack: a pipeline stack has 20-40
-resources (Glue adds a queue, two Lambdas and alarms), so a shared stack would reach CloudFormation's 500-resource
-limit at about a dozen models; and a stack per model deploys, fails and rolls back alone, so onboarding a model
-never touches another model's pipeline."""
+One stack per (model, environment), not one construct per model in a shared stack: a pipeline stack has 9
+resources, 37 with the Glue prep engine (its queues, two Lambdas, alarms), so a shared stack would reach
+CloudFormation's 500-resource limit at 13 Glue models; and a stack per model deploys, fails and rolls back
+alone, so onboarding a model never touches another model's pipeline."""
 
 from __future__ import annotations
 
