@@ -55,3 +55,29 @@ def test_a_standalone_environment_owns_its_settings():
 def test_an_unknown_environment_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown environment 'staging'"):
         api_gateway_account_owner(config_with(), "staging")
+
+
+def test_neighbours_come_from_the_chain_whatever_its_names():
+    """Issue 13: the chain of config/examples/many-models.yaml (sandbox -> staging -> prod) has no name of the
+    shipped config; the first environment holds the registry, each one's neighbours are the chain's."""
+    config = load_config("config/examples/many-models.yaml")
+    sandbox, staging, prod = (Topology.from_config(config, env) for env in ("sandbox", "staging", "prod"))
+    first = config.environments["sandbox"]
+    assert {(t.registry_account, t.registry_region) for t in (sandbox, staging, prod)} == {
+        (first.account, first.region)
+    }
+    assert [t.holds_registry(config.environments[e]) for t, e in ((sandbox, "sandbox"), (staging, "staging"))] == [
+        True,
+        False,
+    ]
+    assert (sandbox.previous_account, staging.previous_account) == (None, first.account)
+    assert staging.next_event_bus == (
+        f"arn:aws:events:eu-west-1:{config.environments['prod'].account}:event-bus/modelgate-prod-promotions"
+    )
+    assert prod.next_event_bus is None
+    assert [t.protected(e) for t, e in ((sandbox, "sandbox"), (staging, "staging"), (prod, "prod"))] == [
+        False,
+        True,
+        True,
+    ]
+    assert [t.receives_versions(e) for t, e in ((sandbox, "sandbox"), (staging, "staging"))] == [True, False]
