@@ -62,20 +62,21 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Real AWS: `make bootstrap ENV=dev` once per account/region, then `make deploy ENV=dev`.
+# Real AWS: `make bootstrap ENV=<env>` once per account/region, then `make deploy ENV=<env>` (<env>: a name of
+# the promotion chain, config `environments:`; the first one first).
 bootstrap: runtime
-	@test -n "$(ENV)" || { echo "usage: make bootstrap ENV=dev|test|uat|prod [TRUST=<cicd account id>]"; exit 2; }
+	@test -n "$(ENV)" || { echo "usage: make bootstrap ENV=<environment of the chain> [TRUST=<cicd account id>]"; exit 2; }
 	npx cdk bootstrap -c env=$(ENV) $(if $(TRUST),--trust $(TRUST) --cloudformation-execution-policies arn:aws:iam::aws:policy/AdministratorAccess)
 
 deploy: runtime
-	@test -n "$(ENV)" || { echo "usage: make deploy ENV=dev|test|uat|prod"; exit 2; }
-	@$(PY) -m modelgate.placeholders $(ENV)
-	$(PY) -m modelgate.preflight --env $(ENV)
-	npx cdk deploy -c env=$(ENV) "$$($(PY) -c 'from modelgate.config import load_config; print(load_config().project.name)')-$(ENV)/*" $(ARGS)
-	$(PY) -m modelgate.preflight --env $(ENV) --after
+	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment of the chain>"; exit 2; }
+	@$(PY) -m infra.placeholders $(ENV)
+	$(PY) -m infra.preflight --env $(ENV)
+	npx cdk deploy -c env=$(ENV) "$$($(PY) -c 'from infra.config import load_config; print(load_config().project.name)')-$(ENV)/*" $(ARGS)
+	$(PY) -m infra.preflight --env $(ENV) --after
 
 diff: runtime
-	@test -n "$(ENV)" || { echo "usage: make diff ENV=dev|test|uat|prod"; exit 2; }
+	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment of the chain>"; exit 2; }
 	npx cdk diff -c env=$(ENV) $(ARGS)
 
 clean:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""ModelGate CDK app: `npx cdk synth` (all environments) or `npx cdk synth -c env=dev` (one)."""
+"""ModelGate CDK app: `npx cdk synth` (every environment of the chain) or `npx cdk synth -c env=<name>` (one)."""
 
 import sys
 
-from modelgate.config import ConfigError
+from infra.config import ConfigError
 from stacks.app_builder import build_app
 
 try:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from demo.lifecycle import DemoError, DemoOutcome, DemoSettings, Lifecycle
 from demo.local_config import single_account_variant
-from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError
-from stacks.synth_report import NagViolations, format_summary, synthesize
+from infra.build.synth_report import NagViolations, format_summary, synthesize
+from infra.config import DEFAULT_CONFIG_PATH, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.config import ModelGateConfig
+from infra.triton_images import image_uri
 from modelgate.approval.events import INFERENCE_DETAIL_TYPE, INFERENCE_SOURCE
 from modelgate.approval.settings import API_URL, SignInSettings
-from modelgate.config import ModelGateConfig
 from modelgate.environments import ENVIRONMENTS, next_environment
 from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, WINDOW
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.serving import settings as serving_names
-from modelgate.triton_images import image_uri
 from pipelines import datagen
 from pipelines.local_runner import LocalRunResult, LocalRunSettings, run_pipeline
 from pipelines.steps import paths as step_paths

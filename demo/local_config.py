@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from modelgate.config import ModelGateConfig, load_config, parse_config
+from infra.config import ModelGateConfig, load_config, parse_config
 
 HEADER = "# Written by `make demo` from {source}: every environment in the dev account, no CI/CD stack.\n"
 

@@ -81,7 +81,7 @@ def _load_config(args: argparse.Namespace) -> Any:
     """The configuration, or None where it cannot be loaded and is not needed (the CI gate installs only boto3
     and passes --project). An explicit --config that is broken is an error."""
     try:
-        from modelgate.config import ConfigError, load_config
+        from infra.config import ConfigError, load_config
     except ImportError:
         if args.config:
             raise CliError("--config needs the project's requirements (pydantic, PyYAML) installed", EXIT_AWS) from None

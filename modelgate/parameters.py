@@ -22,7 +22,14 @@ class ApprovedModelFormatError(ValueError):
 
 
 def parameter_name(project: str, model_package_group: str, environment: str) -> str:
-    return f"/{project}/{model_package_group}/{check_environment(environment)}"
+    """Names only: whether `environment` is in the promotion chain is the caller's check (config, Chain)."""
+    return f"/{project}/{model_package_group}/{environment}"
+
+
+def pipeline_name(project: str, model: str, environment: str) -> str:
+    """The SageMaker pipeline that trains `model` (its config name) in `environment`: a name the stack sets and
+    the CLI derives (SageMaker pipeline names: letters, digits and '-', at most 256; config names fit)."""
+    return f"{project}-{environment}-{model}"
 
 
 def parameter_path(project: str, model_package_group: str) -> str:

@@ -14,7 +14,7 @@
 Building is OFFLINE: the code the steps run is already in S3 as a CDK asset (its URI, the buckets, roles and key
 are placeholders, pipelines/definition_inputs.py), the PipelineSession is given a region, a default bucket and
 telemetry opt-out, and nothing here calls AWS. `python -m pipelines.definition` reads DefinitionSettings (JSON)
-on stdin and prints the definition; stacks/training_pipeline.py runs it in a subprocess and caches the result,
+on stdin and prints the definition; infra/constructs/training_pipeline.py runs it in a subprocess and caches the result,
 because importing the SDK alone takes ~3 s.
 """
 
@@ -145,7 +145,7 @@ def build_pipeline(settings: DefinitionSettings):
     session = _offline_session(settings.region)
     kms = placeholder("KmsKeyArn")
 
-    input_uri = ParameterString("InputDataUri", default_value=f"s3://{placeholder('RawBucket')}/readings/")
+    input_uri = ParameterString("InputDataUri", default_value=f"s3://{placeholder('RawBucket')}/{settings.raw_prefix}")
     processing_type = ParameterString("ProcessingInstanceType", default_value=settings.processing_instance_type)
     training_type = ParameterString("TrainingInstanceType", default_value=settings.training_instance_type)
     training_count = ParameterInteger("TrainingInstanceCount", default_value=settings.training_instance_count)

@@ -5,7 +5,7 @@ keys the on-disk cache and crosses the process boundary to `python -m pipelines.
 
 Deploy-time values (bucket names, role ARNs, the KMS key, the code bundle's S3 URI, the Glue callback queue) do
 not exist at synth: the SDK builds the definition with the `PLACEHOLDERS` below in their place, and the CDK
-construct (stacks/training_pipeline.py) substitutes CloudFormation references for them. Each placeholder is a
+construct (infra/constructs/training_pipeline.py) substitutes CloudFormation references for them. Each placeholder is a
 string the SDK accepts where the real value goes (S3 URIs must look like S3 URIs, or the SDK would try to
 upload a "local file") and that cannot occur in a definition by accident.
 """
@@ -31,8 +31,9 @@ class DefinitionSettings:
     max_runtime_seconds: int
     epochs: int
     metric_threshold: float
-    triton_image_uri: str  # the registered model's inference container (modelgate.triton_images)
+    triton_image_uri: str  # the registered model's inference container (infra.triton_images)
     inference_instance_type: str  # serving.instance_type: what the model package says it runs on
+    raw_prefix: str = "readings/"  # the default InputDataUri under the raw bucket: one prefix per model
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -368,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
 
     group, threshold, epochs, image, instance_types = args.group, 1.0, 10, None, ()
     if args.env:
-        from modelgate.config import ConfigError, load_config
-        from modelgate.triton_images import image_uri
+        from infra.config import ConfigError, load_config
+        from infra.triton_images import image_uri
 
         try:
             config = load_config()

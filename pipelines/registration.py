@@ -6,7 +6,7 @@ the local runner sends it with `register()`. A version:
   dev/test/uat/prod = PendingManualApproval (modelgate.registry.initial_customer_metadata()), which starts the
   approval flow; `registered_by` (who started the run) lets the approval refuse self-approval;
 - has ModelMetrics.ModelQuality.Statistics = the evaluation report (modelgate.evaluation_report);
-- has one inference container: the SageMaker Triton image (modelgate.triton_images.image_uri) with the version's
+- has one inference container: the SageMaker Triton image (infra.triton_images.image_uri) with the version's
   S3 prefix as model data. That prefix holds every `<customer>.tar.gz`, manifest.json and evaluation.json
   (pipelines/steps/package.py): a multi-model endpoint's ModelDataUrl is such a prefix.
 """
@@ -38,7 +38,7 @@ class ModelVersion:
 
     model_package_group: str
     model_data_url: str  # s3://bucket/prefix/ (ends with '/'): the version's archives
-    image_uri: str  # modelgate.triton_images.image_uri(region, config serving.triton_version)
+    image_uri: str  # infra.triton_images.image_uri(region, config serving.triton_version)
     registered_by: str | None = None  # e-mail of whoever started the run (typed: the approval checks it)
     description: str = ""
     inference_instance_types: tuple[str, ...] = ()  # e.g. the environments' serving.instance_type

@@ -31,10 +31,10 @@ class RoleNotAssumable(Exception):
 
 def _accept_current_instance_types() -> None:
     """moto 5.2's endpoint-config validation lists instance types up to ml.g4dn: also accept the ones our config
-    validates (modelgate.instance_types: g5, g6, p4d, p5...), so a template with ml.g5.xlarge deploys locally."""
+    validates (infra.instance_types: g5, g6, p4d, p5...), so a template with ml.g5.xlarge deploys locally."""
     from moto.sagemaker.models import FakeEndpointConfig
 
-    from modelgate.instance_types import ALL_INSTANCE_TYPES
+    from infra.instance_types import ALL_INSTANCE_TYPES
 
     original = FakeEndpointConfig.validate_instance_type
     if getattr(original, "modelgate", False):

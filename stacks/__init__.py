@@ -1,8 +1,4 @@
-"""CDK stacks and constructs of ModelGate."""
+"""The CDK stacks of ModelGate: one Stage per environment of the chain and the CI/CD pipeline. They compose the
+constructs of `infra.constructs`."""
 
-import os
-
-# jsii prints a large banner on every synth under Node 20 (end of life): noise, not an error. Must be set
-# before aws_cdk is first imported (jsii starts its Node process with this environment).
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+import infra  # noqa: F401  (silences jsii's Node banner before aws_cdk is first imported)

@@ -1,7 +1,8 @@
 """Builds the CDK app from config: one Stage per selected environment, plus the CI/CD pipeline.
 
 Selectors (CDK context):
-  -c env=dev          only dev (also: dev,test); no selector or env=all: every environment + the pipeline
+  -c env=NAME         only that environment of the chain (also: NAME,NAME); none or env=all: every environment
+                      + the CI/CD pipeline
   -c config=PATH      another configuration file (default config/modelgate.yaml)
 """
 
@@ -13,10 +14,10 @@ from pathlib import Path
 from aws_cdk import App
 from aws_cdk import Environment as CdkEnvironment
 
-from modelgate.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
+from infra.build.nag import apply_nag
+from infra.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
+from infra.constructs.promotion_gate import promotion_gates
 from stacks.cicd_stack import CicdStack
-from stacks.nag import apply_nag
-from stacks.promotion_gate import promotion_gates
 from stacks.stage import ModelGateStage
 from stacks.topology import Topology
 
@@ -48,6 +49,7 @@ def add_environments(app: App, config: ModelGateConfig, selector: str | None) ->
             stage_id(config.project.name, env.name),
             project=config.project,
             environment=env,
+            models=config.models,
             topology=Topology.from_config(config, env.name),
         )
         for env in config.select(selector)

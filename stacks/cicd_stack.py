@@ -1,9 +1,11 @@
-"""CI/CD: a CDK Pipelines pipeline in the tooling account that deploys dev -> test -> uat -> prod in order.
+"""CI/CD: a CDK Pipelines pipeline in the tooling account that deploys the environments of the promotion chain
+in order.
 
 Each environment may be its own account: the pipeline uses cross-account KMS keys and the CDK bootstrap roles
-of the target accounts (bootstrap them with `--trust <tooling account>`). A person approves before uat and
-prod. `gates(environment_name, source)` is the hook where the model-promotion gate plugs in: the steps it returns
-run before that environment's stage is deployed (`source`: the repository checkout, for steps that run its code).
+of the target accounts (bootstrap them with `--trust <tooling account>`). A person approves (a CodePipeline
+manual approval) before every environment with `manual_approval: true` in the config. `gates(environment_name,
+source)` is the hook where the model-promotion gates plug in (infra/constructs/promotion_gate.py: one per model):
+the steps it returns run before that environment's stage is deployed (`source`: the repository checkout).
 """
 
 from __future__ import annotations
@@ -16,13 +18,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from modelgate.config import Cicd
-from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
-from stacks.secure_bucket import AccessLogsBucket
+from infra.build.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
+from infra.config import Cicd
+from infra.constructs.secure_bucket import AccessLogsBucket
 from stacks.stage import ModelGateStage
-
-# Environments whose deployment waits for a person to click Approve in CodePipeline.
-MANUAL_APPROVAL_BEFORE = ("uat", "prod")
 
 GateFactory = Callable[[str, pipelines.IFileSetProducer], Sequence[pipelines.Step]]
 
@@ -49,7 +48,7 @@ class CicdStack(Stack):
             "Pipeline",
             cross_account_keys=True,  # target environments may be other accounts
             enable_key_rotation=True,
-            docker_enabled_for_synth=False,  # Lambda bundling is Docker-free (stacks/lambda_bundle.py)
+            docker_enabled_for_synth=False,  # Lambda bundling is Docker-free (infra/build/lambda_bundle.py)
             synth=pipelines.ShellStep(
                 "Synth",
                 input=source,
@@ -66,7 +65,7 @@ class CicdStack(Stack):
         for stage in stages:
             name = stage.settings.name
             pre: list[pipelines.Step] = []
-            if name in MANUAL_APPROVAL_BEFORE:
+            if stage.settings.manual_approval:
                 pre.append(pipelines.ManualApprovalStep(f"Approve-{name}", comment=f"Deploy ModelGate to {name}?"))
             if gates is not None:
                 steps = list(gates(name, source))

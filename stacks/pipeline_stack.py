@@ -1,29 +1,36 @@
-"""The training pipeline of one environment (stateless): the SageMaker Pipeline and, when the environment's
-`prep.engine` is `glue`, the Glue job and its callback Lambdas. Data, key and model package group are the
-Storage stack's."""
+"""The training pipeline of one model in one environment (stateless): the SageMaker Pipeline and, when the model's
+`prep.engine` is `glue` there, the Glue job and its callback Lambdas. Data and key are the environment's Storage
+stack's; the model package group is the model's, in the first environment of the chain.
+
+One stack per (model, environment), not one construct per model in a shared stack: a pipeline stack has 9
+resources, 37 with the Glue prep engine (its queues, two Lambdas, alarms), so a shared stack would reach
+CloudFormation's 500-resource limit at 13 Glue models; and a stack per model deploys, fails and rolls back
+alone, so onboarding a model never touches another model's pipeline."""
 
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from modelgate.config import Environment, Project
-from modelgate.triton_images import image_uri
+from infra.build.lambda_bundle import dependencies_layer
+from infra.build.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
+from infra.config import Environment, ModelProject, Project
+from infra.constructs.glue_prep import GluePrep
+from infra.constructs.training_pipeline import TrainingPipeline
+from infra.triton_images import image_uri
+from modelgate.parameters import pipeline_name
 from pipelines.definition_inputs import DefinitionSettings
-from stacks.glue_prep import GluePrep
-from stacks.lambda_bundle import dependencies_layer
-from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
 from stacks.storage_stack import StorageStack
-from stacks.training_pipeline import TrainingPipeline
 
 
 def definition_settings(
-    project: Project, environment: Environment, model_package_group_arn: str | None = None
+    model: ModelProject, environment: Environment, model_package_group_arn: str | None = None
 ) -> DefinitionSettings:
-    """`model_package_group_arn`: the registry group when it lives in another account or region (registration
+    """`environment`: the model's resolved settings there (`model.environments[name]`).
+    `model_package_group_arn`: the registry group when it lives in another account or region (registration
     then names it by ARN, which CreateModelPackage accepts cross-account); by name otherwise."""
     in_place = f":{environment.region}:{environment.account}:"
-    group = project.model_package_group
+    group = model.model_package_group
     return DefinitionSettings(
         region=environment.region,
         model_package_group=model_package_group_arn
@@ -38,6 +45,7 @@ def definition_settings(
         metric_threshold=environment.training.metric_threshold,
         triton_image_uri=image_uri(environment.region, environment.serving.triton_version),
         inference_instance_type=environment.serving.instance_type,
+        raw_prefix=f"readings/{model.name}/",  # each model trains on its own readings
     )
 
 
@@ -48,14 +56,18 @@ class PipelineStack(Stack):
         construct_id: str,
         *,
         project: Project,
-        environment: Environment,
+        model: ModelProject,
+        environment: str,
         storage: StorageStack,
         model_package_group_arn: str,
         **kwargs,
     ) -> None:
-        """`model_package_group_arn`: the one Model Registry group (possibly in another account, stacks/topology.py)."""
+        """`environment`: the environment's name; the model's settings there are `model.environments[environment]`.
+        `model_package_group_arn`: the model's Model Registry group (maybe in another account, stacks/topology.py)."""
         super().__init__(scope, construct_id, **kwargs)
-        settings = definition_settings(project, environment, model_package_group_arn)
+        self.model = model
+        environment_settings = model.environments[environment]
+        settings = definition_settings(model, environment_settings, model_package_group_arn)
         data = {
             "key": storage.key,
             "raw_data": storage.raw_data,
@@ -69,11 +81,11 @@ class PipelineStack(Stack):
                 "GluePrep",
                 **data,
                 layer=dependencies_layer(self),
-                glue_version=environment.prep.glue_version,
-                worker_type=environment.prep.glue_worker_type,
-                workers=environment.prep.glue_workers,
-                timeout_minutes=environment.training.max_runtime_minutes,
-                notify=environment.approvers.emails,
+                glue_version=environment_settings.prep.glue_version,
+                worker_type=environment_settings.prep.glue_worker_type,
+                workers=environment_settings.prep.glue_workers,
+                timeout_minutes=environment_settings.training.max_runtime_minutes,
+                notify=environment_settings.approvers.emails,
             )
         self.training = TrainingPipeline(
             self,
@@ -81,6 +93,7 @@ class PipelineStack(Stack):
             settings=settings,
             **data,
             model_package_group_arn=model_package_group_arn,
+            pipeline_name=pipeline_name(project.name, model.name, environment),
             glue_requests=self.glue_prep.requests if self.glue_prep else None,
         )
         if self.glue_prep:

@@ -5,20 +5,22 @@ serves lives in the Storage stack (model-repository bucket, KMS key) and comes b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Stack
 from constructs import Construct
 
-from modelgate.config import Environment, Project
+from infra.build.lambda_bundle import dependencies_layer
+from infra.build.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
+from infra.config import Environment, ModelProject, Project
+from infra.constructs.failure_alarm import FailureQueue
+from infra.constructs.inference_api import InferenceApi
+from infra.constructs.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, ArtifactsSharing
+from infra.constructs.model_deployment import ApprovedModelDeployment
+from infra.constructs.triton_endpoint import TritonMultiModelEndpoint
 from modelgate.parameters import parameter_name
-from stacks.failure_alarm import FailureQueue
-from stacks.inference_api import InferenceApi
-from stacks.lambda_bundle import dependencies_layer
-from stacks.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, ArtifactsSharing
-from stacks.model_deployment import ApprovedModelDeployment
-from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
-from stacks.triton_endpoint import TritonMultiModelEndpoint
 
 
 class ServingStack(Stack):
@@ -29,12 +31,16 @@ class ServingStack(Stack):
         *,
         project: Project,
         environment: Environment,
+        models: Sequence[ModelProject],
         storage: StorageStack,
         topology: Topology | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         env = environment.name
+        # MERGE BRIDGE (r-infra): the Stage's call of issue 13; r-serve's ServingStack serves every model. Until
+        # that merges, this serves the first model only.
+        group = models[0].model_package_group
         topology = topology or Topology.standalone(environment)
         layer = dependencies_layer(self)
 
@@ -54,15 +60,16 @@ class ServingStack(Stack):
             self,
             "Deployment",
             environment=env,
-            model_package_group=project.model_package_group,
-            parameter_name=parameter_name(project.name, project.model_package_group, env),
+            model_package_group=group,
+            parameter_name=parameter_name(project.name, group, env),
             model_repository=storage.model_repository,
             layer=layer,
             failures=self.failures,
             artifacts=storage.artifacts,
             other_accounts=topology.other_accounts,
         )
-        # Versions trained here may be approved and served in the other environments (stacks/model_artifacts.py).
+        # Versions trained here may be approved and served in the other environments
+        # (infra/constructs/model_artifacts.py).
         ArtifactsSharing(
             self,
             "ArtifactsSharing",

@@ -1,18 +1,29 @@
-"""One ModelGate environment (dev, test, uat or prod): a CDK Stage deployed to its own account and region."""
+"""One ModelGate environment of the promotion chain: a CDK Stage deployed to its own account and region.
+
+It composes, for every model of the config: Storage (shared; in the first environment of the chain it holds one
+Model Registry group per model), one Pipeline stack per model, the Approval stack (one per environment for all
+models) and the Serving stack (every model's endpoint and the environment's inference API).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from aws_cdk import Environment as CdkEnvironment
 from aws_cdk import Stage, Tags
 from constructs import Construct
 
-from modelgate.config import Environment, Project
+from infra.build.nag import apply_nag
+from infra.config import Environment, ModelProject, Project
 from stacks.approval_stack import ApprovalStack
-from stacks.nag import apply_nag
 from stacks.pipeline_stack import PipelineStack
 from stacks.serving_stack import ServingStack
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
+
+
+def pipeline_stack_id(model: ModelProject) -> str:
+    return f"Pipeline-{model.name}"
 
 
 class ModelGateStage(Stage):
@@ -23,39 +34,58 @@ class ModelGateStage(Stage):
         *,
         project: Project,
         environment: Environment,
+        models: Sequence[ModelProject],
         topology: Topology | None = None,
     ) -> None:
+        """`environment`: the environment-level settings; each model's own are `model.environments[name]`."""
         super().__init__(
             scope,
             construct_id,
             env=CdkEnvironment(account=environment.account, region=environment.region),
         )
         self.settings = environment
-        # Stateful stacks of later environments may not be deleted by accident.
-        protect = environment.name in ("uat", "prod")
+        self.models = tuple(models)
         topology = topology or Topology.standalone(environment)
-        group = project.model_package_group
         self.storage = StorageStack(
             self,
             "Storage",
-            model_package_group=group if topology.holds_registry(environment) else None,
+            model_package_groups=(
+                [model.model_package_group for model in self.models] if topology.holds_registry(environment) else []
+            ),
             registry_sharing=topology.sharing_accounts,
             api_gateway_account=topology.owns_api_gateway_account,
-            termination_protection=protect,
+            # Stateful stacks of environments something was promoted into may not be deleted by accident.
+            termination_protection=topology.protected(environment.name),
         )
-        self.pipeline = PipelineStack(
+        self.pipelines = {
+            model.name: PipelineStack(
+                self,
+                pipeline_stack_id(model),
+                project=project,
+                model=model,
+                environment=environment.name,
+                storage=self.storage,
+                model_package_group_arn=topology.group_arn(model.model_package_group),
+            )
+            for model in self.models
+        }
+        self.approval = ApprovalStack(
             self,
-            "Pipeline",
+            "Approval",
             project=project,
             environment=environment,
+            models=self.models,
             storage=self.storage,
-            model_package_group_arn=topology.group_arn(group),
-        )
-        self.approval = ApprovalStack(
-            self, "Approval", project=project, environment=environment, storage=self.storage, topology=topology
+            topology=topology,
         )
         self.serving = ServingStack(
-            self, "Serving", project=project, environment=environment, storage=self.storage, topology=topology
+            self,
+            "Serving",
+            project=project,
+            environment=environment,
+            models=self.models,
+            storage=self.storage,
+            topology=topology,
         )
         # REST API stages with logging fail to deploy before API Gateway's account has its CloudWatch role (set
         # by Storage, or by an earlier environment's Storage in the same account and region).

@@ -23,13 +23,13 @@ os.environ.pop("AWS_PROFILE", None)
 
 @pytest.fixture(scope="session")
 def config():
-    from modelgate.config import load_config
+    from infra.config import load_config
 
     return load_config()
 
 
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory):
-    from stacks.synth_report import synthesize
+    from infra.build.synth_report import synthesize
 
     return synthesize(tmp_path_factory.mktemp("cdk.out"))

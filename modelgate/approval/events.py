@@ -35,7 +35,7 @@ PROMOTER_TAG = "modelgate:promoter"  # IAM principal tag (value: the project) of
 def promotion_bus_name(project: str, environment: str) -> str:
     """The event bus of `environment` that carries promotion requests: a name both sides derive (the previous
     environment may live in another account, where CDK cannot pass references)."""
-    return f"{project}-{check_environment(environment)}-promotions"
+    return f"{project}-{environment}-promotions"
 
 
 class EventFormatError(ValueError):

@@ -1,9 +1,26 @@
-"""Template assertions share the session's one synthesis (tests/conftest.py: `synth`, `config`)."""
+"""Template assertions share the session's one synthesis per config (tests/conftest.py: `synth`, `config`;
+here `many_synth`, `many_config`: config/examples/many-models.yaml, two models through another chain)."""
 
 from __future__ import annotations
 
 import pytest
 from aws_cdk.assertions import Template
+
+MANY_MODELS = "config/examples/many-models.yaml"
+
+
+@pytest.fixture(scope="session")
+def many_config():
+    from infra.config import load_config
+
+    return load_config(MANY_MODELS)
+
+
+@pytest.fixture(scope="session")
+def many_synth(tmp_path_factory):
+    from infra.build.synth_report import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("many-models.out"), context={"config": MANY_MODELS})
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,10 @@ import pytest
 import yaml
 from aws_cdk.assertions import Match, Template
 
-from modelgate.environments import ENVIRONMENTS
+from infra.config import load_config
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 ACCOUNT = "AWS::ApiGateway::Account"
 API_STACKS = ("Approval", "Serving")
@@ -65,12 +68,13 @@ def test_rest_api_stacks_leave_the_account_setting_alone_and_deploy_after_storag
 @pytest.fixture(scope="module")
 def sharing_account(tmp_path_factory, config):
     """A variant: test lives in dev's account and region; only test's stage is synthesized."""
-    from modelgate.config import DEFAULT_CONFIG_PATH
-    from stacks.synth_report import synthesize
+    from infra.build.synth_report import synthesize
+    from infra.config import DEFAULT_CONFIG_PATH
 
     dev = config.environments["dev"]
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["environments"]["test"].update(account=dev.account, region=dev.region)
+    (test,) = [environment for environment in raw["environments"] if environment["name"] == "test"]
+    test.update(account=dev.account, region=dev.region)
     folder = tmp_path_factory.mktemp("shared-account")
     (folder / "modelgate.yaml").write_text(yaml.safe_dump(raw))
     return synthesize(folder / "cdk.out", context={"config": str(folder / "modelgate.yaml"), "env": "test"})

@@ -7,7 +7,10 @@ import json
 
 import pytest
 
-from modelgate.environments import ENVIRONMENTS, next_environment, previous_environment
+from infra.config import load_config
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 GROUP = "energy-forecast"
 
@@ -38,7 +41,7 @@ def test_handlers_exist_and_are_wired_to_their_triggers(template, env):
     approval = template(env, "Approval")
     handlers = functions(approval)
     expected = {"lambdas.request_approval.handler", "lambdas.approval_api.handler"}
-    if next_environment(env):
+    if CHAIN.next(env):
         expected.add("lambdas.post_inference.handler")
     assert set(handlers) == expected, "post-inference everywhere but prod (nothing comes after prod)"
     for handler in handlers:
@@ -78,7 +81,7 @@ def test_async_failures_land_in_an_alarmed_encrypted_queue(template, env):
             assert target["DeadLetterConfig"] == {"Arn": queue_arn}, "delivery failures are kept"
             assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     configs = of_type(approval, "AWS::Lambda::EventInvokeConfig").values()
-    assert len(configs) == (2 if next_environment(env) else 1), "every async function"
+    assert len(configs) == (2 if CHAIN.next(env) else 1), "every async function"
     for config in configs:
         assert config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
         assert config["Properties"]["MaximumRetryAttempts"] == 2
@@ -136,10 +139,11 @@ def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, 
     assert not writable & {"email", "email_verified", "custom:groups", "preferred_username"}, writable
     (api_fn,) = [f for h, f in functions(approval).items() if h == "lambdas.approval_api.handler"]
     variables = api_fn["Properties"]["Environment"]["Variables"]
-    assert variables["MODELGATE_APPROVERS_GROUP"] == config.environments[env].approvers.group
+    (model,) = json.loads(variables["MODELGATE_MODELS"])
+    assert model["approvers_group"] == config.environments[env].approvers.group
     assert variables["MODELGATE_SIGNIN_GROUPS_CLAIM"] == "cognito:groups"
     # The pages show the training gate's threshold: the same number the pipeline's condition used.
-    assert float(variables["MODELGATE_METRIC_THRESHOLD"]) == config.environments[env].training.metric_threshold
+    assert model["metric_threshold"] == config.environments[env].training.metric_threshold
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -175,7 +179,7 @@ def test_promotion_requests_travel_on_modelgates_own_bus_that_only_modelgate_may
     not tagged as a ModelGate promoter of this project, and admits the previous environment's account."""
     approval = template(env, "Approval")
     puts = [s for s in policies(approval) if "events:PutEvents" in actions(s)]
-    following = next_environment(env)
+    following = CHAIN.next(env)
     if following:
         nxt = config.environments[following]
         assert [s["Resource"] for s in puts] == [
@@ -190,7 +194,7 @@ def test_promotion_requests_travel_on_modelgates_own_bus_that_only_modelgate_may
             if {"Key": "modelgate:promoter", "Value": "modelgate"} in r["Properties"].get("Tags", [])
         ]
         assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
-    previous = previous_environment(env)
+    previous = CHAIN.previous(env)
     if previous is None:  # dev's requests are the registry's own events (default bus); nothing is promoted to it
         assert of_type(approval, "AWS::Events::EventBus") == {}
         assert of_type(approval, "AWS::Events::EventBusPolicy") == {}
@@ -305,11 +309,12 @@ def federated_prod(tmp_path_factory):
     """A variant (prod only): approvers federated from the company directory."""
     import yaml
 
-    from modelgate.config import DEFAULT_CONFIG_PATH
-    from stacks.synth_report import synthesize
+    from infra.build.synth_report import synthesize
+    from infra.config import DEFAULT_CONFIG_PATH
 
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["environments"]["prod"]["approvers"]["identity_provider"] = {
+    (prod,) = [environment for environment in raw["environments"] if environment["name"] == "prod"]
+    prod["approvers"]["identity_provider"] = {
         "name": "CompanySSO",
         "issuer": "https://login.example.com",
         "client_id": "modelgate-approvals",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from modelgate.environments import ENVIRONMENTS
+from infra.config import load_config
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,14 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
 
-from modelgate.environments import ENVIRONMENTS
-from modelgate.gpu_hosts import AMIS_BY_NAME, minimum_driver
+from infra.config import load_config
+from infra.constructs.model_artifacts import REGISTERED_MODEL_KEYS
+from infra.constructs.triton_endpoint import TritonMultiModelEndpoint
+from infra.gpu_hosts import AMIS_BY_NAME, minimum_driver
 from modelgate.serving import settings as names
-from stacks.model_artifacts import REGISTERED_MODEL_KEYS
-from stacks.triton_endpoint import TritonMultiModelEndpoint
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 
 def only(resources: dict) -> dict:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 
-from modelgate.environments import ENVIRONMENTS
+from infra.config import load_config
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 
 def test_zero_unsuppressed_nag_errors_or_warnings(synth):

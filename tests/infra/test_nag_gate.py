@@ -7,9 +7,9 @@ from aws_cdk import App, RemovalPolicy, Stack, Stage
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 
+from infra.build.nag import apply_nag
+from infra.build.synth_report import NagViolations, synthesize_app
 from stacks.app_builder import feature_flags
-from stacks.nag import apply_nag
-from stacks.synth_report import NagViolations, synthesize_app
 
 
 def _app_with(tmp_path, build):

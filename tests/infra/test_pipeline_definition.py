@@ -7,11 +7,15 @@ import json
 
 import pytest
 
-from modelgate.environments import ENVIRONMENTS
+from infra.config import load_config
+from infra.triton_images import image_uri
 from modelgate.registry import PENDING, PIPELINE_EXECUTION_KEY
-from modelgate.triton_images import image_uri
 from pipelines import registration
 from pipelines.steps import paths
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
+PIPELINE = f"Pipeline-{load_config().models[0].name}"  # the shipped config's one model
 
 PARAMETERS = {
     "InputDataUri",
@@ -53,7 +57,7 @@ def definition(template):
 
     def get(env: str) -> dict:
         if env not in cache:
-            cache[env] = definition_of(template(env, "Pipeline"))[0]
+            cache[env] = definition_of(template(env, PIPELINE))[0]
         return cache[env]
 
     return get
@@ -120,7 +124,7 @@ def test_parameters_default_to_the_environment_config(definition, config, env):
         "DefaultValue": settings.training.metric_threshold,
     }
     # One registry, held by dev: later environments (other accounts here) register into it by ARN.
-    dev, group = config.environments["dev"], config.project.model_package_group
+    dev, group = config.environments["dev"], config.models[0].model_package_group
     assert parameters["ModelPackageGroup"]["DefaultValue"] == (
         group if env == "dev" else f"arn:aws:sagemaker:{dev.region}:{dev.account}:model-package-group/{group}"
     )
@@ -156,7 +160,7 @@ def test_prep_engine_follows_config(definition, template, config, env):
             "quarantine": paths.container_path(paths.PREP_QUARANTINE),
             "report": paths.container_path(paths.PREP_REPORT),
         }
-        template(env, "Pipeline").resource_count_is("AWS::Glue::Job", 0)
+        template(env, PIPELINE).resource_count_is("AWS::Glue::Job", 0)
     else:
         assert prep["Type"] == "Callback"
         assert prep["Arguments"] == {
@@ -171,7 +175,7 @@ def test_prep_engine_follows_config(definition, template, config, env):
         assert {"Get": "Steps.Prep.OutputParameters['curated_uri']"} in [
             c["DataSource"]["S3DataSource"]["S3Uri"] for c in train["Arguments"]["InputDataConfig"]
         ]
-        template(env, "Pipeline").resource_count_is("AWS::Glue::Job", 1)
+        template(env, PIPELINE).resource_count_is("AWS::Glue::Job", 1)
 
 
 def test_shipped_config_uses_both_prep_engines(config):
@@ -247,14 +251,14 @@ def test_registration_is_the_request_of_pipelines_registration(definition, confi
         register["Arguments"],
         {
             "Steps.Package.ProcessingOutputConfig.Outputs['models'].S3Output.S3Uri": prefix,
-            "Parameters.ModelPackageGroup": config.project.model_package_group,
+            "Parameters.ModelPackageGroup": config.models[0].model_package_group,
             "Parameters.RegisteredBy": "scientist@example.com",
             "Execution.PipelineExecutionArn": execution,
         },
     )
     expected = registration.model_package_request(
         registration.ModelVersion(
-            model_package_group=config.project.model_package_group,
+            model_package_group=config.models[0].model_package_group,
             model_data_url=prefix + "/",
             registered_by="scientist@example.com",
             pipeline_execution_arn=execution,
@@ -274,8 +278,8 @@ def test_registration_is_the_request_of_pipelines_registration(definition, confi
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_every_placeholder_is_replaced_by_a_reference(template, env):
-    text = json.dumps(template(env, "Pipeline").to_json())
+    text = json.dumps(template(env, PIPELINE).to_json())
     assert "modelgate-placeholder" not in text
     assert "modelgate-sentinel" not in text
-    _, properties = definition_of(template(env, "Pipeline"))
+    _, properties = definition_of(template(env, PIPELINE))
     assert properties["RoleArn"]["Fn::GetAtt"][0].startswith("TrainingExecutionRole")

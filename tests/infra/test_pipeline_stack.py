@@ -7,7 +7,12 @@ import json
 
 import pytest
 
-from modelgate.environments import ENVIRONMENTS
+from infra.config import load_config
+from modelgate.parameters import pipeline_name
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
+PIPELINE = f"Pipeline-{load_config().models[0].name}"  # the shipped config's one model
 
 
 def statements(template, role_prefix: str) -> list[dict]:
@@ -31,11 +36,11 @@ def resources_of(statement: dict) -> list:
 def test_the_one_model_registry_is_in_the_registry_environments_retained_storage_stack(template, config):
     storage = template("dev", "Storage")
     (group,) = storage.find_resources("AWS::SageMaker::ModelPackageGroup").values()
-    assert group["Properties"]["ModelPackageGroupName"] == config.project.model_package_group
+    assert group["Properties"]["ModelPackageGroupName"] == config.models[0].model_package_group
     assert group["DeletionPolicy"] == "Retain"
     assert group["UpdateReplacePolicy"] == "Retain"
     for env in ENVIRONMENTS:
-        template(env, "Pipeline").resource_count_is("AWS::SageMaker::ModelPackageGroup", 0)
+        template(env, PIPELINE).resource_count_is("AWS::SageMaker::ModelPackageGroup", 0)
         if env != "dev":  # one registry, even when environments share an account
             template(env, "Storage").resource_count_is("AWS::SageMaker::ModelPackageGroup", 0)
 
@@ -56,7 +61,7 @@ def test_later_environments_accounts_may_register_read_and_decide_on_the_registr
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_execution_role_passes_only_the_step_roles_and_only_to_sagemaker(template, env):
-    pipeline = template(env, "Pipeline")
+    pipeline = template(env, PIPELINE)
     (passing,) = [s for s in statements(pipeline, "TrainingExecutionRole") if "iam:PassRole" in actions_of(s)]
     assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
     passed = {r["Fn::GetAtt"][0] for r in resources_of(passing)}
@@ -68,10 +73,10 @@ def test_execution_role_passes_only_the_step_roles_and_only_to_sagemaker(templat
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_execution_role_starts_only_pipeline_jobs_and_registers_only_into_its_group(template, config, env):
-    pipeline = template(env, "Pipeline")
+    pipeline = template(env, PIPELINE)
     dev = config.environments["dev"]
     registry_group = (
-        f"arn:aws:sagemaker:{dev.region}:{dev.account}:model-package-group/{config.project.model_package_group}"
+        f"arn:aws:sagemaker:{dev.region}:{dev.account}:model-package-group/{config.models[0].model_package_group}"
     )
     text = json.dumps(statements(pipeline, "TrainingExecutionRole"))
     for statement in statements(pipeline, "TrainingExecutionRole"):
@@ -80,7 +85,7 @@ def test_execution_role_starts_only_pipeline_jobs_and_registers_only_into_its_gr
                 rendered = json.dumps(resource)
                 assert (
                     "-job/pipelines-*" in rendered
-                    or f"model-package/{config.project.model_package_group}/*" in rendered
+                    or f"model-package/{config.models[0].model_package_group}/*" in rendered
                     or rendered == json.dumps(registry_group)
                 ), rendered
     assert '"Resource": "*"' not in text
@@ -88,7 +93,7 @@ def test_execution_role_starts_only_pipeline_jobs_and_registers_only_into_its_gr
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_job_roles_pull_only_the_step_images_and_read_only_their_code_object(template, env):
-    pipeline = template(env, "Pipeline")
+    pipeline = template(env, PIPELINE)
     for role in ("TrainingTrainingRole", "TrainingEvaluationRole"):
         found = statements(pipeline, role)
         (ecr,) = [s for s in found if "ecr:BatchGetImage" in actions_of(s)]
@@ -101,14 +106,14 @@ def test_job_roles_pull_only_the_step_images_and_read_only_their_code_object(tem
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_only_the_prep_role_reads_raw_data(template, env):
-    pipeline = template(env, "Pipeline")
+    pipeline = template(env, PIPELINE)
     for role in ("TrainingTrainingRole", "TrainingEvaluationRole", "TrainingExecutionRole"):
         assert "RawData" not in json.dumps(statements(pipeline, role)), role
 
 
 def test_glue_engine_job_is_encrypted_bookmark_free_and_sized_from_config(template, config):
     settings = config.environments["test"].prep
-    pipeline = template("test", "Pipeline")
+    pipeline = template("test", PIPELINE)
     (job,) = pipeline.find_resources("AWS::Glue::Job").values()
     props = job["Properties"]
     assert props["GlueVersion"] == settings.glue_version
@@ -129,7 +134,7 @@ def test_glue_engine_job_is_encrypted_bookmark_free_and_sized_from_config(templa
 
 
 def test_glue_callback_plumbing_has_dead_letters_and_alarms(template):
-    pipeline = template("test", "Pipeline")
+    pipeline = template("test", PIPELINE)
     queues = pipeline.find_resources("AWS::SQS::Queue")
     (failures,) = [logical for logical in queues if logical.startswith("GluePrepFailuresQueue")]
     for logical, queue in queues.items():
@@ -165,7 +170,7 @@ def test_glue_callback_plumbing_has_dead_letters_and_alarms(template):
 
 
 def test_callback_functions_answer_only_this_pipeline(template):
-    pipeline = template("test", "Pipeline")
+    pipeline = template("test", PIPELINE)
     (name,) = [p["Properties"]["PipelineName"] for p in pipeline.find_resources("AWS::SageMaker::Pipeline").values()]
     for role in ("GluePrepStartRole", "GluePrepFinishRole"):
         answering = [s for s in statements(pipeline, role) if any(a.startswith("sagemaker:") for a in actions_of(s))]
@@ -176,17 +181,16 @@ def test_callback_functions_answer_only_this_pipeline(template):
 
 
 def test_environments_without_glue_have_no_glue_plumbing(template):
-    dev = template("dev", "Pipeline")
+    dev = template("dev", PIPELINE)
     for kind in ("AWS::Glue::Job", "AWS::SQS::Queue", "AWS::Lambda::Function", "AWS::Events::Rule"):
         dev.resource_count_is(kind, 0)
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_pipeline_is_named_by_cdk_and_unique_per_environment(template, env):
-    (pipeline,) = template(env, "Pipeline").find_resources("AWS::SageMaker::Pipeline").values()
+def test_pipeline_is_named_after_project_environment_and_model_as_the_cli_derives_it(template, env, config):
+    (pipeline,) = template(env, PIPELINE).find_resources("AWS::SageMaker::Pipeline").values()
     name = pipeline["Properties"]["PipelineName"]
-    assert name == name.lower()
-    assert env in name
+    assert name == pipeline_name(config.project.name, config.models[0].name, env) == name.lower()
 
 
 def _job_roles(pipeline) -> list[str]:
@@ -199,7 +203,7 @@ def test_job_roles_may_list_exactly_their_code_prefix(template, env):
     """SageMaker downloads an `S3DataType: S3Prefix` input (the `code` ProcessingInput and training channel) by
     listing the prefix (s3:ListBucket on the bucket, s3:prefix = the URI's key) before getting each object: with
     s3:GetObject alone every job of the first run fails to download its code."""
-    pipeline = template(env, "Pipeline")
+    pipeline = template(env, PIPELINE)
     (code,) = {
         json.dumps(resources_of(s)[0])
         for s in statements(pipeline, "TrainingTrainingRole")
@@ -219,7 +223,7 @@ def test_job_roles_may_list_exactly_their_code_prefix(template, env):
 def test_job_roles_may_create_grants_on_the_key_of_their_encrypted_volumes(template, env):
     """Jobs set VolumeKmsKeyId: SageMaker creates a KMS grant for the instance's EBS volume as the job role, so
     the role needs kms:CreateGrant on that key (for AWS resources only: kms:GrantIsForAWSResource)."""
-    pipeline = template(env, "Pipeline")
+    pipeline = template(env, PIPELINE)
     definition = json.dumps(pipeline.find_resources("AWS::SageMaker::Pipeline"))
     assert "VolumeKmsKeyId" in definition
     for role in _job_roles(pipeline):
@@ -233,7 +237,7 @@ def test_job_roles_may_create_grants_on_the_key_of_their_encrypted_volumes(templ
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_the_stack_outputs_what_a_data_scientist_needs_to_start_a_run(template, env):
     """Pipeline name and raw bucket as outputs: `modelgate pipeline start` and people read them, not the console."""
-    pipeline_stack = template(env, "Pipeline")
+    pipeline_stack = template(env, PIPELINE)
     (pipeline,) = pipeline_stack.find_resources("AWS::SageMaker::Pipeline").values()
     outputs = pipeline_stack.to_json()["Outputs"]
     assert outputs["PipelineName"]["Value"] == pipeline["Properties"]["PipelineName"]

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from infra.instance_types import gpu_count, has_instance_store
+from infra.triton_images import image_uri
 from modelgate.environments import ENVIRONMENTS
-from modelgate.instance_types import gpu_count, has_instance_store
 from modelgate.parameters import parameter_name
 from modelgate.serving import settings as names
-from modelgate.triton_images import image_uri
 
 
 def only(resources: dict) -> dict:

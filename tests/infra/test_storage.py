@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from modelgate.environments import ENVIRONMENTS
+from infra.config import load_config
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 DATA_BUCKETS = 4  # raw, curated, artifacts, model repository (+1 access-log bucket)
 
@@ -98,11 +101,16 @@ def test_stages_deploy_to_the_configured_account_and_region(synth, config):
         assert (stack.account, stack.region) == (config.environments[env].account, config.environments[env].region)
 
 
-def test_later_environments_protect_their_stateful_stack(synth, config):
+def test_every_environment_after_the_first_of_the_chain_protects_its_stateful_stack(synth, config):
+    """Termination protection is data: the chain's first environment (where models are tried) may be torn down;
+    anything promoted into may not be deleted by accident."""
     manifest_protection = {}
     for env in ENVIRONMENTS:
         stage_dir = synth.outdir / f"assembly-{config.project.name}-{env}"
         manifest = json.loads((stage_dir / "manifest.json").read_text())
         storage = next(a for a in manifest["artifacts"].values() if a.get("displayName", "").endswith("/Storage"))
         manifest_protection[env] = storage["properties"].get("terminationProtection", False)
-    assert manifest_protection == {"dev": False, "test": False, "uat": True, "prod": True}
+    assert manifest_protection == {"dev": False, "test": True, "uat": True, "prod": True}
+    assert {
+        env: synth.stack(f"{config.project.name}-{env}", "Storage").termination_protection for env in ENVIRONMENTS
+    } == (manifest_protection)

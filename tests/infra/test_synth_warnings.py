@@ -28,8 +28,8 @@ def test_the_event_bus_policy_prints_no_deprecation_warning_and_is_still_checked
         f"""
         import json
         from aws_cdk import App, Stack
-        from stacks.event_bus_statement import EventBusStatement
-        from stacks.nag import apply_nag
+        from infra.constructs.event_bus_statement import EventBusStatement
+        from infra.build.nag import apply_nag
 
         app = App(outdir={str(tmp_path)!r})
         stack = Stack(app, "Probe")

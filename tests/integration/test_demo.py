@@ -16,7 +16,7 @@ import pytest
 
 from demo.__main__ import parser, run
 from demo.lifecycle import DemoSettings, Lifecycle
-from modelgate.config import load_config
+from infra.config import load_config
 from modelgate.environments import ENVIRONMENTS
 
 

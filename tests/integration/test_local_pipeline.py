@@ -20,10 +20,10 @@ from google.protobuf import text_format
 from moto import mock_aws
 from tritonclient.grpc import model_config_pb2
 
+from infra.triton_images import image_uri
 from modelgate.evaluation_report import REPORT_FILE
 from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, HORIZON, WINDOW, model_names
 from modelgate.registry import ENVIRONMENTS, PENDING
-from modelgate.triton_images import image_uri
 from pipelines import datagen
 from pipelines.local_runner import LocalRunResult, LocalRunSettings, LocalStepError, run_pipeline
 from pipelines.steps import artifact, forecaster, series

@@ -314,7 +314,7 @@ def test_evaluation_metrics_from_the_pipeline_report_other_formats_or_a_note_why
 def test_config_names_a_bad_identity_provider_or_link_lifetime():
     import yaml
 
-    from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
+    from infra.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
 
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     assert parse_config(raw, "c.yaml").environments["dev"].approvers.link_ttl_hours == 72
@@ -339,7 +339,7 @@ def test_handlers_import_nothing_the_lambda_bundle_lacks():
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('sagemaker', 'pydantic', 'yaml', 'aws_cdk') or name == 'modelgate.config':\n"
+        "        if name.split('.')[0] in ('sagemaker', 'pydantic', 'yaml', 'aws_cdk') or name == 'infra.config':\n"
         "            raise ImportError('not in the Lambda bundle: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import lambdas.approval_api, lambdas.request_approval, lambdas.post_inference\n"

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from infra.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 
 SOURCE = "config/modelgate.yaml"
 

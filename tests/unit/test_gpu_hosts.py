@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
-from modelgate.gpu_hosts import (
+from infra.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from infra.gpu_hosts import (
     AMIS_BY_NAME,
     INFERENCE_AMIS,
     TRITON_CUDA,
@@ -17,8 +17,8 @@ from modelgate.gpu_hosts import (
     inference_ami,
     minimum_driver,
 )
-from modelgate.instance_types import GPU_FAMILIES
-from modelgate.triton_images import RELEASES
+from infra.instance_types import GPU_FAMILIES
+from infra.triton_images import RELEASES
 
 SAGEMAKER_DEFAULT_DRIVER = {"g4dn": 470, "g5": 470, "p3": 470, "p4d": 470, "p4de": 470}
 

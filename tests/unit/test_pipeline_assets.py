@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from infra.build import pipeline_assets
 from pipelines import definition_inputs
 from pipelines.definition import processing_bootstrap
 from pipelines.steps.paths import REQUIREMENTS_FILE, RUNTIME_SOURCES, STEP_SCRIPTS
-from stacks import pipeline_assets
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = definition_inputs.DefinitionSettings(

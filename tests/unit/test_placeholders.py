@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from modelgate.config import DEFAULT_CONFIG_PATH, load_config, parse_config
-from modelgate.placeholders import main, placeholders
+from infra.config import DEFAULT_CONFIG_PATH, load_config, parse_config
+from infra.placeholders import main, placeholders
 
 
 def test_the_shipped_config_is_all_placeholders_and_says_so(capsys):
@@ -19,7 +19,8 @@ def test_the_shipped_config_is_all_placeholders_and_says_so(capsys):
 
 def test_real_values_pass_quietly(tmp_path, capsys):
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["environments"]["dev"]["account"] = "482910375561"
+    (dev,) = [environment for environment in raw["environments"] if environment["name"] == "dev"]
+    dev["account"] = "482910375561"
     raw["defaults"]["sender_email"] = "mlops@energy.co"
     raw["defaults"]["approvers"]["emails"] = ["ml-team@energy.co"]
     assert placeholders(parse_config(raw, "x.yaml"), "dev") == []
@@ -27,3 +28,12 @@ def test_real_values_pass_quietly(tmp_path, capsys):
     path.write_text(yaml.safe_dump(raw))
     assert main(["dev", "--config", str(path), "--strict"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_models_own_approvers_are_checked_too():
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    raw["defaults"]["sender_email"] = "mlops@energy.co"
+    raw["defaults"]["approvers"]["emails"] = ["ml-team@energy.co"]
+    raw["models"][0]["approvers"] = {"emails": ["someone@example.com"]}
+    (found,) = [line for line in placeholders(parse_config(raw, "x.yaml"), "test") if "example domains" in line]
+    assert "someone@example.com" in found

@@ -10,8 +10,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from modelgate.config import load_config
-from modelgate.preflight import quota_checks, quota_needs, ses_checks
+from infra.config import load_config
+from infra.preflight import quota_checks, quota_needs, ses_checks
 
 
 class Account:
@@ -82,3 +82,12 @@ def test_enough_quota_passes():
     prod = load_config().environments["prod"]
     checks = quota_checks(Quotas(dict.fromkeys(quota_needs(prod), 100)), prod)
     assert all(check.ok for check in checks)
+
+
+def test_each_model_has_its_own_endpoint_and_pipeline_so_quota_needs_add_up():
+    """Two models in one environment: two endpoints and two pipelines of the same instance types."""
+    config = load_config("config/examples/many-models.yaml")
+    prod = [model.environments["prod"] for model in config.models]
+    one, both = quota_needs(prod[0]), quota_needs(*prod)
+    serving = f"{prod[0].serving.instance_type} for endpoint usage"
+    assert both[serving] == 2 * one[serving] == 2 * prod[0].serving.max_instances

@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from modelgate.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
-from modelgate.environments import ENVIRONMENTS
+from infra.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 from stacks.topology import Topology, api_gateway_account_owner
+
+CHAIN = load_config().chain  # the shipped config's promotion chain
+ENVIRONMENTS = CHAIN.names
 
 
 def config_with(**placements: tuple[str, str]):
     """The shipped config with some environments moved: name=(account, region)."""
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     for name, (account, region) in placements.items():
-        raw["environments"][name].update(account=account, region=region)
+        (environment,) = [environment for environment in raw["environments"] if environment["name"] == name]
+        environment.update(account=account, region=region)
     return parse_config(raw, "test.yaml")
 
 
@@ -52,3 +55,29 @@ def test_a_standalone_environment_owns_its_settings():
 def test_an_unknown_environment_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown environment 'staging'"):
         api_gateway_account_owner(config_with(), "staging")
+
+
+def test_neighbours_come_from_the_chain_whatever_its_names():
+    """Issue 13: the chain of config/examples/many-models.yaml (sandbox -> staging -> prod) has no name of the
+    shipped config; the first environment holds the registry, each one's neighbours are the chain's."""
+    config = load_config("config/examples/many-models.yaml")
+    sandbox, staging, prod = (Topology.from_config(config, env) for env in ("sandbox", "staging", "prod"))
+    first = config.environments["sandbox"]
+    assert {(t.registry_account, t.registry_region) for t in (sandbox, staging, prod)} == {
+        (first.account, first.region)
+    }
+    assert [t.holds_registry(config.environments[e]) for t, e in ((sandbox, "sandbox"), (staging, "staging"))] == [
+        True,
+        False,
+    ]
+    assert (sandbox.previous_account, staging.previous_account) == (None, first.account)
+    assert staging.next_event_bus == (
+        f"arn:aws:events:eu-west-1:{config.environments['prod'].account}:event-bus/modelgate-prod-promotions"
+    )
+    assert prod.next_event_bus is None
+    assert [t.protected(e) for t, e in ((sandbox, "sandbox"), (staging, "staging"), (prod, "prod"))] == [
+        False,
+        True,
+        True,
+    ]
+    assert [t.receives_versions(e) for t, e in ((sandbox, "sandbox"), (staging, "staging"))] == [True, False]

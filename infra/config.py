@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
+from infra.gpu_hosts import NoCompatibleHostError, inference_ami
+from infra.instance_types import ALL_INSTANCE_TYPES, GLUE_VERSIONS, GLUE_WORKER_TYPES, GPU_INSTANCE_TYPES
+from infra.triton_images import UnknownTritonImageError, image_uri
 from modelgate.chain import Chain
-from modelgate.gpu_hosts import NoCompatibleHostError, inference_ami
-from modelgate.instance_types import ALL_INSTANCE_TYPES, GLUE_VERSIONS, GLUE_WORKER_TYPES, GPU_INSTANCE_TYPES
-from modelgate.triton_images import UnknownTritonImageError, image_uri
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "modelgate.yaml"
 
@@ -157,7 +157,7 @@ class Serving(_Frozen):
     triton_version: Annotated[str, _check(r"\d{2}\.\d{2}", "must be a Triton release like '24.09'")]
     data_capture: bool
     # SageMaker host image (NVIDIA driver) of the endpoint; default: the newest one that runs the Triton release on
-    # the instance type (modelgate/gpu_hosts.py). Checked against the same table when given.
+    # the instance type (infra/gpu_hosts.py). Checked against the same table when given.
     inference_ami_version: Annotated[str, Field(min_length=1)] | None = None
     # Autoscaling targets: invocations per instance per minute, and percent of each GPU in use.
     target_invocations_per_instance: Annotated[int, Field(ge=1, le=100_000)] = 1000

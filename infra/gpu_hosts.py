@@ -124,8 +124,7 @@ def inference_ami(triton_version: str, instance_type: str, requested: str | None
     or the newest compatible); NoCompatibleHostError says why none does and what to change."""
     if triton_version not in TRITON_CUDA:
         raise NoCompatibleHostError(
-            f"Triton {triton_version} has no CUDA/driver entry in modelgate/gpu_hosts.py; known: "
-            f"{', '.join(TRITON_CUDA)}"
+            f"Triton {triton_version} has no CUDA/driver entry in infra/gpu_hosts.py; known: {', '.join(TRITON_CUDA)}"
         )
     family, cuda = _family(instance_type), TRITON_CUDA[triton_version]
     gpu, capability = FAMILY_GPU.get(family, ("?", 0.0))

@@ -1,8 +1,8 @@
 """The SageMaker Pipeline (AWS::SageMaker::Pipeline) that trains, evaluates, packages and registers the models.
 
-Its definition comes from pipelines/definition.py (sagemaker SDK, built at synth, cached: stacks/pipeline_assets.py)
-with placeholders that this construct replaces with CloudFormation references: the buckets, the KMS key, the
-step roles, the code bundle asset and (Glue engine) the CallbackStep's queue.
+Its definition comes from pipelines/definition.py (sagemaker SDK, built at synth, cached:
+infra/build/pipeline_assets.py) with placeholders that this construct replaces with CloudFormation references: the
+buckets, the KMS key, the step roles, the code bundle asset and (Glue engine) the CallbackStep's queue.
 
 Roles, least privilege, one per kind of work:
 - Pipeline: the execution role SageMaker Pipelines assumes to start jobs named `pipelines-*`, pass the step
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 
-from aws_cdk import ArnFormat, Names, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -28,8 +28,8 @@ from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.build.pipeline_assets import code_bundle, pipeline_definition
 from pipelines.definition_inputs import DefinitionSettings, substitute
-from stacks.pipeline_assets import code_bundle, pipeline_definition
 
 _IMAGE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/(?P<repository>[^:@]+)")
 
@@ -93,8 +93,10 @@ class TrainingPipeline(Construct):
         curated_data: s3.IBucket,
         artifacts: s3.IBucket,
         model_package_group_arn: str,
+        pipeline_name: str,
         glue_requests: sqs.IQueue | None = None,
     ) -> None:
+        """`pipeline_name`: modelgate.parameters.pipeline_name, the name the CLI derives too."""
         super().__init__(scope, construct_id)
         if (settings.prep_engine == "glue") != (glue_requests is not None):
             raise ValueError("the Glue prep engine needs its request queue, and only it does")
@@ -225,8 +227,8 @@ class TrainingPipeline(Construct):
         if glue_requests is not None:
             glue_requests.grant_send_messages(self.role)
 
-        # Pipeline ARNs carry the name in lower case.
-        self.pipeline_name = Names.unique_resource_name(self, max_length=80, separator="-").lower()
+        # Pipeline ARNs carry the name in lower case (config names are lower case already).
+        self.pipeline_name = pipeline_name.lower()
         self.pipeline_arn = stack.format_arn(service="sagemaker", resource="pipeline", resource_name=self.pipeline_name)
         self.definition = substitute(template, values)
         self.pipeline = sagemaker.CfnPipeline(

@@ -7,7 +7,8 @@ concurrency, which a fresh account's Lambda quota cannot spare. Failures are ret
 failure queue, which alarms.
 
 Where the approved version's archives live: the artifacts bucket of the environment whose pipeline trained it
-(the approval records its S3 URL in Parameter Store); see stacks/model_artifacts.py for both sides of the grant.
+(the approval records its S3 URL in Parameter Store); see infra/constructs/model_artifacts.py for both sides of
+the grant.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.constructs.failure_alarm import FailureQueue
+from infra.constructs.model_artifacts import grant_read_registered_models
+from infra.constructs.modelgate_function import ModelGateFunction
 from modelgate.serving import deploy_lock
 from modelgate.serving import settings as names
-from stacks.failure_alarm import FailureQueue
-from stacks.model_artifacts import grant_read_registered_models
-from stacks.modelgate_function import ModelGateFunction
 
 DEPLOY_TIMEOUT_SECONDS = 900
 DEPLOY_TMP_MIB = 10240  # archives above 64 MiB are verified through /tmp
@@ -93,7 +94,7 @@ class ApprovedModelDeployment(Construct):
         )
         model_repository.grant_read_write(self.function.role)
         model_repository.grant_delete(self.function.role)
-        # The approved version's archives: in whichever environment trained it (stacks/model_artifacts.py).
+        # The approved version's archives: in whichever environment trained it (infra/constructs/model_artifacts.py).
         grant_read_registered_models(self.function.role, artifacts=artifacts, other_accounts=other_accounts)
 
         target = targets.LambdaFunction(

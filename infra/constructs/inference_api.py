@@ -21,13 +21,13 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from modelgate.config import Api
+from infra.config import Api
+from infra.constructs.firewall import WINDOW_SECONDS, ManagedRuleGroup, protect_stage
+from infra.constructs.modelgate_function import ModelGateFunction
+from infra.constructs.triton_endpoint import TritonMultiModelEndpoint
 from modelgate.serving import settings as names
 from modelgate.serving.deployment import DEPLOYMENT_KEY
 from modelgate.serving.protocol import DATATYPES, TRITON_BINARY_JSON
-from stacks.firewall import WINDOW_SECONDS, ManagedRuleGroup, protect_stage
-from stacks.modelgate_function import ModelGateFunction
-from stacks.triton_endpoint import TritonMultiModelEndpoint
 
 STAGE = "v1"
 AUTHORIZER_CACHE_SECONDS = 60  # a cached policy outlives the token's exp by at most this (plus the 60 s leeway)

@@ -21,7 +21,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.nag import regex
+from infra.build.nag import regex
 
 # Object keys of registered versions: `<execution id>/models/...` (SageMaker pipeline) and `models/...` (the local
 # runner). Archives, manifest.json and evaluation.json all live there.

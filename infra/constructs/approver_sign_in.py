@@ -10,12 +10,14 @@ The client secret of the federation stays in Secrets Manager (a CloudFormation d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Duration, RemovalPolicy, SecretValue, Stack
 from aws_cdk import aws_cognito as cognito
 from constructs import Construct
 
+from infra.config import CompanyIdentityProvider
 from modelgate.approval.settings import SignInSettings
-from modelgate.config import CompanyIdentityProvider
 
 FEDERATED_GROUPS_ATTRIBUTE = "groups"  # custom attribute -> ID token claim `custom:groups`
 
@@ -26,11 +28,13 @@ class ApproverSignIn(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        group: str,
+        groups: Sequence[str],
         domain_prefix: str,
         callback_url: str,
         company: CompanyIdentityProvider | None = None,
     ) -> None:
+        """`groups`: the approvers groups of the environment's models (each created once, in order; the first,
+        the environment's own, keeps the id earlier releases gave the one group, so its members stay)."""
         super().__init__(scope, construct_id)
         self.federated = company is not None
         self.user_pool = cognito.UserPool(
@@ -78,13 +82,14 @@ class ApproverSignIn(Construct):
                 ),
             )
             providers.append(cognito.UserPoolClientIdentityProvider.custom(company.name))
-        cognito.CfnUserPoolGroup(
-            self,
-            "Approvers",
-            user_pool_id=self.user_pool.user_pool_id,
-            group_name=group,
-            description="May approve or reject model versions for this environment",
-        )
+        for index, group in enumerate(dict.fromkeys(groups)):
+            cognito.CfnUserPoolGroup(
+                self,
+                "Approvers" if index == 0 else f"Approvers-{group}",
+                user_pool_id=self.user_pool.user_pool_id,
+                group_name=group,
+                description="May approve or reject model versions in this environment (the models naming it)",
+            )
         self.domain = self.user_pool.add_domain(
             "Domain", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=domain_prefix)
         )

@@ -1,5 +1,5 @@
 """What a first deploy of an environment needs from its AWS account and CloudFormation cannot create: checked
-before `make deploy` and shown again after it (`python -m modelgate.preflight --env dev [--after]`).
+before `make deploy` and shown again after it (`python -m infra.preflight --env dev [--after]`).
 
 - SES: the sender identity must be verified (the stack declares it; SES mails its owner a link), and while the
   account is in the SES sandbox every recipient must be verified too, or approval e-mails bounce.
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from modelgate.config import ConfigError, Environment, load_config
+from infra.config import ConfigError, Environment, load_config
 
 
 @dataclass(frozen=True)
@@ -75,19 +75,24 @@ def ses_checks(ses, sesv2, sender: str, recipients: Iterable[str]) -> list[Check
     return checks
 
 
-def quota_needs(environment: Environment) -> dict[str, int]:
-    """Service Quotas quota name -> instances this environment needs at most."""
-    needs = {
-        f"{environment.serving.instance_type} for endpoint usage": environment.serving.max_instances,
-        f"{environment.training.instance_type} for training job usage": environment.training.instance_count,
-    }
-    if environment.prep.engine == "processing":
-        needs[f"{environment.prep.processing_instance_type} for processing job usage"] = 1
+def quota_needs(*settings: Environment) -> dict[str, int]:
+    """Service Quotas quota name -> instances the environment needs at most, given every model's settings there
+    (`model.environments[name]`): each model has its own endpoint and pipeline, so needs of one type add up."""
+    needs: dict[str, int] = {}
+
+    def need(name: str, count: int) -> None:
+        needs[name] = needs.get(name, 0) + count
+
+    for environment in settings:
+        need(f"{environment.serving.instance_type} for endpoint usage", environment.serving.max_instances)
+        need(f"{environment.training.instance_type} for training job usage", environment.training.instance_count)
+        if environment.prep.engine == "processing":
+            need(f"{environment.prep.processing_instance_type} for processing job usage", 1)
     return needs
 
 
-def quota_checks(service_quotas, environment: Environment) -> list[Check]:
-    needs = quota_needs(environment)
+def quota_checks(service_quotas, *settings: Environment) -> list[Check]:
+    needs = quota_needs(*settings)
     values: dict[str, float] = {}
     for page in service_quotas.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker"):
         for quota in page.get("Quotas", []):
@@ -108,19 +113,23 @@ def quota_checks(service_quotas, environment: Environment) -> list[Check]:
     return checks
 
 
-def run(environment: Environment, session) -> list[Check]:
+def run(environment: Environment, session, models: Sequence[Environment] = ()) -> list[Check]:
+    """`models`: every model's settings in this environment (`model.environments[name]`); none: the
+    environment's own."""
+    models = tuple(models) or (environment,)
     region = environment.region
+    recipients = tuple(dict.fromkeys(email for settings in models for email in settings.approvers.emails))
     checks = ses_checks(
         session.client("ses", region_name=region),
         session.client("sesv2", region_name=region),
         environment.sender_email,
-        environment.approvers.emails,
+        recipients,
     )
-    return checks + quota_checks(session.client("service-quotas", region_name=region), environment)
+    return checks + quota_checks(session.client("service-quotas", region_name=region), *models)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelgate.preflight", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m infra.preflight", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", required=True, help="environment of config/modelgate.yaml")
     parser.add_argument("--config", default=None, help="another configuration file")
     parser.add_argument("--after", action="store_true", help="post-deploy summary wording")
@@ -136,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     title = "after deploy" if args.after else "before deploy"
     print(f"ModelGate {args.env} ({environment.account}, {environment.region}), {title}:")
     try:
-        checks = run(environment, boto3.Session())
+        models = [model.environments[environment.name] for model in config.models]
+        checks = run(environment, boto3.Session(), models)
     except (ClientError, BotoCoreError) as error:
         print(f"WARNING checks skipped: {error} (credentials for {environment.account} needed)")
         return 0

@@ -12,7 +12,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.nag import suppress
+from infra.build.nag import suppress
 
 
 def alarm_on_waiting_messages(scope: Construct, construct_id: str, queue: sqs.IQueue, description: str):

@@ -13,9 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import App, cx_api
+from aws_cdk import App, Stage, cx_api
 
-from modelgate.environments import ENVIRONMENTS
 from stacks.app_builder import build_app
 
 
@@ -52,6 +51,7 @@ class StackSummary:
     resources: Counter = field(default_factory=Counter)
     template: dict = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()  # stacks deployed before this one (names within the same stage)
+    termination_protection: bool = False
 
 
 @dataclass
@@ -61,15 +61,13 @@ class SynthResult:
     findings: list[NagFinding]
     nag_reports: list[Path]
     annotations: list[Annotation] = field(default_factory=list)  # CDK's own warnings, not cdk-nag's
+    stage_order: tuple[str, ...] = ()  # the app's stages as it created them: the promotion chain's order
 
     def stage_names(self) -> list[str]:
-        """Stage names in promotion order (dev, test, uat, prod), then anything else (the pipeline)."""
-
-        def order(stage: str) -> tuple[int, str]:
-            suffix = stage.rsplit("-", 1)[-1]
-            return (ENVIRONMENTS.index(suffix) if suffix in ENVIRONMENTS else len(ENVIRONMENTS), stage)
-
-        return sorted(dict.fromkeys(stack.stage for stack in self.stacks), key=order)
+        """Stage names in promotion order, then anything else (the pipeline)."""
+        names = dict.fromkeys(stack.stage for stack in self.stacks)
+        order = {stage: index for index, stage in enumerate(self.stage_order)}
+        return sorted(names, key=lambda stage: (order.get(stage, len(order)), stage))
 
     def stack(self, stage: str, name: str) -> StackSummary:
         for stack in self.stacks:
@@ -146,12 +144,15 @@ def synthesize_app(app: App, outdir: str | Path) -> SynthResult:
                         if isinstance(dependency, cx_api.CloudFormationStackArtifact)
                     )
                 ),
+                bool(artifact.termination_protection),
             )
         )
         stack_findings, stack_annotations = _read_metadata(artifact)
         findings.extend(stack_findings)
         annotations.extend(stack_annotations)
-    return SynthResult(outdir, stacks, findings, sorted(outdir.glob("AwsSolutions-*-NagReport.csv")), annotations)
+    stage_order = tuple(child.node.id for child in app.node.children if isinstance(child, Stage))
+    nag_reports = sorted(outdir.glob("AwsSolutions-*-NagReport.csv"))
+    return SynthResult(outdir, stacks, findings, nag_reports, annotations, stage_order)
 
 
 def format_summary(result: SynthResult) -> str:
@@ -164,7 +165,7 @@ def format_summary(result: SynthResult) -> str:
         lines.append(f"{stage}  (account {first.account}, {first.region}): {len(stacks)} stacks, {total} resources")
         for stack in stacks:
             top = ", ".join(f"{count} {kind.split('::', 1)[1]}" for kind, count in stack.resources.most_common(6))
-            lines.append(f"  {stack.name:<12} {sum(stack.resources.values()):>4}  {top}")
+            lines.append(f"  {stack.name:<26} {sum(stack.resources.values()):>4}  {top}")
     errors = sum(1 for finding in result.findings if finding.level == "error")
     warnings = sum(1 for finding in result.findings if finding.level == "warning")
     lines.append(

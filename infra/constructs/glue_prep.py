@@ -22,11 +22,11 @@ from aws_cdk import aws_s3_assets as assets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.build.pipeline_assets import GLUE_SCRIPT, glue_libraries
+from infra.constructs.failure_alarm import FailureQueue, alarm_on_waiting_messages
+from infra.constructs.modelgate_function import ModelGateFunction
+from infra.constructs.training_pipeline import grant_read_object
 from modelgate.glue_prep import FINAL_STATES
-from stacks.failure_alarm import FailureQueue, alarm_on_waiting_messages
-from stacks.modelgate_function import ModelGateFunction
-from stacks.pipeline_assets import GLUE_SCRIPT, glue_libraries
-from stacks.training_pipeline import grant_read_object
 
 START_TIMEOUT_SECONDS = 30
 MEMORY_MIB = 256  # two small API calls per invocation

@@ -11,7 +11,7 @@ new config). SageMaker refuses to change the instance type of a variant register
 Scaling, so the instance type is part of the endpoint's logical id: a change creates a new endpoint (and its
 scalable target), points the inference API at it, then deletes the old one.
 
-The variant runs on an explicit SageMaker host image (`InferenceAmiVersion`, modelgate/gpu_hosts.py): the
+The variant runs on an explicit SageMaker host image (`InferenceAmiVersion`, infra/gpu_hosts.py): the
 default GPU host of ml.g4dn/ml.g5 has driver 470 (CUDA 11.4), too old for every supported Triton release.
 """
 
@@ -26,10 +26,10 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from modelgate.config import Serving
-from modelgate.instance_types import gpu_count, has_instance_store
+from infra.config import Serving
+from infra.instance_types import gpu_count, has_instance_store
+from infra.triton_images import REGISTRIES, REPOSITORY, image_uri
 from modelgate.model_repository import MME_PREFIX
-from modelgate.triton_images import REGISTRIES, REPOSITORY, image_uri
 
 VARIANT = "AllTraffic"
 DATA_CAPTURE_PREFIX = "data-capture/"

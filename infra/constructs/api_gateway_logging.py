@@ -14,7 +14,7 @@ from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from stacks.nag import regex, suppress
+from infra.build.nag import regex, suppress
 
 MANAGED_POLICY = "service-role/AmazonAPIGatewayPushToCloudWatchLogs"
 

@@ -1,4 +1,4 @@
-"""`python -m modelgate.placeholders ENV`: warn before a real deploy when the configuration still holds the
+"""`python -m infra.placeholders ENV`: warn before a real deploy when the configuration still holds the
 shipped placeholder values (accounts like 222222222222, example.com addresses). `make deploy` runs it first.
 
 It warns and exits 0 (a test account may well be 111111111111 in someone's sandbox); `--strict` exits 1.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from modelgate.config import ConfigError, ModelGateConfig, load_config
+from infra.config import ConfigError, ModelGateConfig, load_config
 
 _EXAMPLE_ACCOUNTS = frozenset({"123456789012", "000000000000"})
 
@@ -26,7 +26,9 @@ def placeholders(config: ModelGateConfig, environment: str | None) -> list[str]:
         where = f"environments.{env.name}"
         if is_placeholder_account(env.account):
             found.append(f"{where}.account is {env.account}, a placeholder: put the real AWS account id")
-        addresses = [env.sender_email, *env.approvers.emails]
+        # Every model's approvers there (a model may name its own).
+        approvers = [email for model in config.models for email in model.environments[env.name].approvers.emails]
+        addresses = list(dict.fromkeys([env.sender_email, *env.approvers.emails, *approvers]))
         examples = [a for a in addresses if a.lower().endswith(("@example.com", "@example.org"))]
         if examples:
             found.append(f"{where}: e-mail addresses at example domains ({', '.join(examples)}): nobody will get them")
@@ -36,7 +38,7 @@ def placeholders(config: ModelGateConfig, environment: str | None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelgate.placeholders", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m infra.placeholders", description=__doc__.split("\n")[0])
     parser.add_argument("environment", nargs="?", help="the environment about to be deployed (default: all)")
     parser.add_argument("--config", help="configuration file (default: config/modelgate.yaml)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a placeholder is found")

@@ -15,7 +15,10 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.lambda_bundle import ARCHITECTURE, RUNTIME, function_code
+from infra.build.lambda_bundle import ARCHITECTURE, RUNTIME, function_code
+
+# What every ModelGate function's environment carries besides its caller's values.
+FUNCTION_ENVIRONMENT = {"POWERTOOLS_LOG_LEVEL": "INFO"}
 
 
 class ModelGateFunction(Construct):
@@ -54,7 +57,7 @@ class ModelGateFunction(Construct):
             role=self.role,
             log_group=self.log_group,
             description=description,
-            environment={**environment, "POWERTOOLS_LOG_LEVEL": "INFO"},
+            environment={**environment, **FUNCTION_ENVIRONMENT},
             timeout=Duration.seconds(timeout_seconds),
             memory_size=memory_size,
             on_failure=destinations.SqsDestination(on_failure) if on_failure is not None else None,

@@ -24,7 +24,7 @@ from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LAMBDAS = ROOT / "lambdas"
 REQUIREMENTS = LAMBDAS / "requirements.txt"
 CACHE = ROOT / ".build"
@@ -33,9 +33,10 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.X86_64
 _PYTHON_VERSION = "3.14"
 _PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64")
-# Only what the handlers import travels: the CDK code, config parsing and ML code stay out of Lambda.
+# Only what the handlers import travels: the runtime packages. Synth-time code (the CDK app, config parsing,
+# instance and image tables: stacks/, infra/) and ML code (pipelines/) live in other packages.
 _CODE_PACKAGES = ("lambdas", "modelgate")
-_CODE_EXCLUDE = ("__pycache__", "*.pyc", "requirements*.txt", "config.py")
+_CODE_EXCLUDE = ("__pycache__", "*.pyc", "requirements*.txt")
 
 # Never used: local bundling always succeeds or raises, but CDK requires an image in BundlingOptions.
 _NO_DOCKER = DockerImage.from_registry("modelgate/no-docker-bundling")

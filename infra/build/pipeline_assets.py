@@ -9,7 +9,7 @@ The definition is generated in a child process: importing the sagemaker SDK cost
 clients, so the synth process never imports it. The child runs with no credentials, no instance metadata and
 every HTTP(S) request sent to a closed local port, so a definition that needs AWS fails instead of calling it.
 Results are cached by a hash of their inputs (settings, the sources that shape them, the SDK version), like
-stacks/lambda_bundle.py does, so a warm synth only reads files.
+infra/build/lambda_bundle.py does, so a warm synth only reads files.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from infra.build.lambda_bundle import CACHE, ROOT, _cached, _digest
 from pipelines.definition_inputs import DefinitionSettings
 from pipelines.steps.paths import REQUIREMENTS_FILE, RUNTIME_SOURCES, STEP_SCRIPTS
-from stacks.lambda_bundle import CACHE, ROOT, _cached, _digest
 
 # Sources whose content shapes the definition (besides the settings and the SDK).
 DEFINITION_SOURCES = (
@@ -36,7 +36,7 @@ DEFINITION_SOURCES = (
     "pipelines/registration.py",
     "pipelines/steps/paths.py",
     "modelgate/registry.py",
-    "modelgate/environments.py",
+    "modelgate/chain.py",  # the promotion chain (the deprecated modelgate/environments.py goes at the merge)
     "modelgate/evaluation_report.py",
 )
 SDK_DISTRIBUTIONS = ("sagemaker", "sagemaker-core", "sagemaker-mlops", "sagemaker-train")

@@ -1,0 +1,1 @@
+"""CDK constructs: each models one logical unit and owns the grants to use it (stacks/ composes them)."""

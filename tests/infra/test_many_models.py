@@ -1,0 +1,225 @@
+"""Issue 13: many models on one platform, the promotion chain as data. config/examples/many-models.yaml (models
+energy-forecast and churn (group churn-scores), chain sandbox -> staging -> prod, churn's prod quorum 2, prod
+after a manual approval) synthesizes once per session (`many_synth`); these are its template assertions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.config import ConfigError, load_config, parse_config
+from infra.constructs.promotion_gate import gate_step_id
+from modelgate.approval.settings import LAMBDA_ENVIRONMENT_LIMIT
+from modelgate.parameters import pipeline_name
+from stacks.stage import pipeline_stack_id
+from tests.infra.conftest import MANY_MODELS
+
+CONFIG = load_config(MANY_MODELS)
+CHAIN = CONFIG.chain.names
+GROUPS = {model.name: model.model_package_group for model in CONFIG.models}
+
+
+def stage(config, env: str) -> str:
+    return f"{config.project.name}-{env}"
+
+
+def resources(stack, kind: str) -> dict:
+    return {k: r for k, r in stack.template["Resources"].items() if r["Type"] == kind}
+
+
+def test_the_example_is_what_the_issue_asks_for():
+    assert CHAIN == ("sandbox", "staging", "prod")
+    assert GROUPS == {"energy-forecast": "energy-forecast", "churn": "churn-scores"}
+    assert CONFIG.model("churn").environments["prod"].approvers.quorum == 2
+
+
+def test_nag_clean_and_no_cdk_warnings(many_synth):
+    assert many_synth.findings == [], "\n".join(map(str, many_synth.findings))
+    assert many_synth.annotations == [], "\n".join(map(str, many_synth.annotations))
+    assert many_synth.nag_reports, "nag ran"
+
+
+def test_stages_follow_the_chain_then_the_pipeline(many_synth, many_config):
+    assert many_synth.stage_names() == [*(stage(many_config, env) for env in CHAIN), "modelgate-cicd"]
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_one_training_pipeline_per_model_in_every_environment_named_after_it(many_synth, many_config, env):
+    names = {}
+    for model in many_config.models:
+        stack = many_synth.stack(stage(many_config, env), pipeline_stack_id(model))
+        (pipeline,) = resources(stack, "AWS::SageMaker::Pipeline").values()
+        names[model.name] = pipeline["Properties"]["PipelineName"]
+        definition = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]
+        text = json.dumps(definition)
+        assert f"readings/{model.name}/" in text, "each model trains on its own readings"
+        assert model.model_package_group in text, "and registers into its own group"
+        for other in many_config.models:
+            if other is not model:
+                assert f"readings/{other.name}/" not in text
+    assert names == {model.name: pipeline_name("modelgate", model.name, env) for model in many_config.models}
+
+
+def test_the_first_environment_holds_one_registry_group_per_model_shared_with_the_later_accounts(
+    many_synth, many_config
+):
+    first, *later = CHAIN
+    groups = resources(many_synth.stack(stage(many_config, first), "Storage"), "AWS::SageMaker::ModelPackageGroup")
+    assert sorted(g["Properties"]["ModelPackageGroupName"] for g in groups.values()) == sorted(GROUPS.values())
+    accounts = {many_config.environments[env].account for env in later}
+    for group in groups.values():
+        assert group["DeletionPolicy"] == "Retain"
+        (statement,) = group["Properties"]["ModelPackageGroupPolicy"]["Statement"]
+        assert set(statement["Principal"]["AWS"]) == {f"arn:aws:iam::{a}:root" for a in accounts}
+        name = group["Properties"]["ModelPackageGroupName"]
+        assert any(f"model-package/{name}/*" in resource for resource in statement["Resource"])
+    for env in later:
+        for stack in many_synth.stacks:
+            if stack.stage == stage(many_config, env):
+                assert not resources(stack, "AWS::SageMaker::ModelPackageGroup"), (env, stack.name)
+
+
+def test_termination_protection_is_every_environment_after_the_first(many_synth, many_config):
+    protected = {env: many_synth.stack(stage(many_config, env), "Storage").termination_protection for env in CHAIN}
+    assert protected == {"sandbox": False, "staging": True, "prod": True}
+
+
+@pytest.fixture(scope="module")
+def pipeline(many_synth, many_config):
+    stack = many_synth.stack("modelgate-cicd", "modelgate-cicd")
+    (resource,) = resources(stack, "AWS::CodePipeline::Pipeline").values()
+    return stack, resource["Properties"]
+
+
+def test_a_person_approves_only_before_environments_with_manual_approval(pipeline, many_config):
+    _, properties = pipeline
+    approvals = {
+        s["Name"].removeprefix("modelgate-"): [a for a in s["Actions"] if a["ActionTypeId"]["Category"] == "Approval"]
+        for s in properties["Stages"]
+        if s["Name"].removeprefix("modelgate-") in CHAIN
+    }
+    assert (
+        {env for env, found in approvals.items() if found}
+        == {env for env, settings in many_config.environments.items() if settings.manual_approval}
+        == {"prod"}
+    )
+
+
+def test_every_environment_after_the_first_gates_every_model_before_deploying(pipeline, many_config):
+    stack, properties = pipeline
+    projects = resources(stack, "AWS::CodeBuild::Project")
+    for s in properties["Stages"]:
+        env = s["Name"].removeprefix("modelgate-")
+        if env not in CHAIN:
+            continue
+        gates = {a["Name"]: a for a in s["Actions"] if a["Name"].startswith("ModelGate-")}
+        if env == CHAIN[0]:
+            assert gates == {}, "versions arrive in the first environment: nothing to gate"
+            continue
+        assert set(gates) == {gate_step_id(env, model.name) for model in many_config.models}
+        deploys = [a["RunOrder"] for a in s["Actions"] if a["ActionTypeId"]["Category"] == "Deploy"]
+        for model in many_config.models:
+            gate = gates[gate_step_id(env, model.name)]
+            assert gate["RunOrder"] < min(deploys)
+            spec = json.dumps(projects[gate["Configuration"]["ProjectName"]["Ref"]]["Properties"]["Source"])
+            assert f"python -m modelgate approved {model.model_package_group} --env {env} " in spec
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_one_approval_stack_serves_every_model_with_its_own_settings(many_synth, many_config, env):
+    approval = many_synth.stack(stage(many_config, env), "Approval")
+    functions = {f["Properties"]["Handler"]: f for f in resources(approval, "AWS::Lambda::Function").values()}
+    variables = functions["lambdas.approval_api.handler"]["Properties"]["Environment"]["Variables"]
+    assert variables["MODELGATE_CHAIN"] == ",".join(CHAIN)
+    models = {m["group"]: m for m in json.loads(variables["MODELGATE_MODELS"])}
+    assert set(models) == set(GROUPS.values())
+    for model in many_config.models:
+        settings = model.environments[env].approvers
+        assert models[model.model_package_group]["quorum"] == settings.quorum
+        assert models[model.model_package_group]["emails"] == list(settings.emails)
+    assert models["churn-scores"]["quorum"] == (2 if env == "prod" else 1)
+    groups = {g["Properties"]["GroupName"] for g in resources(approval, "AWS::Cognito::UserPoolGroup").values()}
+    assert groups == {model.environments[env].approvers.group for model in many_config.models}
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_registry_events_of_every_group_arrive_in_the_first_environment_only(many_synth, many_config, env):
+    approval = many_synth.stack(stage(many_config, env), "Approval")
+    patterns = [r["Properties"]["EventPattern"] for r in resources(approval, "AWS::Events::Rule").values()]
+    registry = [p for p in patterns if p.get("detail-type") == ["SageMaker Model Package State Change"]]
+    promotions = [p for p in patterns if p.get("source") == ["modelgate.promotion"]]
+    if env == CHAIN[0]:
+        (pattern,) = registry
+        assert sorted(pattern["detail"]["ModelPackageGroupName"]) == sorted(GROUPS.values())
+        assert promotions == []
+    else:
+        assert registry == []
+        (pattern,) = promotions
+        prefixes = [p["prefix"] for p in pattern["detail"]["model_package_arn"]]
+        assert sorted(prefix.rsplit("/", 2)[-2] for prefix in prefixes) == sorted(GROUPS.values())
+        assert pattern["detail"]["target_environment"] == [env]
+
+
+@pytest.mark.parametrize("env", CHAIN[1:])
+def test_the_gate_role_reads_every_models_approved_parameter_of_its_environment_only(many_synth, many_config, env):
+    approval = many_synth.stack(stage(many_config, env), "Approval")
+    (role,) = [k for k, r in resources(approval, "AWS::IAM::Role").items() if r["Properties"].get("RoleName")]
+    statements = [
+        s
+        for policy in resources(approval, "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    (statement,) = statements
+    assert statement["Action"] == "ssm:GetParameter"
+    target = many_config.environments[env]
+    assert sorted(statement["Resource"]) == sorted(
+        f"arn:aws:ssm:{target.region}:{target.account}:parameter/modelgate/{group}/{env}" for group in GROUPS.values()
+    )
+
+
+def test_an_approval_environment_over_lambdas_4_kb_is_a_config_error_naming_the_remedy():
+    """Lambda refuses functions whose environment variables exceed 4 KB: every model adds its approvers to the
+    approval functions' MODELGATE_MODELS, so too many models with long approver lists must fail at synth, not at
+    deploy."""
+    from aws_cdk import App
+    from aws_cdk import Environment as CdkEnvironment
+
+    from stacks.app_builder import feature_flags
+    from stacks.approval_stack import ApprovalStack
+    from stacks.storage_stack import StorageStack
+    from stacks.topology import Topology
+
+    raw = yaml.safe_load(Path(MANY_MODELS).read_text())
+    raw["models"] = [
+        {
+            "name": f"customer-model-{index:02d}",
+            "model_package_group": f"customer-model-{index:02d}",
+            "approvers": {"emails": [f"approver-{n}-of-model-{index}@example.com" for n in range(3)]},
+        }
+        for index in range(12)
+    ]
+    config = parse_config(raw, "many.yaml")
+    env = config.environments["prod"]
+    app = App(context=feature_flags())
+    where = CdkEnvironment(account=env.account, region=env.region)
+    storage = StorageStack(app, "Storage", env=where)
+    with pytest.raises(ConfigError) as refused:
+        ApprovalStack(
+            app,
+            "Approval",
+            project=config.project,
+            environment=env,
+            models=config.models,
+            storage=storage,
+            topology=Topology.from_config(config, "prod"),
+            env=where,
+        )
+    message = str(refused.value)
+    assert f"over Lambda's {LAMBDA_ENVIRONMENT_LIMIT}-byte limit" in message
+    assert "12 models" in message
+    assert "distribution list" in message
+    assert "two projects" in message
