@@ -2,8 +2,9 @@
 
 Scopes (OAuth 2.0 `scope`, space-separated, or `scp`, a list, as Okta / Entra ID / Salesforce connected apps
 issue them):
-    inference:invoke             every model of the environment
-    inference:invoke:<customer>  one customer's model
+    inference:invoke             every model of the environment, of every model group
+    inference:invoke:<customer>  one customer's models (that customer id in every model group the API serves: the
+                                 customer is the tenant)
 A valid token without any of these is denied (403), an invalid token is unauthorized (401).
 
 The authorizer's policy lists exactly the allowed routes, so API Gateway itself refuses the others (its cached
@@ -17,6 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgate.model_repository import CUSTOMER_ID
+
+# The inference API's resources (stacks/inference_api.py builds them, lambdas/inference_api.py routes on them).
+INVOKE_ROUTE = "/groups/{group}/models/{customer}/invoke"
+GROUP_HEALTH_ROUTE = "/groups/{group}/health"
+HEALTH_ROUTE = "/health"
 
 SCOPE_ALL = "inference:invoke"
 SCOPE_PREFIX = "inference:invoke:"
@@ -96,7 +102,7 @@ def _api_prefix(method_arn: str) -> str:
 def authorizer_response(
     method_arn: str, principal: str, access: ModelAccess, claims: Mapping[str, Any], usage_key: str | None = None
 ) -> dict:
-    """Allow GET /health and POST /models/<m>/invoke for the allowed models; deny everything if none.
+    """Allow the health routes and POST /groups/*/models/<m>/invoke for the allowed models; deny all if none.
 
     `usage_key`: the API key whose usage plan meters and throttles JWT callers (API key source AUTHORIZER)."""
     prefix = _api_prefix(method_arn)
@@ -104,7 +110,8 @@ def authorizer_response(
         statement = {"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": f"{prefix}/*"}
     else:
         models = ["*"] if access.all_models else sorted(access.models)
-        resources = [f"{prefix}/GET/health"] + [f"{prefix}/POST/models/{m}/invoke" for m in models]
+        health = [f"{prefix}/GET/health", f"{prefix}/GET/groups/*/health"]
+        resources = health + [f"{prefix}/POST/groups/*/models/{m}/invoke" for m in models]
         statement = {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": resources}
     response = {
         "principalId": principal,

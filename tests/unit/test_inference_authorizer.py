@@ -24,7 +24,7 @@ from modelgate.serving.access import ScopeError, model_access
 from sandbox.oidc_issuer import LocalIssuer
 
 AUDIENCE = "modelgate-inference"
-METHOD_ARN = "arn:aws:execute-api:eu-west-1:222222222222:abc123/prod/POST/models/acme/invoke"
+METHOD_ARN = "arn:aws:execute-api:eu-west-1:222222222222:abc123/prod/POST/groups/energy-forecast/models/acme/invoke"
 PREFIX = "arn:aws:execute-api:eu-west-1:222222222222:abc123/prod"
 
 
@@ -152,9 +152,10 @@ def test_a_valid_token_is_accepted_with_the_models_its_scopes_allow(issuer, veri
     (statement,) = answer["policyDocument"]["Statement"]
     assert statement["Effect"] == "Allow"
     assert sorted(statement["Resource"]) == [
+        f"{PREFIX}/GET/groups/*/health",
         f"{PREFIX}/GET/health",
-        f"{PREFIX}/POST/models/acme/invoke",
-        f"{PREFIX}/POST/models/globex/invoke",
+        f"{PREFIX}/POST/groups/*/models/acme/invoke",
+        f"{PREFIX}/POST/groups/*/models/globex/invoke",
     ]
     assert answer["context"]["models"] == "acme globex"
     assert answer["principalId"] == "client-app"
@@ -214,8 +215,9 @@ def test_a_valid_token_without_an_inference_scope_is_denied_everything(issuer, v
 def test_the_all_models_scope_allows_every_model_route_and_nothing_else(issuer, verifier):
     answer = call(issuer.mint(scp=["inference:invoke"]), verifier)
     assert sorted(answer["policyDocument"]["Statement"][0]["Resource"]) == [
+        f"{PREFIX}/GET/groups/*/health",
         f"{PREFIX}/GET/health",
-        f"{PREFIX}/POST/models/*/invoke",
+        f"{PREFIX}/POST/groups/*/models/*/invoke",
     ]
     assert answer["context"]["models"] == "*"
 
