@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from modelgate.environments import check_environment
-
 PAYLOAD_SCHEMA_VERSION = 1
 
 
@@ -21,8 +19,15 @@ class ApprovedModelFormatError(ValueError):
     """A parameter value that is not a valid ApprovedModel payload."""
 
 
+def _segment(value: str, what: str) -> str:
+    # Any environment name of the promotion chain (config-validated); only what would break the path is refused.
+    if not isinstance(value, str) or not value or "/" in value:
+        raise ValueError(f"{what} must be a non-empty name without '/', got {value!r}")
+    return value
+
+
 def parameter_name(project: str, model_package_group: str, environment: str) -> str:
-    return f"/{project}/{model_package_group}/{check_environment(environment)}"
+    return f"/{project}/{model_package_group}/{_segment(environment, 'environment')}"
 
 
 def parameter_path(project: str, model_package_group: str) -> str:
@@ -61,5 +66,8 @@ class ApprovedModel:
             raise ApprovedModelFormatError(f"approved-model parameter lacks: {', '.join(missing)}")
         if not isinstance(fields["model_version"], int) or fields["model_version"] < 1:
             raise ApprovedModelFormatError(f"model_version must be a positive integer, got {fields['model_version']!r}")
-        check_environment(fields["environment"])
+        try:
+            _segment(fields["environment"], "environment")
+        except ValueError as error:
+            raise ApprovedModelFormatError(f"approved-model parameter: {error}") from None
         return cls(**fields)

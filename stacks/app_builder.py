@@ -48,6 +48,7 @@ def add_environments(app: App, config: ModelGateConfig, selector: str | None) ->
             stage_id(config.project.name, env.name),
             project=config.project,
             environment=env,
+            models=config.models,
             topology=Topology.from_config(config, env.name),
         )
         for env in config.select(selector)

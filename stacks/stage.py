@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Environment as CdkEnvironment
 from aws_cdk import Stage, Tags
 from constructs import Construct
 
-from modelgate.config import Environment, Project
+from modelgate.config import Environment, ModelProject, Project
 from stacks.approval_stack import ApprovalStack
 from stacks.nag import apply_nag
 from stacks.pipeline_stack import PipelineStack
@@ -23,6 +25,7 @@ class ModelGateStage(Stage):
         *,
         project: Project,
         environment: Environment,
+        models: Sequence[ModelProject] = (),
         topology: Topology | None = None,
     ) -> None:
         super().__init__(
@@ -55,7 +58,13 @@ class ModelGateStage(Stage):
             self, "Approval", project=project, environment=environment, storage=self.storage, topology=topology
         )
         self.serving = ServingStack(
-            self, "Serving", project=project, environment=environment, storage=self.storage, topology=topology
+            self,
+            "Serving",
+            project=project,
+            environment=environment,
+            models=models,
+            storage=self.storage,
+            topology=topology,
         )
         # REST API stages with logging fail to deploy before API Gateway's account has its CloudWatch role (set
         # by Storage, or by an earlier environment's Storage in the same account and region).

@@ -1,7 +1,9 @@
 """A SageMaker multi-model endpoint running NVIDIA's Triton image on GPU, autoscaled and alarmed.
 
-The model is `Mode: MultiModel` with `ModelDataUrl` = the environment's MME prefix: every archive the deploy
-step puts there is servable by `TargetModel` without touching the endpoint. Scaling tracks invocations per
+One per (model group, environment). The model is `Mode: MultiModel` with `ModelDataUrl` = the group's prefix in
+the environment's model-repository bucket (`models/<group>/`, modelgate/serving/deployment.py): every archive
+the group's deploy step puts there is servable by `TargetModel` without touching the endpoint, and the
+execution role reads nothing outside that prefix (no other group's archives). Scaling tracks invocations per
 instance and GPU utilisation (whichever asks for more instances wins); alarms cover server errors, model
 latency, and the multi-model specifics: time spent waiting for models to load, and cache misses.
 
@@ -28,7 +30,6 @@ from constructs import Construct
 
 from modelgate.config import Serving
 from modelgate.instance_types import gpu_count, has_instance_store
-from modelgate.model_repository import MME_PREFIX
 from modelgate.triton_images import REGISTRIES, REPOSITORY, image_uri
 
 VARIANT = "AllTraffic"
@@ -54,6 +55,7 @@ class TritonMultiModelEndpoint(Construct):
         *,
         serving: Serving,
         model_repository: s3.IBucket,
+        prefix: str,
         key: kms.IKey,
         capture_bucket: s3.IBucket,
     ) -> None:
@@ -65,9 +67,9 @@ class TritonMultiModelEndpoint(Construct):
             self,
             "ExecutionRole",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="Triton multi-model endpoint: reads the approved model archives, pulls the Triton image",
+            description=f"Triton multi-model endpoint ({prefix}): reads its approved archives, pulls the Triton image",
         )
-        model_repository.grant_read(self.role, f"{MME_PREFIX}*")
+        model_repository.grant_read(self.role, f"{prefix}*")
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
@@ -96,7 +98,7 @@ class TritonMultiModelEndpoint(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=self.image,
                 mode="MultiModel",
-                model_data_url=f"s3://{model_repository.bucket_name}/{MME_PREFIX}",
+                model_data_url=f"s3://{model_repository.bucket_name}/{prefix}",
             ),
             # SageMaker fetches the archives; the models (Python backend with numpy, ONNX) need no network.
             enable_network_isolation=True,
