@@ -1,6 +1,6 @@
 """Parameter Store contract: where the approved model of each environment is recorded, and its payload.
 
-Path: `/<project>/<model package group>/<environment>`, e.g. `/modelgate/energy-forecast/test`.
+Path: `/<project>/<model package group>/<environment>`, e.g. `/modelgate/energy-forecast/<environment>`.
 Value: the JSON of `ApprovedModel` (a String parameter, so the value's own version history is also kept by
 SSM; the complete, unbounded decision history lives in the history table, see the approval stack).
 
@@ -44,7 +44,7 @@ class ApprovedModel:
     model_data_url: str
     approved_by: str
     approved_at: str  # ISO 8601, UTC
-    source_environment: str | None  # None for dev (approved straight from the registry)
+    source_environment: str | None  # None for the first environment of the chain (approved from the registry)
 
     def to_json(self) -> str:
         return json.dumps({"schema": PAYLOAD_SCHEMA_VERSION, **asdict(self)}, sort_keys=True)

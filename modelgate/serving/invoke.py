@@ -163,8 +163,9 @@ def invoke_model(
 ) -> InferenceResult:
     """Validate, authorize and invoke; raise ApiError with the HTTP status for every failure."""
     customer = check_model_id(model)
-    if not access.allows(customer):
-        raise ApiError(403, "forbidden", f"this token may not invoke model {customer!r}")
+    group = deployments.model_package_group
+    if not access.allows(group, customer):
+        raise ApiError(403, "forbidden", f"this token may not invoke model {customer!r} of {group!r}")
     try:
         parsed = parse_content_type(content_type)
         body = validate_request(body, parsed)

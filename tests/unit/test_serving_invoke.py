@@ -163,3 +163,17 @@ def test_a_missing_record_means_nothing_was_ever_deployed():
     with pytest.raises(ApiError) as refused:
         call(FakeRuntime(set()), DeploymentCache(NoRecord(), "bucket", GROUP))
     assert (refused.value.status, refused.value.code, refused.value.retry_after) == (503, "not_deployed", 60)
+
+
+def test_the_lambda_checks_the_group_of_a_grant_again_before_calling_sagemaker():
+    """Defence in depth behind the authorizer's policy: a grant for another group's customers is 403 here too."""
+    runtime = FakeRuntime({"v1/acme.tar.gz"})
+    cache = DeploymentCache(FakeS3(record(1, "acme")), "bucket", GROUP)
+    for grants in ("churn-scores/*", "churn-scores/acme", "energy-forecast/globex"):
+        with pytest.raises(ApiError) as refused:
+            call(runtime, cache, access=ModelAccess.from_context(grants))
+        assert (refused.value.status, refused.value.code) == (403, "forbidden"), grants
+        assert "'acme' of 'energy-forecast'" in refused.value.message
+    assert runtime.calls == []
+    for grants in ("energy-forecast/*", "energy-forecast/acme", "acme"):
+        assert call(runtime, cache, access=ModelAccess.from_context(grants)).model_version == 1

@@ -348,6 +348,14 @@ def test_a_token_scoped_to_one_model_cannot_invoke_another(stack):
     assert status == 200
     status, _, _ = stack.call(CHURN + "/models/hooli/invoke", kserve(readings()), scope="inference:invoke:acme")
     assert status == 403
+    # A group scope reaches every customer of that group and nothing of another group.
+    group_scope = f"inference:invoke:{OTHER}/*"
+    status, _, _ = stack.call(CHURN + "/models/hooli/invoke", kserve(readings()), scope=group_scope)
+    assert status == 200
+    before = stack.invocations()
+    status, _, payload = stack.call(EF + "/models/acme/invoke", kserve(readings()), scope=group_scope)
+    assert status == 403, payload
+    assert stack.invocations() == before
 
 
 def test_a_model_outside_the_deployment_is_404_and_never_sent_to_sagemaker(stack, versions):
