@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -342,6 +342,27 @@ class LocalSageMakerRuntime:
         self.endpoints = {endpoint.endpoint_name: endpoint for endpoint in endpoints}
         self._stack = contextlib.ExitStack()
         self._server: ThreadingHTTPServer | None = None
+
+    @classmethod
+    def of_endpoints(
+        cls, triton: LocalTriton, endpoint_names: Iterable[str], sagemaker: Any, s3_for: Callable[[str], Any]
+    ) -> LocalSageMakerRuntime:
+        """Stand-ins for endpoints recorded in the (local) SageMaker, as deployed from a Serving stack: each reads
+        its archives from its model's ModelDataUrl with an S3 client of its execution role (`s3_for(role_arn)`),
+        and callers need sagemaker:InvokeEndpoint on its ARN. E.g. the names of the invoke Lambda's
+        `InferenceSettings.from_environ(environment).models`."""
+        endpoints = []
+        for name in endpoint_names:
+            described = sagemaker.describe_endpoint(EndpointName=name)
+            config = sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+            (variant,) = config["ProductionVariants"]
+            model = sagemaker.describe_model(ModelName=variant["ModelName"])
+            bucket, _, prefix = model["PrimaryContainer"]["ModelDataUrl"].removeprefix("s3://").partition("/")
+            archives = S3Archives(s3_for(model["ExecutionRoleArn"]), bucket, prefix)
+            endpoints.append(
+                LocalMultiModelEndpoint(triton, archives, endpoint_name=name, arn=described["EndpointArn"])
+            )
+        return cls(endpoints)
 
     @property
     def url(self) -> str:

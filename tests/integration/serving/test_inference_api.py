@@ -26,7 +26,7 @@ from sandbox.api_gateway import Authorizer, LocalApiGateway, Route
 from sandbox.aws import LocalAws
 from sandbox.lambda_runner import LocalFunction, LocalFunctionPool
 from sandbox.model_archives import example_version, publish_version
-from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, LocalSageMakerRuntime, S3Archives
+from sandbox.multi_model_endpoint import LocalSageMakerRuntime
 from sandbox.oidc_issuer import LocalIssuer
 
 ENV, GROUP, ACCOUNT = "sandbox", "energy-forecast", "999999999999"  # moto's state is per process: our own account
@@ -87,11 +87,16 @@ def stack(triton, versions, tmp_path_factory):
             "lambdas.serving_deploy.handler",
             account.environ(**common, **lease, **{names.PARAMETER: other_parameter, names.GROUP: OTHER}),
         )
-        endpoint = LocalMultiModelEndpoint(triton, S3Archives(s3, repository, MME_PREFIX), endpoint_name=endpoint_name)
-        other_endpoint = LocalMultiModelEndpoint(
-            triton, S3Archives(s3, repository, model_prefix(OTHER)), endpoint_name=other_endpoint_name
+        # The endpoints as recorded in SageMaker: each reads its ModelDataUrl (its group's prefix).
+        runtime = LocalSageMakerRuntime.of_endpoints(
+            triton, (endpoint_name, other_endpoint_name), account.client("sagemaker"), lambda role: s3
         )
-        with deploy, other_deploy, LocalSageMakerRuntime([endpoint, other_endpoint]) as runtime:
+        endpoint, other_endpoint = runtime.endpoints[endpoint_name], runtime.endpoints[other_endpoint_name]
+        assert (endpoint.source.location, other_endpoint.source.location) == (
+            f"s3://{repository}/{MME_PREFIX}",
+            f"s3://{repository}/{model_prefix(OTHER)}",
+        )
+        with deploy, other_deploy, runtime:
             assert deploy.invoke({"action": "deploy", "reason": "test"})["copied"] == len(CUSTOMERS)
             assert other_deploy.invoke({"action": "deploy", "group": OTHER})["copied"] == len(OTHER_CUSTOMERS)
             served = [
