@@ -140,6 +140,10 @@ class ServingStack(Stack):
         self.failures = FailureQueue(
             self, "Failures", key=storage.key, notify=environment.approvers.emails, what=f"ModelGate serving ({env})"
         )
+        ids = [model_construct_id(model.name) for model in models]
+        if len(set(ids)) != len(ids):
+            clash = [model.name for model, i in zip(models, ids, strict=True) if ids.count(i) > 1]
+            raise ValueError(f"models {', '.join(clash)} map to the same construct id: rename one (e.g. no '--')")
         self.models = {
             model.model_package_group: ModelServing(
                 self,

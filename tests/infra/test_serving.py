@@ -456,3 +456,17 @@ def test_lambdas_4_kb_environment_limit_is_checked_at_synth_with_the_longest_gen
         for i in range(12)
     ]
     assert names.check_environ_size("f", {names.SERVED_MODELS: names.served_models_value(served)}) < 2500
+
+
+def test_two_model_names_that_would_share_construct_ids_are_refused_naming_both():
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["models"] = [
+        {"name": "churn-eu", "model_package_group": "churn-eu"},
+        {"name": "churn--eu", "model_package_group": "churn-eu2"},
+    ]
+    config = parse_config(raw, "example")
+    env = config.environments["sandbox"]
+    stage = Stage(App(context=feature_flags()), "Clash", env=CdkEnvironment(account=env.account, region=env.region))
+    storage = StorageStack(stage, "Storage")
+    with pytest.raises(ValueError, match=r"models churn-eu, churn--eu map to the same construct id"):
+        ServingStack(stage, "Serving", project=config.project, environment=env, models=config.models, storage=storage)
