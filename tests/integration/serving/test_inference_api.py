@@ -24,7 +24,7 @@ from modelgate.serving.deployment import deployment_key, model_prefix
 from modelgate.serving.protocol import MAX_BODY_BYTES, TRITON_BINARY_JSON
 from sandbox.api_gateway import Authorizer, LocalApiGateway, Route
 from sandbox.aws import LocalAws
-from sandbox.lambda_runner import LocalFunction, LocalFunctionPool
+from sandbox.lambda_runner import FunctionError, LocalFunction, LocalFunctionPool
 from sandbox.model_archives import example_version, publish_version
 from sandbox.multi_model_endpoint import LocalSageMakerRuntime
 from sandbox.oidc_issuer import LocalIssuer
@@ -329,6 +329,23 @@ def test_an_unknown_model_group_is_404_naming_the_served_ones(stack):
     status, _, payload = stack.call("/groups/nope/health", method="GET", content_type=None)
     assert (status, json.loads(payload)["code"]) == (404, "unknown_model_group")
     assert stack.invocations() == before
+
+
+def test_a_groups_deploy_function_refuses_the_other_groups_approval_and_changes_nothing(stack):
+    """The deploy function of energy-forecast, handed churn-scores' Parameter Store change or a manual run for it."""
+    listing = stack.s3.list_objects_v2(Bucket=stack.repository)["Contents"]
+    before = {(item["Key"], item["ETag"]) for item in listing}
+    other = parameter_name("modelgate", OTHER, ENV)
+    change = {"source": "aws.ssm", "detail-type": "Parameter Store Change", "detail": {"name": other}}
+    for event, fragment in (
+        (change, f"this step serves '{stack.parameter}'"),
+        ({"action": "deploy", "group": OTHER}, f"deploys model group '{GROUP}', not '{OTHER}'"),
+    ):
+        with pytest.raises(FunctionError, match="UnexpectedEvent") as refused:
+            stack.deploy.invoke(event)
+        assert fragment in str(refused.value)
+    after = {(item["Key"], item["ETag"]) for item in stack.s3.list_objects_v2(Bucket=stack.repository)["Contents"]}
+    assert after == before
 
 
 def test_bad_or_missing_tokens_are_unauthorized_and_never_reach_the_endpoint(stack):
