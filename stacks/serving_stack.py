@@ -140,6 +140,8 @@ class ServingStack(Stack):
         self.failures = FailureQueue(
             self, "Failures", key=storage.key, notify=environment.approvers.emails, what=f"ModelGate serving ({env})"
         )
+        if not models:
+            raise ValueError(f"{construct_id} ({env}): no models to serve; pass config.models (at least one)")
         ids = [model_construct_id(model.name) for model in models]
         if len(set(ids)) != len(ids):
             clash = [model.name for model, i in zip(models, ids, strict=True) if ids.count(i) > 1]

@@ -470,3 +470,11 @@ def test_two_model_names_that_would_share_construct_ids_are_refused_naming_both(
     storage = StorageStack(stage, "Storage")
     with pytest.raises(ValueError, match=r"models churn-eu, churn--eu map to the same construct id"):
         ServingStack(stage, "Serving", project=config.project, environment=env, models=config.models, storage=storage)
+
+
+def test_a_serving_stack_without_models_is_refused_saying_what_to_pass(example):
+    env = example.environments["sandbox"]
+    stage = Stage(App(context=feature_flags()), "Empty", env=CdkEnvironment(account=env.account, region=env.region))
+    storage = StorageStack(stage, "Storage")
+    with pytest.raises(ValueError, match=r"Serving \(sandbox\): no models to serve; pass config.models"):
+        ServingStack(stage, "Serving", project=example.project, environment=env, models=(), storage=storage)
