@@ -24,7 +24,7 @@ from stacks.model_deployment import ApprovedModelDeployment
 from stacks.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
-from stacks.triton_endpoint import TritonMultiModelEndpoint
+from stacks.triton_endpoint import DATA_CAPTURE_PREFIX, TritonMultiModelEndpoint
 
 
 def model_construct_id(model: str) -> str:
@@ -59,6 +59,7 @@ class ModelServing(Construct):
             serving=serving,
             model_repository=storage.model_repository,
             prefix=model_prefix(self.group),
+            capture_prefix=f"{DATA_CAPTURE_PREFIX}{self.group}/",
             key=storage.key,
             capture_bucket=storage.artifacts,
         )
@@ -77,10 +78,11 @@ class ModelServing(Construct):
         self._suppressions(bool(other_accounts), serving.data_capture)
 
     def _suppressions(self, reads_other_accounts: bool, data_capture: bool) -> None:
-        bucket = r"Resource::<ModelRepository[0-9A-F]{8}\.Arn>"
-        prefix = model_prefix(self.group).replace("/", r"\/")
-        own_objects = regex(bucket + r"\/" + prefix + r"\*")
-        capture = [regex(r"Resource::<Artifacts[0-9A-F]{8}\.Arn>\/data-capture\/\*"), *KMS_GRANT_ACTIONS]
+        def objects(bucket: str, prefix: str):  # cdk-nag's IAM5 finding of `<bucket>.Arn/<prefix>*`
+            return regex(rf"Resource::<{bucket}[0-9A-F]{{8}}\.Arn>\/" + prefix.replace("/", r"\/") + r"\*")
+
+        own_objects = objects("ModelRepository", model_prefix(self.group))
+        capture = [objects("Artifacts", f"{DATA_CAPTURE_PREFIX}{self.group}/"), *KMS_GRANT_ACTIONS]
         suppress(
             self,
             "Triton/ExecutionRole/DefaultPolicy/Resource",
@@ -88,7 +90,7 @@ class ModelServing(Construct):
                 "AwsSolutions-IAM5": "SageMaker's documented execution-role needs: reading the archives under this "
                 "group's endpoint prefix (models/<group>/*) of this environment's bucket with its key, ECR auth "
                 "(account-wide by design), metrics only in SageMaker's namespaces, logs only in its endpoint log "
-                "groups; with data capture on, writing captures under data-capture/ of the artifacts bucket.",
+                "groups; with data capture on, writing captures under data-capture/<group>/ of the artifacts bucket.",
             },
             {
                 "AwsSolutions-IAM5": [

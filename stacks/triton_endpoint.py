@@ -33,7 +33,7 @@ from modelgate.instance_types import gpu_count, has_instance_store
 from modelgate.triton_images import REGISTRIES, REPOSITORY, image_uri
 
 VARIANT = "AllTraffic"
-DATA_CAPTURE_PREFIX = "data-capture/"
+DATA_CAPTURE_PREFIX = "data-capture/"  # + the group: each endpoint writes (and may write) only its own captures
 # Alarm thresholds. Latencies are in microseconds, as SageMaker publishes them.
 ERRORS_5XX_PER_5_MINUTES = 5
 MODEL_LATENCY_P90_US = 2_000_000  # a forecast takes milliseconds; seconds mean the GPU is saturated
@@ -56,6 +56,7 @@ class TritonMultiModelEndpoint(Construct):
         serving: Serving,
         model_repository: s3.IBucket,
         prefix: str,
+        capture_prefix: str,
         key: kms.IKey,
         capture_bucket: s3.IBucket,
     ) -> None:
@@ -107,11 +108,11 @@ class TritonMultiModelEndpoint(Construct):
 
         capture = None
         if serving.data_capture:
-            capture_bucket.grant_put(self.role, f"{DATA_CAPTURE_PREFIX}*")
+            capture_bucket.grant_put(self.role, f"{capture_prefix}*")
             capture = sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
                 enable_capture=True,
                 initial_sampling_percentage=100,
-                destination_s3_uri=f"s3://{capture_bucket.bucket_name}/{DATA_CAPTURE_PREFIX}",
+                destination_s3_uri=f"s3://{capture_bucket.bucket_name}/{capture_prefix}",
                 kms_key_id=key.key_arn,
                 capture_options=[
                     sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),

@@ -161,7 +161,7 @@ def test_each_model_has_its_own_multimodel_triton_endpoint_reading_only_its_own_
         # Its execution role reads archives under its own prefix, no other group's.
         role = logical(of_model(template.find_resources("AWS::IAM::Role"), f"{model.name}-Triton-Execution"))
         keys = [k for s in statements(template, role) for k in s3_keys(s)]
-        capture = {"/data-capture/*"} if settings.serving.data_capture else set()
+        capture = {f"/data-capture/{model.model_package_group}/*"} if settings.serving.data_capture else set()
         assert keys, "it reads its archives"
         assert set(keys) == {f"/models/{model.model_package_group}/*"} | capture, keys
 
@@ -217,6 +217,8 @@ def test_a_models_own_serving_settings_reach_only_its_endpoint(serving, example)
     assert churn_variant["InstanceType"] == "ml.g4dn.xlarge"
     assert energy_variant["InstanceType"] == example.environments[last].serving.instance_type != "ml.g4dn.xlarge"
     assert "DataCaptureConfig" not in only(of_model(configs, "energy-forecast"))["Properties"]
+    capture = only(of_model(configs, "churn"))["Properties"]["DataCaptureConfig"]
+    assert capture["DestinationS3Uri"]["Fn::Join"][1][-1] == "/data-capture/churn-scores/", "its own captures"
     churn_earlier = only(of_model(serving(CHAIN[0]).find_resources("AWS::SageMaker::EndpointConfig"), "churn"))
     assert churn_earlier["Properties"]["ProductionVariants"][0]["InstanceType"] != "ml.g4dn.xlarge"
 
