@@ -359,9 +359,10 @@ class LocalSageMakerRuntime:
             model = sagemaker.describe_model(ModelName=variant["ModelName"])
             bucket, _, prefix = model["PrimaryContainer"]["ModelDataUrl"].removeprefix("s3://").partition("/")
             archives = S3Archives(s3_for(model["ExecutionRoleArn"]), bucket, prefix)
-            endpoints.append(
-                LocalMultiModelEndpoint(triton, archives, endpoint_name=name, arn=described["EndpointArn"])
-            )
+            # SageMaker lower-cases the name in its ARNs (IAM policies name those); moto keeps the case.
+            kind, _, named = described["EndpointArn"].rpartition("/")
+            arn = f"{kind}/{named.lower()}"
+            endpoints.append(LocalMultiModelEndpoint(triton, archives, endpoint_name=name, arn=arn))
         return cls(endpoints)
 
     @property

@@ -40,8 +40,8 @@ CHURN_LAST = {
 }
 
 
-@pytest.fixture(scope="session")
-def example():
+def example_config():
+    """config/examples/many-models.yaml, with churn's own serving settings in the last environment."""
     raw = yaml.safe_load(EXAMPLE.read_text())
     last = raw["environments"][-1]["name"]
     churn = next(model for model in raw["models"] if model["name"] == "churn")
@@ -49,11 +49,12 @@ def example():
     return parse_config(raw, str(EXAMPLE))
 
 
-@pytest.fixture(scope="session")
-def synthesized(example, tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("serving.out")
+def synthesize_example(example, outdir: Path, environments: tuple[str, ...] | None = None):
+    """Storage + Serving of each (selected) environment of `example`, cdk-nag on; `assembly-modelgate-<env>`."""
     app = App(context=feature_flags(), outdir=str(outdir))
     for env in example.environments.values():
+        if environments is not None and env.name not in environments:
+            continue
         stage = Stage(
             app, f"{example.project.name}-{env.name}", env=CdkEnvironment(account=env.account, region=env.region)
         )
@@ -70,6 +71,16 @@ def synthesized(example, tmp_path_factory):
         )
         apply_nag(stage)
     return synthesize_app(app, outdir)  # raises NagViolations on any unsuppressed nag error
+
+
+@pytest.fixture(scope="session")
+def example():
+    return example_config()
+
+
+@pytest.fixture(scope="session")
+def synthesized(example, tmp_path_factory):
+    return synthesize_example(example, tmp_path_factory.mktemp("serving.out"))
 
 
 @pytest.fixture(scope="session")
