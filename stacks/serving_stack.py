@@ -60,6 +60,7 @@ class ModelServing(Construct):
             model_repository=storage.model_repository,
             prefix=model_prefix(self.group),
             capture_prefix=f"{DATA_CAPTURE_PREFIX}{self.group}/",
+            label=self.group,
             key=storage.key,
             capture_bucket=storage.artifacts,
         )

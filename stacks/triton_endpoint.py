@@ -57,6 +57,7 @@ class TritonMultiModelEndpoint(Construct):
         model_repository: s3.IBucket,
         prefix: str,
         capture_prefix: str,
+        label: str,  # what alarms call it (the model group): one topic carries every endpoint's alarms
         key: kms.IKey,
         capture_bucket: s3.IBucket,
     ) -> None:
@@ -152,7 +153,7 @@ class TritonMultiModelEndpoint(Construct):
         self.endpoint_arn = self.endpoint.ref  # Ref of AWS::SageMaker::Endpoint is its ARN
 
         self._autoscaling(serving)
-        self.alarms = self._alarms(serving)
+        self.alarms = self._alarms(serving, label)
 
     def _metric(self, name: str, statistic: str, namespace: str = "AWS/SageMaker") -> cloudwatch.Metric:
         return cloudwatch.Metric(
@@ -191,7 +192,7 @@ class TritonMultiModelEndpoint(Construct):
             scale_in_cooldown=Duration.minutes(5),
         )
 
-    def _alarms(self, serving: Serving) -> list[cloudwatch.Alarm]:
+    def _alarms(self, serving: Serving, label: str) -> list[cloudwatch.Alarm]:
         gpus = gpu_count(serving.instance_type)
 
         def alarm(construct_id: str, metric: cloudwatch.IMetric, threshold: float, description: str, **kwargs):
@@ -200,7 +201,7 @@ class TritonMultiModelEndpoint(Construct):
                 construct_id,
                 metric=metric,
                 threshold=threshold,
-                alarm_description=description,
+                alarm_description=f"Triton endpoint of {label}: {description}",
                 evaluation_periods=kwargs.pop("evaluation_periods", 3),
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                 **kwargs,
@@ -212,7 +213,7 @@ class TritonMultiModelEndpoint(Construct):
                 "Errors5xx",
                 self._metric("Invocation5XXErrors", "Sum"),
                 ERRORS_5XX_PER_5_MINUTES,
-                "Triton endpoint: server errors (5xx) from the model container",
+                "server errors (5xx) from the model container",
                 comparison_operator=above,
                 evaluation_periods=1,
             ),
@@ -220,28 +221,28 @@ class TritonMultiModelEndpoint(Construct):
                 "ModelLatency",
                 self._metric("ModelLatency", "p90"),
                 MODEL_LATENCY_P90_US,
-                "Triton endpoint: p90 model latency above 2 s for 15 minutes",
+                "p90 model latency above 2 s for 15 minutes",
                 comparison_operator=above,
             ),
             alarm(
                 "ModelLoadingWait",
                 self._metric("ModelLoadingWaitTime", "p90"),
                 MODEL_LOADING_WAIT_P90_US,
-                "Triton endpoint: requests wait over 10 s (p90) for their model to load",
+                "requests wait over 10 s (p90) for their model to load",
                 comparison_operator=above,
             ),
             alarm(
                 "CacheMisses",
                 self._metric("ModelCacheHit", "Average"),
                 MIN_CACHE_HIT_RATE,
-                "Triton endpoint: under half of the requests find their model loaded (cache misses)",
+                "under half of the requests find their model loaded (cache misses)",
                 comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             ),
             alarm(
                 "GpuMemory",
                 self._metric("GPUMemoryUtilization", "Average", namespace="/aws/sagemaker/Endpoints"),
                 GPU_MEMORY_PERCENT * gpus,
-                "Triton endpoint: GPU memory above 90%: models are evicted and reloaded",
+                "GPU memory above 90%: models are evicted and reloaded",
                 comparison_operator=above,
             ),
         ]

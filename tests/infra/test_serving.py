@@ -370,6 +370,10 @@ def test_alarms_of_every_endpoint_and_the_api_notify_the_one_topic(serving, exam
     for model in example.models:
         metrics = {a["Properties"].get("MetricName") for a in of_model(alarms, model.name).values()}
         assert {"Invocation5XXErrors", "ModelLatency", "ModelLoadingWaitTime", "ModelCacheHit"} <= metrics, model.name
+        for alarm in of_model(alarms, model.name).values():  # one topic for all: each alarm says whose it is
+            assert alarm["Properties"]["AlarmDescription"].startswith(
+                f"Triton endpoint of {model.model_package_group}:"
+            )
     assert {"5XXError", "Errors", "ApproximateNumberOfMessagesVisible"} <= {
         a["Properties"].get("MetricName") for a in alarms.values()
     }
