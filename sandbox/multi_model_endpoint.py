@@ -365,6 +365,20 @@ class LocalSageMakerRuntime:
             endpoints.append(LocalMultiModelEndpoint(triton, archives, endpoint_name=name, arn=arn))
         return cls(endpoints)
 
+    @classmethod
+    def of_serving_stack(cls, triton: LocalTriton, serving: Any, account: Any) -> LocalSageMakerRuntime:
+        """Every model's endpoint of a Serving stack deployed into the local AWS (`sandbox.cloudformation`), as
+        its invoke Lambda names them; SageMaker loads archives with each endpoint's execution role."""
+        from modelgate.serving.settings import InferenceSettings
+
+        invoke = next(spec for spec in serving.functions.values() if spec.handler == "lambdas.inference_api.handler")
+        names = [model.endpoint_name for model in InferenceSettings.from_environ(invoke.environment).models]
+
+        def s3_for(role: str) -> Any:
+            return account.assume(role, "sagemaker.amazonaws.com", session_name="SageMaker").client("s3")
+
+        return cls.of_endpoints(triton, names, account.client("sagemaker"), s3_for)
+
     @property
     def url(self) -> str:
         if self._server is None:

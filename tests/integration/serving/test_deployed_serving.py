@@ -52,13 +52,9 @@ def world(triton, tmp_path_factory):
             account.client("ssm").put_parameter(
                 Name=parameter_name(example.project.name, group, ENV), Type="String", Value=_approval(group, url)
             )
+        runtime = LocalSageMakerRuntime.of_serving_stack(triton, serving, account)
         served = InferenceSettings.from_environ(serving.function("InferenceApiInvoke").environment).models
-        runtime = LocalSageMakerRuntime.of_endpoints(
-            triton,
-            [model.endpoint_name for model in served],
-            account.client("sagemaker"),
-            lambda role: account.assume(role, "sagemaker.amazonaws.com", session_name="SageMaker").client("s3"),
-        )
+        assert sorted(runtime.endpoints) == sorted(model.endpoint_name for model in served)
         functions = DeployedFunctions(account, outdir / "logs")
         with runtime, LocalApiGateway([]) as gateway:
             functions.add(
