@@ -89,6 +89,7 @@ def run(quick: bool = False) -> BenchResult:
             LocalTriton(Path(scratch) / "triton") as triton,
             LocalMultiModelEndpoint(triton, DirectoryArchives(archives.parent)) as endpoint,
         ):
+            ensemble = endpoint.namespace + ensemble  # its name in Triton: each endpoint loads under its own prefix
             runtime = boto3.client(
                 "sagemaker-runtime",
                 endpoint_url=endpoint.url,

@@ -1,11 +1,14 @@
-"""Serving deploy step (EventBridge, async): the environment's approved-model parameter changed (or the daily
-reconciliation ran, or someone invoked it by hand) -> the endpoint's S3 prefix holds exactly that version.
+"""Serving deploy step of ONE model group in one environment (EventBridge, async): the group's approved-model
+parameter changed (or the daily reconciliation ran, or someone invoked it by hand) -> the group's endpoint
+prefix holds exactly that version. Each group has its own function (stacks/model_deployment.py), so an approval
+of one group can never touch another group's endpoint: its role may not even write there.
 
 Events it accepts, anything else is refused without touching S3:
-- `Parameter Store Change` (source aws.ssm) for this environment's approved-model parameter;
+- `Parameter Store Change` (source aws.ssm) for this group's approved-model parameter of this environment;
 - `Scheduled Event` (source aws.events): reconciliation, repairs drift;
-- `{"action": "deploy"}`: a manual run (`aws lambda invoke`, the demo).
-Runs of one environment never overlap: each holds a DynamoDB lease (modelgate/serving/deploy_lock.py).
+- `{"action": "deploy"}` or `{"action": "deploy", "group": "<this group>"}`: a manual run (`aws lambda invoke`,
+  the demo); another group's name is refused, naming the group this function deploys.
+Runs of one group never overlap: each holds the group's DynamoDB lease (modelgate/serving/deploy_lock.py).
 Errors propagate: Lambda retries, then the failure queue (alarmed) keeps the event.
 """
 
@@ -28,11 +31,16 @@ class UnexpectedEvent(ValueError):
     pass
 
 
-def trigger(event: object, parameter_name: str) -> str:
+def trigger(event: object, parameter_name: str, group: str) -> str:
     """What asked for this deployment; UnexpectedEvent for anything this function must not act on."""
     if not isinstance(event, dict):
         raise UnexpectedEvent(f"expected an object, got {type(event).__name__}")
-    if event.get("action") == "deploy" and set(event) <= {"action", "reason"}:
+    if event.get("action") == "deploy" and set(event) <= {"action", "reason", "group"}:
+        if event.get("group", group) != group:
+            raise UnexpectedEvent(
+                f"this function deploys model group {group!r}, not {event.get('group')!r}: invoke that group's "
+                "deploy function (one per model group, see the Serving stack)"
+            )
         return f"manual: {event.get('reason') or 'no reason given'}"
     source, kind, detail = event.get("source"), event.get("detail-type"), event.get("detail")
     if source == "aws.ssm" and kind == "Parameter Store Change" and isinstance(detail, dict):
@@ -54,9 +62,10 @@ def clients() -> tuple[DeploySettings, object, object, object]:
 def handler(event: dict, context: object) -> dict:
     settings, ssm, s3, dynamodb = clients()
     logger.append_keys(model_package_group=settings.model_package_group, environment=settings.environment)
-    reason = trigger(event, settings.parameter_name)
+    reason = trigger(event, settings.parameter_name, settings.model_package_group)
     target = ServingTarget(settings.bucket, settings.parameter_name, settings.model_package_group, settings.environment)
-    lock = DeployLock(settings.lock_table, f"{settings.bucket}/{settings.environment}", settings.lease_seconds)
+    lease = f"{settings.bucket}/{target.prefix}"  # one group's endpoint prefix: other groups deploy alongside
+    lock = DeployLock(settings.lock_table, lease, settings.lease_seconds)
     remaining = getattr(context, "get_remaining_time_in_millis", lambda: settings.lease_seconds * 1000)
     owner = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
     with lock.held(dynamodb, owner, seconds_left=lambda: remaining() / 1000):

@@ -14,6 +14,9 @@ pointing here (`environ()`), and it behaves like the real endpoint where callers
   back as `ModelError` with the original status and message, like SageMaker's Triton container.
 - Bodies are passed through to Triton's KServe v2 endpoint of the archive's ensemble: JSON, or binary+json
   (`application/vnd.sagemaker-triton.binary+json;json-header-size=N` <-> Triton's Inference-Header-Content-Length).
+- Several endpoints (one per model group) share one local Triton: each loads its models under its own name
+  prefix, as each SageMaker endpoint has its own container; `LocalSageMakerRuntime` serves several endpoints
+  behind one URL, as SageMaker Runtime does, so one invoke Lambda reaches every group's endpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -218,7 +222,7 @@ class LocalMultiModelEndpoint:
             )
         staging = Path(tempfile.mkdtemp(dir=self._scratch))
         try:
-            models = localize(extract(archive, staging), self._staging_repository(target))
+            models = localize(extract(archive, staging), self._staging_repository(target), self.namespace)
         except ArchiveError as error:
             message = f"Failed to load model {target}: {error}"
             raise _Refusal(424, "ModelError", message, OriginalStatusCode=500) from None
@@ -245,6 +249,11 @@ class LocalMultiModelEndpoint:
             self.stats.evictions += len(evict)
             self.stats.load_seconds.append(time.monotonic() - started)
         return models
+
+    @property
+    def namespace(self) -> str:
+        """Prefix of this endpoint's model names in the shared local Triton."""
+        return re.sub(r"[^A-Za-z0-9_-]", "_", self.endpoint_name) + "__"
 
     def _staging_repository(self, target: str) -> Path:
         directory = self._scratch / "localized" / re.sub(r"[^A-Za-z0-9_.-]", "_", target)
@@ -308,47 +317,8 @@ class LocalMultiModelEndpoint:
 
     # -- HTTP --------------------------------------------------------------------------------------------------
     def __enter__(self) -> LocalMultiModelEndpoint:
-        endpoint = self
         self._scratch = Path(tempfile.mkdtemp(prefix="local-mme-", dir=self.triton.workdir))
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # Headers and body go out in separate writes: without this, Nagle + delayed ACK add 40 ms.
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                found = _INVOCATIONS.match(self.path.split("?", 1)[0])
-                try:
-                    if not found:
-                        raise _Refusal(404, "UnknownOperationException", f"unknown operation {self.path}")
-                    endpoint._authorize(self.headers)
-                    status, headers, payload = endpoint.invoke(
-                        found.group(1),
-                        self.headers.get("X-Amzn-SageMaker-Target-Model"),
-                        self.headers.get("Content-Type") or "application/json",
-                        body,
-                    )
-                except _Refusal as refusal:
-                    status = refusal.status
-                    headers = {"Content-Type": "application/json", "x-amzn-ErrorType": refusal.error_type}
-                    payload = json.dumps({"message": refusal.message, **refusal.extra}).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, name="local-mme", daemon=True).start()
+        self._server = _runtime_server(lambda name: self)  # its own invoke() refuses other endpoint names
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -363,3 +333,118 @@ class LocalMultiModelEndpoint:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+
+
+class LocalSageMakerRuntime:
+    """Several endpoint stand-ins behind one SageMaker Runtime URL (`InvokeEndpoint` picks one by name)."""
+
+    def __init__(self, endpoints: list[LocalMultiModelEndpoint]) -> None:
+        self.endpoints = {endpoint.endpoint_name: endpoint for endpoint in endpoints}
+        self._stack = contextlib.ExitStack()
+        self._server: ThreadingHTTPServer | None = None
+
+    @classmethod
+    def of_endpoints(
+        cls, triton: LocalTriton, endpoint_names: Iterable[str], sagemaker: Any, s3_for: Callable[[str], Any]
+    ) -> LocalSageMakerRuntime:
+        """Stand-ins for endpoints recorded in the (local) SageMaker, as deployed from a Serving stack: each reads
+        its archives from its model's ModelDataUrl with an S3 client of its execution role (`s3_for(role_arn)`),
+        and callers need sagemaker:InvokeEndpoint on its ARN. E.g. the names of the invoke Lambda's
+        `InferenceSettings.from_environ(environment).models`."""
+        endpoints = []
+        for name in endpoint_names:
+            described = sagemaker.describe_endpoint(EndpointName=name)
+            config = sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+            (variant,) = config["ProductionVariants"]
+            model = sagemaker.describe_model(ModelName=variant["ModelName"])
+            bucket, _, prefix = model["PrimaryContainer"]["ModelDataUrl"].removeprefix("s3://").partition("/")
+            archives = S3Archives(s3_for(model["ExecutionRoleArn"]), bucket, prefix)
+            # SageMaker lower-cases the name in its ARNs (IAM policies name those); moto keeps the case.
+            kind, _, named = described["EndpointArn"].rpartition("/")
+            arn = f"{kind}/{named.lower()}"
+            endpoints.append(LocalMultiModelEndpoint(triton, archives, endpoint_name=name, arn=arn))
+        return cls(endpoints)
+
+    @classmethod
+    def of_serving_stack(cls, triton: LocalTriton, serving: Any, account: Any) -> LocalSageMakerRuntime:
+        """Every model's endpoint of a Serving stack deployed into the local AWS (`sandbox.cloudformation`), as
+        its invoke Lambda names them; SageMaker loads archives with each endpoint's execution role."""
+        from modelgate.serving.settings import InferenceSettings
+
+        invoke = next(spec for spec in serving.functions.values() if spec.handler == "lambdas.inference_api.handler")
+        names = [model.endpoint_name for model in InferenceSettings.from_environ(invoke.environment).models]
+
+        def s3_for(role: str) -> Any:
+            return account.assume(role, "sagemaker.amazonaws.com", session_name="SageMaker").client("s3")
+
+        return cls.of_endpoints(triton, names, account.client("sagemaker"), s3_for)
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("SageMaker Runtime stand-in is not started (use it as a context manager)")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def environ(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url}
+
+    def __enter__(self) -> LocalSageMakerRuntime:
+        for endpoint in self.endpoints.values():
+            self._stack.enter_context(endpoint)
+        self._server = _runtime_server(self.endpoints.get)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self._stack.close()
+
+
+def _runtime_server(resolve: Callable[[str], LocalMultiModelEndpoint | None]) -> ThreadingHTTPServer:
+    """SageMaker Runtime's InvokeEndpoint over HTTP, for the endpoint stand-in `resolve(name)` returns."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in separate writes: without this, Nagle + delayed ACK add 40 ms.
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            found = _INVOCATIONS.match(self.path.split("?", 1)[0])
+            try:
+                if not found:
+                    raise _Refusal(404, "UnknownOperationException", f"unknown operation {self.path}")
+                endpoint = resolve(found.group(1))
+                if endpoint is None:
+                    raise _Refusal(400, "ValidationError", f"Endpoint {found.group(1)} of account {ACCOUNT} not found.")
+                endpoint._authorize(self.headers)
+                status, headers, payload = endpoint.invoke(
+                    found.group(1),
+                    self.headers.get("X-Amzn-SageMaker-Target-Model"),
+                    self.headers.get("Content-Type") or "application/json",
+                    body,
+                )
+            except _Refusal as refusal:
+                status = refusal.status
+                headers = {"Content-Type": "application/json", "x-amzn-ErrorType": refusal.error_type}
+                payload = json.dumps({"message": refusal.message, **refusal.extra}).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, name="local-sagemaker-runtime", daemon=True).start()
+    return server

@@ -80,21 +80,31 @@ def _substitute_onnx(model_dir: Path, config: mc.ModelConfig) -> None:
     (model_dir / CONFIG).write_text(text_format.MessageToString(config))
 
 
-def localize(source_root: Path, repository: Path) -> LocalModels:
-    """Copy every model of an extracted archive into `repository` (replacing same-named models), ONNX substituted."""
+def localize(source_root: Path, repository: Path, namespace: str = "") -> LocalModels:
+    """Copy every model of an extracted archive into `repository` (replacing same-named models), ONNX substituted.
+
+    `namespace` prefixes every model name (and the ensemble's steps): several endpoints share one local Triton,
+    while on SageMaker each endpoint has its own container, so two groups' archives may use the same names."""
     names, substituted, ensembles = [], [], []
     for model_dir in sorted(d for d in source_root.iterdir() if d.is_dir() and (d / CONFIG).is_file()):
         config = read_config(model_dir / CONFIG)
-        name = config.name or model_dir.name
-        if name != model_dir.name:
+        original = config.name or model_dir.name
+        if original != model_dir.name:
             raise ArchiveError(f"model directory {model_dir.name!r} declares name {config.name!r}")
+        name = namespace + original
         destination = repository / name
         if destination.exists():
             shutil.rmtree(destination)
         shutil.copytree(model_dir, destination)
+        if namespace:
+            config.name = name
+            for step in config.ensemble_scheduling.step:
+                step.model_name = namespace + step.model_name
         if config.platform in ONNX_PLATFORMS or config.backend in ONNX_BACKENDS:
             _substitute_onnx(destination, config)
             substituted.append(name)
+        elif namespace:
+            (destination / CONFIG).write_text(text_format.MessageToString(config))
         if config.platform == "ensemble":
             ensembles.append(name)
         names.append(name)

@@ -1,7 +1,12 @@
-"""The inference API: API Gateway (REST) with a JWT authorizer in front of the multi-model endpoint.
+"""The inference API of one environment: API Gateway (REST) with a JWT authorizer in front of every model
+group's multi-model endpoint, routing by group in the path.
 
-    POST /models/{model}/invoke   -> invoke Lambda -> InvokeEndpoint(TargetModel=v<version>/<model>.tar.gz)
-    GET  /health                  -> the deployed version and the endpoint's status
+    POST /groups/{group}/models/{customer}/invoke -> invoke Lambda -> InvokeEndpoint on the group's endpoint
+                                                     (TargetModel=v<version>/<customer>.tar.gz of its record)
+    GET  /groups/{group}/health                   -> the group's deployed version and its endpoint's status
+    GET  /health                                  -> every group's
+One API (one URL, one authorizer, one usage plan, one WAF) per environment however many models: a caller's
+integration names the model group it wants, and adding a model adds no API.
 
 API Gateway itself refuses what it can before any Lambda runs: tokens that are not `Bearer <jwt>` (the
 authorizer's validation expression), requests without a Content-Type, JSON bodies that are not KServe v2
@@ -11,6 +16,8 @@ responses), and 429 / 503 carry Retry-After.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigateway
@@ -26,7 +33,8 @@ from infra.constructs.firewall import WINDOW_SECONDS, ManagedRuleGroup, protect_
 from infra.constructs.modelgate_function import ModelGateFunction
 from infra.constructs.triton_endpoint import TritonMultiModelEndpoint
 from modelgate.serving import settings as names
-from modelgate.serving.deployment import DEPLOYMENT_KEY
+from modelgate.serving.access import GROUP_HEALTH_ROUTE, HEALTH_ROUTE, INVOKE_ROUTE
+from modelgate.serving.deployment import DEPLOYMENTS_PREFIX
 from modelgate.serving.protocol import DATATYPES, TRITON_BINARY_JSON
 
 STAGE = "v1"
@@ -75,29 +83,43 @@ class InferenceApi(Construct):
         *,
         api: Api,
         environment: str,
-        endpoint: TritonMultiModelEndpoint,
+        endpoints: Sequence[tuple[str, str, TritonMultiModelEndpoint]],  # (model, group, its endpoint)
         model_repository: s3.IBucket,
         layer: lambda_.ILayerVersion,
     ) -> None:
         super().__init__(scope, construct_id)
+        served = [names.ServedModel(model, group, endpoint.endpoint_name) for model, group, endpoint in endpoints]
+        environ = {
+            names.BUCKET: model_repository.bucket_name,
+            names.ENVIRONMENT: environment,
+            names.SERVED_MODELS: names.served_models_value(served),
+        }
+        # Endpoint and bucket names are generated at deploy time: check Lambda's limit with the longest they can be.
+        longest = [names.ServedModel(m.model, m.group, "x" * names.ENDPOINT_NAME_MAX) for m in served]
+        names.check_environ_size(
+            f"{construct_id} ({environment}) invoke function",
+            {
+                **environ,
+                names.BUCKET: "x" * 63,
+                names.SERVED_MODELS: names.served_models_value(longest),
+                "POWERTOOLS_LOG_LEVEL": "INFO",
+            },
+        )
         self.invoke = ModelGateFunction(
             self,
             "Invoke",
             handler="lambdas.inference_api.handler",
-            description=f"ModelGate inference API ({environment}): KServe v2 request -> Triton multi-model endpoint",
-            environment={
-                names.BUCKET: model_repository.bucket_name,
-                names.ENDPOINT: endpoint.endpoint_name,
-                names.ENVIRONMENT: environment,
-            },
+            description=f"ModelGate inference API ({environment}): KServe v2 request -> its group's Triton endpoint",
+            environment=environ,
             layer=layer,
             timeout_seconds=29,  # API Gateway's integration limit
             memory_size=1024,  # CPU for base64 and JSON of 4 MiB bodies
         )
-        model_repository.grant_read(self.invoke.role, DEPLOYMENT_KEY)
+        model_repository.grant_read(self.invoke.role, f"{DEPLOYMENTS_PREFIX}*")
         self.invoke.role.add_to_policy(
             iam.PolicyStatement(
-                actions=["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"], resources=[endpoint.endpoint_arn]
+                actions=["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"],
+                resources=[endpoint.endpoint_arn for _, _, endpoint in endpoints],
             )
         )
 
@@ -195,15 +217,26 @@ class InferenceApi(Construct):
             "api_key_required": True,
             "request_validator": validator,
         }
-        invoke = self.rest_api.root.add_resource("models").add_resource("{model}").add_resource("invoke")
+        invoke = self._resource(INVOKE_ROUTE)
         self.invoke_method = invoke.add_method(
             "POST",
             integration,
             request_models={"application/json": self.request_model},
-            request_parameters={"method.request.path.model": True, "method.request.header.Content-Type": True},
+            request_parameters={
+                "method.request.path.group": True,
+                "method.request.path.customer": True,
+                "method.request.header.Content-Type": True,
+            },
             **guarded,
         )
-        self.health_method = self.rest_api.root.add_resource("health").add_method("GET", integration, **guarded)
+        self.group_health_method = self._resource(GROUP_HEALTH_ROUTE).add_method(
+            "GET", integration, request_parameters={"method.request.path.group": True}, **guarded
+        )
+        self.health_method = self._resource(HEALTH_ROUTE).add_method("GET", integration, **guarded)
+
+    def _resource(self, path: str) -> apigateway.IResource:
+        """The API resource of a route path (modelgate/serving/access.py), created along the way."""
+        return self.rest_api.root.resource_for_path(path)
 
     def _usage_plan(self, api: Api) -> None:
         self.usage_plan = self.rest_api.add_usage_plan(

@@ -1,10 +1,16 @@
-"""The serving deploy step: a Lambda that makes the endpoint's S3 prefix hold exactly the approved version.
+"""The serving deploy step of one model group in one environment: a Lambda that makes the group's endpoint
+prefix hold exactly the group's approved version.
 
-It runs when the environment's approved-model parameter changes (EventBridge "Parameter Store Change"), once a
-day to repair drift, and on demand (`aws lambda invoke --payload '{"action": "deploy"}'`). One run at a time:
-each holds a lease in the construct's DynamoDB table (modelgate/serving/deploy_lock.py), not reserved
-concurrency, which a fresh account's Lambda quota cannot spare. Failures are retried, then kept in the
-failure queue, which alarms.
+One per (model group, environment), not one for all groups: each function's role may read only its group's
+approved-model parameter and write only its group's prefix and deployment record, so an approval of one group
+cannot touch another group's endpoint even through a bug; each group has its own lease, so a long deploy of one
+never delays another; and its environment stays a few fixed variables however many models there are.
+
+It runs when the group's approved-model parameter changes (EventBridge "Parameter Store Change"), once a day to
+repair drift, and on demand (`aws lambda invoke --payload '{"action": "deploy"}'`). One run at a time: each
+holds a lease in the construct's DynamoDB table (modelgate/serving/deploy_lock.py), not reserved concurrency,
+which a fresh account's Lambda quota cannot spare. Failures are retried, then kept in the failure queue, which
+alarms.
 
 Where the approved version's archives live: the artifacts bucket of the environment whose pipeline trained it
 (the approval records its S3 URL in Parameter Store); see infra/constructs/model_artifacts.py for both sides of
@@ -29,6 +35,7 @@ from infra.constructs.model_artifacts import grant_read_registered_models
 from infra.constructs.modelgate_function import ModelGateFunction
 from modelgate.serving import deploy_lock
 from modelgate.serving import settings as names
+from modelgate.serving.deployment import deployment_key, model_prefix
 
 DEPLOY_TIMEOUT_SECONDS = 900
 DEPLOY_TMP_MIB = 10240  # archives above 64 MiB are verified through /tmp
@@ -67,7 +74,8 @@ class ApprovedModelDeployment(Construct):
             self,
             "Deploy",
             handler="lambdas.serving_deploy.handler",
-            description=f"ModelGate serving deploy ({environment}): approved version -> multi-model endpoint prefix",
+            description=f"ModelGate serving deploy ({model_package_group}, {environment}): approved version -> "
+            "its multi-model endpoint's prefix",
             environment={
                 names.BUCKET: model_repository.bucket_name,
                 names.PARAMETER: parameter_name,
@@ -92,8 +100,11 @@ class ApprovedModelDeployment(Construct):
                 resources=[f"arn:{stack.partition}:ssm:{stack.region}:{stack.account}:parameter{parameter_name}"],
             )
         )
-        model_repository.grant_read_write(self.function.role)
-        model_repository.grant_delete(self.function.role)
+        # Its own group's prefix and record only: another group's endpoint is out of this role's reach.
+        prefix = model_prefix(model_package_group)
+        model_repository.grant_read_write(self.function.role, f"{prefix}*")
+        model_repository.grant_read_write(self.function.role, deployment_key(model_package_group))
+        model_repository.grant_delete(self.function.role, f"{prefix}*")
         # The approved version's archives: in whichever environment trained it (infra/constructs/model_artifacts.py).
         grant_read_registered_models(self.function.role, artifacts=artifacts, other_accounts=other_accounts)
 
@@ -106,7 +117,7 @@ class ApprovedModelDeployment(Construct):
         self.on_approval = events.Rule(
             self,
             "OnApproval",
-            description=f"ModelGate: the approved model of {environment} changed -> deploy it",
+            description=f"ModelGate: the approved {model_package_group} of {environment} changed -> deploy it",
             event_pattern=events.EventPattern(
                 source=["aws.ssm"],
                 detail_type=["Parameter Store Change"],
@@ -117,7 +128,8 @@ class ApprovedModelDeployment(Construct):
         self.reconcile = events.Rule(
             self,
             "Reconcile",
-            description=f"ModelGate: daily check that {environment}'s endpoint serves exactly the approved model",
+            description=f"ModelGate: daily check that {model_package_group}'s endpoint in {environment} serves "
+            "exactly its approved version",
             schedule=events.Schedule.rate(Duration.days(1)),
             targets=[target],
         )

@@ -1,7 +1,9 @@
 """A SageMaker multi-model endpoint running NVIDIA's Triton image on GPU, autoscaled and alarmed.
 
-The model is `Mode: MultiModel` with `ModelDataUrl` = the environment's MME prefix: every archive the deploy
-step puts there is servable by `TargetModel` without touching the endpoint. Scaling tracks invocations per
+One per (model group, environment). The model is `Mode: MultiModel` with `ModelDataUrl` = the group's prefix in
+the environment's model-repository bucket (`models/<group>/`, modelgate/serving/deployment.py): every archive
+the group's deploy step puts there is servable by `TargetModel` without touching the endpoint, and the
+execution role reads nothing outside that prefix (no other group's archives). Scaling tracks invocations per
 instance and GPU utilisation (whichever asks for more instances wins); alarms cover server errors, model
 latency, and the multi-model specifics: time spent waiting for models to load, and cache misses.
 
@@ -29,10 +31,9 @@ from constructs import Construct
 from infra.config import Serving
 from infra.instance_types import gpu_count, has_instance_store
 from infra.triton_images import REGISTRIES, REPOSITORY, image_uri
-from modelgate.model_repository import MME_PREFIX
 
 VARIANT = "AllTraffic"
-DATA_CAPTURE_PREFIX = "data-capture/"
+DATA_CAPTURE_PREFIX = "data-capture/"  # + the group: each endpoint writes (and may write) only its own captures
 # Alarm thresholds. Latencies are in microseconds, as SageMaker publishes them.
 ERRORS_5XX_PER_5_MINUTES = 5
 MODEL_LATENCY_P90_US = 2_000_000  # a forecast takes milliseconds; seconds mean the GPU is saturated
@@ -54,6 +55,9 @@ class TritonMultiModelEndpoint(Construct):
         *,
         serving: Serving,
         model_repository: s3.IBucket,
+        prefix: str,
+        capture_prefix: str,
+        label: str,  # what alarms call it (the model group): one topic carries every endpoint's alarms
         key: kms.IKey,
         capture_bucket: s3.IBucket,
     ) -> None:
@@ -65,9 +69,9 @@ class TritonMultiModelEndpoint(Construct):
             self,
             "ExecutionRole",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="Triton multi-model endpoint: reads the approved model archives, pulls the Triton image",
+            description=f"Triton multi-model endpoint ({prefix}): reads its approved archives, pulls the Triton image",
         )
-        model_repository.grant_read(self.role, f"{MME_PREFIX}*")
+        model_repository.grant_read(self.role, f"{prefix}*")
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
@@ -96,7 +100,7 @@ class TritonMultiModelEndpoint(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=self.image,
                 mode="MultiModel",
-                model_data_url=f"s3://{model_repository.bucket_name}/{MME_PREFIX}",
+                model_data_url=f"s3://{model_repository.bucket_name}/{prefix}",
             ),
             # SageMaker fetches the archives; the models (Python backend with numpy, ONNX) need no network.
             enable_network_isolation=True,
@@ -105,11 +109,11 @@ class TritonMultiModelEndpoint(Construct):
 
         capture = None
         if serving.data_capture:
-            capture_bucket.grant_put(self.role, f"{DATA_CAPTURE_PREFIX}*")
+            capture_bucket.grant_put(self.role, f"{capture_prefix}*")
             capture = sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
                 enable_capture=True,
                 initial_sampling_percentage=100,
-                destination_s3_uri=f"s3://{capture_bucket.bucket_name}/{DATA_CAPTURE_PREFIX}",
+                destination_s3_uri=f"s3://{capture_bucket.bucket_name}/{capture_prefix}",
                 kms_key_id=key.key_arn,
                 capture_options=[
                     sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
@@ -149,7 +153,7 @@ class TritonMultiModelEndpoint(Construct):
         self.endpoint_arn = self.endpoint.ref  # Ref of AWS::SageMaker::Endpoint is its ARN
 
         self._autoscaling(serving)
-        self.alarms = self._alarms(serving)
+        self.alarms = self._alarms(serving, label)
 
     def _metric(self, name: str, statistic: str, namespace: str = "AWS/SageMaker") -> cloudwatch.Metric:
         return cloudwatch.Metric(
@@ -188,7 +192,7 @@ class TritonMultiModelEndpoint(Construct):
             scale_in_cooldown=Duration.minutes(5),
         )
 
-    def _alarms(self, serving: Serving) -> list[cloudwatch.Alarm]:
+    def _alarms(self, serving: Serving, label: str) -> list[cloudwatch.Alarm]:
         gpus = gpu_count(serving.instance_type)
 
         def alarm(construct_id: str, metric: cloudwatch.IMetric, threshold: float, description: str, **kwargs):
@@ -197,7 +201,7 @@ class TritonMultiModelEndpoint(Construct):
                 construct_id,
                 metric=metric,
                 threshold=threshold,
-                alarm_description=description,
+                alarm_description=f"Triton endpoint of {label}: {description}",
                 evaluation_periods=kwargs.pop("evaluation_periods", 3),
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                 **kwargs,
@@ -209,7 +213,7 @@ class TritonMultiModelEndpoint(Construct):
                 "Errors5xx",
                 self._metric("Invocation5XXErrors", "Sum"),
                 ERRORS_5XX_PER_5_MINUTES,
-                "Triton endpoint: server errors (5xx) from the model container",
+                "server errors (5xx) from the model container",
                 comparison_operator=above,
                 evaluation_periods=1,
             ),
@@ -217,28 +221,28 @@ class TritonMultiModelEndpoint(Construct):
                 "ModelLatency",
                 self._metric("ModelLatency", "p90"),
                 MODEL_LATENCY_P90_US,
-                "Triton endpoint: p90 model latency above 2 s for 15 minutes",
+                "p90 model latency above 2 s for 15 minutes",
                 comparison_operator=above,
             ),
             alarm(
                 "ModelLoadingWait",
                 self._metric("ModelLoadingWaitTime", "p90"),
                 MODEL_LOADING_WAIT_P90_US,
-                "Triton endpoint: requests wait over 10 s (p90) for their model to load",
+                "requests wait over 10 s (p90) for their model to load",
                 comparison_operator=above,
             ),
             alarm(
                 "CacheMisses",
                 self._metric("ModelCacheHit", "Average"),
                 MIN_CACHE_HIT_RATE,
-                "Triton endpoint: under half of the requests find their model loaded (cache misses)",
+                "under half of the requests find their model loaded (cache misses)",
                 comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             ),
             alarm(
                 "GpuMemory",
                 self._metric("GPUMemoryUtilization", "Average", namespace="/aws/sagemaker/Endpoints"),
                 GPU_MEMORY_PERCENT * gpus,
-                "Triton endpoint: GPU memory above 90%: models are evicted and reloaded",
+                "GPU memory above 90%: models are evicted and reloaded",
                 comparison_operator=above,
             ),
         ]

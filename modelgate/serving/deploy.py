@@ -1,11 +1,14 @@
-"""The serving deploy step: make an environment's multi-model endpoint serve exactly its approved model version.
+"""The serving deploy step: make one model group's multi-model endpoint in an environment serve exactly the
+version approved for that group there.
 
-1. Read the environment's ApprovedModel from Parameter Store (no parameter: nothing is approved, serve nothing).
-2. Read the version's manifest at `model_data_url`; for each archive, copy it to `MME_PREFIX` under its versioned
-   target name (`v<version>/<customer>.tar.gz`), streaming it through SHA-256 and uploading only bytes whose
-   digest and size match the manifest. An archive already in place with the same digest is left alone.
-3. Write the deployment record (the invoke Lambda switches to the new version here, all archives being present).
-4. Delete every object under `MME_PREFIX` that the record does not list: older versions, unapproved leftovers.
+1. Read the group's ApprovedModel of the environment from Parameter Store (none: nothing approved, serve nothing).
+2. Read the version's manifest at `model_data_url`; for each archive, copy it to the group's prefix
+   (`models/<group>/`, modelgate/serving/deployment.py) under its versioned target name
+   (`v<version>/<customer>.tar.gz`), streaming it through SHA-256 and uploading only bytes whose digest and size
+   match the manifest. An archive already in place with the same digest is left alone.
+3. Write the group's deployment record (the invoke Lambda switches to the new version here, all archives present).
+4. Delete every object under the group's prefix that the record does not list: older versions, leftovers.
+Nothing outside the group's prefix and record is read or written: other groups' endpoints are never touched.
 
 Idempotent: a second run with the same approval copies and deletes nothing. If anything fails before step 3
 (bad checksum, missing archive, malformed manifest) the previous deployment keeps serving unchanged and the
@@ -25,15 +28,9 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
-from modelgate.model_repository import (
-    MANIFEST_NAME,
-    MME_PREFIX,
-    Manifest,
-    ManifestFormatError,
-    target_model,
-)
+from modelgate.model_repository import MANIFEST_NAME, Manifest, ManifestFormatError, target_model
 from modelgate.parameters import ApprovedModel, ApprovedModelFormatError
-from modelgate.serving.deployment import DEPLOYMENT_KEY, Deployment, DeploymentFormatError
+from modelgate.serving.deployment import Deployment, DeploymentFormatError, deployment_key, model_prefix
 
 SHA256_METADATA = "sha256"  # user metadata of a served archive: the digest it was verified against
 _CHUNK = 1024 * 1024
@@ -58,12 +55,20 @@ class ChecksumMismatch(DeployError):
 
 @dataclass(frozen=True)
 class ServingTarget:
-    """Where one environment serves from, and which approval it serves."""
+    """Where one group's endpoint of an environment serves from, and which approval it serves."""
 
     bucket: str  # the environment's model-repository bucket
     parameter_name: str  # modelgate.parameters.parameter_name(project, group, environment)
     model_package_group: str
     environment: str
+
+    @property
+    def prefix(self) -> str:
+        return model_prefix(self.model_package_group)
+
+    @property
+    def record_key(self) -> str:
+        return deployment_key(self.model_package_group)
 
 
 @dataclass
@@ -76,6 +81,7 @@ class DeployReport:
 
     def summary(self) -> dict[str, Any]:
         return {
+            "model_package_group": self.deployment.model_package_group,
             "environment": self.deployment.environment,
             "model_version": self.deployment.model_version,
             "models": len(self.deployment.customers),
@@ -130,9 +136,9 @@ def read_manifest(s3, bucket: str, prefix: str, model_package_group: str) -> Man
     return manifest
 
 
-def read_deployment(s3, bucket: str) -> Deployment | None:
+def read_deployment(s3, bucket: str, model_package_group: str) -> Deployment | None:
     try:
-        body = s3.get_object(Bucket=bucket, Key=DEPLOYMENT_KEY)["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=deployment_key(model_package_group))["Body"].read()
     except ClientError as error:
         if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
             return None
@@ -180,9 +186,9 @@ def _copy_verified(s3, source: tuple[str, str], target: tuple[str, str], sha256:
         )
 
 
-def _served_keys(s3, bucket: str) -> list[str]:
+def _served_keys(s3, bucket: str, prefix: str) -> list[str]:
     keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=MME_PREFIX):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(item["Key"] for item in page.get("Contents", []))
     return keys
 
@@ -203,7 +209,7 @@ def deploy_approved(
     target: ServingTarget,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DeployReport:
-    """Make `target.bucket`'s MME prefix hold exactly the approved version of `target.environment`."""
+    """Make the group's prefix in `target.bucket` hold exactly the group's approved version of the environment."""
     approved = read_approved(ssm, target.parameter_name)
     now = clock().isoformat(timespec="seconds")
     if approved is None:
@@ -230,7 +236,7 @@ def deploy_approved(
         report = DeployReport(desired)
         for entry in sorted(manifest.archives, key=lambda e: e.customer):
             name = target_model(approved.model_version, entry.customer)
-            key = MME_PREFIX + name
+            key = target.prefix + name
             if _served_digest(s3, target.bucket, key) == entry.sha256:
                 report.unchanged.append(name)
                 continue
@@ -244,11 +250,11 @@ def deploy_approved(
             )
             report.copied.append(name)
 
-    current = read_deployment(s3, target.bucket)
+    current = read_deployment(s3, target.bucket, target.model_package_group)
     if not desired.same_content(current):
         s3.put_object(
             Bucket=target.bucket,
-            Key=DEPLOYMENT_KEY,
+            Key=target.record_key,
             Body=desired.to_json().encode(),
             ContentType="application/json",
         )
@@ -256,7 +262,7 @@ def deploy_approved(
     else:
         report.deployment = current
 
-    keep = {MME_PREFIX + target_model(desired.model_version, c) for c in desired.customers} if manifest else set()
-    report.removed = sorted(key for key in _served_keys(s3, target.bucket) if key not in keep)
+    keep = {target.prefix + target_model(desired.model_version, c) for c in desired.customers} if manifest else set()
+    report.removed = sorted(key for key in _served_keys(s3, target.bucket, target.prefix) if key not in keep)
     _delete(s3, target.bucket, report.removed)
     return report

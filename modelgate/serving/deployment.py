@@ -1,9 +1,15 @@
-"""The deployment record: which model version the multi-model endpoint of an environment serves.
+"""Where each model group is served from in an environment's model-repository bucket, and the deployment record
+that says which version its multi-model endpoint serves.
 
-Written by the deploy step after every archive of the version is in place under MME_PREFIX (so a reader never
-sees a version whose archives are missing), read by the invoke Lambda to turn a customer id into the versioned
-TargetModel. It lives in the model-repository bucket next to (not inside) MME_PREFIX, so SageMaker never sees it
-as a model.
+Layout (one bucket per environment, one prefix and one record per model package group):
+    models/<group>/v<version>/<customer>.tar.gz   the group's endpoint's ModelDataUrl is s3://<bucket>/models/<group>/
+    deployments/<group>.json                       the group's deployment record (outside every endpoint's prefix)
+The trailing '/' keeps prefixes apart (group `a` never sees `a-b`'s archives), and each group's endpoint, deploy
+step and IAM grants see only their own prefix and record.
+
+The record is written by the deploy step after every archive of the version is in place (so a reader never sees
+a version whose archives are missing), and read by the invoke Lambda to turn a customer id into the versioned
+TargetModel.
 """
 
 from __future__ import annotations
@@ -11,11 +17,26 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from modelgate.environments import check_environment
-from modelgate.model_repository import InvalidCustomerIdError, check_customer_id, target_model
+from modelgate.model_repository import MME_PREFIX, InvalidCustomerIdError, check_customer_id, target_model
 
-DEPLOYMENT_KEY = "deployment.json"
+DEPLOYMENTS_PREFIX = "deployments/"
 SCHEMA_VERSION = 1
+
+
+def model_prefix(model_package_group: str) -> str:
+    """The S3 prefix (ModelDataUrl) of one group's multi-model endpoint: `models/<group>/`."""
+    return f"{MME_PREFIX}{_group(model_package_group)}/"
+
+
+def deployment_key(model_package_group: str) -> str:
+    """The object key of one group's deployment record: `deployments/<group>.json`."""
+    return f"{DEPLOYMENTS_PREFIX}{_group(model_package_group)}.json"
+
+
+def _group(name: str) -> str:
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"{name!r} is not a model package group name")
+    return name
 
 
 class DeploymentFormatError(ValueError):
@@ -60,13 +81,11 @@ class Deployment:
             customers = tuple(check_customer_id(c) for c in data["customers"])
             return cls(
                 model_package_group=str(data["model_package_group"]),
-                environment=check_environment(data["environment"]),
+                environment=str(data["environment"]),
                 model_version=version,
                 model_package_arn=data["model_package_arn"],
                 customers=customers,
                 deployed_at=str(data["deployed_at"]),
             )
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, InvalidCustomerIdError) as error:
-            raise DeploymentFormatError(f"not a deployment record: {error}") from None
-        except ValueError as error:  # unknown environment
             raise DeploymentFormatError(f"not a deployment record: {error}") from None

@@ -1,8 +1,10 @@
-"""Invoke one customer's model on the environment's multi-model endpoint, and map every failure to HTTP.
+"""Invoke one customer's model on its group's multi-model endpoint, and map every failure to HTTP.
 
-`{model}` in the route is the customer id; the deployment record (cached, refreshed on a miss) turns it into
-the TargetModel of the deployed version. Customers outside the record are never sent to SageMaker, so nothing
-unapproved is reachable through the API even if an object were left under the endpoint's prefix.
+`{group}` in the route picks the model group (its endpoint and its deployment record, nothing else), `{customer}`
+the customer id; the group's deployment record (cached, refreshed on a miss) turns it into the TargetModel of the
+deployed version. Customers outside the record are never sent to SageMaker, so nothing unapproved is reachable
+through the API even if an object were left under the endpoint's prefix, and a customer of one group is never
+looked up in another group's record or endpoint.
 
 SageMaker's errors, as the API reports them (never a bare 500 or a stack trace):
     model not in the deployment / TargetModel not found    404 model_not_found
@@ -27,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError,
 
 from modelgate.model_repository import InvalidCustomerIdError, check_customer_id
 from modelgate.serving.access import ModelAccess
-from modelgate.serving.deployment import DEPLOYMENT_KEY, Deployment, DeploymentFormatError, ModelNotDeployed
+from modelgate.serving.deployment import Deployment, DeploymentFormatError, ModelNotDeployed, deployment_key
 from modelgate.serving.protocol import JSON, InvalidRequest, parse_content_type, validate_request
 
 RETRY_AFTER_LOADING = 5
@@ -64,10 +66,11 @@ class InferenceResult:
 
 @dataclass
 class DeploymentCache:
-    """The deployment record, re-read after `ttl_seconds` or on demand (at most every `min_refresh_seconds`)."""
+    """A group's deployment record, re-read after `ttl_seconds` or on demand (at most every `min_refresh_seconds`)."""
 
     s3: object
     bucket: str
+    model_package_group: str
     clock: Callable[[], float] = time.monotonic
     ttl_seconds: float = 10.0
     min_refresh_seconds: float = 2.0
@@ -77,11 +80,13 @@ class DeploymentCache:
 
     def _read(self) -> Deployment:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=DEPLOYMENT_KEY)["Body"].read()
+            key = deployment_key(self.model_package_group)
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             return Deployment.from_json(body)
         except ClientError as error:
             if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                raise ApiError(503, "not_deployed", "no model is deployed in this environment yet", 60) from None
+                message = f"no version of {self.model_package_group!r} is deployed in this environment yet"
+                raise ApiError(503, "not_deployed", message, 60) from None
             raise ApiError(502, "deployment_unreadable", "the serving deployment record cannot be read") from None
         except DeploymentFormatError:
             raise ApiError(502, "deployment_unreadable", "the serving deployment record is malformed") from None
@@ -158,8 +163,9 @@ def invoke_model(
 ) -> InferenceResult:
     """Validate, authorize and invoke; raise ApiError with the HTTP status for every failure."""
     customer = check_model_id(model)
-    if not access.allows(customer):
-        raise ApiError(403, "forbidden", f"this token may not invoke model {customer!r}")
+    group = deployments.model_package_group
+    if not access.allows(group, customer):
+        raise ApiError(403, "forbidden", f"this token may not invoke model {customer!r} of {group!r}")
     try:
         parsed = parse_content_type(content_type)
         body = validate_request(body, parsed)

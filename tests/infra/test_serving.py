@@ -1,16 +1,108 @@
-"""The Serving stack of every environment: what must hold for the endpoint, the deploy step and the API."""
+"""The Serving stack of every environment of config/examples/many-models.yaml (sandbox -> staging -> prod, models
+energy-forecast and churn), with churn serving differently in prod: one endpoint and one deploy step per model
+with that model's settings, nothing of one model reachable by another's, one inference API routing by group.
+
+Synthesized here (Storage + Serving per environment, cdk-nag on), once per session, so these assertions depend on
+no other stack."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
+from aws_cdk import App, Stack, Stage
+from aws_cdk import Environment as CdkEnvironment
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from aws_cdk.assertions import Template
 
+from infra.build.nag import apply_nag
+from infra.build.synth_report import synthesize_app
+from infra.config import parse_config
+from infra.constructs.inference_api import InferenceApi
 from infra.instance_types import gpu_count, has_instance_store
 from infra.triton_images import image_uri
-from modelgate.environments import ENVIRONMENTS
 from modelgate.parameters import parameter_name
 from modelgate.serving import settings as names
+from modelgate.serving.access import GROUP_HEALTH_ROUTE, HEALTH_ROUTE, INVOKE_ROUTE
+from stacks.app_builder import feature_flags
+from stacks.serving_stack import ServingStack, model_construct_id
+from stacks.storage_stack import StorageStack
+from stacks.topology import Topology
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "many-models.yaml"
+# churn serves on other hardware, with data capture, in the last environment: each endpoint must follow its model.
+CHURN_LAST = {
+    "serving": {"instance_type": "ml.g4dn.xlarge", "min_instances": 2, "max_instances": 5, "data_capture": True}
+}
+
+
+def example_config():
+    """config/examples/many-models.yaml, with churn's own serving settings in the last environment."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    last = raw["environments"][-1]["name"]
+    churn = next(model for model in raw["models"] if model["name"] == "churn")
+    churn.setdefault("environments", {}).setdefault(last, {}).update(CHURN_LAST)
+    return parse_config(raw, str(EXAMPLE))
+
+
+def synthesize_example(example, outdir: Path, environments: tuple[str, ...] | None = None):
+    """Storage + Serving of each (selected) environment of `example`, cdk-nag on; `assembly-modelgate-<env>`."""
+    app = App(context=feature_flags(), outdir=str(outdir))
+    for env in example.environments.values():
+        if environments is not None and env.name not in environments:
+            continue
+        stage = Stage(
+            app, f"{example.project.name}-{env.name}", env=CdkEnvironment(account=env.account, region=env.region)
+        )
+        storage = StorageStack(stage, "Storage")
+        others = tuple(sorted({e.account for e in example.environments.values() if e.name != env.name}))
+        ServingStack(
+            stage,
+            "Serving",
+            project=example.project,
+            environment=env,
+            models=example.models,
+            storage=storage,
+            topology=Topology(env.account, env.region, other_accounts=others),
+        )
+        apply_nag(stage)
+    return synthesize_app(app, outdir)  # raises NagViolations on any unsuppressed nag error
+
+
+@pytest.fixture(scope="session")
+def example():
+    return example_config()
+
+
+@pytest.fixture(scope="session")
+def synthesized(example, tmp_path_factory):
+    return synthesize_example(example, tmp_path_factory.mktemp("serving.out"))
+
+
+@pytest.fixture(scope="session")
+def serving(synthesized, example):
+    cache: dict[str, Template] = {}
+
+    def get(env: str) -> Template:
+        if env not in cache:
+            stack = synthesized.stack(f"{example.project.name}-{env}", "Serving")
+            cache[env] = Template.from_json(stack.template)
+        return cache[env]
+
+    return get
+
+
+CHAIN = ("sandbox", "staging", "prod")  # the example's chain (asserted below, not assumed)
+MODELS = ("energy-forecast", "churn")
+
+
+def test_the_example_is_what_these_tests_cover(example):
+    assert tuple(example.environments) == CHAIN
+    assert tuple(model.name for model in example.models) == MODELS
 
 
 def only(resources: dict) -> dict:
@@ -23,20 +115,24 @@ def logical(resources: dict) -> str:
     return next(iter(resources))
 
 
-def function_with_handler(template, handler: str) -> tuple[str, dict]:
+def of_model(resources: dict, model: str) -> dict:
+    """The resources of one model's `ModelServing` construct (logical ids start with its construct id)."""
+    return {k: v for k, v in resources.items() if k.startswith(model_construct_id(model))}
+
+
+def function_with_handler(template, handler: str, model: str | None = None) -> tuple[str, dict]:
     found = {
         k: v
         for k, v in template.find_resources("AWS::Lambda::Function").items()
         if v["Properties"]["Handler"] == handler
     }
-    return logical(found), only(found)
+    return logical(of_model(found, model) if model else found), only(of_model(found, model) if model else found)
 
 
 def statements(template, role_logical: str) -> list[dict]:
-    policies = template.find_resources("AWS::IAM::Policy")
     return [
         statement
-        for policy in policies.values()
+        for policy in template.find_resources("AWS::IAM::Policy").values()
         if {"Ref": role_logical} in policy["Properties"]["Roles"]
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
@@ -46,179 +142,292 @@ def role_of(function: dict) -> str:
     return function["Properties"]["Role"]["Fn::GetAtt"][0]
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_the_model_is_multimodel_triton_for_the_region_reading_the_mme_prefix(template, config, env):
-    serving = template(env, "Serving")
-    settings = config.environments[env]
-    container = only(serving.find_resources("AWS::SageMaker::Model"))["Properties"]["PrimaryContainer"]
-    assert container["Mode"] == "MultiModel"
-    assert container["Image"] == image_uri(settings.region, settings.serving.triton_version)
-    url = container["ModelDataUrl"]["Fn::Join"][1]
-    assert (url[0], url[2]) == ("s3://", "/models/"), "the MME prefix of the environment's model-repository bucket"
-    assert "ModelRepository" in json.dumps(url[1])
+def s3_keys(statement: dict) -> list[str]:
+    """The object-key parts of a statement's S3 resources (`<bucket arn>/<key pattern>`)."""
+    resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+    return [r["Fn::Join"][1][-1] for r in resources if isinstance(r, dict) and "Fn::Join" in r]
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_the_endpoint_runs_the_configured_gpu_type_with_min_instances(template, config, env):
-    serving = template(env, "Serving")
-    settings = config.environments[env].serving
-    props = only(serving.find_resources("AWS::SageMaker::EndpointConfig"))["Properties"]
-    (variant,) = props["ProductionVariants"]
-    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == (
-        settings.instance_type,
-        settings.min_instances,
-    )
-    # SageMaker refuses KmsKeyId for instance types with NVMe instance storage (hardware-encrypted anyway).
-    assert ("KmsKeyId" in props) is not has_instance_store(settings.instance_type)
-    # CloudFormation names them: two deployments in one account never collide.
-    for kind, name in (
-        ("AWS::SageMaker::Model", "ModelName"),
-        ("AWS::SageMaker::EndpointConfig", "EndpointConfigName"),
-        ("AWS::SageMaker::Endpoint", "EndpointName"),
-    ):
-        assert name not in only(serving.find_resources(kind))["Properties"], kind
+def endpoint_of(template, model: str) -> str:
+    return logical(of_model(template.find_resources("AWS::SageMaker::Endpoint"), model))
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_data_capture_follows_config(template, config, env):
-    props = only(template(env, "Serving").find_resources("AWS::SageMaker::EndpointConfig"))["Properties"]
-    if config.environments[env].serving.data_capture:
-        capture = props["DataCaptureConfig"]
-        assert capture["EnableCapture"] is True
-        assert {o["CaptureMode"] for o in capture["CaptureOptions"]} == {"Input", "Output"}
-        assert "KmsKeyId" in capture
-    else:
-        assert "DataCaptureConfig" not in props
+def test_nag_is_clean_and_every_environment_has_a_serving_stack(synthesized, example):
+    assert synthesized.findings == [], [str(f) for f in synthesized.findings]
+    assert {s.stage for s in synthesized.stacks if s.name == "Serving"} == {f"modelgate-{env}" for env in CHAIN}
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_autoscaling_bounds_and_targets_come_from_config(template, config, env):
-    serving = template(env, "Serving")
-    settings = config.environments[env].serving
-    target = only(serving.find_resources("AWS::ApplicationAutoScaling::ScalableTarget"))["Properties"]
-    assert (target["MinCapacity"], target["MaxCapacity"]) == (settings.min_instances, settings.max_instances)
-    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
-    assert target["ServiceNamespace"] == "sagemaker"
-    policies = [
-        p["Properties"]["TargetTrackingScalingPolicyConfiguration"]
-        for p in serving.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()
-    ]
-    by_kind = {
-        (p.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType")
-        or p["CustomizedMetricSpecification"]["MetricName"]: p["TargetValue"]
-        for p in policies
-    }
-    assert by_kind == {
-        "SageMakerVariantInvocationsPerInstance": settings.target_invocations_per_instance,
-        "GPUUtilization": settings.target_gpu_utilization * gpu_count(settings.instance_type),
-    }
+@pytest.mark.parametrize("env", CHAIN)
+def test_each_model_has_its_own_multimodel_triton_endpoint_reading_only_its_own_prefix(serving, example, env):
+    template = serving(env)
+    assert len(template.find_resources("AWS::SageMaker::Endpoint")) == len(MODELS)
+    for model in example.models:
+        settings = model.environments[env]
+        container = only(of_model(template.find_resources("AWS::SageMaker::Model"), model.name))["Properties"]
+        container = container["PrimaryContainer"]
+        assert container["Mode"] == "MultiModel"
+        assert container["Image"] == image_uri(settings.region, settings.serving.triton_version)
+        url = container["ModelDataUrl"]["Fn::Join"][1]
+        assert (url[0], url[2]) == ("s3://", f"/models/{model.model_package_group}/"), "its group's prefix"
+        # Its execution role reads archives under its own prefix, no other group's.
+        role = logical(of_model(template.find_resources("AWS::IAM::Role"), f"{model.name}-Triton-Execution"))
+        keys = [k for s in statements(template, role) for k in s3_keys(s)]
+        capture = {f"/data-capture/{model.model_package_group}/*"} if settings.serving.data_capture else set()
+        assert keys, "it reads its archives"
+        assert set(keys) == {f"/models/{model.model_package_group}/*"} | capture, keys
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_alarms_cover_errors_latency_model_loading_and_cache_misses_and_notify(template, env):
-    serving = template(env, "Serving")
-    alarms = serving.find_resources("AWS::CloudWatch::Alarm").values()
-    metrics = {a["Properties"].get("MetricName") for a in alarms}
-    assert {
-        "Invocation5XXErrors",
-        "ModelLatency",
-        "ModelLoadingWaitTime",
-        "ModelCacheHit",
-        "GPUMemoryUtilization",
-        "5XXError",
-        "Errors",
-        "ApproximateNumberOfMessagesVisible",
-    } <= metrics
-    topic = logical(serving.find_resources("AWS::SNS::Topic"))
-    for alarm in alarms:
-        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}], alarm["Properties"]["AlarmDescription"]
-    cache = next(a for a in alarms if a["Properties"].get("MetricName") == "ModelCacheHit")["Properties"]
-    assert cache["ComparisonOperator"] == "LessThanThreshold", "cache misses: a low hit rate alarms"
+@pytest.mark.parametrize("env", CHAIN)
+def test_each_endpoint_runs_its_models_instance_type_capacity_autoscaling_and_data_capture(serving, example, env):
+    template = serving(env)
+    for model in example.models:
+        settings = model.environments[env].serving
+        props = only(of_model(template.find_resources("AWS::SageMaker::EndpointConfig"), model.name))["Properties"]
+        (variant,) = props["ProductionVariants"]
+        assert (variant["InstanceType"], variant["InitialInstanceCount"]) == (
+            settings.instance_type,
+            settings.min_instances,
+        )
+        assert variant["InferenceAmiVersion"] == settings.host_ami
+        assert ("KmsKeyId" in props) is not has_instance_store(settings.instance_type)
+        assert ("DataCaptureConfig" in props) is settings.data_capture
+        target = only(of_model(template.find_resources("AWS::ApplicationAutoScaling::ScalableTarget"), model.name))
+        target = target["Properties"]
+        assert (target["MinCapacity"], target["MaxCapacity"]) == (settings.min_instances, settings.max_instances)
+        assert {"Fn::GetAtt": [endpoint_of(template, model.name), "EndpointName"]} in target["ResourceId"]["Fn::Join"][
+            1
+        ], "it scales its own endpoint"
+        policies = of_model(template.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy"), model.name)
+        targets = sorted(
+            p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] for p in policies.values()
+        )
+        assert targets == sorted(
+            [
+                settings.target_invocations_per_instance,
+                settings.target_gpu_utilization * gpu_count(settings.instance_type),
+            ]
+        )
+        for kind, name in (
+            ("AWS::SageMaker::Model", "ModelName"),
+            ("AWS::SageMaker::EndpointConfig", "EndpointConfigName"),
+            ("AWS::SageMaker::Endpoint", "EndpointName"),
+        ):
+            assert name not in only(of_model(template.find_resources(kind), model.name))["Properties"], kind
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_routes_are_authorized_by_the_jwt_authorizer_validated_and_metered(template, env):
-    serving = template(env, "Serving")
-    authorizer = logical(serving.find_resources("AWS::ApiGateway::Authorizer"))
-    resources = {k: v["Properties"]["PathPart"] for k, v in serving.find_resources("AWS::ApiGateway::Resource").items()}
+def test_a_models_own_serving_settings_reach_only_its_endpoint(serving, example):
+    """The override of churn in prod changes churn's prod endpoint and nothing else."""
+    last = CHAIN[-1]
+    churn = example.model("churn").environments[last].serving
+    assert churn.instance_type == CHURN_LAST["serving"]["instance_type"]
+    assert churn.data_capture
+    template = serving(last)
+    configs = template.find_resources("AWS::SageMaker::EndpointConfig")
+    churn_variant = only(of_model(configs, "churn"))["Properties"]["ProductionVariants"][0]
+    energy_variant = only(of_model(configs, "energy-forecast"))["Properties"]["ProductionVariants"][0]
+    assert churn_variant["InstanceType"] == "ml.g4dn.xlarge"
+    assert energy_variant["InstanceType"] == example.environments[last].serving.instance_type != "ml.g4dn.xlarge"
+    assert "DataCaptureConfig" not in only(of_model(configs, "energy-forecast"))["Properties"]
+    capture = only(of_model(configs, "churn"))["Properties"]["DataCaptureConfig"]
+    assert capture["DestinationS3Uri"]["Fn::Join"][1][-1] == "/data-capture/churn-scores/", "its own captures"
+    churn_earlier = only(of_model(serving(CHAIN[0]).find_resources("AWS::SageMaker::EndpointConfig"), "churn"))
+    assert churn_earlier["Properties"]["ProductionVariants"][0]["InstanceType"] != "ml.g4dn.xlarge"
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_each_model_has_its_own_deploy_step_parameter_lease_and_grants(serving, example, env):
+    template = serving(env)
+    queue = logical(template.find_resources("AWS::SQS::Queue"))
+    for model in example.models:
+        group = model.model_package_group
+        name, function = function_with_handler(template, "lambdas.serving_deploy.handler", model.name)
+        variables = function["Properties"]["Environment"]["Variables"]
+        parameter = parameter_name(example.project.name, group, env)
+        assert parameter == f"/modelgate/{group}/{env}"
+        assert (variables[names.PARAMETER], variables[names.GROUP], variables[names.ENVIRONMENT]) == (
+            parameter,
+            group,
+            env,
+        )
+        assert variables[names.DEPLOY_LOCK_TABLE] == {
+            "Ref": logical(of_model(template.find_resources("AWS::DynamoDB::Table"), model.name))
+        }
+        rules = list(of_model(template.find_resources("AWS::Events::Rule"), model.name).values())
+        patterns = [r["Properties"]["EventPattern"] for r in rules if "EventPattern" in r["Properties"]]
+        assert patterns == [
+            {"source": ["aws.ssm"], "detail-type": ["Parameter Store Change"], "detail": {"name": [parameter]}}
+        ], "only its own group's approval starts it"
+        assert [r["Properties"]["ScheduleExpression"] for r in rules if "ScheduleExpression" in r["Properties"]] == [
+            "rate(1 day)"
+        ]
+        for rule in rules:
+            (target,) = rule["Properties"]["Targets"]
+            assert target["Arn"] == {"Fn::GetAtt": [name, "Arn"]}
+            assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}
+        own = statements(template, role_of(function))
+        ssm = [s for s in own if s["Action"] == "ssm:GetParameter"]
+        settings = model.environments[env]
+        assert [s["Resource"] for s in ssm] == [
+            f"arn:aws:ssm:{settings.region}:{settings.account}:parameter{parameter}"
+        ]
+        # Writes and deletes in the model repository: its prefix and its record, nothing of another group.
+        writes = [s for s in own if any(a.startswith(("s3:Put", "s3:Delete")) for a in _actions(s))]
+        assert {k for s in writes for k in s3_keys(s)} == {f"/models/{group}/*", f"/deployments/{group}.json"}
+
+
+def _actions(statement: dict) -> list[str]:
+    return statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_one_inference_api_routes_by_group_and_every_route_is_authorized_validated_and_metered(serving, env):
+    template = serving(env)
+    assert len(template.find_resources("AWS::ApiGateway::RestApi")) == 1, "one API per environment"
+    authorizer = logical(template.find_resources("AWS::ApiGateway::Authorizer"))
+    resources = template.find_resources("AWS::ApiGateway::Resource")
+
+    def path(logical_id) -> str:
+        props = resources[logical_id]["Properties"]
+        parent = props["ParentId"]
+        above = path(parent["Ref"]) if "Ref" in parent else ""
+        return f"{above}/{props['PathPart']}"
+
     methods = {
-        (resources[m["Properties"]["ResourceId"]["Ref"]], m["Properties"]["HttpMethod"]): m["Properties"]
-        for m in serving.find_resources("AWS::ApiGateway::Method").values()
+        (path(m["Properties"]["ResourceId"]["Ref"]), m["Properties"]["HttpMethod"]): m["Properties"]
+        for m in template.find_resources("AWS::ApiGateway::Method").values()
     }
-    assert set(methods) == {("invoke", "POST"), ("health", "GET")}
+    assert set(methods) == {(INVOKE_ROUTE, "POST"), (GROUP_HEALTH_ROUTE, "GET"), (HEALTH_ROUTE, "GET")}
+    assert INVOKE_ROUTE == "/groups/{group}/models/{customer}/invoke"
     for route, method in methods.items():
         assert method["AuthorizationType"] == "CUSTOM", route
         assert method["AuthorizerId"] == {"Ref": authorizer}, route
         assert method["ApiKeyRequired"] is True, f"{route}: metered by the usage plan"
         assert "RequestValidatorId" in method, route
         assert method["Integration"]["Type"] == "AWS_PROXY", route
-    invoke = methods[("invoke", "POST")]
+    invoke = methods[(INVOKE_ROUTE, "POST")]
     assert invoke["RequestParameters"] == {
-        "method.request.path.model": True,
+        "method.request.path.group": True,
+        "method.request.path.customer": True,
         "method.request.header.Content-Type": True,
     }
     assert set(invoke["RequestModels"]) == {"application/json"}
-    validator = only(serving.find_resources("AWS::ApiGateway::RequestValidator"))["Properties"]
+    validator = only(template.find_resources("AWS::ApiGateway::RequestValidator"))["Properties"]
     assert validator["ValidateRequestBody"]
     assert validator["ValidateRequestParameters"]
-    schema = only(serving.find_resources("AWS::ApiGateway::Model"))["Properties"]["Schema"]
-    assert schema["required"] == ["inputs"]
-    assert schema["properties"]["inputs"]["minItems"] == 1
-    assert sorted(resources.values()) == ["health", "invoke", "models", "{model}"]
+    schema = only(template.find_resources("AWS::ApiGateway::Model"))["Properties"]["Schema"]
+    assert (schema["required"], schema["properties"]["inputs"]["minItems"]) == (["inputs"], 1)
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_the_authorizer_verifies_tokens_of_the_configured_issuer(template, config, env):
-    serving = template(env, "Serving")
-    jwt = config.environments[env].api.jwt
-    authorizer = only(serving.find_resources("AWS::ApiGateway::Authorizer"))["Properties"]
-    assert authorizer["Type"] == "TOKEN"
-    assert authorizer["IdentitySource"] == "method.request.header.Authorization"
+@pytest.mark.parametrize("env", CHAIN)
+def test_the_invoke_lambda_knows_every_group_and_may_call_exactly_their_endpoints(serving, example, env):
+    template = serving(env)
+    _name, function = function_with_handler(template, "lambdas.inference_api.handler")
+    endpoints = {model.model_package_group: endpoint_of(template, model.name) for model in example.models}
+    sagemaker = [s for s in statements(template, role_of(function)) if "sagemaker" in json.dumps(s["Action"])]
+    assert sagemaker == [
+        {
+            "Action": ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"],
+            "Effect": "Allow",
+            "Resource": sorted(({"Ref": endpoint} for endpoint in endpoints.values()), key=json.dumps),
+        }
+    ]
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables[names.ENVIRONMENT] == env
+    # MODELGATE_SERVED_MODELS: JSON joined around each endpoint's generated name.
+    parts = variables[names.SERVED_MODELS]["Fn::Join"][1]
+    served = json.loads("".join(p if isinstance(p, str) else json.dumps(p["Fn::GetAtt"][0])[1:-1] for p in parts))
+    assert served == [
+        {"model": model.name, "group": model.model_package_group, "endpoint": endpoints[model.model_package_group]}
+        for model in example.models
+    ]
+    reads = [k for s in statements(template, role_of(function)) for k in s3_keys(s)]
+    assert reads == ["/deployments/*"], "deployment records only, never archives"
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_api_gateway_may_invoke_the_lambda_only_through_the_deployed_routes(serving, env):
+    """Not through the console's test button (stage test-invoke-stage), which skips the JWT authorizer."""
+    template = serving(env)
+    invoke, _function = function_with_handler(template, "lambdas.inference_api.handler")
+    stage = logical(template.find_resources("AWS::ApiGateway::Stage"))
+    api = logical(template.find_resources("AWS::ApiGateway::RestApi"))
+    routes = set()
+    for permission in template.find_resources("AWS::Lambda::Permission").values():
+        properties = permission["Properties"]
+        if properties["FunctionName"] != {"Fn::GetAtt": [invoke, "Arn"]}:
+            continue
+        assert properties["Principal"] == "apigateway.amazonaws.com"
+        _prefix, rest_api, slash, deployed_stage, route = properties["SourceArn"]["Fn::Join"][1]
+        assert (rest_api, slash, deployed_stage) == ({"Ref": api}, "/", {"Ref": stage}), properties["SourceArn"]
+        routes.add(route)
+    assert routes == {"/POST/groups/*/models/*/invoke", "/GET/groups/*/health", "/GET/health"}
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_alarms_of_every_endpoint_and_the_api_notify_the_one_topic(serving, example, env):
+    template = serving(env)
+    alarms = template.find_resources("AWS::CloudWatch::Alarm")
+    for model in example.models:
+        metrics = {a["Properties"].get("MetricName") for a in of_model(alarms, model.name).values()}
+        assert {"Invocation5XXErrors", "ModelLatency", "ModelLoadingWaitTime", "ModelCacheHit"} <= metrics, model.name
+        for alarm in of_model(alarms, model.name).values():  # one topic for all: each alarm says whose it is
+            assert alarm["Properties"]["AlarmDescription"].startswith(
+                f"Triton endpoint of {model.model_package_group}:"
+            )
+    assert {"5XXError", "Errors", "ApproximateNumberOfMessagesVisible"} <= {
+        a["Properties"].get("MetricName") for a in alarms.values()
+    }
+    topic = logical(template.find_resources("AWS::SNS::Topic"))
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}], alarm["Properties"]["AlarmDescription"]
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_the_authorizer_verifies_tokens_of_the_configured_issuer(serving, example, env):
+    template = serving(env)
+    jwt = example.environments[env].api.jwt
+    authorizer = only(template.find_resources("AWS::ApiGateway::Authorizer"))["Properties"]
+    assert (authorizer["Type"], authorizer["IdentitySource"]) == ("TOKEN", "method.request.header.Authorization")
     assert authorizer["IdentityValidationExpression"].startswith("^Bearer ")
     assert authorizer["AuthorizerResultTtlInSeconds"] == 60
-    _, function = function_with_handler(serving, "lambdas.inference_authorizer.handler")
+    _, function = function_with_handler(template, "lambdas.inference_authorizer.handler")
     variables = function["Properties"]["Environment"]["Variables"]
     assert (variables[names.JWT_ISSUER], variables[names.JWT_AUDIENCE], variables[names.JWKS_URL]) == (
         jwt.issuer,
         jwt.audience,
         jwt.jwks_url,
     )
-    assert "Authorizer" in json.dumps(authorizer["AuthorizerUri"]), "the authorizer Lambda is the one invoked"
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_throttling_usage_plan_access_logs_and_waf(template, config, env):
-    serving = template(env, "Serving")
-    api = config.environments[env].api
-    rest = only(serving.find_resources("AWS::ApiGateway::RestApi"))["Properties"]
+@pytest.mark.parametrize("env", CHAIN)
+def test_throttling_usage_plan_access_logs_and_waf(serving, example, env):
+    template = serving(env)
+    api = example.environments[env].api
+    rest = only(template.find_resources("AWS::ApiGateway::RestApi"))["Properties"]
     assert rest["ApiKeySourceType"] == "AUTHORIZER", "JWT callers send no API key: the authorizer supplies it"
     assert rest["BinaryMediaTypes"] == ["application/vnd.sagemaker-triton.binary+json"]
-    stage = only(serving.find_resources("AWS::ApiGateway::Stage"))["Properties"]
+    stage = only(template.find_resources("AWS::ApiGateway::Stage"))["Properties"]
     (settings,) = stage["MethodSettings"]
     assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (
         api.throttle_rate,
         api.throttle_burst,
     )
-    assert settings["DataTraceEnabled"] is False
-    assert settings["LoggingLevel"] == "ERROR"
-    assert "DestinationArn" in stage["AccessLogSetting"]
+    assert (settings["DataTraceEnabled"], settings["LoggingLevel"]) == (False, "ERROR")
     assert "$context.requestId" in stage["AccessLogSetting"]["Format"]
-    plan = only(serving.find_resources("AWS::ApiGateway::UsagePlan"))["Properties"]
+    plan = only(template.find_resources("AWS::ApiGateway::UsagePlan"))["Properties"]
     assert plan["Throttle"] == {"RateLimit": api.throttle_rate, "BurstLimit": api.throttle_burst}
-    assert len(plan["ApiStages"]) == 1
-    key = logical(serving.find_resources("AWS::ApiGateway::ApiKey"))
-    assert only(serving.find_resources("AWS::ApiGateway::UsagePlanKey"))["Properties"]["KeyId"] == {"Ref": key}
-    association = only(serving.find_resources("AWS::WAFv2::WebACLAssociation"))["Properties"]
-    assert "Stage" in json.dumps(association["ResourceArn"])
-    acl = only(serving.find_resources("AWS::WAFv2::WebACL"))["Properties"]
+    key = logical(template.find_resources("AWS::ApiGateway::ApiKey"))
+    assert only(template.find_resources("AWS::ApiGateway::UsagePlanKey"))["Properties"]["KeyId"] == {"Ref": key}
+    assert "Stage" in json.dumps(only(template.find_resources("AWS::WAFv2::WebACLAssociation"))["Properties"])
+    acl = only(template.find_resources("AWS::WAFv2::WebACL"))["Properties"]
     assert {rule["Name"] for rule in acl["Rules"]} >= {"AWSManagedRulesCommonRuleSet", "per-ip-rate"}
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_gateway_refusals_are_clear_json_and_retryable_ones_say_when(template, env):
+@pytest.mark.parametrize("env", CHAIN)
+def test_gateway_refusals_are_clear_json_and_retryable_ones_say_when(serving, env):
     responses = {
         r["Properties"]["ResponseType"]: r["Properties"]
-        for r in template(env, "Serving").find_resources("AWS::ApiGateway::GatewayResponse").values()
+        for r in serving(env).find_resources("AWS::ApiGateway::GatewayResponse").values()
     }
     assert responses["THROTTLED"]["StatusCode"] == "429"
     assert responses["THROTTLED"]["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
@@ -227,73 +436,62 @@ def test_gateway_refusals_are_clear_json_and_retryable_ones_say_when(template, e
     assert responses["DEFAULT_5XX"]["StatusCode"] == "502"
     assert "StatusCode" not in responses["DEFAULT_4XX"], "other refusals keep API Gateway's status"
     for response in responses.values():
-        template = response["ResponseTemplates"]["application/json"]
-        template = template.replace("$context.error.validationErrorString", "x")
-        body = json.loads(template.replace("$context.error.messageString", '"x"'))
-        assert set(body) == {"error", "code"}
+        body = response["ResponseTemplates"]["application/json"].replace("$context.error.validationErrorString", "x")
+        assert set(json.loads(body.replace("$context.error.messageString", '"x"'))) == {"error", "code"}
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_api_gateway_may_invoke_the_lambda_only_through_the_deployed_routes(template, env):
-    """Not through the console's test button (stage test-invoke-stage), which skips the JWT authorizer."""
-    serving = template(env, "Serving")
-    invoke, _function = function_with_handler(serving, "lambdas.inference_api.handler")
-    stage = logical(serving.find_resources("AWS::ApiGateway::Stage"))
-    api = logical(serving.find_resources("AWS::ApiGateway::RestApi"))
-    routes = set()
-    for permission in serving.find_resources("AWS::Lambda::Permission").values():
-        properties = permission["Properties"]
-        if properties["FunctionName"] != {"Fn::GetAtt": [invoke, "Arn"]}:
-            continue
-        assert properties["Principal"] == "apigateway.amazonaws.com"
-        _prefix, rest_api, slash, deployed_stage, route = properties["SourceArn"]["Fn::Join"][1]
-        assert (rest_api, slash, deployed_stage) == ({"Ref": api}, "/", {"Ref": stage}), properties["SourceArn"]
-        routes.add(route)
-    assert routes == {"/POST/models/*/invoke", "/GET/health"}
-
-
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_the_invoke_lambda_may_call_only_this_endpoint(template, env):
-    serving = template(env, "Serving")
-    endpoint = logical(serving.find_resources("AWS::SageMaker::Endpoint"))
-    _name, function = function_with_handler(serving, "lambdas.inference_api.handler")
-    sagemaker = [s for s in statements(serving, role_of(function)) if "sagemaker" in json.dumps(s["Action"])]
-    assert sagemaker == [
-        {
-            "Action": ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"],
-            "Effect": "Allow",
-            "Resource": {"Ref": endpoint},
-        }
+def _api_with(models: int) -> None:
+    """An InferenceApi for `models` groups with long names, in a bare stack (fails before any function exists)."""
+    stack = Stack(
+        App(context=feature_flags()), "Limits", env=CdkEnvironment(account="222222222222", region="eu-west-1")
+    )
+    bucket = s3.Bucket(stack, "ModelRepository")
+    layer = lambda_.LayerVersion.from_layer_version_arn(
+        stack, "Layer", "arn:aws:lambda:eu-west-1:222222222222:layer:deps:1"
+    )
+    endpoints = [
+        (
+            f"model-{i:02d}",
+            f"model-package-group-with-a-long-name-{i:02d}",
+            SimpleNamespace(endpoint_name="x", endpoint_arn="y"),
+        )
+        for i in range(models)
     ]
-    variables = function["Properties"]["Environment"]["Variables"]
-    assert variables[names.ENDPOINT] == {"Fn::GetAtt": [endpoint, "EndpointName"]}
-    assert variables[names.ENVIRONMENT] == env
+    api = parse_config(yaml.safe_load(EXAMPLE.read_text()), str(EXAMPLE)).environments["sandbox"].api
+    InferenceApi(
+        stack, "InferenceApi", api=api, environment="sandbox", endpoints=endpoints, model_repository=bucket, layer=layer
+    )
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_the_deploy_step_runs_on_its_parameters_changes_and_daily(template, config, env):
-    serving = template(env, "Serving")
-    name, function = function_with_handler(serving, "lambdas.serving_deploy.handler")
-    parameter = parameter_name(config.project.name, config.project.model_package_group, env)
-    assert function["Properties"]["Environment"]["Variables"][names.PARAMETER] == parameter
-    # One run at a time: tests/infra/test_first_deploy.py (problem 6) and tests/unit/test_deploy_lock.py.
-    rules = list(serving.find_resources("AWS::Events::Rule").values())
-    patterns = [r["Properties"]["EventPattern"] for r in rules if "EventPattern" in r["Properties"]]
-    assert patterns == [
-        {"source": ["aws.ssm"], "detail-type": ["Parameter Store Change"], "detail": {"name": [parameter]}}
+def test_lambdas_4_kb_environment_limit_is_checked_at_synth_with_the_longest_generated_names():
+    """Lambda refuses a function whose environment variables exceed 4 KB: synth says so first, and what to do."""
+    with pytest.raises(names.EnvironmentTooLarge, match=r"InferenceApi \(sandbox\) invoke function: .*\(at most 4096"):
+        _api_with(models=30)
+    # What a platform of a dozen models needs is far below it.
+    served = [
+        names.ServedModel(f"model-{i:02d}", f"model-package-group-with-a-long-name-{i:02d}", "x" * 63)
+        for i in range(12)
     ]
-    assert [r["Properties"]["ScheduleExpression"] for r in rules if "ScheduleExpression" in r["Properties"]] == [
-        "rate(1 day)"
+    assert names.check_environ_size("f", {names.SERVED_MODELS: names.served_models_value(served)}) < 2500
+
+
+def test_two_model_names_that_would_share_construct_ids_are_refused_naming_both():
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["models"] = [
+        {"name": "churn-eu", "model_package_group": "churn-eu"},
+        {"name": "churn--eu", "model_package_group": "churn-eu2"},
     ]
-    queue = logical(serving.find_resources("AWS::SQS::Queue"))
-    for rule in rules:
-        (target,) = rule["Properties"]["Targets"]
-        assert target["Arn"] == {"Fn::GetAtt": [name, "Arn"]}
-        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}
-    ssm = [s for s in statements(serving, role_of(function)) if s["Action"] == "ssm:GetParameter"]
-    assert len(ssm) == 1
-    settings = config.environments[env]
-    assert ssm[0]["Resource"] == f"arn:aws:ssm:{settings.region}:{settings.account}:parameter{parameter}"
+    config = parse_config(raw, "example")
+    env = config.environments["sandbox"]
+    stage = Stage(App(context=feature_flags()), "Clash", env=CdkEnvironment(account=env.account, region=env.region))
+    storage = StorageStack(stage, "Storage")
+    with pytest.raises(ValueError, match=r"models churn-eu, churn--eu map to the same construct id"):
+        ServingStack(stage, "Serving", project=config.project, environment=env, models=config.models, storage=storage)
 
 
-# Cross-account reads of registered versions (any environment's artifacts): tests/infra/test_first_deploy.py.
+def test_a_serving_stack_without_models_is_refused_saying_what_to_pass(example):
+    env = example.environments["sandbox"]
+    stage = Stage(App(context=feature_flags()), "Empty", env=CdkEnvironment(account=env.account, region=env.region))
+    storage = StorageStack(stage, "Storage")
+    with pytest.raises(ValueError, match=r"Serving \(sandbox\): no models to serve; pass config.models"):
+        ServingStack(stage, "Serving", project=example.project, environment=env, models=(), storage=storage)

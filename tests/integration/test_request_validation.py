@@ -53,13 +53,13 @@ def test_a_body_the_inference_model_refuses_is_400_before_the_function(gateway):
     """API Gateway request validation (ValidateRequestBody): the KServe v2 model requires name, shape, datatype."""
     api, calls = gateway
     body = json.dumps({"inputs": [{"name": "READINGS"}]}).encode()
-    status, _, payload = api.dispatch("POST", "/models/c-1/invoke", JSON, body)
+    status, _, payload = api.dispatch("POST", "/groups/energy-forecast/models/c-1/invoke", JSON, body)
     assert (status, json.loads(payload)) == (400, {"message": "Invalid request body"})
-    status, _, _ = api.dispatch("POST", "/models/c-1/invoke", JSON, b"not json")
+    status, _, _ = api.dispatch("POST", "/groups/energy-forecast/models/c-1/invoke", JSON, b"not json")
     assert status == 400
     assert calls == []
     good = {"inputs": [{"name": "READINGS", "shape": [1, 168], "datatype": "FP32", "data": [0.0] * 168}]}
-    status, _, _ = api.dispatch("POST", "/models/c-1/invoke", JSON, json.dumps(good).encode())
+    status, _, _ = api.dispatch("POST", "/groups/energy-forecast/models/c-1/invoke", JSON, json.dumps(good).encode())
     assert status == 200
     assert len(calls) == 1
 
@@ -72,7 +72,9 @@ def test_a_missing_required_parameter_is_400_naming_it(gateway):
     assert (status, json.loads(payload)) == (400, {"message": "Missing required request parameters: [token]"})
     status, _, _ = api.dispatch("GET", "/links/approve?token=", {}, b"")
     assert status == 400, "blank counts as missing"
-    status, _, payload = api.dispatch("POST", "/models/c-1/invoke", {"authorization": "Bearer x"}, b"{}")
+    status, _, payload = api.dispatch(
+        "POST", "/groups/energy-forecast/models/c-1/invoke", {"authorization": "Bearer x"}, b"{}"
+    )
     assert (status, json.loads(payload)) == (400, {"message": "Missing required request parameters: [Content-Type]"})
     assert calls == []
     status, _, _ = api.dispatch("GET", "/links/approve?token=abc", {}, b"")

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lambdas.inference_authorizer import authorize
 from modelgate.jwt_auth import JwksCache, JwtPolicy, TokenRejected, verify
-from modelgate.serving.access import ScopeError, model_access
+from modelgate.serving.access import ModelAccess, ScopeError, model_access
 from sandbox.oidc_issuer import LocalIssuer
 
 AUDIENCE = "modelgate-inference"
-METHOD_ARN = "arn:aws:execute-api:eu-west-1:222222222222:abc123/prod/POST/models/acme/invoke"
+METHOD_ARN = "arn:aws:execute-api:eu-west-1:222222222222:abc123/prod/POST/groups/energy-forecast/models/acme/invoke"
 PREFIX = "arn:aws:execute-api:eu-west-1:222222222222:abc123/prod"
 
 
@@ -152,9 +152,10 @@ def test_a_valid_token_is_accepted_with_the_models_its_scopes_allow(issuer, veri
     (statement,) = answer["policyDocument"]["Statement"]
     assert statement["Effect"] == "Allow"
     assert sorted(statement["Resource"]) == [
+        f"{PREFIX}/GET/groups/*/health",
         f"{PREFIX}/GET/health",
-        f"{PREFIX}/POST/models/acme/invoke",
-        f"{PREFIX}/POST/models/globex/invoke",
+        f"{PREFIX}/POST/groups/*/models/acme/invoke",
+        f"{PREFIX}/POST/groups/*/models/globex/invoke",
     ]
     assert answer["context"]["models"] == "acme globex"
     assert answer["principalId"] == "client-app"
@@ -214,10 +215,47 @@ def test_a_valid_token_without_an_inference_scope_is_denied_everything(issuer, v
 def test_the_all_models_scope_allows_every_model_route_and_nothing_else(issuer, verifier):
     answer = call(issuer.mint(scp=["inference:invoke"]), verifier)
     assert sorted(answer["policyDocument"]["Statement"][0]["Resource"]) == [
+        f"{PREFIX}/GET/groups/*/health",
         f"{PREFIX}/GET/health",
-        f"{PREFIX}/POST/models/*/invoke",
+        f"{PREFIX}/POST/groups/*/models/*/invoke",
     ]
     assert answer["context"]["models"] == "*"
+
+
+def test_group_scopes_reach_one_model_groups_models_and_no_other_groups(issuer, verifier):
+    """Least privilege per model group: `<group>/*` is every customer of that group, `<group>/<customer>` one."""
+    answer = call(issuer.mint(scope="inference:invoke:churn-scores/* inference:invoke:energy-forecast/acme"), verifier)
+    (statement,) = answer["policyDocument"]["Statement"]
+    assert sorted(statement["Resource"]) == [
+        f"{PREFIX}/GET/groups/*/health",
+        f"{PREFIX}/GET/health",
+        f"{PREFIX}/POST/groups/churn-scores/models/*/invoke",
+        f"{PREFIX}/POST/groups/energy-forecast/models/acme/invoke",
+    ]
+    access = ModelAccess.from_context(answer["context"]["models"])  # what the invoke Lambda checks again
+    assert access.allows("churn-scores", "globex")
+    assert access.allows("energy-forecast", "acme")
+    assert not access.allows("energy-forecast", "globex"), "acme of energy-forecast only"
+    assert not access.allows("energy-forecast-eu", "acme"), "a group name prefix is another group"
+    tenant = ModelAccess.from_context(call(issuer.mint(scope="inference:invoke:acme"), verifier)["context"]["models"])
+    assert tenant.allows("churn-scores", "acme")
+    assert tenant.allows("energy-forecast", "acme")
+    assert not tenant.allows("churn-scores", "globex")
+
+
+def test_malformed_group_scopes_grant_nothing(issuer, verifier):
+    for scope in (
+        "inference:invoke:bad_group/*",
+        "inference:invoke:churn-scores/",
+        "inference:invoke:/acme",
+        "inference:invoke:churn-scores/acme/more",
+        "inference:invoke:*/acme",
+        "inference:invoke:churn-scores/Not_A_Model",
+    ):
+        (statement,) = call(issuer.mint(scope=scope), verifier)["policyDocument"]["Statement"]
+        assert (statement["Effect"], statement["Resource"]) == ("Deny", f"{PREFIX}/*"), scope
+    forged = ModelAccess.from_context("bad_group/* */acme churn-scores/acme/more")
+    assert forged.empty, "a context that did not come from model_access grants nothing either"
 
 
 def test_a_token_naming_too_many_models_is_refused(issuer, verifier):

@@ -9,11 +9,12 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from modelgate.serving.access import ModelAccess
-from modelgate.serving.deployment import DEPLOYMENT_KEY, Deployment
+from modelgate.serving.deployment import Deployment, deployment_key
 from modelgate.serving.invoke import ApiError, DeploymentCache, invoke_model, map_sagemaker_error
 
 BODY = json.dumps({"inputs": [{"name": "READINGS", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]}).encode()
 EVERYTHING = ModelAccess(True, frozenset())
+GROUP = "energy-forecast"
 
 
 def client_error(code: str, message: str = "", status: int = 400, **extra) -> ClientError:
@@ -74,7 +75,7 @@ class FakeS3:
         self.reads = 0
 
     def get_object(self, Bucket, Key):
-        assert Key == DEPLOYMENT_KEY
+        assert Key == deployment_key("energy-forecast") == "deployments/energy-forecast.json"
         self.reads += 1
         record = self.records[0] if len(self.records) == 1 else self.records.pop(0)
         return {"Body": io.BytesIO(record.to_json().encode())}
@@ -100,7 +101,7 @@ class Clock:
 
 
 def record(version: int | None, *customers: str) -> Deployment:
-    return Deployment("energy-forecast", "dev", version, None, customers, "2026-11-22T00:00:00+00:00")
+    return Deployment(GROUP, "sandbox", version, None, customers, "2026-11-22T00:00:00+00:00")
 
 
 def call(runtime, cache, model="acme", access=EVERYTHING):
@@ -117,7 +118,7 @@ def call(runtime, cache, model="acme", access=EVERYTHING):
 
 def test_a_stale_record_is_reread_once_when_sagemaker_no_longer_has_its_version():
     s3 = FakeS3(record(1, "acme"), record(2, "acme"))
-    cache = DeploymentCache(s3, "bucket", clock=Clock(), ttl_seconds=60, min_refresh_seconds=0)
+    cache = DeploymentCache(s3, "bucket", GROUP, clock=Clock(), ttl_seconds=60, min_refresh_seconds=0)
     runtime = FakeRuntime({"v2/acme.tar.gz"})
     assert call(runtime, cache).model_version == 2
     assert runtime.calls == ["v1/acme.tar.gz", "v2/acme.tar.gz"]
@@ -125,14 +126,14 @@ def test_a_stale_record_is_reread_once_when_sagemaker_no_longer_has_its_version(
 
 def test_a_customer_added_by_a_new_deployment_is_found_before_the_cache_expires():
     s3 = FakeS3(record(1, "acme"), record(2, "acme", "globex"))
-    cache = DeploymentCache(s3, "bucket", clock=Clock(), ttl_seconds=60, min_refresh_seconds=0)
+    cache = DeploymentCache(s3, "bucket", GROUP, clock=Clock(), ttl_seconds=60, min_refresh_seconds=0)
     assert call(FakeRuntime({"v2/globex.tar.gz"}), cache, model="globex").model_version == 2
 
 
 def test_unknown_models_cannot_make_every_request_reread_the_record():
     clock = Clock()
     s3 = FakeS3(record(1, "acme"))
-    cache = DeploymentCache(s3, "bucket", clock=clock, ttl_seconds=60, min_refresh_seconds=2)
+    cache = DeploymentCache(s3, "bucket", GROUP, clock=clock, ttl_seconds=60, min_refresh_seconds=2)
     runtime = FakeRuntime({"v1/acme.tar.gz"})
     for _ in range(20):
         with pytest.raises(ApiError) as refused:
@@ -143,13 +144,14 @@ def test_unknown_models_cannot_make_every_request_reread_the_record():
 
 
 def test_a_withdrawn_approval_serves_nothing_and_a_model_the_token_does_not_allow_is_403():
-    cache = DeploymentCache(FakeS3(record(None)), "bucket", clock=Clock())
+    cache = DeploymentCache(FakeS3(record(None)), "bucket", GROUP, clock=Clock())
     with pytest.raises(ApiError) as refused:
         call(FakeRuntime(set()), cache)
     assert refused.value.status == 404
     only_globex = ModelAccess(False, frozenset({"globex"}))
+    cache = DeploymentCache(FakeS3(record(1, "acme")), "b", GROUP)
     with pytest.raises(ApiError) as refused:
-        call(FakeRuntime({"v1/acme.tar.gz"}), DeploymentCache(FakeS3(record(1, "acme")), "b"), access=only_globex)
+        call(FakeRuntime({"v1/acme.tar.gz"}), cache, access=only_globex)
     assert (refused.value.status, refused.value.code) == (403, "forbidden")
 
 
@@ -159,5 +161,19 @@ def test_a_missing_record_means_nothing_was_ever_deployed():
             raise client_error("NoSuchKey", "The specified key does not exist.", 404)
 
     with pytest.raises(ApiError) as refused:
-        call(FakeRuntime(set()), DeploymentCache(NoRecord(), "bucket"))
+        call(FakeRuntime(set()), DeploymentCache(NoRecord(), "bucket", GROUP))
     assert (refused.value.status, refused.value.code, refused.value.retry_after) == (503, "not_deployed", 60)
+
+
+def test_the_lambda_checks_the_group_of_a_grant_again_before_calling_sagemaker():
+    """Defence in depth behind the authorizer's policy: a grant for another group's customers is 403 here too."""
+    runtime = FakeRuntime({"v1/acme.tar.gz"})
+    cache = DeploymentCache(FakeS3(record(1, "acme")), "bucket", GROUP)
+    for grants in ("churn-scores/*", "churn-scores/acme", "energy-forecast/globex"):
+        with pytest.raises(ApiError) as refused:
+            call(runtime, cache, access=ModelAccess.from_context(grants))
+        assert (refused.value.status, refused.value.code) == (403, "forbidden"), grants
+        assert "'acme' of 'energy-forecast'" in refused.value.message
+    assert runtime.calls == []
+    for grants in ("energy-forecast/*", "energy-forecast/acme", "acme"):
+        assert call(runtime, cache, access=ModelAccess.from_context(grants)).model_version == 1

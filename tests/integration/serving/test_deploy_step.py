@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from lambdas.serving_deploy import UnexpectedEvent, trigger
-from modelgate.model_repository import MANIFEST_NAME, MME_PREFIX, target_model
+from modelgate.model_repository import MANIFEST_NAME, target_model
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.serving.deploy import (
     ApprovedModelMismatch,
@@ -20,13 +20,15 @@ from modelgate.serving.deploy import (
     ServingTarget,
     deploy_approved,
 )
-from modelgate.serving.deployment import DEPLOYMENT_KEY, Deployment
+from modelgate.serving.deployment import Deployment, deployment_key, model_prefix
 from sandbox.model_archives import manifest_for, publish_version
 
 REGION = "eu-west-1"
 GROUP = "energy-forecast"
 PARAMETER = parameter_name("modelgate", GROUP, "test")
 CUSTOMERS = ("acme", "globex", "initech")
+MME_PREFIX = model_prefix(GROUP)  # this group's endpoint prefix: models/energy-forecast/
+DEPLOYMENT_KEY = deployment_key(GROUP)
 
 
 def clock():
@@ -55,7 +57,7 @@ def archives():
     return v1, v2
 
 
-def approve(ssm, version: int, url: str, environment: str = "test", group: str = GROUP) -> None:
+def approve(ssm, version: int, url: str, environment: str = "test", group: str = GROUP, parameter=PARAMETER) -> None:
     value = ApprovedModel(
         model_package_group=group,
         environment=environment,
@@ -66,19 +68,19 @@ def approve(ssm, version: int, url: str, environment: str = "test", group: str =
         approved_at="2026-11-22T10:00:00+00:00",
         source_environment="dev",
     ).to_json()
-    ssm.put_parameter(Name=PARAMETER, Value=value, Type="String", Overwrite=True)
+    ssm.put_parameter(Name=parameter, Value=value, Type="String", Overwrite=True)
 
 
-def served(s3) -> dict[str, bytes]:
-    listing = s3.list_objects_v2(Bucket="model-repository", Prefix=MME_PREFIX).get("Contents", [])
+def served(s3, prefix: str = MME_PREFIX) -> dict[str, bytes]:
+    listing = s3.list_objects_v2(Bucket="model-repository", Prefix=prefix).get("Contents", [])
     return {
-        item["Key"].removeprefix(MME_PREFIX): s3.get_object(Bucket="model-repository", Key=item["Key"])["Body"].read()
+        item["Key"].removeprefix(prefix): s3.get_object(Bucket="model-repository", Key=item["Key"])["Body"].read()
         for item in listing
     }
 
 
-def record(s3) -> Deployment:
-    return Deployment.from_json(s3.get_object(Bucket="model-repository", Key=DEPLOYMENT_KEY)["Body"].read())
+def record(s3, key: str = DEPLOYMENT_KEY) -> Deployment:
+    return Deployment.from_json(s3.get_object(Bucket="model-repository", Key=key)["Body"].read())
 
 
 TARGET = ServingTarget("model-repository", PARAMETER, GROUP, "test")
@@ -214,10 +216,13 @@ def test_model_data_url_may_name_the_manifest_itself(aws, archives):
 
 def test_the_handler_acts_only_on_its_own_parameter_schedules_and_manual_runs():
     change = {"source": "aws.ssm", "detail-type": "Parameter Store Change", "detail": {"name": PARAMETER}}
-    assert trigger({**change, "detail": {"name": PARAMETER, "operation": "Update"}}, PARAMETER) == "parameter Update"
-    assert trigger({"source": "aws.events", "detail-type": "Scheduled Event"}, PARAMETER).startswith("scheduled")
-    assert trigger({"action": "deploy", "reason": "demo"}, PARAMETER) == "manual: demo"
+    updated = {**change, "detail": {"name": PARAMETER, "operation": "Update"}}
+    assert trigger(updated, PARAMETER, GROUP) == "parameter Update"
+    assert trigger({"source": "aws.events", "detail-type": "Scheduled Event"}, PARAMETER, GROUP).startswith("sched")
+    assert trigger({"action": "deploy", "reason": "demo"}, PARAMETER, GROUP) == "manual: demo"
+    assert trigger({"action": "deploy", "group": GROUP}, PARAMETER, GROUP) == "manual: no reason given"
     for bad in (
+        {**change, "detail": {"name": parameter_name("modelgate", "churn-scores", "test")}},  # another group's
         {**change, "detail": {"name": "/modelgate/energy-forecast/prod"}},  # another environment's parameter
         {"source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change", "detail": {}},
         {"action": "deploy", "bucket": "elsewhere"},  # no way to redirect the step
@@ -225,4 +230,32 @@ def test_the_handler_acts_only_on_its_own_parameter_schedules_and_manual_runs():
         {},
     ):
         with pytest.raises(UnexpectedEvent):
-            trigger(bad, PARAMETER)
+            trigger(bad, PARAMETER, GROUP)
+
+
+def test_a_manual_run_naming_another_group_is_refused_naming_the_group_it_deploys():
+    with pytest.raises(UnexpectedEvent, match=r"deploys model group 'energy-forecast', not 'churn-scores'"):
+        trigger({"action": "deploy", "group": "churn-scores"}, PARAMETER, GROUP)
+
+
+def test_groups_deploy_side_by_side_in_one_bucket_and_never_touch_each_other(aws, archives):
+    """Two groups of one environment share its model-repository bucket: a deploy of one (copy, record, clean-up)
+    stays inside its own prefix and record, even for customer ids both groups have."""
+    s3, ssm = aws
+    v1, v2 = archives
+    other = "energy-forecast-eu"  # shares a name prefix: `models/energy-forecast/` must not cover it
+    other_parameter = parameter_name("modelgate", other, "test")
+    other_target = ServingTarget("model-repository", other_parameter, other, "test")
+    approve(ssm, 7, publish_version(s3, "artifacts", "eu/v7", other, v2), group=other, parameter=other_parameter)
+    deploy_approved(ssm=ssm, s3=s3, target=other_target, clock=clock)
+    theirs = served(s3, model_prefix(other)), s3.get_object(Bucket="model-repository", Key=deployment_key(other))
+
+    approve(ssm, 1, publish_version(s3, "artifacts", "v1", GROUP, v1))
+    assert sorted(deploy(aws).copied) == sorted(target_model(1, c) for c in CUSTOMERS)
+    ssm.delete_parameter(Name=PARAMETER)  # this group's approval withdrawn: everything of it goes, nothing else
+    report = deploy(aws)
+    assert sorted(report.removed) == sorted(MME_PREFIX + target_model(1, c) for c in CUSTOMERS)
+
+    assert served(s3, model_prefix(other)) == theirs[0] == {target_model(7, c): v2[c] for c in v2}
+    assert s3.get_object(Bucket="model-repository", Key=deployment_key(other))["ETag"] == theirs[1]["ETag"]
+    assert record(s3, deployment_key(other)).model_version == 7

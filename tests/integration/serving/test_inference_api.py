@@ -1,6 +1,8 @@
 """The inference path end to end: HTTP -> API Gateway stand-in -> the real JWT authorizer -> the real invoke
-Lambda (own process, boto3 as deployed) -> the SageMaker multi-model endpoint stand-in -> a real Triton running
-the archives the deploy step copied from the artifacts bucket (moto server) into the endpoint's prefix."""
+Lambda (own process, boto3 as deployed) -> the SageMaker multi-model endpoint stand-in of the group in the path
+-> a real Triton running the archives that group's deploy step copied from the artifacts bucket (moto server)
+into the group's prefix. Two model groups are served side by side, as one environment of
+config/examples/many-models.yaml serves them: energy-forecast and churn-scores, both with a customer `acme`."""
 
 from __future__ import annotations
 
@@ -14,27 +16,36 @@ import uuid
 import numpy as np
 import pytest
 
-from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, MME_PREFIX, WINDOW, target_model
+from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, WINDOW, target_model
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.serving import deploy_lock
 from modelgate.serving import settings as names
+from modelgate.serving.deployment import deployment_key, model_prefix
 from modelgate.serving.protocol import MAX_BODY_BYTES, TRITON_BINARY_JSON
 from sandbox.api_gateway import Authorizer, LocalApiGateway, Route
 from sandbox.aws import LocalAws
-from sandbox.lambda_runner import LocalFunction, LocalFunctionPool
+from sandbox.lambda_runner import FunctionError, LocalFunction, LocalFunctionPool
 from sandbox.model_archives import example_version, publish_version
-from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, S3Archives
+from sandbox.multi_model_endpoint import LocalSageMakerRuntime
 from sandbox.oidc_issuer import LocalIssuer
 
-ENV, GROUP, ACCOUNT = "dev", "energy-forecast", "999999999999"  # moto's state is per process: an account of our own
+ENV, GROUP, ACCOUNT = "sandbox", "energy-forecast", "999999999999"  # moto's state is per process: our own account
 CUSTOMERS = ("acme", "globex", "initech", "umbrella")
-ENDPOINT = "modelgate-dev-endpoint"
+OTHER, OTHER_CUSTOMERS = "churn-scores", ("acme", "hooli")  # the second group: `acme` in both, other weights
+ENDPOINT = "modelgate-sandbox-endpoint"
+MME_PREFIX = model_prefix(GROUP)
+EF, CHURN = f"/groups/{GROUP}", f"/groups/{OTHER}"  # the API's path of each group
 
 
 @pytest.fixture(scope="module")
 def versions():
-    """Version 1 of every customer, and a version 2 of two of them (other weights), packaged by the pipeline."""
-    return example_version(CUSTOMERS, seed=1), example_version(("acme", "globex"), seed=2)
+    """Version 1 of every customer, and a version 2 of two of them (other weights), packaged by the pipeline;
+    last, version 1 of the other group (again other weights)."""
+    return (
+        example_version(CUSTOMERS, seed=1),
+        example_version(("acme", "globex"), seed=2),
+        example_version(OTHER_CUSTOMERS, seed=5),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +61,12 @@ def stack(triton, versions, tmp_path_factory):
         url = publish_version(s3, artifacts, "v1", GROUP, versions[0].archives)
         parameter = parameter_name("modelgate", GROUP, ENV)
         ssm.put_parameter(Name=parameter, Type="String", Value=approval(1, url), Overwrite=True)
-        _sagemaker_endpoint(account.client("sagemaker"), endpoint_name, repository)
+        other_url = publish_version(s3, artifacts, "churn/v1", OTHER, versions[2].archives)
+        other_parameter = parameter_name("modelgate", OTHER, ENV)
+        ssm.put_parameter(Name=other_parameter, Type="String", Value=approval(1, other_url, OTHER), Overwrite=True)
+        other_endpoint_name = f"modelgate-sandbox-churn-{run}"
+        _sagemaker_endpoint(account.client("sagemaker"), endpoint_name, repository, GROUP)
+        _sagemaker_endpoint(account.client("sagemaker"), other_endpoint_name, repository, OTHER)
         common = {names.BUCKET: repository, names.ENVIRONMENT: ENV}
         locks = f"deploy-locks-{run}"
         account.client("dynamodb").create_table(
@@ -60,15 +76,36 @@ def stack(triton, versions, tmp_path_factory):
             BillingMode="PAY_PER_REQUEST",
         )
         lease = {names.DEPLOY_LOCK_TABLE: locks, names.DEPLOY_LEASE_SECONDS: "900"}
+        # One deploy function per group (the Serving stack's ModelServing), one lease table each.
         deploy = LocalFunction(
             "deploy",
             "lambdas.serving_deploy.handler",
             account.environ(**common, **lease, **{names.PARAMETER: parameter, names.GROUP: GROUP}),
         )
-        archives = S3Archives(s3, repository)
-        with deploy, LocalMultiModelEndpoint(triton, archives, endpoint_name=endpoint_name) as endpoint:
+        other_deploy = LocalFunction(
+            "deploy-churn",
+            "lambdas.serving_deploy.handler",
+            account.environ(**common, **lease, **{names.PARAMETER: other_parameter, names.GROUP: OTHER}),
+        )
+        # The endpoints as recorded in SageMaker: each reads its ModelDataUrl (its group's prefix).
+        runtime = LocalSageMakerRuntime.of_endpoints(
+            triton, (endpoint_name, other_endpoint_name), account.client("sagemaker"), lambda role: s3
+        )
+        endpoint, other_endpoint = runtime.endpoints[endpoint_name], runtime.endpoints[other_endpoint_name]
+        assert (endpoint.source.location, other_endpoint.source.location) == (
+            f"s3://{repository}/{MME_PREFIX}",
+            f"s3://{repository}/{model_prefix(OTHER)}",
+        )
+        with deploy, other_deploy, runtime:
             assert deploy.invoke({"action": "deploy", "reason": "test"})["copied"] == len(CUSTOMERS)
-            api_env = account.environ(**common, **endpoint.environ(), **{names.ENDPOINT: endpoint_name})
+            assert other_deploy.invoke({"action": "deploy", "group": OTHER})["copied"] == len(OTHER_CUSTOMERS)
+            served = [
+                names.ServedModel("energy-forecast", GROUP, endpoint_name),
+                names.ServedModel("churn", OTHER, other_endpoint_name),
+            ]
+            api_env = account.environ(
+                **common, **runtime.environ(), **{names.SERVED_MODELS: names.served_models_value(served)}
+            )
             api_env[names.DEPLOYMENT_CACHE_SECONDS] = "0"  # see each deploy at once (the retry path: unit tests)
             jwt_env = {
                 names.JWT_ISSUER: issuer.issuer,
@@ -82,18 +119,24 @@ def stack(triton, versions, tmp_path_factory):
                 LocalFunction("authorizer", "lambdas.inference_authorizer.handler", jwt_env) as authorizer,
             ):
                 routes = [
-                    Route("POST", "/models/{model}/invoke", api, Authorizer(authorizer)),
+                    Route("POST", "/groups/{group}/models/{customer}/invoke", api, Authorizer(authorizer)),
+                    Route("GET", "/groups/{group}/health", api, Authorizer(authorizer)),
                     Route("GET", "/health", api, Authorizer(authorizer)),
                 ]
                 with LocalApiGateway(routes) as gateway:
-                    yield Stack(gateway, issuer, endpoint, s3, ssm, deploy, parameter, artifacts, repository)
+                    yield Stack(
+                        gateway, issuer, endpoint, s3, ssm, deploy, parameter, artifacts, repository, other_endpoint
+                    )
 
 
 class Stack:
-    def __init__(self, gateway, issuer, endpoint, s3, ssm, deploy, parameter, artifacts, repository) -> None:
-        self.gateway, self.issuer, self.endpoint = gateway, issuer, endpoint
+    def __init__(self, gateway, issuer, endpoint, s3, ssm, deploy, parameter, artifacts, repository, other) -> None:
+        self.gateway, self.issuer, self.endpoint, self.other_endpoint = gateway, issuer, endpoint, other
         self.s3, self.ssm, self.deploy, self.parameter = s3, ssm, deploy, parameter
         self.artifacts, self.repository = artifacts, repository
+
+    def invocations(self) -> tuple[int, int]:
+        return self.endpoint.stats.invocations, self.other_endpoint.stats.invocations
 
     def call(self, path, body=None, *, token=None, content_type="application/json", method="POST", scope=None):
         token = token if token is not None else self.issuer.mint(scope=scope or "inference:invoke")
@@ -109,12 +152,12 @@ class Stack:
             return error.code, error.headers, error.read()
 
 
-def approval(version: int, url: str) -> str:
+def approval(version: int, url: str, group: str = GROUP) -> str:
     return ApprovedModel(
-        model_package_group=GROUP,
+        model_package_group=group,
         environment=ENV,
         model_version=version,
-        model_package_arn=f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:model-package/{GROUP}/{version}",
+        model_package_arn=f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:model-package/{group}/{version}",
         model_data_url=url,
         approved_by="approver@example.com",
         approved_at="2026-11-22T10:00:00+00:00",
@@ -122,7 +165,7 @@ def approval(version: int, url: str) -> str:
     ).to_json()
 
 
-def _sagemaker_endpoint(sagemaker, name: str, bucket: str) -> None:
+def _sagemaker_endpoint(sagemaker, name: str, bucket: str, group: str) -> None:
     role = f"arn:aws:iam::{ACCOUNT}:role/sagemaker"
     sagemaker.create_model(
         ModelName=name,
@@ -130,7 +173,7 @@ def _sagemaker_endpoint(sagemaker, name: str, bucket: str) -> None:
         PrimaryContainer={
             "Image": "triton",
             "Mode": "MultiModel",
-            "ModelDataUrl": f"s3://{bucket}/{MME_PREFIX}",
+            "ModelDataUrl": f"s3://{bucket}/{model_prefix(group)}",
         },
     )
     sagemaker.create_endpoint_config(
@@ -171,7 +214,7 @@ def forecast(payload: bytes) -> np.ndarray:
 
 def test_a_valid_token_gets_the_ensembles_forecast(stack, versions):
     values = readings()
-    status, headers, payload = stack.call("/models/acme/invoke", kserve(values))
+    status, headers, payload = stack.call(EF + "/models/acme/invoke", kserve(values))
     assert status == 200, payload
     assert headers["X-Model-Version"] == "1"
     expected = versions[0].reference("acme", values)
@@ -184,14 +227,14 @@ def test_json_nulls_are_gaps(stack, versions):
     values = readings(seed=11)
     data = [None if np.isnan(x) else float(x) for x in values.ravel()]
     body = {"inputs": [{"name": ENSEMBLE_INPUT, "shape": list(values.shape), "datatype": "FP32", "data": data}]}
-    status, _, payload = stack.call("/models/acme/invoke", json.dumps(body, allow_nan=False).encode())
+    status, _, payload = stack.call(EF + "/models/acme/invoke", json.dumps(body, allow_nan=False).encode())
     assert status == 200, payload
     np.testing.assert_allclose(forecast(payload), versions[0].reference("acme", values), rtol=1e-5, atol=1e-5)
 
 
 def test_a_window_without_any_reading_is_refused_with_the_models_reason(stack):
     values = np.full((1, WINDOW), np.nan, np.float32)
-    status, _, payload = stack.call("/models/acme/invoke", kserve(values))
+    status, _, payload = stack.call(EF + "/models/acme/invoke", kserve(values))
     answer = json.loads(payload)
     assert (status, answer["code"]) == (400, "invalid_inference_request")
     assert "holds no reading" in answer["error"]
@@ -213,7 +256,7 @@ def test_the_triton_binary_json_content_type_round_trips(stack, versions):
         }
     ).encode()
     status, headers, payload = stack.call(
-        "/models/globex/invoke",
+        EF + "/models/globex/invoke",
         header + values.tobytes(),
         content_type=f"{TRITON_BINARY_JSON};json-header-size={len(header)}",
     )
@@ -226,36 +269,122 @@ def test_the_triton_binary_json_content_type_round_trips(stack, versions):
     np.testing.assert_allclose(got, versions[0].reference("globex", values), rtol=1e-5, atol=1e-5)
 
 
-def test_health_reports_the_deployed_version(stack):
+def test_health_reports_each_groups_deployed_version(stack):
+    status, _, payload = stack.call(EF + "/health", method="GET", content_type=None)
+    assert status == 200, payload
+    energy = {
+        "status": "ok",
+        "model": "energy-forecast",
+        "model_package_group": GROUP,
+        "endpoint_status": "InService",
+        "model_version": 1,
+        "models": 4,
+    }
+    assert json.loads(payload) == energy
     status, _, payload = stack.call("/health", method="GET", content_type=None)
     assert status == 200, payload
-    assert json.loads(payload) == {"status": "ok", "endpoint_status": "InService", "model_version": 1, "models": 4}
+    churn = {**energy, "model": "churn", "model_package_group": OTHER, "models": len(OTHER_CUSTOMERS)}
+    assert json.loads(payload) == {"status": "ok", "groups": {GROUP: energy, OTHER: churn}}
+
+
+def test_two_groups_are_served_side_by_side_each_by_its_own_model(stack, versions):
+    """`acme` has a model in both groups: each path answers with its own group's model, on its own endpoint."""
+    values = readings(seed=21)
+    before = stack.invocations()
+    status, _, energy = stack.call(EF + "/models/acme/invoke", kserve(values))
+    assert status == 200, energy
+    status, headers, churn = stack.call(CHURN + "/models/acme/invoke", kserve(values))
+    assert status == 200, churn
+    assert headers["X-Model-Version"] == "1"
+    np.testing.assert_allclose(forecast(energy), versions[0].reference("acme", values), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(forecast(churn), versions[2].reference("acme", values), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(forecast(energy), forecast(churn)), "two models, two answers"
+    assert stack.invocations() == (before[0] + 1, before[1] + 1), "each group's request went to its own endpoint"
+    assert target_model(1, "acme") in stack.other_endpoint.loaded()
+
+
+def test_a_customer_of_one_group_is_never_reachable_through_another_groups_path(stack, versions):
+    """globex has a model only in energy-forecast; hooli only in churn-scores (and even an archive of hooli
+    dropped into energy-forecast's prefix by hand is not served through either path)."""
+    stack.s3.put_object(Bucket=stack.repository, Key=MME_PREFIX + "v1/hooli.tar.gz", Body=versions[2].archives["hooli"])
+    before = stack.invocations()
+    try:
+        for path in (CHURN + "/models/globex/invoke", EF + "/models/hooli/invoke"):
+            status, _, payload = stack.call(path, kserve(readings()))
+            assert (status, json.loads(payload)["code"]) == (404, "model_not_found"), path
+    finally:
+        stack.s3.delete_object(Bucket=stack.repository, Key=MME_PREFIX + "v1/hooli.tar.gz")
+    assert stack.invocations() == before, "never sent to any endpoint"
+    status, _, _ = stack.call(CHURN + "/models/hooli/invoke", kserve(readings()))
+    assert status == 200
+
+
+def test_an_unknown_model_group_is_404_naming_the_served_ones(stack):
+    before = stack.invocations()
+    for path in ("/groups/churn/models/acme/invoke", "/groups/energy-forecast-eu/models/acme/invoke"):
+        status, _, payload = stack.call(path, kserve(readings()))
+        answer = json.loads(payload)
+        assert (status, answer["code"]) == (404, "unknown_model_group"), payload
+        assert f"served models: {GROUP}, {OTHER}" in answer["error"]
+    status, _, payload = stack.call("/groups/nope/health", method="GET", content_type=None)
+    assert (status, json.loads(payload)["code"]) == (404, "unknown_model_group")
+    assert stack.invocations() == before
+
+
+def test_a_groups_deploy_function_refuses_the_other_groups_approval_and_changes_nothing(stack):
+    """The deploy function of energy-forecast, handed churn-scores' Parameter Store change or a manual run for it."""
+    listing = stack.s3.list_objects_v2(Bucket=stack.repository)["Contents"]
+    before = {(item["Key"], item["ETag"]) for item in listing}
+    other = parameter_name("modelgate", OTHER, ENV)
+    change = {"source": "aws.ssm", "detail-type": "Parameter Store Change", "detail": {"name": other}}
+    for event, fragment in (
+        (change, f"this step serves '{stack.parameter}'"),
+        ({"action": "deploy", "group": OTHER}, f"deploys model group '{GROUP}', not '{OTHER}'"),
+    ):
+        with pytest.raises(FunctionError, match="UnexpectedEvent") as refused:
+            stack.deploy.invoke(event)
+        assert fragment in str(refused.value)
+    after = {(item["Key"], item["ETag"]) for item in stack.s3.list_objects_v2(Bucket=stack.repository)["Contents"]}
+    assert after == before
 
 
 def test_bad_or_missing_tokens_are_unauthorized_and_never_reach_the_endpoint(stack):
-    before = stack.endpoint.stats.invocations
+    before = stack.invocations()
     forged = LocalIssuer()
     forged._server = stack.issuer._server  # same issuer URL, a key the issuer never published
     for token in ("garbage", stack.issuer.mint(ttl_seconds=-600), forged.mint(scope="inference:invoke")):
-        status, _, payload = stack.call("/models/acme/invoke", kserve(readings()), token=token)
+        status, _, payload = stack.call(EF + "/models/acme/invoke", kserve(readings()), token=token)
         assert (status, json.loads(payload)) == (401, {"message": "Unauthorized"})
-    assert stack.endpoint.stats.invocations == before
+    assert stack.invocations() == before
 
 
 def test_a_token_scoped_to_one_model_cannot_invoke_another(stack):
-    status, _, _ = stack.call("/models/acme/invoke", kserve(readings()), scope="inference:invoke:acme")
+    status, _, _ = stack.call(EF + "/models/acme/invoke", kserve(readings()), scope="inference:invoke:acme")
     assert status == 200
-    status, _, payload = stack.call("/models/globex/invoke", kserve(readings()), scope="inference:invoke:acme")
+    status, _, payload = stack.call(EF + "/models/globex/invoke", kserve(readings()), scope="inference:invoke:acme")
     assert status == 403, payload
-    status, _, _ = stack.call("/models/acme/invoke", kserve(readings()), scope="openid")
+    status, _, _ = stack.call(EF + "/models/acme/invoke", kserve(readings()), scope="openid")
     assert status == 403
+    # The customer is the tenant: its scope reaches its models in every group, no other customer's anywhere.
+    status, _, _ = stack.call(CHURN + "/models/acme/invoke", kserve(readings()), scope="inference:invoke:acme")
+    assert status == 200
+    status, _, _ = stack.call(CHURN + "/models/hooli/invoke", kserve(readings()), scope="inference:invoke:acme")
+    assert status == 403
+    # A group scope reaches every customer of that group and nothing of another group.
+    group_scope = f"inference:invoke:{OTHER}/*"
+    status, _, _ = stack.call(CHURN + "/models/hooli/invoke", kserve(readings()), scope=group_scope)
+    assert status == 200
+    before = stack.invocations()
+    status, _, payload = stack.call(EF + "/models/acme/invoke", kserve(readings()), scope=group_scope)
+    assert status == 403, payload
+    assert stack.invocations() == before
 
 
 def test_a_model_outside_the_deployment_is_404_and_never_sent_to_sagemaker(stack, versions):
     # An object nobody approved, put straight into the endpoint's prefix: not reachable through the API.
     stack.s3.put_object(Bucket=stack.repository, Key=MME_PREFIX + "v1/hooli.tar.gz", Body=versions[0].archives["acme"])
     before = stack.endpoint.stats.invocations
-    status, _, payload = stack.call("/models/hooli/invoke", kserve(readings()))
+    status, _, payload = stack.call(EF + "/models/hooli/invoke", kserve(readings()))
     assert (status, json.loads(payload)["code"]) == (404, "model_not_found")
     assert stack.endpoint.stats.invocations == before
     stack.s3.delete_object(Bucket=stack.repository, Key=MME_PREFIX + "v1/hooli.tar.gz")
@@ -266,7 +395,7 @@ def test_a_deployed_model_missing_from_the_endpoints_prefix_maps_to_404(stack):
     archive = stack.s3.get_object(Bucket=stack.repository, Key=key)["Body"].read()
     stack.s3.delete_object(Bucket=stack.repository, Key=key)
     try:
-        status, _, payload = stack.call("/models/initech/invoke", kserve(readings()))
+        status, _, payload = stack.call(EF + "/models/initech/invoke", kserve(readings()))
         assert (status, json.loads(payload)["code"]) == (404, "model_not_found"), payload
         assert "Failed to download" not in payload.decode(), "SageMaker's internals are not passed on"
     finally:
@@ -274,11 +403,11 @@ def test_a_deployed_model_missing_from_the_endpoints_prefix_maps_to_404(stack):
 
 
 def test_throttling_maps_to_429_with_retry_after(stack):
-    stack.call("/models/acme/invoke", kserve(readings()))  # loaded: only admission is tested
+    stack.call(EF + "/models/acme/invoke", kserve(readings()))  # loaded: only admission is tested
     stack.endpoint.set_rate(0.001, burst=1)
     try:
-        first, _, _ = stack.call("/models/acme/invoke", kserve(readings()))
-        status, headers, payload = stack.call("/models/acme/invoke", kserve(readings()))
+        first, _, _ = stack.call(EF + "/models/acme/invoke", kserve(readings()))
+        status, headers, payload = stack.call(EF + "/models/acme/invoke", kserve(readings()))
     finally:
         stack.endpoint.set_rate(None)
     assert first == 200
@@ -291,14 +420,14 @@ def test_a_model_still_loading_maps_to_503_with_retry_after(stack):
     assert target not in stack.endpoint.loaded()
     first: dict = {}
     loader = threading.Thread(
-        target=lambda: first.update(status=stack.call("/models/umbrella/invoke", kserve(readings()))[0])
+        target=lambda: first.update(status=stack.call(EF + "/models/umbrella/invoke", kserve(readings()))[0])
     )
     loader.start()
     deadline = time.monotonic() + 30
     while target not in stack.endpoint.loading() and time.monotonic() < deadline:
         time.sleep(0.005)
     assert target in stack.endpoint.loading(), "the first request should be loading the model"
-    status, headers, payload = stack.call("/models/umbrella/invoke", kserve(readings()))
+    status, headers, payload = stack.call(EF + "/models/umbrella/invoke", kserve(readings()))
     loader.join()
     assert (status, json.loads(payload)["code"]) == (503, "model_loading")
     assert int(headers["Retry-After"]) > 0
@@ -323,7 +452,7 @@ def test_a_model_still_loading_maps_to_503_with_retry_after(stack):
 )
 def test_malformed_requests_are_refused_before_the_endpoint(stack, body, content_type, status, fragment):
     before = stack.endpoint.stats.invocations
-    got, _, payload = stack.call("/models/acme/invoke", body, content_type=content_type)
+    got, _, payload = stack.call(EF + "/models/acme/invoke", body, content_type=content_type)
     assert got == status, payload
     assert fragment in json.loads(payload)["error"]
     assert stack.endpoint.stats.invocations == before
@@ -331,14 +460,14 @@ def test_malformed_requests_are_refused_before_the_endpoint(stack, body, content
 
 def test_tensors_triton_refuses_come_back_as_400_with_tritons_message(stack):
     body = {"inputs": [{"name": "TEMPERATURE", "shape": [1, WINDOW], "datatype": "FP32", "data": [1.0] * WINDOW}]}
-    status, _, payload = stack.call("/models/acme/invoke", body)
+    status, _, payload = stack.call(EF + "/models/acme/invoke", body)
     answer = json.loads(payload)
     assert (status, answer["code"]) == (400, "invalid_inference_request")
     assert "TEMPERATURE" in answer["error"]
 
 
 def test_an_invalid_model_id_is_400(stack):
-    status, _, payload = stack.call("/models/ACME%2E%2E/invoke", kserve(readings()))
+    status, _, payload = stack.call(EF + "/models/ACME%2E%2E/invoke", kserve(readings()))
     assert (status, json.loads(payload)["code"]) == (400, "invalid_model")
 
 
@@ -353,10 +482,19 @@ def test_a_new_approval_is_served_under_a_new_name_and_the_old_version_is_gone(s
     }
     report = stack.deploy.invoke(change)
     assert (report["model_version"], report["copied"], report["removed"]) == (2, 2, len(CUSTOMERS))
-    status, headers, payload = stack.call("/models/acme/invoke", kserve(values))
+    status, headers, payload = stack.call(EF + "/models/acme/invoke", kserve(values))
     assert (status, headers["X-Model-Version"]) == (200, "2")
     np.testing.assert_allclose(forecast(payload), versions[1].reference("acme", values), rtol=1e-5, atol=1e-5)
     assert target_model(2, "acme") in stack.endpoint.loaded()
     assert target_model(1, "acme") not in stack.endpoint.loaded(), "the new version's models replaced the old ones"
-    status, _, _ = stack.call("/models/initech/invoke", kserve(values))
+    status, _, _ = stack.call(EF + "/models/initech/invoke", kserve(values))
     assert status == 404, "no longer approved, no longer served"
+    # The other group's endpoint, archives and record are untouched: still version 1, same answers.
+    assert {
+        o["Key"] for o in stack.s3.list_objects_v2(Bucket=stack.repository, Prefix=model_prefix(OTHER))["Contents"]
+    } == {model_prefix(OTHER) + target_model(1, c) for c in OTHER_CUSTOMERS}
+    record = json.loads(stack.s3.get_object(Bucket=stack.repository, Key=deployment_key(OTHER))["Body"].read())
+    assert record["model_version"] == 1
+    status, headers, payload = stack.call(CHURN + "/models/acme/invoke", kserve(values))
+    assert (status, headers["X-Model-Version"]) == (200, "1")
+    np.testing.assert_allclose(forecast(payload), versions[2].reference("acme", values), rtol=1e-5, atol=1e-5)
