@@ -27,18 +27,14 @@ def _segment(value: str, what: str) -> str:
 
 
 def parameter_name(project: str, model_package_group: str, environment: str) -> str:
-<<<<<<< HEAD
     """Names only: whether `environment` is in the promotion chain is the caller's check (config, Chain)."""
-    return f"/{project}/{model_package_group}/{environment}"
+    return f"/{project}/{model_package_group}/{_segment(environment, 'environment')}"
 
 
 def pipeline_name(project: str, model: str, environment: str) -> str:
     """The SageMaker pipeline that trains `model` (its config name) in `environment`: a name the stack sets and
     the CLI derives (SageMaker pipeline names: letters, digits and '-', at most 256; config names fit)."""
     return f"{project}-{environment}-{model}"
-=======
-    return f"/{project}/{model_package_group}/{_segment(environment, 'environment')}"
->>>>>>> r-serve
 
 
 def parameter_path(project: str, model_package_group: str) -> str:
