@@ -67,7 +67,7 @@ def synthesize_example(example, outdir: Path, environments: tuple[str, ...] | No
             environment=env,
             models=example.models,
             storage=storage,
-            topology=Topology(env.account, env.region, other_accounts=others),
+            topology=Topology(example.chain, env.account, env.region, other_accounts=others),
         )
         apply_nag(stage)
     return synthesize_app(app, outdir)  # raises NagViolations on any unsuppressed nag error
