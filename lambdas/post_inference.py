@@ -20,7 +20,7 @@ services = cache(Services.from_environ)  # once per container
 
 
 def handle(event: dict, services: Services) -> dict:
-    run = parse_inference_event(event)
+    run = parse_inference_event(event, services.settings.chain)
     if run is None:
         logger.info("run did not complete: nothing to promote", extra={"event_id": event.get("id")})
         return {"requested": False, "note": "run did not complete"}
@@ -28,8 +28,11 @@ def handle(event: dict, services: Services) -> dict:
     try:
         outcome = promote_after_inference(run, services)
     except ForeignModelPackage as foreign:
-        # Not ours (another group or registry): dropped and logged; raising would retry it into the alarmed queue.
-        logger.info("ignored: not a version of this model package group", extra={"detail": str(foreign)})
+        # Not ours (a group not configured, another registry): dropped and logged; raising would retry it into
+        # the alarmed queue.
+        logger.info(
+            "ignored: not a version of a model package group this platform serves", extra={"detail": str(foreign)}
+        )
         return {"requested": False, "note": str(foreign), "ignored": True}
     logger.info(outcome.note, extra={"requested": outcome.requested is not None})
     return {"requested": outcome.requested is not None, "note": outcome.note}
