@@ -169,7 +169,7 @@ def render(
     )
     return ApprovalEmail(
         recipient=recipient,
-        subject=subject(version, request),
+        subject=subject(version, request, model),
         text="\n".join(text_lines) + "\n",
         html=body,
         approve_url=approve_url,
