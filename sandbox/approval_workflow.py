@@ -186,12 +186,12 @@ class LocalApprovalWorkflow:
         return self.session.client("sagemaker").describe_model_package(ModelPackageName=arn)
 
     def registry_event(self, arn: str) -> dict:
-        return registry_event(arn, self.describe(arn)["ModelPackageGroupName"], self.account, self.region)
+        return registry_event(arn, self.group_of(arn), self.account, self.region)
 
     def group_of(self, arn: str) -> str:
-        """The configured group an ARN is a version of (ARNs spell groups in lower case)."""
+        """The configured group an ARN is a version of (ARNs spell groups in lower case), else as the ARN does."""
         lowered = parse_model_package_arn(arn)[2]
-        return next(group for group in self.groups if group.lower() == lowered)
+        return next((group for group in self.groups if group.lower() == lowered), lowered)
 
     # -- the asynchronous Lambdas ----------------------------------------------------------------------------
     def request(self, env: str, event: dict) -> dict:
