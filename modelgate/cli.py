@@ -15,7 +15,7 @@ M is a model's name or its model package group (`models:` of config/modelgate.ya
 older scripts means the same); it may be left out when the config has one model. The project name, the
 promotion chain, the registry (the chain's first environment: account/region) and each environment's region
 come from the config too. Without a config (the CI gate installs only boto3), give the group and --project, and
-MODELGATE_CHAIN (e.g. 'dev,test,prod') where the chain is needed. AWS
+MODELGATE_CHAIN (the chain's names, comma-separated) where the chain is needed. AWS
 credentials come from the usual places (environment, profile); `--role-arn` assumes a role first (the CI/CD
 promotion gate assumes `<project>-<env>-promotion-gate` in the environment's account). Every read command takes
 `--output text|json`.
@@ -167,7 +167,7 @@ def _chain(args: argparse.Namespace) -> Chain:
     if args.chain is None:
         raise CliError(
             f"the promotion chain is not known here: run where config/modelgate.yaml is, or set {CHAIN} "
-            "(e.g. 'dev,test,prod')",
+            "to its environments' names, comma-separated",
             EXIT_USAGE,
         )
     return args.chain
@@ -476,29 +476,28 @@ def _environment(value: str) -> str:
     return value
 
 
-EXAMPLES = {
+EXAMPLES = {  # FIRST, NEXT and LAST stand for names of the config's promotion chain
     "status": """examples:
-  modelgate status                                   # the configured group, registry from config
-  modelgate status --model churn --output json | jq '.[0].environments.dev.state'""",
+  modelgate status                                   # the config's only model, registry from the config
+  modelgate status --model churn --output json | jq '.[0].environments.FIRST.state'""",
     "approved": """examples:
-  modelgate approved --env test                      # JSON of test's approved model; exit 3 if none
-  modelgate approved --env prod --output text
-  modelgate approved energy-forecast --env uat --project modelgate --region eu-west-1 \\
-      --role-arn arn:aws:iam::444444444444:role/modelgate-uat-promotion-gate     # what the CI/CD gate runs""",
+  modelgate approved --env NEXT                      # JSON of NEXT's approved model; exit 3 if none
+  modelgate approved --model churn --env LAST --output text
+  modelgate approved --model energy-forecast --env NEXT --project modelgate --region eu-west-1 \\
+      --role-arn arn:aws:iam::444444444444:role/modelgate-NEXT-promotion-gate    # what the CI/CD gate runs""",
     "request-promotion": """examples:
-  modelgate request-promotion --version 3 --to uat   # with uat's account credentials""",
+  modelgate request-promotion --model churn --version 3 --to NEXT   # with NEXT's account credentials""",
     "pipeline start": """examples:
-  modelgate pipeline start --env dev --registered-by me@example.com --watch
-  modelgate pipeline start --model churn --env dev --registered-by me@example.com
-  modelgate pipeline start --env dev --registered-by me@example.com \\
+  modelgate pipeline start --env FIRST --registered-by me@example.com --watch
+  modelgate pipeline start --model churn --env FIRST --registered-by me@example.com \\
       --input s3://<RawBucket>/readings/2026-11/ --param Epochs=20""",
     "pipeline watch": """examples:
   modelgate pipeline watch arn:aws:sagemaker:eu-west-1:222222222222:pipeline/<name>/execution/<id>""",
     "set-registrant": """examples:
-  modelgate set-registrant --version 3 --email bob@example.com   # with the registry account's credentials""",
+  modelgate set-registrant --model churn --version 3 --email bob@example.com   # registry account's credentials""",
     "history": """examples:
-  modelgate history --env dev                        # table found from the stack modelgate-dev-Approval
-  modelgate history --env prod --version 3 --output json""",
+  modelgate history --env FIRST                      # table found from the stack modelgate-FIRST-Approval
+  modelgate history --model churn --env LAST --version 3 --output json""",
 }
 
 

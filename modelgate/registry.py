@@ -29,7 +29,8 @@ STATES = (PENDING, APPROVED, REJECTED)
 
 REGISTERED_BY_KEY = "registered_by"
 # The pipeline execution that registered the version (the pipeline writes it: ExecutionVariables), and the AWS
-# principals behind the version as the dev approval service recorded them (modelgate.approval.registrant).
+# principals behind the version as the first environment's approval service recorded them
+# (modelgate.approval.registrant).
 PIPELINE_EXECUTION_KEY = "pipeline_execution_arn"
 STARTED_BY_KEY = "started_by"
 STARTED_BY_NAMES_KEY = "started_by.names"

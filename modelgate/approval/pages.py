@@ -373,7 +373,7 @@ _NEXT_STEPS = {
     "unverified_identity": "Verify your e-mail address with your identity provider (or ask its administrator to), "
     "then open the link from the e-mail again, or sign in as someone whose e-mail is verified.",
     "registrant_unknown": "Ask a platform administrator to record who registered it (`modelgate set-registrant "
-    "--version N --email ADDRESS`), then open the link again. You may still reject it.",
+    "--model GROUP --version N --email ADDRESS`), then open the link again. You may still reject it.",
 }
 _SWITCH = frozenset({"not_approver", "registrant", "unverified_identity"})
 

@@ -141,7 +141,7 @@ class ApprovalSettings:
     state_table: str
     history_table: str
     sender_email: str
-    api_url: str  # base URL of this environment's approval API, e.g. https://x.execute-api.../prod
+    api_url: str  # base URL of this environment's approval API, e.g. https://x.execute-api.../<stage>
     next_event_bus: str | None = None  # ARN of the next environment's ModelGate (promotion) bus; None for the last
 
     def __post_init__(self) -> None:
