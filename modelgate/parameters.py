@@ -41,12 +41,13 @@ def parameter_name(project: str, model_package_group: str, environment: str) -> 
 
 
 def pipeline_name(project: str, model: str, environment: str) -> str:
-    """The SageMaker pipeline that trains `model` (its config name) in `environment`: `<project>-<model>-<env>`.
+    """The SageMaker pipeline that trains `model` (its config name) in `environment`: `<project>-<env>-<model>`,
+    lower case, a name the pipeline stack sets and the CLI (`modelgate pipeline start|watch`) derives.
 
-    The pipeline stack names the pipeline with it and the CLI (`modelgate pipeline start|watch`) finds it by it.
+    SageMaker pipeline names: letters, digits and '-', at most 256 (other characters of config names become '-').
     """
-    name = f"{_segment(project, 'project name')}-{_segment(model, 'model name')}-{_segment(environment, 'environment')}"
-    name = re.sub(r"[^A-Za-z0-9-]", "-", name)
+    name = f"{_segment(project, 'project name')}-{_segment(environment, 'environment')}-{_segment(model, 'model name')}"
+    name = re.sub(r"[^a-z0-9-]", "-", name.lower())
     if len(name) > PIPELINE_NAME_LIMIT:
         raise ValueError(f"pipeline name {name!r} is longer than SageMaker's {PIPELINE_NAME_LIMIT} characters")
     return name
