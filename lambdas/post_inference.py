@@ -9,7 +9,7 @@ from functools import cache
 from aws_lambda_powertools import Logger
 
 from modelgate.approval.events import parse_inference_event
-from modelgate.approval.model_versions import ForeignModelPackage
+from modelgate.approval.model_versions import ForeignModelPackage, group_of
 from modelgate.approval.promotion import promote_after_inference
 from modelgate.approval.services import Services
 
@@ -25,6 +25,8 @@ def handle(event: dict, services: Services) -> dict:
         logger.info("run did not complete: nothing to promote", extra={"event_id": event.get("id")})
         return {"requested": False, "note": "run did not complete"}
     logger.append_keys(run=run.run_id)
+    if run.model_package_arn:
+        logger.append_keys(model_package_group=group_of(services.settings, run.model_package_arn))
     try:
         outcome = promote_after_inference(run, services)
     except ForeignModelPackage as foreign:

@@ -15,7 +15,7 @@ from functools import cache
 from aws_lambda_powertools import Logger
 
 from modelgate.approval.events import parse_request_event
-from modelgate.approval.model_versions import ForeignModelPackage
+from modelgate.approval.model_versions import ForeignModelPackage, group_of
 from modelgate.approval.request_emails import request_approval
 from modelgate.approval.services import Services
 
@@ -27,7 +27,11 @@ services = cache(Services.from_environ)  # once per container
 
 def handle(event: dict, services: Services) -> dict:
     request = parse_request_event(event, services.settings.chain)
-    logger.append_keys(model_package_arn=request.model_package_arn, request_id=request.request_id)
+    logger.append_keys(
+        model_package_group=group_of(services.settings, request.model_package_arn),
+        model_package_arn=request.model_package_arn,
+        request_id=request.request_id,
+    )
     logger.info("approval requested", extra={"event_id": event.get("id"), "source": event.get("source")})
     try:
         outcome = request_approval(request, services)

@@ -80,6 +80,15 @@ def served_model(settings: Any, arn: str) -> Any:
     )
 
 
+def group_of(settings: Any, arn: str) -> str:
+    """For log lines: the served group `arn` belongs to, else the group as the ARN spells it, else "unknown"."""
+    try:
+        return served_model(settings, arn).group
+    except ForeignModelPackage:
+        found = _ARN.fullmatch(arn or "")
+        return found["group"] if found else "unknown"
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     arn: str

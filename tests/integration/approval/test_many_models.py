@@ -8,11 +8,14 @@ and Parameter Store records never mix with churn's.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import boto3
 import pytest
 from moto import mock_aws
 
 from modelgate.approval import links
+from modelgate.approval.history import history_put
 from modelgate.config import load_config
 from modelgate.registry import APPROVED, PENDING
 from sandbox.approval import ApproverBrowser
@@ -165,3 +168,35 @@ def test_a_link_for_a_group_this_environment_does_not_serve_is_refused_with_what
     assert "This link is for a model this environment does not serve" in text
     assert "unknown model package group 'not-configured'; this platform serves: energy-forecast, churn-scores" in text
     assert "What now:" in text
+
+
+def test_the_cli_names_the_model_and_shows_quorum_progress(platform, capsys):
+    """`--model` by name or group on a config with two models; without it, a usage error listing them."""
+    from modelgate.cli import EXIT_OK, EXIT_USAGE, main
+
+    world = platform
+    env = CHAIN.first
+    many = ["--config", "config/examples/many-models.yaml"]
+    arn = world.register("bob@example.com", EVALUATION, CHURN.model_package_group)
+    world.request(env, world.registry_event(arn))
+    (mail,) = mails(world, CHURN.name, env)
+    alice = ApproverBrowser("alice")
+    assert alice.submit(alice.open(mail.links()["approve"])).status == 200
+    table = world.envs[env].settings.history_table
+    assert main(["history", *many, "--table", table]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "several models; say which with --model: energy-forecast (group energy-forecast), churn" in err
+    assert main(["history", *many, "--model", "churn", "--table", table]) == EXIT_OK
+    (line,) = capsys.readouterr().out.splitlines()
+    assert f"v1  registry->{env}  Approved  alice@example.com" in line
+    # An approval counted towards a quorum (as the last environment records it) reads as such.
+    (decided,) = world.history(env, CHURN.model_package_group)
+    counted = replace(decided, decision_id=decided.decision_id + "x", state=PENDING, progress="1 of 2")
+    world.session.client("dynamodb").put_item(**history_put(table, counted))
+    assert main(["history", *many, "--model", "churn", "--table", table]) == EXIT_OK
+    assert "Counted (1 of 2)  alice@example.com" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["approved", *many, "--model", "churn-scores", "--env", env, "--output", "text"]) == EXIT_OK
+    assert capsys.readouterr().out.startswith(f"churn-scores v1 is approved for {env} by alice@example.com")
+    assert main(["history", *many, "--model", "energy-forecast", "--table", table]) == 3, "histories never mix"
+    assert main(["approved", *many, "--model", "churn", "--env", "nowhere"]) == EXIT_USAGE
+    assert f"the promotion chain is {' -> '.join(CHAIN)}" in capsys.readouterr().err
