@@ -59,8 +59,9 @@ def decided_at_key(environment: str) -> str:
     return f"{_environment_key(environment)}.decided_at"
 
 
-def initial_customer_metadata(environments: Iterable[str]) -> dict[str, str]:
-    """The metadata a new model version is registered with: pending in every environment of the chain."""
+def initial_customer_metadata(environments: Iterable[str] = ()) -> dict[str, str]:
+    """The metadata a new model version is registered with: pending in every environment of the chain (pass
+    `config.chain`; without it no environment key is written, and each reads as pending until it decides)."""
     return {_environment_key(environment): PENDING for environment in environments}
 
 

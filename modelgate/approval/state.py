@@ -169,7 +169,7 @@ def commit_decision(
                 **condition,
             }
         }
-    else:
+    else:  # (IAM: a transaction's ConditionCheck needs dynamodb:ConditionCheckItem on the state table)
         decides = {"ConditionCheck": {"TableName": state_table, "Key": {PARTITION_KEY: decision_pk}, **condition}}
     items = [{"Put": {"TableName": state_table, "Item": link_item, **condition}}, decides]
     if approving:
