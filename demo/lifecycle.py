@@ -293,11 +293,13 @@ class Lifecycle:
         self.say(f"\n== 4. {model.name}: generate data, run the pipeline's step scripts, register in {group}")
         artifacts = self.stacks[self.chain.first]["Storage"].physical_id("Artifacts")
         run_id = datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%S")
-        seed = 7 + self.config.models.index(model)  # each model its own data
+        index = self.config.models.index(model)
+        # Each model its own data; later models train on half the customers, so two models keep the demo short.
+        customers = self.settings.customers if index == 0 else max(4, self.settings.customers // 2)
         settings = LocalRunSettings(
             work_dir=self.settings.workdir / "pipeline" / model.name,
             model_package_group=group,
-            dataset=datagen.DatasetSpec(customers=self.settings.customers, days=self.settings.days, seed=seed),
+            dataset=datagen.DatasetSpec(customers=customers, days=self.settings.days, seed=7 + index),
             hyperparameters={"epochs": self.settings.epochs},
             metric_threshold=self.threshold(model),
             image_uri=image_uri(first.region, first.serving.triton_version),
