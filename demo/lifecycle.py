@@ -27,6 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +45,10 @@ from pipelines.steps.series import read_curated
 from sandbox import iam as local_iam
 from sandbox.api_gateway import LocalApiGateway
 from sandbox.approval import ApproverBrowser, SentEmail, sent_emails, write_outbox
-from sandbox.aws import LocalAccount, LocalAws
+from sandbox.aws import LocalAws
 from sandbox.cloudformation import DeployedStack, deploy_stage
 from sandbox.deployed_functions import DeployedFunctions
 from sandbox.event_bridge import Delivery, LocalEventBridge
-from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, S3Archives
 from sandbox.oidc_issuer import LocalIssuer
 from sandbox.pipeline_jobs import SageMakerJobs
 from sandbox.rest_api import routes_from_template
@@ -207,7 +207,7 @@ class Lifecycle:
         self.triton = stack.enter_context(LocalTriton(self.settings.workdir / "triton"))
         self.approval_apis: dict[str, LocalApiGateway] = {}
         self.inference_apis: dict[str, LocalApiGateway] = {}
-        self.endpoints: dict[str, LocalMultiModelEndpoint] = {}
+        self.endpoints: dict[str, Any] = {}  # per environment: every model's endpoint behind one runtime URL
         for env in self.chain:
             approval, serving = self.stacks[env]["Approval"], self.stacks[env]["Serving"]
             gateway = stack.enter_context(LocalApiGateway([]))
@@ -215,24 +215,20 @@ class Lifecycle:
             self.functions.add(approval, **{API_URL: gateway.url, **sign_in.environ()})
             self.approval_apis[env] = gateway
 
-            repository = self.stacks[env]["Storage"].physical_id("ModelRepository")
-            # The endpoint the template declares (a record in the local SageMaker); its Triton is local.
-            endpoint_name = serving.function("InferenceApiInvoke").environment[serving_names.ENDPOINT]
-            (endpoint_arn,) = [
-                serving.physical_ids[logical]
-                for logical, resource in serving.template["Resources"].items()
-                if resource["Type"] == "AWS::SageMaker::Endpoint"
-            ]  # callers need sagemaker:InvokeEndpoint on it
-            endpoint = LocalMultiModelEndpoint(
-                self.triton,
-                S3Archives(self._endpoint_role(endpoint_name).client("s3"), repository),
-                endpoint_name=endpoint_name,
-                arn=endpoint_arn,
+            # Every model's endpoint the template declares (records in the local SageMaker), each loading from its
+            # model's ModelDataUrl as its execution role; one local Triton serves them all. (Per-group serving:
+            # modelgate.serving's InferenceSettings and sandbox's LocalSageMakerRuntime, from r-serve's branch.)
+            from modelgate.serving.settings import InferenceSettings
+            from sandbox.multi_model_endpoint import LocalSageMakerRuntime
+
+            served = InferenceSettings.from_environ(serving.function("InferenceApiInvoke").environment).models
+            runtime = LocalSageMakerRuntime.of_endpoints(
+                self.triton, [m.endpoint_name for m in served], self.account.client("sagemaker"), self._role_s3
             )
-            self.endpoints[env] = stack.enter_context(endpoint)
+            self.endpoints[env] = stack.enter_context(runtime)
             self.functions.add(
                 serving,
-                **endpoint.environ(),
+                **runtime.environ(),
                 **{
                     serving_names.JWT_ISSUER: self.issuer.issuer,
                     serving_names.JWT_AUDIENCE: self.issuer.audience,
@@ -251,13 +247,9 @@ class Lifecycle:
             f" identity provider and token issuer at {self.issuer.issuer}; Triton at {self.triton.url}"
         )
 
-    def _endpoint_role(self, endpoint_name: str) -> LocalAccount:
-        """The local AWS as the endpoint's model execution role: SageMaker loads the archives with it."""
-        sagemaker = self.account.client("sagemaker")
-        config = sagemaker.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
-        (variant,) = sagemaker.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
-        role = sagemaker.describe_model(ModelName=variant["ModelName"])["ExecutionRoleArn"]
-        return self.account.assume(role, "sagemaker.amazonaws.com", session_name="SageMaker")
+    def _role_s3(self, role_arn: str) -> Any:
+        """S3 as an endpoint's model execution role: SageMaker loads the archives with it."""
+        return self.account.assume(role_arn, "sagemaker.amazonaws.com", session_name="SageMaker").client("s3")
 
     def _settle(self) -> list[Delivery]:
         """Let every consequence happen: AWS service events, rule deliveries, the events those put, ..."""
@@ -285,8 +277,13 @@ class Lifecycle:
 
     def _pipeline_stack(self, model: ModelProject) -> DeployedStack:
         """The model's pipeline stack in the first environment (one per model: `Pipeline-<model>`)."""
-        stacks = self.stacks[self.chain.first]
-        return stacks.get(f"Pipeline-{model.name}") or stacks["Pipeline"]
+        stacks = self.stacks[self.chain.first].values()
+        found = [s for s in stacks if s.name.endswith(f"-Pipeline-{model.name}")] or [
+            s for s in stacks if s.name.endswith("-Pipeline")
+        ]
+        if not found:
+            raise DemoError(f"no pipeline stack of {model.name} in {self.chain.first}: {[s.name for s in stacks]}")
+        return found[0]
 
     def _train_and_register(self, model: ModelProject) -> LocalRunResult:
         group, first = model.model_package_group, model.environments[self.chain.first]
@@ -389,11 +386,11 @@ class Lifecycle:
         outcome = self.outcomes[model.name][env]
         api = self.inference_apis[env]
         token = self.issuer.mint(subject="saas-app", scope="inference:invoke")
-        status, health = _call(api.url + "/health", token=token, method="GET")
+        status, health = _call(api.url + f"/groups/{group}/health", token=token, method="GET")
         if status != 200:
-            raise DemoError(f"{env} /health answered {status}: {health}")
+            raise DemoError(f"{env} /groups/{group}/health answered {status}: {health}")
         outcome.health = health
-        self.say(f"   endpoint {self.endpoints[env].endpoint_name}: {_short(health)}")
+        self.say(f"   {model.name}'s endpoint: {_short(health)}")
         curated = read_curated(result.work_dir / "prep" / step_paths.PREP_CURATED)
         for index in range(min(self.settings.forecast_customers, len(curated))):
             customer = curated.customers[index]
