@@ -354,7 +354,12 @@ class Lifecycle:
             self.say(f"   open the link(s), sign in as {who} (one link each), read the page and approve...")
             self._wait_for_decision(env, group, arn)
         self.outcomes[model.name][env].approved_by = self._parameter(env, group).approved_by
-        deployed = [d.result for d in self._settle() if d.subscription.function.startswith("DeploymentDeploy")]
+        # The model's own deploy function (one per model: `Model<Name>DeploymentDeploy...`) got the parameter change.
+        deployed = [
+            d.result
+            for d in self._settle()
+            if "DeploymentDeploy" in d.subscription.function and (d.result or {}).get("model_package_group") == group
+        ]
         if not deployed:
             raise DemoError(f"approving for {env} did not deploy: no Parameter Store change reached the deploy Lambda")
         self.outcomes[model.name][env].deployed = deployed[-1]
