@@ -1,13 +1,15 @@
 """`make demo`: the whole ModelGate lifecycle on this machine, with no AWS account.
 
 1. synthesize every environment of config/modelgate.yaml and run cdk-nag;
-2. synthesize the local variant (all environments in one account) that the next steps deploy;
-3. deploy its four stages into a local AWS (moto server) and start the stand-ins;
-4. generate data, run the pipeline's step scripts, register the version PendingManualApproval;
-5. e-mail the dev approvers (outbox: .demo/outbox/*.eml), approve through the link (or --auto-approve);
-6. deploy to the local Triton endpoint, forecast through the JWT-protected API, report the inference run,
-   which asks the next environment's approvers: test, uat and prod the same way;
-then print `modelgate status` and where everything is. Ctrl-C stops every process and port it started.
+2. synthesize the local variant (every environment in one account, and a second model group with a quorum of 2
+   in the last environment: demo/local_config.py) that the next steps deploy;
+3. deploy its stages, one per environment of the chain, into a local AWS (moto server) and start the stand-ins;
+4. for each model: generate data, run the pipeline's step scripts, register a version PendingManualApproval;
+5. e-mail each model's approvers of the first environment (outbox: .demo/outbox/*.eml), approve through the
+   links (or --auto-approve; a quorum of 2 takes two people, one link each);
+6. deploy to the model's local Triton endpoint, forecast through the JWT-protected API, report the inference
+   run, which asks the next environment's approvers: every environment of the chain the same way;
+then print `modelgate status` of each model and where everything is. Ctrl-C stops every process and port it started.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _synthesize(outdir: Path, config: Path, summary: bool = True) -> None:
 
 
 def _report(outcome: DemoOutcome, workdir: Path) -> None:
-    print("\n== modelgate status " + outcome.model_package_arn.rsplit("/", 2)[-2])
+    print("\n== modelgate status (every model)")
     print(outcome.status_table.rstrip())
     print(f"\n== IAM enforced locally: {len(outcome.iam_denials)} requests refused")
     for denial in outcome.iam_denials:
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> DemoOutcome | None:
         return None
     workdir = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)  # every run starts from nothing
-    print("\n== 2. Synthesize the local variant: every environment in the dev account")
+    print("\n== 2. Synthesize the local variant: every environment in one account, two model groups")
     try:
         config = single_account_variant(args.config, workdir / "config.yaml")
     except ConfigError as error:

@@ -1,14 +1,15 @@
 """The whole ModelGate lifecycle on loopback: the synthesized stages deployed into a local AWS (moto server),
 the pipeline's own step scripts, the real Lambda handlers (each in its own process, with the environment its
 template gives it), the approval e-mails and links, a real Triton behind the multi-model endpoint stand-in, and
-the promotion dev -> test -> uat -> prod.
+the promotion along the config's chain, for every model of the config (the demo's variant has two, the second
+with a quorum of 2 in the last environment).
 
 Only what cannot exist on a laptop is stood in for, each by one sandbox module the tests use too:
 AWS APIs (sandbox.aws), CloudFormation (sandbox.cloudformation), EventBridge's Lambda targets and the events AWS
 services emit on their own (sandbox.event_bridge, sandbox.service_events), API Gateway (sandbox.api_gateway with
 the routes of the templates, sandbox.rest_api), the company's identity provider and a SaaS app's token issuer
 (sandbox.oidc_issuer), the SageMaker endpoint (sandbox.multi_model_endpoint on sandbox.triton).
-All four environments live in one local account (the demo's config variant, demo.local_config): moto keeps
+Every environment lives in one local account (the demo's config variant, demo.local_config): moto keeps
 accounts apart, so cross-account calls cannot be played locally; the multi-account wiring is covered by the
 template tests.
 """
@@ -26,14 +27,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from infra.config import ModelGateConfig
+from infra.config import ModelGateConfig, ModelProject
 from infra.triton_images import image_uri
 from modelgate.approval.events import INFERENCE_DETAIL_TYPE, INFERENCE_SOURCE
 from modelgate.approval.settings import API_URL, SignInSettings
-from modelgate.environments import ENVIRONMENTS, next_environment
 from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, WINDOW
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.serving import settings as serving_names
@@ -44,11 +45,10 @@ from pipelines.steps.series import read_curated
 from sandbox import iam as local_iam
 from sandbox.api_gateway import LocalApiGateway
 from sandbox.approval import ApproverBrowser, SentEmail, sent_emails, write_outbox
-from sandbox.aws import LocalAccount, LocalAws
+from sandbox.aws import LocalAws
 from sandbox.cloudformation import DeployedStack, deploy_stage
 from sandbox.deployed_functions import DeployedFunctions
 from sandbox.event_bridge import Delivery, LocalEventBridge
-from sandbox.multi_model_endpoint import LocalMultiModelEndpoint, S3Archives
 from sandbox.oidc_issuer import LocalIssuer
 from sandbox.pipeline_jobs import SageMakerJobs
 from sandbox.rest_api import routes_from_template
@@ -90,8 +90,23 @@ class EnvironmentOutcome:
 
 
 @dataclass
-class DemoOutcome:
+class ModelOutcome:
+    """One model's way through the chain."""
+
+    name: str
+    group: str
     model_package_arn: str
+    pipeline: LocalRunResult
+    environments: dict[str, EnvironmentOutcome]
+    registry_status: str = ""
+    parameters: dict[str, ApprovedModel | None] = field(default_factory=dict)
+    history: dict[str, int] = field(default_factory=dict)  # decisions (counted approvals too) per environment
+    status_table: str = ""
+
+
+@dataclass
+class DemoOutcome:
+    model_package_arn: str  # the first model's (the one-model fields below are the first model's too)
     pipeline: LocalRunResult
     environments: dict[str, EnvironmentOutcome]
     emails: list[SentEmail]
@@ -102,23 +117,35 @@ class DemoOutcome:
     parameters: dict[str, ApprovedModel]
     history: dict[str, int]
     iam_denials: list[str] = field(default_factory=list)  # requests the local IAM refused (none when all is granted)
+    models: dict[str, ModelOutcome] = field(default_factory=dict)  # every model's, by name
 
 
 def _people(config: ModelGateConfig) -> dict[str, tuple[str, str, tuple[str, ...]]]:
-    """Approvers at the local identity provider: alice approves where the default group decides, dave everywhere
-    (prod has its own group in the shipped config)."""
-    groups = {env.approvers.group for env in config.environments.values()}
-    common = config.environments[ENVIRONMENTS[0]].approvers.group
+    """Approvers at the local identity provider: alice approves where the first environment's group decides, dave
+    and erin everywhere (the shipped config's last environment has its own group; a quorum of 2 needs two)."""
+    groups = {m.environments[env].approvers.group for m in config.models for env in config.chain}
+    common = config.environments[config.chain.first].approvers.group
     return {
         "alice": ("alice", "alice@example.com", (common,)),
         "dave": ("dave", "dave@example.com", tuple(sorted(groups))),
+        "erin": ("erin", "erin@example.com", tuple(sorted(groups))),
         "bob": ("bob", REGISTERED_BY, ("data-scientists",)),
     }
 
 
-def _approver_for(config: ModelGateConfig, env: str) -> str:
-    group = config.environments[env].approvers.group
-    return next(name for name, (_, _, groups) in _people(config).items() if group in groups and name != "bob")
+def _approvers_for(config: ModelGateConfig, model: ModelProject, env: str) -> list[str]:
+    """As many distinct people (never the registrant) as the model's quorum in `env` needs, first choice first."""
+    approvers = model.environments[env].approvers
+    members = [name for name, (_, _, groups) in _people(config).items() if approvers.group in groups and name != "bob"]
+    if len(members) < approvers.quorum:
+        raise DemoError(f"{model.name} needs {approvers.quorum} approvers in {env}; the demo has {members}")
+    return members[: approvers.quorum]
+
+
+def label(model: ModelProject) -> str:
+    """How the e-mails name a model (modelgate.approval.emails.label)."""
+    group = model.model_package_group
+    return group if model.name == group else f"{model.name} ({group})"
 
 
 class Lifecycle:
@@ -127,33 +154,34 @@ class Lifecycle:
         self.settings = settings
         self.say = say
         self.project = config.project.name
-        self.group = config.project.model_package_group
-        self.dev = config.environments[ENVIRONMENTS[0]]
+        self.chain = config.chain
+        self.first = config.environments[self.chain.first]
         self.stacks: dict[str, dict[str, DeployedStack]] = {}
-        self.outcomes = {env: EnvironmentOutcome(env) for env in ENVIRONMENTS}
+        self.outcomes = {m.name: {env: EnvironmentOutcome(env) for env in self.chain} for m in config.models}
         self._seen_emails = 0
+        self._pending: list[SentEmail] = []  # e-mails read from the outbox, not yet acted on
         self._outbox: list[Path] = []
 
     # -- the local world -------------------------------------------------------------------------------------
     def run(self) -> DemoOutcome:
         with contextlib.ExitStack() as stack:
-            aws = stack.enter_context(LocalAws(self.dev.region))
-            self.account = aws.account(self.dev.account)
+            aws = stack.enter_context(LocalAws(self.first.region))
+            self.account = aws.account(self.first.account)
             self._deploy()
             self._start_services(stack)
             self.service_events.baseline()
-            result = self._train_and_register()
-            arn = result.model_package_arn
+            results = {model.name: self._train_and_register(model) for model in self.config.models}
             self._settle()
-            for env in ENVIRONMENTS:
-                self._approve(env, arn)
-                self._serve(env, arn, result)
-            return self._outcome(arn, result)
+            for env in self.chain:
+                for model in self.config.models:
+                    self._approve(env, model, results[model.name].model_package_arn)
+                    self._serve(env, model, results[model.name])
+            return self._outcome(results)
         raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions here
 
     def _deploy(self) -> None:
-        self.say(f"\n== 3. Deploy the four stages into a local AWS account ({self.account.account}, moto server)")
-        for env in ENVIRONMENTS:
+        self.say(f"\n== 3. Deploy the {len(self.chain)} stages into a local AWS account ({self.account.account}, moto)")
+        for env in self.chain:
             started = time.perf_counter()
             stage = self.settings.assembly / f"assembly-{self.project}-{env}"
             self.stacks[env] = deploy_stage(self.account, stage)
@@ -165,7 +193,7 @@ class Lifecycle:
             )
 
     def _start_services(self, stack: contextlib.ExitStack) -> None:
-        jwt = self.dev.api.jwt
+        jwt = self.first.api.jwt
         self.issuer = stack.enter_context(LocalIssuer(audience=jwt.audience, client_ids=(SIGN_IN_CLIENT,)))
         for username, mail, groups in _people(self.config).values():
             self.issuer.add_user(username, mail, groups)
@@ -179,32 +207,28 @@ class Lifecycle:
         self.triton = stack.enter_context(LocalTriton(self.settings.workdir / "triton"))
         self.approval_apis: dict[str, LocalApiGateway] = {}
         self.inference_apis: dict[str, LocalApiGateway] = {}
-        self.endpoints: dict[str, LocalMultiModelEndpoint] = {}
-        for env in ENVIRONMENTS:
+        self.endpoints: dict[str, Any] = {}  # per environment: every model's endpoint behind one runtime URL
+        for env in self.chain:
             approval, serving = self.stacks[env]["Approval"], self.stacks[env]["Serving"]
             gateway = stack.enter_context(LocalApiGateway([]))
             gateway.routes = routes_from_template(approval, self.functions.handler(approval.name))
             self.functions.add(approval, **{API_URL: gateway.url, **sign_in.environ()})
             self.approval_apis[env] = gateway
 
-            repository = self.stacks[env]["Storage"].physical_id("ModelRepository")
-            # The endpoint the template declares (a record in the local SageMaker); its Triton is local.
-            endpoint_name = serving.function("InferenceApiInvoke").environment[serving_names.ENDPOINT]
-            (endpoint_arn,) = [
-                serving.physical_ids[logical]
-                for logical, resource in serving.template["Resources"].items()
-                if resource["Type"] == "AWS::SageMaker::Endpoint"
-            ]  # callers need sagemaker:InvokeEndpoint on it
-            endpoint = LocalMultiModelEndpoint(
-                self.triton,
-                S3Archives(self._endpoint_role(endpoint_name).client("s3"), repository),
-                endpoint_name=endpoint_name,
-                arn=endpoint_arn,
+            # Every model's endpoint the template declares (records in the local SageMaker), each loading from its
+            # model's ModelDataUrl as its execution role; one local Triton serves them all. (Per-group serving:
+            # modelgate.serving's InferenceSettings and sandbox's LocalSageMakerRuntime, from r-serve's branch.)
+            from modelgate.serving.settings import InferenceSettings
+            from sandbox.multi_model_endpoint import LocalSageMakerRuntime
+
+            served = InferenceSettings.from_environ(serving.function("InferenceApiInvoke").environment).models
+            runtime = LocalSageMakerRuntime.of_endpoints(
+                self.triton, [m.endpoint_name for m in served], self.account.client("sagemaker"), self._role_s3
             )
-            self.endpoints[env] = stack.enter_context(endpoint)
+            self.endpoints[env] = stack.enter_context(runtime)
             self.functions.add(
                 serving,
-                **endpoint.environ(),
+                **runtime.environ(),
                 **{
                     serving_names.JWT_ISSUER: self.issuer.issuer,
                     serving_names.JWT_AUDIENCE: self.issuer.audience,
@@ -223,13 +247,9 @@ class Lifecycle:
             f" identity provider and token issuer at {self.issuer.issuer}; Triton at {self.triton.url}"
         )
 
-    def _endpoint_role(self, endpoint_name: str) -> LocalAccount:
-        """The local AWS as the endpoint's model execution role: SageMaker loads the archives with it."""
-        sagemaker = self.account.client("sagemaker")
-        config = sagemaker.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
-        (variant,) = sagemaker.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
-        role = sagemaker.describe_model(ModelName=variant["ModelName"])["ExecutionRoleArn"]
-        return self.account.assume(role, "sagemaker.amazonaws.com", session_name="SageMaker")
+    def _role_s3(self, role_arn: str) -> Any:
+        """S3 as an endpoint's model execution role: SageMaker loads the archives with it."""
+        return self.account.assume(role_arn, "sagemaker.amazonaws.com", session_name="SageMaker").client("s3")
 
     def _settle(self) -> list[Delivery]:
         """Let every consequence happen: AWS service events, rule deliveries, the events those put, ..."""
@@ -251,25 +271,39 @@ class Lifecycle:
         raise DemoError("events keep triggering events: stopped after 20 rounds")
 
     # -- 4. the pipeline -------------------------------------------------------------------------------------
-    @property
-    def threshold(self) -> float:
-        return round(self.dev.training.metric_threshold + self.settings.metric_threshold_margin, 4)
+    def threshold(self, model: ModelProject) -> float:
+        training = model.environments[self.chain.first].training
+        return round(training.metric_threshold + self.settings.metric_threshold_margin, 4)
 
-    def _train_and_register(self) -> LocalRunResult:
-        self.say("\n== 4. Generate data, run the pipeline's step scripts: prep, train, evaluate, package, register")
-        artifacts = self.stacks["dev"]["Storage"].physical_id("Artifacts")
+    def _pipeline_stack(self, model: ModelProject) -> DeployedStack:
+        """The model's pipeline stack in the first environment (one per model: `Pipeline-<model>`)."""
+        stacks = self.stacks[self.chain.first].values()
+        found = [s for s in stacks if s.name.endswith(f"-Pipeline-{model.name}")] or [
+            s for s in stacks if s.name.endswith("-Pipeline")
+        ]
+        if not found:
+            raise DemoError(f"no pipeline stack of {model.name} in {self.chain.first}: {[s.name for s in stacks]}")
+        return found[0]
+
+    def _train_and_register(self, model: ModelProject) -> LocalRunResult:
+        group, first = model.model_package_group, model.environments[self.chain.first]
+        self.say(f"\n== 4. {model.name}: generate data, run the pipeline's step scripts, register in {group}")
+        artifacts = self.stacks[self.chain.first]["Storage"].physical_id("Artifacts")
         run_id = datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%S")
+        index = self.config.models.index(model)
+        # Each model its own data; later models train on half the customers, so two models keep the demo short.
+        customers = self.settings.customers if index == 0 else max(4, self.settings.customers // 2)
         settings = LocalRunSettings(
-            work_dir=self.settings.workdir / "pipeline",
-            model_package_group=self.group,
-            dataset=datagen.DatasetSpec(customers=self.settings.customers, days=self.settings.days, seed=7),
+            work_dir=self.settings.workdir / "pipeline" / model.name,
+            model_package_group=group,
+            dataset=datagen.DatasetSpec(customers=customers, days=self.settings.days, seed=7 + index),
             hyperparameters={"epochs": self.settings.epochs},
-            metric_threshold=self.threshold,
-            image_uri=image_uri(self.dev.region, self.dev.serving.triton_version),
-            model_data_url=f"s3://{artifacts}/models/{self.group}/{run_id}/",
+            metric_threshold=self.threshold(model),
+            image_uri=image_uri(first.region, first.serving.triton_version),
+            model_data_url=f"s3://{artifacts}/models/{group}/{run_id}/",
             registered_by=REGISTERED_BY,
-            inference_instance_types=(self.dev.serving.instance_type,),
-            jobs=SageMakerJobs(self.account, self.stacks["dev"]["Pipeline"]),  # each step as its deployed job role
+            inference_instance_types=(first.serving.instance_type,),
+            jobs=SageMakerJobs(self.account, self._pipeline_stack(model)),  # each step as its deployed job role
         )
         result = run_pipeline(settings, sagemaker=self.account.client("sagemaker"), s3=self.account.client("s3"))
         if result.status != "registered":
@@ -278,7 +312,7 @@ class Lifecycle:
         self.say(
             f"   registered {result.model_package_arn} as PendingManualApproval: {aggregate.customers} customers,"
             f" MAPE {aggregate.mape:.3f} vs {aggregate.baseline} {aggregate.baseline_mape:.3f}"
-            f" (ratio {aggregate.mape_ratio:.3f} <= {self.threshold}: config's threshold + the demo's margin)"
+            f" (ratio {aggregate.mape_ratio:.3f} <= {self.threshold(model)}: config's threshold + the demo's margin)"
         )
         return result
 
@@ -289,41 +323,52 @@ class Lifecycle:
         self._outbox += write_outbox(self.account.account, self.account.region, self.settings.workdir / "outbox")
         return fresh
 
-    def _approve(self, env: str, arn: str) -> None:
-        self.say(f"\n== {env}: approval")
-        recipients = set(self.config.environments[env].approvers.emails)
-        mails = [m for m in self._new_emails() if recipients & set(m.recipients)]
-        if not mails:
-            raise DemoError(f"no approval e-mail reached the {env} approvers ({', '.join(sorted(recipients))})")
-        mail = mails[-1]
-        link = mail.links()["approve"]
-        to = ", ".join(sorted(set(mail.recipients)))
-        self.say(f"   e-mail to {to}: {mail.subject!r}  (outbox: {self._outbox[-1]})")
-        self.say(f"   approve: {link}")
-        approver = _approver_for(self.config, env)
-        if self.settings.auto_approve:
-            browser = ApproverBrowser(approver)
-            page = browser.open(link)
-            if page.status != 200:
-                raise DemoError(f"the approval page answered {page.status}: {page.text()[:500]}")
-            done = browser.submit(page)
-            if done.status != 200:
-                raise DemoError(f"approving answered {done.status}: {done.text()[:500]}")
-            self.say(f"   {approver} signed in and approved (--auto-approve)")
-        else:
-            self.say(f"   open the link, sign in as '{approver}', read the confirmation page and approve...")
-            self._wait_for_decision(env, arn)
-        self.outcomes[env].approved_by = self._parameter(env).approved_by
-        deployed = [d.result for d in self._settle() if d.subscription.function.startswith("DeploymentDeploy")]
+    def _approve(self, env: str, model: ModelProject, arn: str) -> None:
+        group, approvers = model.model_package_group, model.environments[env].approvers
+        self.say(f"\n== {env}: approval of {model.name} ({group})")
+        recipients = set(approvers.emails)
+        self._pending += self._new_emails()  # e-mails about every model arrive together: each takes its own
+        mails = [m for m in self._pending if f" {label(model)} v" in m.subject and recipients & set(m.recipients)]
+        if len(mails) < approvers.quorum:
+            raise DemoError(
+                f"{len(mails)} approval e-mails about {model.name} reached the {env} approvers "
+                f"({', '.join(sorted(recipients))}); its quorum there is {approvers.quorum}"
+            )
+        self._pending = [m for m in self._pending if m not in mails]
+        people = _approvers_for(self.config, model, env)
+        for mail, approver in zip(mails, people, strict=False):  # a quorum: distinct people, one link each
+            link = mail.links()["approve"]
+            self.say(f"   e-mail to {', '.join(sorted(set(mail.recipients)))}: {mail.subject!r}")
+            self.say(f"   approve: {link}")
+            if self.settings.auto_approve:
+                browser = ApproverBrowser(approver)
+                page = browser.open(link)
+                if page.status != 200:
+                    raise DemoError(f"the approval page answered {page.status}: {page.text()[:500]}")
+                done = browser.submit(page)
+                if done.status != 200:
+                    raise DemoError(f"approving answered {done.status}: {done.text()[:500]}")
+                self.say(f"   {approver} signed in and approved (--auto-approve)")
+        if not self.settings.auto_approve:
+            who = " and ".join(f"'{p}'" for p in people)
+            self.say(f"   open the link(s), sign in as {who} (one link each), read the page and approve...")
+            self._wait_for_decision(env, group, arn)
+        self.outcomes[model.name][env].approved_by = self._parameter(env, group).approved_by
+        # The model's own deploy function (one per model: `Model<Name>DeploymentDeploy...`) got the parameter change.
+        deployed = [
+            d.result
+            for d in self._settle()
+            if "DeploymentDeploy" in d.subscription.function and (d.result or {}).get("model_package_group") == group
+        ]
         if not deployed:
             raise DemoError(f"approving for {env} did not deploy: no Parameter Store change reached the deploy Lambda")
-        self.outcomes[env].deployed = deployed[-1]
+        self.outcomes[model.name][env].deployed = deployed[-1]
 
-    def _wait_for_decision(self, env: str, arn: str) -> None:
+    def _wait_for_decision(self, env: str, group: str, arn: str) -> None:
         deadline = time.monotonic() + self.settings.approval_timeout_seconds
         sagemaker = self.account.client("sagemaker")
         while time.monotonic() < deadline:
-            model = self._parameter(env)
+            model = self._parameter(env, group)
             if model is not None and model.model_package_arn == arn:
                 return
             described = sagemaker.describe_model_package(ModelPackageName=arn)
@@ -332,24 +377,25 @@ class Lifecycle:
             time.sleep(1)
         raise DemoError(f"no decision for {env} within {self.settings.approval_timeout_seconds:.0f} s")
 
-    def _parameter(self, env: str) -> ApprovedModel | None:
+    def _parameter(self, env: str, group: str) -> ApprovedModel | None:
         ssm = self.account.client("ssm")
         try:
-            value = ssm.get_parameter(Name=parameter_name(self.project, self.group, env))["Parameter"]["Value"]
+            value = ssm.get_parameter(Name=parameter_name(self.project, group, env))["Parameter"]["Value"]
         except ssm.exceptions.ParameterNotFound:
             return None
         return ApprovedModel.from_json(value)
 
     # -- 6. serving and promotion ----------------------------------------------------------------------------
-    def _serve(self, env: str, arn: str, result: LocalRunResult) -> None:
-        outcome = self.outcomes[env]
+    def _serve(self, env: str, model: ModelProject, result: LocalRunResult) -> None:
+        group, arn = model.model_package_group, result.model_package_arn
+        outcome = self.outcomes[model.name][env]
         api = self.inference_apis[env]
         token = self.issuer.mint(subject="saas-app", scope="inference:invoke")
-        status, health = _call(api.url + "/health", token=token, method="GET")
+        status, health = _call(api.url + f"/groups/{group}/health", token=token, method="GET")
         if status != 200:
-            raise DemoError(f"{env} /health answered {status}: {health}")
+            raise DemoError(f"{env} /groups/{group}/health answered {status}: {health}")
         outcome.health = health
-        self.say(f"   endpoint {self.endpoints[env].endpoint_name}: {_short(health)}")
+        self.say(f"   {model.name}'s endpoint: {_short(health)}")
         curated = read_curated(result.work_dir / "prep" / step_paths.PREP_CURATED)
         for index in range(min(self.settings.forecast_customers, len(curated))):
             customer = curated.customers[index]
@@ -358,7 +404,7 @@ class Lifecycle:
             window = np.concatenate([np.full(WINDOW - len(history), np.nan, np.float32), history])
             readings = [None if math.isnan(x) else round(float(x), 4) for x in window]
             body = {"inputs": [{"name": ENSEMBLE_INPUT, "shape": [1, WINDOW], "datatype": "FP32", "data": readings}]}
-            status, answer = _call(api.url + f"/models/{customer}/invoke", body, token=token)
+            status, answer = _call(api.url + f"/groups/{group}/models/{customer}/invoke", body, token=token)
             if status != 200:
                 raise DemoError(f"{env} forecast for {customer} answered {status}: {answer}")
             (output,) = [o for o in answer["outputs"] if o["name"] == ENSEMBLE_OUTPUT]
@@ -366,16 +412,18 @@ class Lifecycle:
             shown = ", ".join(f"{v:.2f}" for v in output["data"][:6])
             self.say(f"   forecast {customer} (next 24 h, kWh): {shown}, ...")
         customer = curated.customers[0]
-        outcome.unauthorized_status, _ = _call(api.url + f"/models/{customer}/invoke", {"inputs": []}, token=None)
+        outcome.unauthorized_status, _ = _call(
+            api.url + f"/groups/{group}/models/{customer}/invoke", {"inputs": []}, token=None
+        )
         self.say(f"   without a JWT: HTTP {outcome.unauthorized_status}")
         # A SaaS inference run reports that it finished: the post-inference Lambda asks the next approvers.
-        following = next_environment(env)
+        following = self.chain.next(env)
         self.bridge.put(
             {
                 "source": INFERENCE_SOURCE,
                 "detail-type": INFERENCE_DETAIL_TYPE,
                 "detail": {
-                    "run_id": f"demo-{env}-{int(time.time())}",
+                    "run_id": f"demo-{group}-{env}-{int(time.time())}",
                     "environment": env,
                     "model_package_arn": arn,
                     "metrics": {"customers_scored": len(outcome.forecasts), "http_401_without_jwt": 1},
@@ -387,36 +435,57 @@ class Lifecycle:
         self._settle()
 
     # -- what the world looks like at the end ----------------------------------------------------------------
-    def _outcome(self, arn: str, result: LocalRunResult) -> DemoOutcome:
+    def _outcome(self, results: dict[str, LocalRunResult]) -> DemoOutcome:
         self._new_emails()
-        status = subprocess.run(
-            [sys.executable, "-m", "modelgate", "status", self.group, "--project", self.project,
-             "--registry-account", self.account.account, "--registry-region", self.account.region],
-            capture_output=True, text=True, env=self.account.environ(PATH="/usr/bin:/bin"), timeout=120,
-            cwd=Path(__file__).resolve().parent.parent,
-        )  # fmt: skip
-        if status.returncode != 0:
-            raise DemoError(f"modelgate status failed: {status.stderr}")
-        described = self.account.client("sagemaker").describe_model_package(ModelPackageName=arn)
         dynamodb = self.account.client("dynamodb")
-        history = {
-            env: dynamodb.scan(TableName=self.stacks[env]["Storage"].physical_id("ApprovalHistory"), Select="COUNT")[
-                "Count"
-            ]
-            for env in ENVIRONMENTS
-        }
+        models = {}
+        for model in self.config.models:
+            group, result = model.model_package_group, results[model.name]
+            status = subprocess.run(
+                [sys.executable, "-m", "modelgate", "status", "--model", group, "--project", self.project,
+                 "--registry-account", self.account.account, "--registry-region", self.account.region],
+                capture_output=True, text=True, env=self.account.environ(PATH="/usr/bin:/bin"), timeout=120,
+                cwd=Path(__file__).resolve().parent.parent,
+            )  # fmt: skip
+            if status.returncode != 0:
+                raise DemoError(f"modelgate status --model {group} failed: {status.stderr}")
+            described = self.account.client("sagemaker").describe_model_package(
+                ModelPackageName=result.model_package_arn
+            )
+            history = {}
+            for env in self.chain:
+                table = self.stacks[env]["Storage"].physical_id("ApprovalHistory")
+                history[env] = dynamodb.query(
+                    TableName=table,
+                    KeyConditionExpression="model_package_group = :g",
+                    ExpressionAttributeValues={":g": {"S": group}},
+                    Select="COUNT",
+                )["Count"]
+            models[model.name] = ModelOutcome(
+                name=model.name,
+                group=group,
+                model_package_arn=result.model_package_arn,
+                pipeline=result,
+                environments=self.outcomes[model.name],
+                registry_status=described["ModelApprovalStatus"],
+                parameters={env: self._parameter(env, group) for env in self.chain},
+                history=history,
+                status_table=status.stdout,
+            )
+        first = models[self.config.models[0].name]
         return DemoOutcome(
-            model_package_arn=arn,
-            pipeline=result,
-            environments=self.outcomes,
+            model_package_arn=first.model_package_arn,
+            pipeline=first.pipeline,
+            environments=first.environments,
             emails=sent_emails(self.account.account, self.account.region),
             outbox=self._outbox,
             deliveries=self.bridge.deliveries,
-            status_table=status.stdout,
-            registry_status=described["ModelApprovalStatus"],
-            parameters={env: self._parameter(env) for env in ENVIRONMENTS},
-            history=history,
+            status_table="\n".join(f"-- {m.name} ({m.group})\n{m.status_table}" for m in models.values()),
+            registry_status=first.registry_status,
+            parameters=first.parameters,
+            history=first.history,
             iam_denials=[str(denial) for denial in local_iam.DENIALS],
+            models=models,
         )
 
 

@@ -7,6 +7,9 @@ GET  /links/{action}?token=...  confirmation page (signs the approver in first);
 POST /links/{action}            the decision (form: token, csrf, reason); 303 to the GET page above; any other
                                 method: 405
 GET  /auth/callback             end of the OIDC sign-in: sets the session cookie, back to the page
+
+One API serves every model of its environment: the link names the model package group. A link is verified once
+per request (decisions.read_link) and its claims passed down.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ def runtime() -> Runtime:
     return Runtime(Services.from_environ(), sign_in, signin.SigningKeys(sign_in.jwks_url))
 
 
-def _frame(rt: Runtime) -> pages.Frame:
-    return pages.Frame.of(rt.services.settings)
+def _frame(rt: Runtime, group: str | None = None) -> pages.Frame:
+    settings = rt.services.settings
+    model = next((m for m in settings.models if m.group == group), None) if group else None
+    return pages.Frame.of(settings, model)
 
 
 def _idp_unavailable(rt: Runtime, error: Exception) -> dict:
@@ -49,10 +54,13 @@ def _idp_unavailable(rt: Runtime, error: Exception) -> dict:
     return web.html_response(503, pages.refusal("Sign-in unavailable", message, frame=_frame(rt), next_step=step))
 
 
-def _refused(rt: Runtime, refused: decisions.DecisionRefused, token: str = "", action: str = "") -> dict:
+def _refused(
+    rt: Runtime, refused: decisions.DecisionRefused, token: str = "", action: str = "", group: str | None = None
+) -> dict:
     logger.info("refused", extra={"reason": refused.reason, "detail": refused.message})
     switch = pages.link_url(rt.services.settings.api_url, action, token, signin="switch") if token else None
-    page = pages.refusal(refused.title, refused.message, reason=refused.reason, frame=_frame(rt), switch_url=switch)
+    frame = _frame(rt, group)
+    page = pages.refusal(refused.title, refused.message, reason=refused.reason, frame=frame, switch_url=switch)
     return web.html_response(refused.status, page)
 
 
@@ -86,19 +94,21 @@ def links_page(rt: Runtime, event: HttpRequest, action: str) -> dict:
         return _idp_unavailable(rt, error)
     except signin.NotSignedIn:
         return _sign_in(rt, return_to, secure)
-    logger.append_keys(model_package_arn=link.model_package_arn, action=action)
+    group = link.model_package_group
+    logger.append_keys(model_package_group=group, model_package_arn=link.model_package_arn, action=action)
+    frame = _frame(rt, group)
+    threshold = settings.model(group).metric_threshold  # read_link refused groups this environment does not serve
     try:
         if view == "report":
-            report = decisions.report(services, token, action, approver)
-            page = pages.report_page(report, api_url, token, _frame(rt), settings.metric_threshold)
-            return web.html_response(200, page)
-        outcome = decisions.done(services, token, action, approver)
+            report = decisions.report(services, link, approver)
+            return web.html_response(200, pages.report_page(report, api_url, token, frame, threshold))
+        outcome = decisions.done(services, link, approver)
         if outcome is not None:
-            return web.html_response(200, pages.result(outcome, _frame(rt)))
-        review = decisions.review(services, token, action, approver)
+            return web.html_response(200, pages.result(outcome, frame))
+        review = decisions.review(services, link, token, approver)
     except decisions.DecisionRefused as refused:
-        return _refused(rt, refused, token, action)
-    return web.html_response(200, pages.confirmation(review, api_url, _frame(rt), settings.metric_threshold))
+        return _refused(rt, refused, token, action, group)
+    return web.html_response(200, pages.confirmation(review, api_url, frame, threshold))
 
 
 def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
@@ -122,10 +132,14 @@ def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
     except signin.IdentityProviderUnavailable as error:
         return _idp_unavailable(rt, error)
     token = form.get("token", "")
+    group = None
     try:
-        outcome = decisions.decide(services, token, action, approver, form.get("csrf"), form.get("reason", ""))
+        link = decisions.read_link(services, token, action)
+        group = link.model_package_group
+        logger.append_keys(model_package_group=group, model_package_arn=link.model_package_arn, action=action)
+        outcome = decisions.decide(services, link, approver, form.get("csrf"), form.get("reason", ""))
     except decisions.DecisionRefused as refused:
-        return _refused(rt, refused, token, action)
+        return _refused(rt, refused, token, action, group)
     except decisions.ApplyFailed as failed:
         logger.exception("decision committed but not applied", extra={"decision_id": failed.decision.decision_id})
         minutes = decisions.RESUME_AFTER_SECONDS // 60 + 1
@@ -146,6 +160,8 @@ def decide(rt: Runtime, event: HttpRequest, action: str) -> dict:
             "decision_id": decision.decision_id,
             "resumed": outcome.resumed,
             "repeated": outcome.repeated,
+            "approvals": len(outcome.approvers),
+            "quorum": outcome.quorum,
         },
     )
     # Post-redirect-get: the browser lands on the link's GET page, which now shows this decision; reloading or

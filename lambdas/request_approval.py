@@ -1,5 +1,6 @@
-"""Request-approval Lambda (EventBridge, async): a new model version (registry event, dev) or a promotion
-request (other environments) -> one e-mail per approver with their own signed approve/reject links.
+"""Request-approval Lambda (EventBridge, async): a new model version (registry event, the chain's first environment)
+or a promotion request (later environments) -> one e-mail per approver of THAT model (any configured group) with
+their own signed approve/reject links.
 
 Idempotent per (request, recipient): EventBridge retries and duplicate events send nothing more. Errors
 propagate, so Lambda retries and finally the on-failure destination (SQS, alarmed) keeps the event.
@@ -14,7 +15,7 @@ from functools import cache
 from aws_lambda_powertools import Logger
 
 from modelgate.approval.events import parse_request_event
-from modelgate.approval.model_versions import ForeignModelPackage
+from modelgate.approval.model_versions import ForeignModelPackage, group_of
 from modelgate.approval.request_emails import request_approval
 from modelgate.approval.services import Services
 
@@ -25,14 +26,21 @@ services = cache(Services.from_environ)  # once per container
 
 
 def handle(event: dict, services: Services) -> dict:
-    request = parse_request_event(event)
-    logger.append_keys(model_package_arn=request.model_package_arn, request_id=request.request_id)
+    request = parse_request_event(event, services.settings.chain)
+    logger.append_keys(
+        model_package_group=group_of(services.settings, request.model_package_arn),
+        model_package_arn=request.model_package_arn,
+        request_id=request.request_id,
+    )
     logger.info("approval requested", extra={"event_id": event.get("id"), "source": event.get("source")})
     try:
         outcome = request_approval(request, services)
     except ForeignModelPackage as foreign:
-        # Not ours (another group or registry): dropped and logged; raising would retry it into the alarmed queue.
-        logger.info("ignored: not a version of this model package group", extra={"detail": str(foreign)})
+        # Not ours (a group not configured, another registry): dropped and logged; raising would retry it into
+        # the alarmed queue.
+        logger.info(
+            "ignored: not a version of a model package group this platform serves", extra={"detail": str(foreign)}
+        )
         return {"sent": [], "already_sent": [], "note": str(foreign), "ignored": True}
     logger.info(
         "request handled",

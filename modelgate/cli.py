@@ -1,17 +1,21 @@
 """`modelgate`: the approval workflow for people and CI/CD.
 
-  modelgate status [GROUP]                         versions x environments: state, who decided, when
-  modelgate approved [GROUP] --env ENV             the approved model of ENV (JSON by default)
-  modelgate request-promotion [GROUP] --version N --to ENV
+  modelgate status [--model M]                     versions x environments: state, who decided, when
+  modelgate approved [--model M] --env ENV         the approved model of ENV (JSON by default)
+  modelgate request-promotion [--model M] --version N --to ENV
                                                    ask ENV's approvers (run with ENV's account credentials)
-  modelgate set-registrant [GROUP] --version N --email E
+  modelgate set-registrant [--model M] --version N --email E
                                                    administrators: say who registered a version whose registrant
                                                    is unknown (run with the registry account's credentials)
-  modelgate history [GROUP] --env ENV [--version N]
+  modelgate history [--model M] --env ENV [--version N]
                                                    every decision recorded in an environment, oldest first
+  modelgate pipeline start|watch [--model M] ...   run the training pipeline of a model in an environment
 
-GROUP defaults to `project.model_package_group` of config/modelgate.yaml and is checked against it; the
-project name, the registry (dev account/region) and each environment's region come from there too. AWS
+M is a model's name or its model package group (`models:` of config/modelgate.yaml; the positional GROUP of
+older scripts means the same); it may be left out when the config has one model. The project name, the
+promotion chain, the registry (the chain's first environment: account/region) and each environment's region
+come from the config too. Without a config (the CI gate installs only boto3), give the group and --project, and
+MODELGATE_CHAIN (the chain's names, comma-separated) where the chain is needed. AWS
 credentials come from the usual places (environment, profile); `--role-arn` assumes a role first (the CI/CD
 promotion gate assumes `<project>-<env>-promotion-gate` in the environment's account). Every read command takes
 `--output text|json`.
@@ -22,13 +26,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from modelgate.environments import ENVIRONMENTS, UnknownEnvironmentError, check_environment, previous_environment
-from modelgate.parameters import ApprovedModel, ApprovedModelFormatError, parameter_name
+from modelgate.chain import CHAIN, Chain, UnknownEnvironmentError
+from modelgate.parameters import ApprovedModel, ApprovedModelFormatError, parameter_name, pipeline_name
 
 # The exit-code contract (README "CLI"): a CI gate can tell "not approved" from "could not ask".
 EXIT_OK = 0  # done; for `approved`: a model is approved for the environment
@@ -89,35 +94,83 @@ def _load_config(args: argparse.Namespace) -> Any:
     try:
         return load_config(args.config) if args.config else load_config()
     except ConfigError as error:
-        if args.config or not (args.project and args.group):
+        if args.config or not (args.project and _model_arg(args)):
             raise CliError(f"configuration: {error}", EXIT_AWS) from None
         return None
 
 
-def _defaults(args: argparse.Namespace) -> None:
-    """Group, project, regions and registry from the config when not given; the group checked against it."""
+def _model_arg(args: argparse.Namespace) -> str | None:
+    """--model, or the positional GROUP of older scripts (the same thing); both given must agree."""
+    positional, named = getattr(args, "group", None), getattr(args, "model", None)
+    if positional and named and positional != named:
+        raise CliError(f"GROUP {positional!r} and --model {named!r} disagree: give one of them", EXIT_USAGE)
+    return named or positional
+
+
+def _check_environments(args: argparse.Namespace, chain: Chain | None) -> None:
+    for option in ("env", "to"):
+        value = getattr(args, option, None)
+        if value and chain is not None and value not in chain:
+            close = difflib.get_close_matches(value, chain.names, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CliError(
+                f"unknown environment {value!r}{hint}; the promotion chain is {' -> '.join(chain.names)}", EXIT_USAGE
+            )
+
+
+def _defaults(args: argparse.Namespace, need_model: bool = True) -> None:
+    """Model (group and name), project, chain, regions and registry from the config when not given; the model
+    and the environments checked against it."""
     config = _load_config(args)
+    wanted = _model_arg(args)
+    if not need_model and wanted is None and config is not None and len(config.models) != 1:
+        wanted = config.models[0].name  # any model: only the project, chain and regions are needed
     if config is None:
-        if not args.group or not args.project:
-            raise CliError("give GROUP and --project, or run where config/modelgate.yaml is", EXIT_USAGE)
+        if not wanted or not args.project:
+            raise CliError("give --model GROUP and --project, or run where config/modelgate.yaml is", EXIT_USAGE)
+        args.group, args.model_name = wanted, wanted
+        try:
+            args.chain = Chain.from_environ() if os.environ.get(CHAIN, "").strip() else None
+        except ValueError as error:
+            raise CliError(str(error), EXIT_USAGE) from None
+        _check_environments(args, args.chain)
         return
-    configured = config.project.model_package_group
-    if args.group is None:
-        args.group = configured
-    elif args.group != configured:
-        close = difflib.get_close_matches(args.group, [configured], n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise CliError(
-            f"unknown model package group {args.group!r}{hint}; {config.source} configures {configured!r}", EXIT_USAGE
-        )
+    if wanted is None:
+        if len(config.models) != 1:
+            names = ", ".join(f"{m.name} (group {m.model_package_group})" for m in config.models)
+            raise CliError(f"{config.source} configures several models; say which with --model: {names}", EXIT_USAGE)
+        model = config.models[0]
+    else:
+        model = next((m for m in config.models if wanted in (m.name, m.model_package_group)), None)
+        if model is None:
+            known = [name for m in config.models for name in (m.name, m.model_package_group)]
+            close = difflib.get_close_matches(wanted, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            listed = ", ".join(f"{m.name} (group {m.model_package_group})" for m in config.models)
+            raise CliError(
+                f"unknown model package group {wanted!r}{hint}; {config.source} configures: {listed}", EXIT_USAGE
+            )
+    args.group, args.model_name = model.model_package_group, model.name
+    args.chain = config.chain
+    _check_environments(args, args.chain)
     args.project = args.project or config.project.name
-    registry = config.environments[ENVIRONMENTS[0]]
+    registry = config.environments[config.chain.first]
     if hasattr(args, "registry_account"):
         args.registry_account = args.registry_account or registry.account
         args.registry_region = args.registry_region or registry.region
     environment = getattr(args, "env", None) or getattr(args, "to", None)
     if not args.region:
         args.region = config.environments[environment].region if environment else registry.region
+
+
+def _chain(args: argparse.Namespace) -> Chain:
+    if args.chain is None:
+        raise CliError(
+            f"the promotion chain is not known here: run where config/modelgate.yaml is, or set {CHAIN} "
+            "to its environments' names, comma-separated",
+            EXIT_USAGE,
+        )
+    return args.chain
 
 
 def _group_ref(args: argparse.Namespace, session: Any) -> str:
@@ -151,7 +204,7 @@ def approved(args: argparse.Namespace) -> int:
         ) from None
     try:
         model = ApprovedModel.from_json(value)
-    except (ApprovedModelFormatError, UnknownEnvironmentError) as error:
+    except (ApprovedModelFormatError, UnknownEnvironmentError, ValueError) as error:
         raise CliError(f"parameter {name} is not a valid approved-model record: {error}", EXIT_AWS) from None
     if model.environment != args.env or model.model_package_group != args.group:
         raise CliError(
@@ -180,24 +233,25 @@ def status(args: argparse.Namespace) -> int:
     versions = list_model_versions(sagemaker, _group_ref(args, session), limit=args.limit)
     if not versions:
         raise CliError(f"model package group {args.group} has no versions")
+    chain = _chain(args)
     document = [
         {
             "version": v.version,
             "created_at": v.created_at.isoformat(),
             "registered_by": v.registered_by,
             "environments": {
-                env: {"state": v.state(env), "decided_by": v.decided_by(env), "decided_at": v.decided_at(env)}
-                for env in ENVIRONMENTS
+                env: {"state": v.state(env, chain), "decided_by": v.decided_by(env), "decided_at": v.decided_at(env)}
+                for env in chain
             },
         }
         for v in versions
     ]
     # Fits a 120-column CI log: the state word, the approver's name, the day; `--output json` has the rest.
-    rows = [["version", "created", "registrant", *ENVIRONMENTS]]
+    rows = [["version", "created", "registrant", *chain]]
     for version in versions:
         cells = []
-        for env in ENVIRONMENTS:
-            state = version.state(env).replace("PendingManualApproval", "Pending")
+        for env in chain:
+            state = version.state(env, chain).replace("PendingManualApproval", "Pending")
             who, when = _short(version.decided_by(env)), (version.decided_at(env) or "")[5:10]
             cells.append(f"{state} {who} {when}".strip() if who else state)
         rows.append(
@@ -228,7 +282,7 @@ def request_promotion(args: argparse.Namespace) -> int:
     arn = f"arn:aws:sagemaker:{region}:{account}:model-package/{args.group.lower()}/{args.version}"
     try:
         version = read_model_version(_registry(args, session), arn)
-        check_eligible(version, args.to)
+        check_eligible(version, args.to, _chain(args))
     except (UnknownModelVersion, NotEligible) as problem:
         raise CliError(f"cannot request promotion: {problem}") from None
     caller = session.client("sts").get_caller_identity()["Arn"]
@@ -236,7 +290,7 @@ def request_promotion(args: argparse.Namespace) -> int:
         model_package_arn=arn,
         environment=args.to,
         request_id=f"cli:{uuid.uuid4()}",  # an explicit request: always a new e-mail
-        source_environment=previous_environment(args.to),
+        source_environment=_chain(args).previous(args.to),
         requested_by=caller,
     )
     bus = args.event_bus or promotion_bus_name(args.project, args.to)
@@ -244,7 +298,8 @@ def request_promotion(args: argparse.Namespace) -> int:
     if result.get("FailedEntryCount"):
         raise CliError(f"the event bus refused the request: {result['Entries'][0].get('ErrorMessage')}", EXIT_AWS)
     print(
-        f"requested: {args.group} v{args.version} -> {args.to}; the {args.to} approvers will receive an e-mail "
+        f"requested: {args.group} v{args.version} -> {args.to}; the {args.to} approvers of {args.model_name} will "
+        "receive an e-mail "
         f"(event {result['Entries'][0].get('EventId')}, request {request.request_id})"
     )
     return EXIT_OK
@@ -333,9 +388,11 @@ def history(args: argparse.Namespace) -> int:
             print(json.dumps(decision.__dict__, sort_keys=True))
         return EXIT_OK
     for decision in decisions:
+        state = f"{decision.state} ({decision.progress})" if decision.progress else decision.state
+        state = state.replace("PendingManualApproval", "Counted")  # an approval short of the quorum
         print(
             f"{decision.decided_at[:16].replace('T', ' ')}  v{decision.model_version}  {decision.from_environment}->"
-            f"{decision.to_environment}  {decision.state:<8}  {decision.decided_by}"
+            f"{decision.to_environment}  {state:<8}  {decision.decided_by}"
             + (f"  ({decision.reason})" if decision.reason else "")
         )
     return EXIT_OK
@@ -348,7 +405,7 @@ FINAL_STATES = {"Succeeded": EXIT_OK, "Failed": EXIT_NOT_FOUND, "Stopped": EXIT_
 def pipeline_start(args: argparse.Namespace) -> int:
     _defaults(args)
     session = _session(args)
-    name = stack_output(session, f"{args.project}-{args.env}-Pipeline", "PipelineName", f"the {args.env} pipeline")
+    name = pipeline_name(args.project, args.model_name, args.env)  # as the pipeline stack names it
     parameters = {"RegisteredBy": args.registered_by}
     if args.input:
         parameters["InputDataUri"] = args.input
@@ -358,12 +415,23 @@ def pipeline_start(args: argparse.Namespace) -> int:
             raise CliError(f"--param takes Name=Value, got {item!r}", EXIT_USAGE)
         parameters[key] = value
     sagemaker = session.client("sagemaker")
-    arn = sagemaker.start_pipeline_execution(
-        PipelineName=name,
-        PipelineExecutionDisplayName=f"modelgate-cli-{uuid.uuid4().hex[:8]}",
-        PipelineParameters=[{"Name": k, "Value": v} for k, v in parameters.items()],
-        ClientRequestToken=str(uuid.uuid4()),
-    )["PipelineExecutionArn"]
+    try:
+        arn = sagemaker.start_pipeline_execution(
+            PipelineName=name,
+            PipelineExecutionDisplayName=f"modelgate-cli-{uuid.uuid4().hex[:8]}",
+            PipelineParameters=[{"Name": k, "Value": v} for k, v in parameters.items()],
+            ClientRequestToken=str(uuid.uuid4()),
+        )["PipelineExecutionArn"]
+    except sagemaker.exceptions.ClientError as error:
+        # AWS answers ResourceNotFound for a pipeline that does not exist; moto a ValidationException.
+        code = error.response["Error"]["Code"]
+        if code not in ("ResourceNotFound", "ValidationException") or "not" not in str(error).lower():
+            raise
+        raise CliError(
+            f"cannot find the {args.env} pipeline of {args.model_name}: pipeline {name} does not exist in "
+            f"{session.region_name}; is the {args.env} pipeline stack deployed?",
+            EXIT_AWS,
+        ) from None
     print(f"started {name}: {arn}")
     print(f"watch it: modelgate pipeline watch {arn}")
     if not args.watch:
@@ -372,7 +440,7 @@ def pipeline_start(args: argparse.Namespace) -> int:
 
 
 def pipeline_watch(args: argparse.Namespace) -> int:
-    _defaults(args)
+    _defaults(args, need_model=False)
     session = _session(args)
     return watch_execution(session.client("sagemaker"), args.execution_arn, poll_seconds=args.poll_seconds)
 
@@ -402,34 +470,34 @@ def watch_execution(sagemaker: Any, arn: str, *, poll_seconds: float = 30.0, sle
 
 # -- parsing ---------------------------------------------------------------------------------------------------
 def _environment(value: str) -> str:
-    try:
-        return check_environment(value)
-    except UnknownEnvironmentError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    """An environment name's syntax (the config's chain is checked once it is loaded: _defaults)."""
+    if not value or not all(c.isalnum() or c in "-_." for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an environment name")
+    return value
 
 
-EXAMPLES = {
+EXAMPLES = {  # FIRST, NEXT and LAST stand for names of the config's promotion chain
     "status": """examples:
-  modelgate status                                   # the configured group, registry from config
-  modelgate status --output json | jq '.[0].environments.dev.state'""",
+  modelgate status                                   # the config's only model, registry from the config
+  modelgate status --model churn --output json | jq '.[0].environments.FIRST.state'""",
     "approved": """examples:
-  modelgate approved --env test                      # JSON of test's approved model; exit 3 if none
-  modelgate approved --env prod --output text
-  modelgate approved energy-forecast --env uat --project modelgate --region eu-west-1 \\
-      --role-arn arn:aws:iam::444444444444:role/modelgate-uat-promotion-gate     # what the CI/CD gate runs""",
+  modelgate approved --env NEXT                      # JSON of NEXT's approved model; exit 3 if none
+  modelgate approved --model churn --env LAST --output text
+  modelgate approved --model energy-forecast --env NEXT --project modelgate --region eu-west-1 \\
+      --role-arn arn:aws:iam::444444444444:role/modelgate-NEXT-promotion-gate    # what the CI/CD gate runs""",
     "request-promotion": """examples:
-  modelgate request-promotion --version 3 --to uat   # with uat's account credentials""",
+  modelgate request-promotion --model churn --version 3 --to NEXT   # with NEXT's account credentials""",
     "pipeline start": """examples:
-  modelgate pipeline start --env dev --registered-by me@example.com --watch
-  modelgate pipeline start --env dev --registered-by me@example.com \\
+  modelgate pipeline start --env FIRST --registered-by me@example.com --watch
+  modelgate pipeline start --model churn --env FIRST --registered-by me@example.com \\
       --input s3://<RawBucket>/readings/2026-11/ --param Epochs=20""",
     "pipeline watch": """examples:
   modelgate pipeline watch arn:aws:sagemaker:eu-west-1:222222222222:pipeline/<name>/execution/<id>""",
     "set-registrant": """examples:
-  modelgate set-registrant --version 3 --email bob@example.com   # with the registry account's credentials""",
+  modelgate set-registrant --model churn --version 3 --email bob@example.com   # registry account's credentials""",
     "history": """examples:
-  modelgate history --env dev                        # table found from the stack modelgate-dev-Approval
-  modelgate history --env prod --version 3 --output json""",
+  modelgate history --env FIRST                      # table found from the stack modelgate-FIRST-Approval
+  modelgate history --model churn --env LAST --version 3 --output json""",
 }
 
 
@@ -450,16 +518,19 @@ def parser() -> argparse.ArgumentParser:
             epilog=f"{EXAMPLES[name]}\n\n{EXIT_CODES_HELP}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.add_argument(
-            "group", nargs="?", help="model package group (default: project.model_package_group of the config)"
-        )
+        sub.add_argument("group", nargs="?", help="the same as --model (older scripts)")
+        sub.add_argument("--model", help="model name or model package group (default: the config's only model)")
         sub.add_argument("--region", help="AWS region (default: the environment's region in the config)")
         sub.add_argument("--role-arn", help="assume this role first (e.g. the environment's promotion-gate role)")
         sub.add_argument("--project", help="project name (default: config/modelgate.yaml)")
         sub.add_argument("--config", help="configuration file (default: config/modelgate.yaml)")
         if registry:
-            sub.add_argument("--registry-account", help="account of the Model Registry (default: the dev account)")
-            sub.add_argument("--registry-region", help="region of the Model Registry (default: the dev region)")
+            sub.add_argument(
+                "--registry-account", help="account of the Model Registry (default: the chain's first environment's)"
+            )
+            sub.add_argument(
+                "--registry-region", help="region of the Model Registry (default: the chain's first environment's)"
+            )
         sub.set_defaults(handler=handler, output="text")
         return sub
 
@@ -506,6 +577,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--role-arn", help="assume this role first")
         sub.add_argument("--project", help="project name (default: config/modelgate.yaml)")
         sub.add_argument("--config", help="configuration file (default: config/modelgate.yaml)")
+        sub.add_argument("--model", help="model name or model package group (default: the config's only model)")
         sub.set_defaults(handler=handler, group=None, output="text")
         return sub
 

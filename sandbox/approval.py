@@ -2,7 +2,9 @@
 versions, the SES outbox, and a scriptable approver's browser. Used by the tests and the demo.
 
 `provision()` creates what stacks/approval_stack.py + storage_stack.py declare for one environment (HMAC key,
-state and history tables with the same keys and index, verified sender), so the real functions run unchanged.
+state and history tables with the same keys and index, verified sender), so the real functions run unchanged;
+one environment's approval serves every model of the platform (`models`: `settings_for(config, env)` builds them
+from a config, any chain).
 (Or deploy the synthesized stage with sandbox.cloudformation.deploy_stage, as test_deployed_stack.py does.)
 `session` arguments are anything with `.client(service)`: a boto3 Session (in-process moto) or a
 sandbox.aws.LocalAccount (the moto server).
@@ -26,23 +28,27 @@ from typing import Any
 from urllib.parse import urlencode, urljoin
 
 from modelgate.approval import history, state
-from modelgate.approval.settings import ApprovalSettings
+from modelgate.approval.settings import ApprovalSettings, ModelApproval, model_approvals
+from modelgate.chain import Chain
 from modelgate.registry import REGISTERED_BY_KEY, initial_customer_metadata
+
+
+def models_of(config: Any) -> dict[str, tuple[ModelApproval, ...]]:
+    """Every environment's approval settings of every model of a loaded config (modelgate.config)."""
+    return {environment: model_approvals(config, environment) for environment in config.chain}
 
 
 def provision(
     session: Any,
     *,
     project: str,
-    group: str,
     environment: str,
+    chain: Chain,
+    models: tuple[ModelApproval, ...],
     registry_account: str,
     registry_region: str,
     api_url: str,
-    approver_emails: tuple[str, ...],
-    approvers_group: str = "modelgate-approvers",
     sender_email: str = "modelgate@example.com",
-    link_ttl_seconds: int = 72 * 3600,
     next_event_bus: str | None = None,
 ) -> ApprovalSettings:
     """Create one environment's approval resources in the (moto) account of `session`; its settings."""
@@ -82,17 +88,15 @@ def provision(
     session.client("ses").verify_email_identity(EmailAddress=sender_email)
     return ApprovalSettings(
         project=project,
-        model_package_group=group,
         environment=environment,
+        chain=chain,
+        models=models,
         registry_account=registry_account,
         registry_region=registry_region,
         signing_key_id=key["KeyMetadata"]["Arn"],
         state_table=state_table,
         history_table=history_table,
         sender_email=sender_email,
-        approver_emails=approver_emails,
-        approvers_group=approvers_group,
-        link_ttl_seconds=link_ttl_seconds,
         api_url=api_url,
         next_event_bus=next_event_bus,
     )
@@ -104,9 +108,10 @@ def register_version(
     group: str,
     bucket: str,
     registered_by: str | None,
+    chain: Chain,
     evaluation: dict | str | None = None,
 ) -> str:
-    """Register a model version as the training pipeline does (PendingManualApproval, all environments pending)."""
+    """Register a model version as the training pipeline does (PendingManualApproval, pending in the chain)."""
     sagemaker, s3 = session.client("sagemaker"), session.client("s3")
     with contextlib.suppress(sagemaker.exceptions.ClientError):  # the group exists already
         sagemaker.create_model_package_group(ModelPackageGroupName=group)
@@ -115,7 +120,7 @@ def register_version(
     report_key = f"evaluation/{group}/v{number}/evaluation.json"
     body = evaluation if isinstance(evaluation, str) else json.dumps(evaluation or {})
     s3.put_object(Bucket=bucket, Key=report_key, Body=body.encode())
-    metadata = initial_customer_metadata()
+    metadata = initial_customer_metadata(chain)
     if registered_by:
         metadata[REGISTERED_BY_KEY] = registered_by
     return sagemaker.create_model_package(

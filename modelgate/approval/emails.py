@@ -14,7 +14,9 @@ from typing import Any
 from modelgate.approval.evaluation_view import summarize, version_facts, when
 from modelgate.approval.events import ApprovalRequest
 from modelgate.approval.model_versions import Evaluation, ModelVersion
-from modelgate.environments import next_environment
+from modelgate.approval.settings import ModelApproval
+from modelgate.approval.state import Approvals
+from modelgate.chain import Chain
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,18 @@ def link_url(api_url: str, action: str, token: str) -> str:
     return f"{api_url}/links/{action}?token={token}"
 
 
-def subject(version: ModelVersion, request: ApprovalRequest) -> str:
+def label(model: ModelApproval | None, group: str) -> str:
+    """The model's config name, and its registry group when that differs (as the pages name it)."""
+    return group if model is None or model.model == group else f"{model.model} ({group})"
+
+
+def subject(version: ModelVersion, request: ApprovalRequest, model: ModelApproval | None = None) -> str:
+    name = label(model, version.group)
     if request.source_environment:
         return (
-            f"[ModelGate] Promote {version.group} v{version.version} "
-            f"from {request.source_environment} to {request.environment}?"
+            f"[ModelGate] Promote {name} v{version.version} from {request.source_environment} to {request.environment}?"
         )
-    return f"[ModelGate] Approve {version.group} v{version.version} for {request.environment}?"
+    return f"[ModelGate] Approve {name} v{version.version} for {request.environment}?"
 
 
 def render(
@@ -52,20 +59,38 @@ def render(
     report_url: str | None = None,
     threshold: float | None = None,
     approvers_group: str = "",
+    model: ModelApproval | None = None,
+    chain: Chain | None = None,
+    progress: Approvals | None = None,
 ) -> ApprovalEmail:
     summary = summarize(evaluation, threshold)
     env = request.environment
-    facts = [*version_facts(version), ("Target environment", env)]
+    quorum = model.quorum if model is not None else 1
+    facts = [("Model", label(model, version.group)), *version_facts(version), ("Target environment", env)]
+    if quorum > 1:
+        counted = progress or Approvals()
+        facts.append(
+            (
+                "Approvals needed",
+                f"{quorum} distinct approvers; {counted.count} so far"
+                + (f" ({', '.join(counted.approvers)})" if counted.approvers else ""),
+            )
+        )
     if request.source_environment:
         facts.append(("Approved and run in", request.source_environment))
     facts.append(("Requested by", request.requested_by))
     if request.run:
         facts.append(("Inference run", request.run))
     facts.append(("Model data", version.model_data_url or "none"))
-    heading = subject(version, request).removeprefix("[ModelGate] ")
-    following = next_environment(env)
+    heading = subject(version, request, model).removeprefix("[ModelGate] ")
+    following = chain.next(env) if chain is not None and env in chain else None
     does = (
-        f"Approving deploys version {version.version} to {env}'s endpoint"
+        (
+            f"Once {quorum} approvers have approved, version {version.version} is deployed"
+            if quorum > 1
+            else f"Approving deploys version {version.version}"
+        )
+        + f" to {env}'s endpoint"
         + (f"; the {following} approvers are asked next, after batch inference in {env}." if following else ".")
         + f" Rejecting (with a reason) keeps it out of {env} and stops its promotion."
     )
@@ -144,7 +169,7 @@ def render(
     )
     return ApprovalEmail(
         recipient=recipient,
-        subject=subject(version, request),
+        subject=subject(version, request, model),
         text="\n".join(text_lines) + "\n",
         html=body,
         approve_url=approve_url,

@@ -1,7 +1,8 @@
 """The events of the approval workflow (this module owns their shapes).
 
 In:
-- `aws.sagemaker` / `SageMaker Model Package State Change` (registry account): a new version to approve for dev.
+- `aws.sagemaker` / `SageMaker Model Package State Change` (registry account): a new version to approve in the
+  chain's first environment.
 - `modelgate.promotion` / `ModelGate Promotion Requested`: approve a version for the next environment. Put on
   the TARGET environment's ModelGate bus (`promotion_bus_name`: not the default bus, which any principal of the
   account may write to) by the previous environment's post-inference Lambda (cross-account) or by
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelgate.environments import UnknownEnvironmentError, check_environment
+from modelgate.chain import Chain, UnknownEnvironmentError
 
 REGISTRY_SOURCE = "aws.sagemaker"
 REGISTRY_DETAIL_TYPE = "SageMaker Model Package State Change"
@@ -35,6 +36,8 @@ PROMOTER_TAG = "modelgate:promoter"  # IAM principal tag (value: the project) of
 def promotion_bus_name(project: str, environment: str) -> str:
     """The event bus of `environment` that carries promotion requests: a name both sides derive (the previous
     environment may live in another account, where CDK cannot pass references)."""
+    if not environment or not all(c.isalnum() or c in "-_." for c in environment):
+        raise ValueError(f"{environment!r} is not an environment name")
     return f"{project}-{environment}-promotions"
 
 
@@ -49,7 +52,7 @@ class ApprovalRequest:
     model_package_arn: str
     environment: str
     request_id: str  # one e-mail per recipient per request id (retries and duplicates send nothing)
-    source_environment: str | None = None  # where the version was approved and ran before; None for dev
+    source_environment: str | None = None  # where it was approved and ran before; None for the first environment
     requested_by: str = "the model registry"
     run: str | None = None  # the inference run that prompted a promotion
     metrics: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # the run's metrics, as text
@@ -71,8 +74,8 @@ def _metrics(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple((str(name)[:100], str(value)[:200]) for name, value in raw.items())
 
 
-def parse_request_event(event: Any) -> ApprovalRequest:
-    """A registry state-change event or a promotion request, as an ApprovalRequest."""
+def parse_request_event(event: Any, chain: Chain) -> ApprovalRequest:
+    """A registry state-change event or a promotion request, as an ApprovalRequest (environments of `chain`)."""
     detail = _detail(event)
     source, detail_type = event.get("source"), event.get("detail-type")
     if (source, detail_type) == (REGISTRY_SOURCE, REGISTRY_DETAIL_TYPE):
@@ -80,15 +83,15 @@ def parse_request_event(event: Any) -> ApprovalRequest:
         if not isinstance(arn, str) or not arn:
             raise EventFormatError("model package state change without ModelPackageArn")
         # One request per registration: duplicate state-change events for the same version send nothing more.
-        return ApprovalRequest(model_package_arn=arn, environment="dev", request_id="registered")
+        return ApprovalRequest(model_package_arn=arn, environment=chain.first, request_id="registered")
     if (source, detail_type) == (PROMOTION_SOURCE, PROMOTION_DETAIL_TYPE):
         missing = [k for k in ("model_package_arn", "target_environment", "request_id") if not detail.get(k)]
         if missing:
             raise EventFormatError(f"promotion request lacks: {', '.join(missing)}")
         try:
-            target = check_environment(str(detail["target_environment"]))
+            target = chain.check(str(detail["target_environment"]))
             source_env = detail.get("source_environment")
-            source_env = check_environment(str(source_env)) if source_env else None
+            source_env = chain.check(str(source_env)) if source_env else None
         except UnknownEnvironmentError as error:
             raise EventFormatError(str(error)) from None
         return ApprovalRequest(
@@ -134,7 +137,7 @@ class InferenceRun:
     metrics: tuple[tuple[str, str], ...] = ()
 
 
-def parse_inference_event(event: Any) -> InferenceRun | None:
+def parse_inference_event(event: Any, chain: Chain) -> InferenceRun | None:
     """The run of a post-inference event, or None for a run that did not complete (nothing to promote)."""
     detail = _detail(event)
     source, detail_type = event.get("source"), event.get("detail-type")
@@ -154,7 +157,7 @@ def parse_inference_event(event: Any) -> InferenceRun | None:
             return None
         environment = detail.get("environment")
         try:
-            environment = check_environment(str(environment)) if environment else None
+            environment = chain.check(str(environment)) if environment else None
         except UnknownEnvironmentError as error:
             raise EventFormatError(str(error)) from None
         return InferenceRun(

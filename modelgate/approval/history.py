@@ -27,8 +27,8 @@ class Decision:
     model_version: int
     model_package_arn: str
     action: str  # approve | reject
-    state: str  # Approved | Rejected
-    from_environment: str  # the environment that approved it before, or "registry" for dev
+    state: str  # Approved | Rejected | PendingManualApproval (an approval short of the quorum)
+    from_environment: str  # the environment that approved it before, or "registry" for the chain's first
     to_environment: str
     decided_by: str  # e-mail address of the signed-in approver
     decided_by_subject: str  # the identity provider's stable subject id
@@ -37,6 +37,10 @@ class Decision:
     request_id: str
     link_token_id: str
     link_recipient: str
+    model: str = ""  # the model's name in the config (entries before many-model platforms: empty)
+    # With a quorum above 1: "1 of 2" for an approval that counts towards it (state still pending), "2 of 2" for
+    # the one that completes it (state Approved); empty with a quorum of 1.
+    progress: str = ""
 
     @staticmethod
     def make_id(decided_at: str, token_id: str) -> str:

@@ -1,7 +1,8 @@
 """Reading model versions from the Model Registry and writing approval decisions back to it.
 
-The registry lives in the registry account (the dev environment's account and region); later environments
-reach it cross-account through the model package group's resource policy, always addressing packages by ARN.
+The registry lives in the registry account (the first environment of the chain: its account and region); later
+environments reach it cross-account through the model package group's resource policy,
+always addressing packages by ARN.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from modelgate.environments import ENVIRONMENTS
+from modelgate.chain import Chain
 from modelgate.evaluation_report import (
     FORECAST_PLOT_FILE,
     SCHEMA_VERSION,
@@ -65,6 +66,29 @@ def check_model_package_arn(arn: str, *, group: str, account: str, region: str) 
     return version
 
 
+def served_model(settings: Any, arn: str) -> Any:
+    """The ModelApproval (of `settings`, an ApprovalSettings) whose group `arn` is a version of, in the registry
+    this environment approves from; ForeignModelPackage for a package of any other group or registry."""
+    arn_region, arn_account, arn_group, _ = parse_model_package_arn(arn)
+    if (arn_region, arn_account) == (settings.registry_region, settings.registry_account):
+        for model in settings.models:
+            if model.group.lower() == arn_group:
+                return model
+    raise ForeignModelPackage(
+        f"{arn} is not a version of a model package group this platform serves ({', '.join(settings.groups)}) "
+        f"in account {settings.registry_account} ({settings.registry_region})"
+    )
+
+
+def group_of(settings: Any, arn: str) -> str:
+    """For log lines: the served group `arn` belongs to, else the group as the ARN spells it, else "unknown"."""
+    try:
+        return served_model(settings, arn).group
+    except ForeignModelPackage:
+        found = _ARN.fullmatch(arn or "")
+        return found["group"] if found else "unknown"
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     arn: str
@@ -82,9 +106,10 @@ class ModelVersion:
         value = (self.metadata.get(REGISTERED_BY_KEY) or "").strip()
         return value or None
 
-    def state(self, environment: str) -> str:
-        """The approval state in `environment`. Before dev decides, the registry's own status is the truth."""
-        if environment == ENVIRONMENTS[0] and self.approval_status == REJECTED:
+    def state(self, environment: str, chain: Chain | None = None) -> str:
+        """The approval state in `environment`. Before the chain's first environment decides, the registry's own
+        status is the truth there (a version rejected in the console reads as rejected)."""
+        if chain is not None and environment == chain.first and self.approval_status == REJECTED:
             return REJECTED
         return self.metadata.get(environment) or PENDING
 
@@ -142,6 +167,7 @@ def write_decision(
     sagemaker: Any,
     version: ModelVersion,
     *,
+    chain: Chain,
     environment: str,
     approved: bool,
     decided_by: str,
@@ -151,16 +177,18 @@ def write_decision(
     """Record one environment's decision in the registry. Idempotent: writing the same decision twice is a no-op.
 
     The whole metadata map is sent (moto replaces it; AWS merges), and the status is always sent explicitly
-    (moto clears it when omitted). ModelApprovalStatus follows dev, where the registry's own approval happens;
+    (moto clears it when omitted). ModelApprovalStatus follows the chain's first environment, where the
+    registry's own approval happens;
     later environments only change their metadata key, so the version stays Approved for the earlier ones.
     """
     state = APPROVED if approved else REJECTED
     metadata = customer_metadata(
         version.metadata,
         extra={decided_by_key(environment): decided_by[:256], decided_at_key(environment): decided_at},
+        environments=chain,
         **{environment: state},
     )
-    status = state if environment == ENVIRONMENTS[0] else version.approval_status
+    status = state if environment == chain.first else version.approval_status
     verb = "approved" if approved else "rejected"
     description = f"{environment}: {verb} by {decided_by} at {decided_at}" + (f": {reason}" if reason else "")
     sagemaker.update_model_package(

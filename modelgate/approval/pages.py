@@ -17,11 +17,10 @@ import html
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from modelgate.approval.decisions import Outcome, ReportView, Review
+from modelgate.approval.decisions import Outcome, ReportView, Review, progress_text
 from modelgate.approval.evaluation_view import EvaluationSummary, state_words, summarize, version_facts, when
 from modelgate.approval.links import APPROVE
-from modelgate.environments import ENVIRONMENTS, next_environment
-from modelgate.registry import APPROVED
+from modelgate.registry import APPROVED, PENDING
 
 SECURITY_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -62,19 +61,42 @@ def _e(value: object) -> str:
 
 @dataclass(frozen=True)
 class Frame:
-    """What the header and footer say: which product, project and environment, who decides here."""
+    """What the header and footer say: which product, project, environment and model, who decides here; and the
+    promotion chain the pages word "next" with."""
 
     project: str = "modelgate"
     environment: str = ""
     approvers_group: str = ""
+    chain: tuple[str, ...] = ()
+    model: str = ""  # the model's name (header), when the page is about one
 
     @classmethod
-    def of(cls, settings) -> Frame:  # ApprovalSettings (not imported: pages need no AWS settings module)
-        return cls(settings.project, settings.environment, settings.approvers_group)
+    def of(cls, settings, model=None) -> Frame:  # ApprovalSettings, ModelApproval (pages import no settings)
+        return cls(
+            settings.project,
+            settings.environment,
+            model.approvers_group if model is not None else "",
+            tuple(settings.chain),
+            model.model if model is not None else "",
+        )
+
+    def next(self, environment: str) -> str | None:
+        """The environment after `environment` in the chain, None after the last (or outside the chain)."""
+        if environment not in self.chain:
+            return None
+        index = self.chain.index(environment)
+        return self.chain[index + 1] if index + 1 < len(self.chain) else None
+
+
+def model_label(model: str, group: str) -> str:
+    """How pages and e-mails name a model: its config name, and its registry group when that differs."""
+    return group if not model or model == group else f"{model} ({group})"
 
 
 def _page(title: str, body: str, frame: Frame) -> str:
-    where = f" &middot; {_e(frame.environment)}" if frame.environment else ""
+    where = (f" &middot; {_e(frame.model)}" if frame.model else "") + (
+        f" &middot; {_e(frame.environment)}" if frame.environment else ""
+    )
     who = (
         f"Decisions for {_e(frame.environment)} are taken by members of the "
         f"&lsquo;{_e(frame.approvers_group)}&rsquo; group. "
@@ -125,21 +147,23 @@ def link_url(api_url: str, action: str, token: str, **extra: str) -> str:
     return f"{api_url}/links/{action}?token={quote(token)}{query}"
 
 
-def _consequences(environment: str, action: str, serving_version: int | None, project: str, group: str) -> str:
+def _consequences(
+    environment: str, action: str, serving_version: int | None, frame: Frame, group: str, quorum_note: str = ""
+) -> str:
     """What the decision does, in plain words (both options, so the approver sees the alternative)."""
-    following = next_environment(environment)
+    following, project = frame.next(environment), frame.project
     now = (
         f"{environment} serves version {serving_version} now."
         if serving_version is not None
         else f"No version is approved for {environment} yet."
     )
     approve = (
-        f"<b>Approve</b>: {_e(environment)}'s endpoint is switched to this version (Parameter Store "
+        f"<b>Approve</b>: {_e(quorum_note)}{_e(environment)}'s endpoint is switched to this version (Parameter Store "
         f"<span class=long>/{_e(project)}/{_e(group)}/{_e(environment)}</span>); "
         + (
             f"after its batch inference in {_e(environment)}, the {_e(following)} approvers are asked to promote it."
             if following
-            else "prod is the last environment."
+            else f"{_e(environment)} is the last environment."
         )
     )
     keep = (
@@ -153,10 +177,19 @@ def _consequences(environment: str, action: str, serving_version: int | None, pr
 
 
 def confirmation(review: Review, api_url: str, frame: Frame = Frame(), threshold: float | None = None) -> str:
-    link, version = review.link, review.version
+    link, version, model = review.link, review.version, review.model
     verb = "Approve" if link.action == APPROVE else "Reject"
     env = link.environment
-    title = f"{verb} {version.group} version {version.version} for {env}?"
+    title = f"{verb} {model_label(model.model, version.group)} version {version.version} for {env}?"
+    counted = review.approvals
+    quorum_note = ""
+    if model.quorum > 1:
+        missing = model.quorum - counted.count
+        quorum_note = f"{env} needs {model.quorum} distinct approvers; " + (
+            "yours completes the quorum and "
+            if missing <= 1
+            else f"yours is counted ({missing - 1} more after you); then "
+        )
     summary = summarize(review.evaluation, threshold)
     report_url = link_url(api_url, link.action, review.token, view="report")
     body = [
@@ -179,9 +212,15 @@ def confirmation(review: Review, api_url: str, frame: Frame = Frame(), threshold
         )
         + f' <a href="{_e(report_url)}">Full report</a></div>',
         _consequences(
-            env, link.action, review.serving.model_version if review.serving else None, frame.project, version.group
+            env, link.action, review.serving.model_version if review.serving else None, frame, version.group,
+            quorum_note,
         ),
-    ]
+    ]  # fmt: skip
+    if model.quorum > 1:
+        progress = progress_text(counted.count, model.quorum, counted.approvers) if counted.count else (
+            f"0 of {model.quorum} approvals so far"
+        )  # fmt: skip
+        body.insert(2, f'<p id="quorum"><b>Approvals:</b> {_e(progress)}.</p>')
     reason = (
         '<p><label for="reason">Reason (required)</label><br><textarea id="reason" name="reason" required '
         'maxlength="1000"></textarea></p>'
@@ -216,8 +255,9 @@ def confirmation(review: Review, api_url: str, frame: Frame = Frame(), threshold
         body.append("<h2>Inference run</h2>")
         rows = [("Run", review.request_details.get("run", "")), ("In", review.request_details.get("source", ""))]
         body.append(_table([row for row in rows if row[1]] + list(review.run_metrics), "run", long=("Run",)))
-    states = ", ".join(f"{e}: {state_words(version.state(e))}" for e in ENVIRONMENTS)
+    states = ", ".join(f"{e}: {state_words(version.state(e))}" for e in frame.chain)
     facts = [
+        ("Model", model_label(model.model, version.group)),
         *version_facts(version),
         ("State per environment", states),
         ("Serving now", f"version {review.serving.model_version}" if review.serving else review.serving_note or "none"),
@@ -232,27 +272,42 @@ def confirmation(review: Review, api_url: str, frame: Frame = Frame(), threshold
 def result(outcome: Outcome, frame: Frame = Frame()) -> str:
     decision = outcome.decision
     approved = decision.state == APPROVED
+    counted_only = decision.state == PENDING  # an approval towards the quorum: the version has not moved yet
     verb = "approved" if approved else "rejected"
     env = decision.to_environment
-    title = f"{decision.model_package_group} version {decision.model_version} {verb} for {env}"
-    noun = "approval" if approved else "rejection"
-    following = next_environment(env)
-    if approved:
+    label = model_label(decision.model, decision.model_package_group)
+    title = f"{label} version {decision.model_version} {verb} for {env}"
+    noun = "approval" if approved or counted_only else "rejection"
+    following = frame.next(env)
+    progress = outcome.progress()
+    if counted_only:
+        missing = outcome.quorum - len(outcome.approvers)
+        title = f"Your approval of {label} version {decision.model_version} for {env} is counted"
+        then = (
+            f"{progress}. {missing} more approver{'s' if missing != 1 else ''} needed before version "
+            f"{decision.model_version} moves into {env}; they have their own links."
+            if missing > 0
+            else f"{progress}: the quorum is complete."
+        )
+    elif approved:
         then = f"{env}'s serving stack deploys version {decision.model_version} to its endpoint" + (
             f"; after batch inference there, the {following} approvers are asked to promote it." if following else "."
         )
     else:
         then = f"Version {decision.model_version} is not deployed to {env} and goes no further."
     rows = [
-        ("Decision", verb.capitalize()),
+        ("Model", label),
+        ("Decision", "Approval counted" if counted_only else verb.capitalize()),
         ("By", decision.decided_by),
         ("At", when(decision.decided_at)),
         ("Environment", env),
     ]
-    if decision.from_environment in ENVIRONMENTS:
+    if progress and not counted_only:
+        rows.append(("Approvals", progress))
+    if decision.from_environment in frame.chain:
         rows.append(("Promoted from", decision.from_environment))
     if decision.reason:
-        rows.append(("Reason" if not approved else "Comment", decision.reason))
+        rows.append(("Comment" if approved or counted_only else "Reason", decision.reason))
     if outcome.parameter:
         rows.append(("Parameter Store", outcome.parameter))
     body = (
@@ -266,7 +321,7 @@ def result(outcome: Outcome, frame: Frame = Frame()) -> str:
 def report_page(view: ReportView, api_url: str, token: str, frame: Frame = Frame(), threshold: float | None = None):
     version = view.version
     summary = summarize(view.evaluation, threshold)
-    title = f"Evaluation of {version.group} version {version.version}"
+    title = f"Evaluation of {model_label(view.model.model, version.group)} version {version.version}"
     back = link_url(api_url, view.link.action, token)
     body = [
         f'<div id="verdict" class="verdict{" warn" if summary.warning else ""}">{_e(summary.headline)}</div>',
@@ -300,6 +355,9 @@ def report_page(view: ReportView, api_url: str, token: str, frame: Frame = Frame
 _NEXT_STEPS = {
     "not_approver": "Sign in as someone who is, or forward the decision to a member of that group.",
     "registrant": "Sign in as someone else, or ask another approver to decide; you may still reject it.",
+    "already_approved": "Nothing more for you to do: ask another approver to open their own link.",
+    "unknown_group": "Open the link from the e-mail exactly as it is, or ask your platform team which environment "
+    "serves this model (its approvers receive their own links).",
     "replayed": "Each link works once. Opened by the person who used it, it shows what they decided.",
     "already_decided": "Nothing more to do here: `modelgate status <group>` shows every environment's state.",
     "expired": "Ask an operator to run the command above; the new e-mail has fresh links.",
@@ -315,7 +373,7 @@ _NEXT_STEPS = {
     "unverified_identity": "Verify your e-mail address with your identity provider (or ask its administrator to), "
     "then open the link from the e-mail again, or sign in as someone whose e-mail is verified.",
     "registrant_unknown": "Ask a platform administrator to record who registered it (`modelgate set-registrant "
-    "--version N --email ADDRESS`), then open the link again. You may still reject it.",
+    "--model GROUP --version N --email ADDRESS`), then open the link again. You may still reject it.",
 }
 _SWITCH = frozenset({"not_approver", "registrant", "unverified_identity"})
 

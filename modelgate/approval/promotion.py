@@ -2,7 +2,7 @@
 approvers to promote the model version (an event on that environment's bus; its approval stack e-mails them).
 
 A run only leads to a promotion request when the version it ran is approved in this environment and still
-pending in the next one: promotion skips no environment and is never requested past prod.
+pending in the next one: promotion skips no environment and is never requested past the chain's last.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgate.approval.events import MODEL_PACKAGE_TAG, ApprovalRequest, InferenceRun, promotion_entry
-from modelgate.approval.model_versions import check_model_package_arn, flatten_metrics, read_model_version
+from modelgate.approval.model_versions import flatten_metrics, read_model_version, served_model
 from modelgate.approval.services import Services
-from modelgate.environments import next_environment
 from modelgate.registry import APPROVED, PENDING
 
 RUN_METRICS_FILE = "metrics.json"  # optional, written by the inference run next to its outputs
@@ -92,21 +91,17 @@ def promote_after_inference(run: InferenceRun, services: Services) -> PromotionO
         job = _transform_job(services.local_sagemaker, run.transform_job_name)
         arn = arn or model_package_of_transform_job(services.local_sagemaker, job)
         metrics = metrics or transform_job_metrics(job, services.s3)
-    check_model_package_arn(
-        arn or "",
-        group=settings.model_package_group,
-        account=settings.registry_account,
-        region=settings.registry_region,
-    )
+    model = served_model(settings, arn or "")  # ForeignModelPackage for groups this platform does not serve
     version = read_model_version(services.sagemaker, arn)
-    label = f"{version.group} v{version.version}"
-    if version.state(environment) != APPROVED:
+    label = f"{model.model} ({version.group}) v{version.version}"
+    chain = settings.chain
+    if version.state(environment, chain) != APPROVED:
         return PromotionOutcome(None, f"{label} ran in {environment} but is not approved there: nothing to promote")
-    target = next_environment(environment)
+    target = chain.next(environment)
     if target is None:
         return PromotionOutcome(None, f"{label} ran in {environment}, the last environment: nothing to promote")
-    if version.state(target) != PENDING:
-        return PromotionOutcome(None, f"{label} is already {version.state(target).lower()} for {target}")
+    if version.state(target, chain) != PENDING:
+        return PromotionOutcome(None, f"{label} is already {version.state(target, chain).lower()} for {target}")
     if not settings.next_event_bus:
         raise PromotionRefused(f"no event bus configured for {target} (setting of the {environment} stack)")
     request = ApprovalRequest(

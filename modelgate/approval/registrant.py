@@ -4,7 +4,7 @@ Two sources, both kept and both shown to approvers:
 - `registered_by` (modelgate.registry.REGISTERED_BY_KEY): the e-mail the run's starter TYPED (a pipeline parameter).
 - the AWS principals behind the version: `CreatedBy` of the pipeline execution that registered it (the person who
   called StartPipelineExecution: IAM identity, source identity or Studio user profile) and of the model package
-  itself (who called CreateModelPackage). The dev request Lambda (registry account) reads them once, at
+  itself (who called CreateModelPackage). The first environment's request Lambda (registry account) reads them once, at
   registration, and records them in the version's metadata (`started_by`, `started_by.names`), so every
   environment's approval API sees them without calling the registry account's pipeline APIs.
 
@@ -89,14 +89,15 @@ class Registrant:
             raise RegistrantUnknown(
                 f"{label} does not say who registered it (custom metadata '{REGISTERED_BY_KEY}'), so separation of "
                 "duties cannot be enforced. An administrator must record the registrant's e-mail: "
-                f"modelgate set-registrant <group> --version <n> --email <address>."
+                f"modelgate set-registrant --model <group> --version <n> --email <address>."
             )
         if self.started_by is None:
             raise RegistrantUnknown(
                 f"{label}: the AWS principal that registered it is not recorded (custom metadata "
-                f"'{STARTED_BY_KEY}'), so the typed '{REGISTERED_BY_KEY}' cannot be checked. The dev approval "
-                "service records it when the version's registration event arrives; if that failed, an administrator "
-                "must record who registered it: modelgate set-registrant <group> --version <n> --email <address>."
+                f"'{STARTED_BY_KEY}'), so the typed '{REGISTERED_BY_KEY}' cannot be checked. The first environment's "
+                "approval service records it when the version's registration event arrives; if that failed, an "
+                "administrator must record who registered it: modelgate set-registrant --model <group> --version <n> "
+                "--email <address>."
             )
 
     def includes(self, identities: Iterable[str]) -> bool:

@@ -1,4 +1,4 @@
-"""Request a decision: e-mail each approver of an environment their own approve/reject links."""
+"""Request a decision: e-mail each approver of THAT model in an environment their own approve/reject links."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from modelgate.approval import emails, links, state
 from modelgate.approval.events import ApprovalRequest
-from modelgate.approval.model_versions import check_model_package_arn, read_evaluation, read_model_version
+from modelgate.approval.model_versions import read_evaluation, read_model_version, served_model
 from modelgate.approval.registrant import RegistrantUnknown, canonical, ensure_recorded
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.services import Services
-from modelgate.environments import ENVIRONMENTS, previous_environment
+from modelgate.approval.settings import ModelApproval
 
 
 class RequestRefused(Exception):
@@ -25,29 +25,25 @@ class RequestOutcome:
     not_mailed: tuple[str, ...] = ()  # approvers who cannot decide on this version (its registrant)
 
 
-def request_key(request: ApprovalRequest) -> str:
-    return state.request_key_of(request.model_package_arn, request.environment, request.request_id)
+def request_key(request: ApprovalRequest, model: ModelApproval) -> str:
+    return state.request_key_of(model.group, request.model_package_arn, request.environment, request.request_id)
 
 
 def request_approval(request: ApprovalRequest, services: Services) -> RequestOutcome:
+    """E-mail the approvers of the request's model. ForeignModelPackage for a group this platform does not serve."""
     settings = services.settings
     if request.environment != settings.environment:
         raise RequestRefused(
             f"request is for {request.environment}, but this is the {settings.environment} approval service"
         )
-    expected_source = previous_environment(request.environment)
+    expected_source = settings.chain.previous(request.environment)
     if request.source_environment != expected_source:
         raise RequestRefused(
             f"a request for {request.environment} must come from {expected_source or 'the registry'}, "
             f"not {request.source_environment or 'the registry'}"
         )
-    check_model_package_arn(
-        request.model_package_arn,
-        group=settings.model_package_group,
-        account=settings.registry_account,
-        region=settings.registry_region,
-    )
-    if request.environment == ENVIRONMENTS[0]:
+    model = served_model(settings, request.model_package_arn)
+    if request.environment == settings.chain.first:
         # The registry account: record who really registered the version before anyone is asked to approve it.
         try:
             ensure_recorded(
@@ -60,14 +56,14 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
             raise RequestRefused(str(unknown)) from None
     version = read_model_version(services.sagemaker, request.model_package_arn)
     try:
-        check_eligible(version, request.environment)
+        check_eligible(version, request.environment, settings.chain)
     except NotEligible as problem:
         if problem.reason == "already_decided":
             return RequestOutcome(not_requested=str(problem))
         raise RequestRefused(str(problem)) from None
 
     evaluation = read_evaluation(services.s3, version.metrics_uri)
-    key = request_key(request)
+    key = request_key(request, model)
     details = {
         "requested_by": request.requested_by,
         "run": request.run or "",
@@ -83,7 +79,7 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
     )
     sent, already, not_mailed = [], [], []
     registrant = canonical(version.registered_by or "")
-    for recipient in settings.approver_emails:
+    for recipient in model.approver_emails:
         if (
             registrant and canonical(recipient) == registrant
         ):  # may not approve their own version: no link to mislead them
@@ -100,12 +96,13 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
                 token, claims = links.issue(
                     services.signer,
                     request_id=request.request_id,
+                    model_package_group=model.group,
                     model_package_arn=version.arn,
                     environment=request.environment,
                     action=action,
                     recipient=recipient,
                     now=now,
-                    ttl_seconds=settings.link_ttl_seconds,
+                    ttl_seconds=model.link_ttl_seconds,
                 )
                 urls[action] = emails.link_url(settings.api_url, action, token)
             message = emails.render(
@@ -117,8 +114,13 @@ def request_approval(request: ApprovalRequest, services: Services) -> RequestOut
                 reject_url=urls[links.REJECT],
                 expires_at=claims.expires_at,
                 report_url=f"{urls[links.APPROVE]}&view=report",
-                threshold=settings.metric_threshold,
-                approvers_group=settings.approvers_group,
+                threshold=model.metric_threshold,
+                approvers_group=model.approvers_group,
+                model=model,
+                chain=settings.chain,
+                progress=state.approvals(
+                    services.dynamodb, settings.state_table, model.group, version.version, request.environment
+                ),
             )
             message_id = emails.send(services.ses, message, settings.sender_email)
         except BaseException:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modelgate.approval.model_versions import ModelVersion
 from modelgate.approval.registrant import Registrant, RegistrantUnknown
-from modelgate.environments import previous_environment
+from modelgate.chain import Chain
 from modelgate.registry import APPROVED, PENDING
 
 
@@ -16,24 +16,24 @@ class NotEligible(Exception):
         self.reason = reason
 
 
-def check_eligible(version: ModelVersion, environment: str) -> None:
+def check_eligible(version: ModelVersion, environment: str, chain: Chain) -> None:
     """Raise NotEligible unless `version` awaits a decision in `environment` and may get one.
 
     Promotion skips no environment: the previous environment must have approved the version.
     """
     label = f"{version.group} v{version.version}"
-    state = version.state(environment)
+    state = version.state(environment, chain)
     if state != PENDING:
         who = version.decided_by(environment)
         raise NotEligible(
             "already_decided",
             f"{label} is already {state.lower()} for {environment}" + (f" (by {who})" if who else "") + ".",
         )
-    previous = previous_environment(environment)
-    if previous is not None and version.state(previous) != APPROVED:
+    previous = chain.previous(environment)
+    if previous is not None and version.state(previous, chain) != APPROVED:
         raise NotEligible(
             "predecessor_not_approved",
-            f"{label} is not approved for {previous} ({version.state(previous)}); promotion to {environment} "
+            f"{label} is not approved for {previous} ({version.state(previous, chain)}); promotion to {environment} "
             f"must follow approval in {previous}.",
         )
     try:

@@ -108,6 +108,27 @@ class ModelApproval:
         return model
 
 
+def model_approvals(config, environment: str) -> tuple[ModelApproval, ...]:
+    """Every model's approval settings in `environment`, from a loaded config (modelgate.config.ModelGateConfig;
+    not imported: this module ships to Lambda, the config's pydantic models do not). The stack and the local
+    world build ApprovalSettings.models with it."""
+    found = []
+    for project in config.models:
+        resolved = project.environments[environment]
+        found.append(
+            ModelApproval(
+                model=project.name,
+                group=project.model_package_group,
+                approver_emails=tuple(resolved.approvers.emails),
+                approvers_group=resolved.approvers.group,
+                quorum=resolved.approvers.quorum,
+                link_ttl_seconds=resolved.approvers.link_ttl_hours * 3600,
+                metric_threshold=resolved.training.metric_threshold,
+            )
+        )
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class ApprovalSettings:
     project: str
@@ -120,7 +141,7 @@ class ApprovalSettings:
     state_table: str
     history_table: str
     sender_email: str
-    api_url: str  # base URL of this environment's approval API, e.g. https://x.execute-api.../prod
+    api_url: str  # base URL of this environment's approval API, e.g. https://x.execute-api.../<stage>
     next_event_bus: str | None = None  # ARN of the next environment's ModelGate (promotion) bus; None for the last
 
     def __post_init__(self) -> None:

@@ -4,6 +4,11 @@
 - a decision is committed by ONE transaction that (1) marks the link token used, (2) creates the
   `decision#<group>#<version>#<env>` item and (3) appends the history entry, each conditional on not existing.
   A double-click fails (1), a second approver fails (2); the history entry exists iff the decision does.
+- with a quorum of N, each approval is its own transaction: the link, the person's `vote#...` items (by
+  subject and by e-mail: nobody counts twice), the `approvals#<group>#<version>#<env>` tally conditional on the
+  count it was checked against (concurrent approvals: one wins, the other re-reads and is counted next), and
+  its history entry; only the approval that makes the count N also creates the decision item (2), so the
+  transition happens once. One rejection decides (creates the decision item) whatever the count.
 - each approval e-mail (request, recipient) is claimed before it is sent; a retry of the same request (an
   EventBridge retry, a duplicate registry event) finds it sent and sends nothing. A claim still being sent
   makes the retry fail (EmailInFlight: Lambda retries it later); a claim whose sender died is taken over after
@@ -32,6 +37,15 @@ EMAIL_MARKER_DAYS = 30
 
 def decision_key(group: str, version: int, environment: str) -> str:
     return f"decision#{group}#{version}#{environment}"
+
+
+def tally_key(group: str, version: int, environment: str) -> str:
+    return f"approvals#{group}#{version}#{environment}"
+
+
+def vote_key(group: str, version: int, environment: str, kind: str, who: str) -> str:
+    """One person's approval of (version, environment), by identity-provider subject or by e-mail address."""
+    return f"vote#{group}#{version}#{environment}#{kind}:{who}"
 
 
 def link_key(token_id: str) -> str:
@@ -74,49 +88,154 @@ def get_decision(dynamodb: Any, table: str, group: str, version: int, environmen
     return _decision_from_state_item(item) if item else None
 
 
-def commit_decision(
-    dynamodb: Any, *, state_table: str, history_table: str, decision: Decision, link_expires_at: int
-) -> None:
-    """Atomically: use the link, decide the (version, environment), append the history entry.
+@dataclass(frozen=True)
+class Approvals:
+    """The approvals a (version, environment) has collected towards its quorum (before the decision)."""
 
-    Raises LinkAlreadyUsed or AlreadyDecided (nothing written) when another request got there first.
+    count: int = 0
+    approvers: tuple[str, ...] = ()  # display names (e-mail addresses), in the order they approved
+    subjects: tuple[str, ...] = ()  # their identity providers' subjects
+
+    def includes(self, subject: str, email: str) -> bool:
+        return subject in self.subjects or email.lower() in {a.lower() for a in self.approvers}
+
+
+def approvals(dynamodb: Any, table: str, group: str, version: int, environment: str) -> Approvals:
+    item = dynamodb.get_item(
+        TableName=table, Key={PARTITION_KEY: {"S": tally_key(group, version, environment)}}, ConsistentRead=True
+    ).get("Item")
+    if not item:
+        return Approvals()
+    return Approvals(
+        int(item["count"]["N"]),
+        tuple(v["S"] for v in item.get("approvers", {}).get("L", [])),
+        tuple(v["S"] for v in item.get("subjects", {}).get("L", [])),
+    )
+
+
+def own_vote(dynamodb: Any, table: str, decision_group: str, version: int, environment: str, subject: str):
+    """The approval (a RecordedDecision) `subject` gave towards the quorum of (version, environment), if any."""
+    item = dynamodb.get_item(
+        TableName=table,
+        Key={PARTITION_KEY: {"S": vote_key(decision_group, version, environment, "sub", subject)}},
+        ConsistentRead=True,
+    ).get("Item")
+    return _decision_from_state_item(item) if item else None
+
+
+class AlreadyApproved(Exception):
+    """This person already gave one of the approvals of this (version, environment)."""
+
+
+class _TallyChanged(Exception):
+    """Another approval was counted since the tally was read: read it again and retry."""
+
+
+def commit_decision(
+    dynamodb: Any,
+    *,
+    state_table: str,
+    history_table: str,
+    decision: Decision,
+    link_expires_at: int,
+    quorum: int = 1,
+    seen: Approvals | None = None,
+) -> None:
+    """Atomically: use the link, count the approval (or decide), append the history entry.
+
+    A rejection, or the approval that completes the quorum (`seen` = the tally this approval was checked
+    against), creates the decision item: only one request can. An approval short of the quorum only adds itself
+    to the tally (conditional on the tally being still `seen`, so concurrent approvals are each counted once)
+    and checks that nobody decided meanwhile. Raises LinkAlreadyUsed, AlreadyDecided, AlreadyApproved (nothing
+    written) or _TallyChanged (nothing written: read the tally again).
     """
+    seen = seen or Approvals()
     link_item = {
         PARTITION_KEY: {"S": link_key(decision.link_token_id)},
         "used_by": {"S": decision.decided_by},
         "used_at": {"S": decision.decided_at},
         TTL_ATTRIBUTE: {"N": str(link_expires_at + 86_400)},  # expired links are refused anyway
     }
-    decision_item = {
-        **decision.to_item(),
-        PARTITION_KEY: {
-            "S": decision_key(decision.model_package_group, decision.model_version, decision.to_environment)
-        },
-        "status": {"S": RECORDED},
-    }
+    group, version, environment = decision.model_package_group, decision.model_version, decision.to_environment
+    decision_pk = {"S": decision_key(group, version, environment)}
     condition = {"ConditionExpression": "attribute_not_exists(pk)", "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
-    try:
-        dynamodb.transact_write_items(
-            TransactItems=[
-                {"Put": {"TableName": state_table, "Item": link_item, **condition}},
-                {"Put": {"TableName": state_table, "Item": decision_item, **condition}},
-                history.put_request(history_table, decision),
-            ]
+    approving = decision.action == "approve"
+    final = not approving or seen.count + 1 >= quorum
+    if final:
+        decides = {
+            "Put": {
+                "TableName": state_table,
+                "Item": {**decision.to_item(), PARTITION_KEY: decision_pk, "status": {"S": RECORDED}},
+                **condition,
+            }
+        }
+    else:  # (IAM: a transaction's ConditionCheck needs dynamodb:ConditionCheckItem on the state table)
+        decides = {"ConditionCheck": {"TableName": state_table, "Key": {PARTITION_KEY: decision_pk}, **condition}}
+    items = [{"Put": {"TableName": state_table, "Item": link_item, **condition}}, decides]
+    if approving:
+        tally = {
+            PARTITION_KEY: {"S": tally_key(group, version, environment)},
+            "count": {"N": str(seen.count + 1)},
+            "approvers": {"L": [{"S": a} for a in (*seen.approvers, decision.decided_by)]},
+            "subjects": {"L": [{"S": s} for s in (*seen.subjects, decision.decided_by_subject)]},
+        }
+        tally_condition = (
+            {"ConditionExpression": "attribute_not_exists(pk)"}
+            if seen.count == 0
+            else {
+                "ConditionExpression": "#c = :seen",
+                "ExpressionAttributeNames": {"#c": "count"},
+                "ExpressionAttributeValues": {":seen": {"N": str(seen.count)}},
+            }
         )
+        vote = {**decision.to_item(), "status": {"S": RECORDED if final else APPLIED}}
+        items += [
+            {"Put": {"TableName": state_table, "Item": tally, **tally_condition}},
+            {
+                "Put": {
+                    "TableName": state_table,
+                    "Item": {
+                        **vote,
+                        PARTITION_KEY: {"S": vote_key(group, version, environment, "sub", decision.decided_by_subject)},
+                    },
+                    **condition,
+                }
+            },
+            {
+                "Put": {
+                    "TableName": state_table,
+                    "Item": {
+                        **vote,
+                        PARTITION_KEY: {
+                            "S": vote_key(group, version, environment, "email", decision.decided_by.lower())
+                        },
+                    },
+                    **condition,
+                }
+            },
+        ]
+    items.append(history.put_request(history_table, decision))
+    try:
+        dynamodb.transact_write_items(TransactItems=items)
     except dynamodb.exceptions.TransactionCanceledException as error:
         reasons = error.response.get("CancellationReasons") or []
         codes = [reason.get("Code") for reason in reasons]
-        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-            existing = reasons[1].get("Item") or dynamodb.get_item(
-                TableName=state_table, Key={PARTITION_KEY: decision_item[PARTITION_KEY]}, ConsistentRead=True
-            ).get("Item")
-            if existing:
-                raise AlreadyDecided(_decision_from_state_item(existing)) from None
-        if codes and codes[0] == "ConditionalCheckFailed":
+        failed = [index for index, code in enumerate(codes) if code == "ConditionalCheckFailed"]
+        if 0 in failed:
             used = reasons[0].get("Item") or {}
             raise LinkAlreadyUsed(
                 used.get("used_by", {}).get("S", "?"), used.get("used_at", {}).get("S", "?")
             ) from None
+        if 1 in failed:
+            existing = dynamodb.get_item(
+                TableName=state_table, Key={PARTITION_KEY: decision_pk}, ConsistentRead=True
+            ).get("Item")
+            if existing:
+                raise AlreadyDecided(_decision_from_state_item(existing)) from None
+        if 3 in failed or 4 in failed:
+            raise AlreadyApproved(decision.decided_by) from None
+        if 2 in failed:
+            raise _TallyChanged() from None
         raise
 
 
@@ -200,9 +319,9 @@ def release_email(dynamodb: Any, table: str, request_key: str, recipient: str, c
 
 
 # -- what a request said (shown again on the confirmation page) -------------------------------------------------
-def request_key_of(model_package_arn: str, environment: str, request_id: str) -> str:
-    """A request's key; links carry (ARN, environment, request id), so pages find the request again."""
-    return f"{model_package_arn}#{environment}#{request_id}"
+def request_key_of(group: str, model_package_arn: str, environment: str, request_id: str) -> str:
+    """A request's key; links carry (group, ARN, environment, request id), so pages find the request again."""
+    return f"{group}#{model_package_arn}#{environment}#{request_id}"
 
 
 def request_record_key(request_key: str) -> str:

@@ -27,12 +27,13 @@ def run_app(tmp_path, *context: str, config: Path | None = None):
 
 def test_bad_config_fails_before_synthesizing_anything(tmp_path):
     raw = yaml.safe_load((ROOT / "config" / "modelgate.yaml").read_text())
-    raw["environments"]["prod"]["account"] = "55555"
+    last = raw["environments"][-1]  # the chain's last environment
+    last["account"] = "55555"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw))
     result = run_app(tmp_path, config=bad)
     assert result.returncode == 1
-    assert "environments.prod.account: must be a 12-digit AWS account id" in result.stderr
+    assert f"environments.{last['name']}.account: must be a 12-digit AWS account id" in result.stderr
     assert str(bad) in result.stderr or "bad.yaml" in result.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
 

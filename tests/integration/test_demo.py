@@ -1,7 +1,8 @@
-"""`make demo --auto-approve` end to end: one version goes from the pipeline to prod through every stand-in, and
-the local world ends in the state the real one would: approved in all four environments in the registry and in
-Parameter Store, one decision per environment in the history, the e-mails sent, forecasts served with a JWT and
-a 401 without one; and nothing the demo started is left running."""
+"""`make demo --auto-approve` end to end: a version of each of two model groups goes from the pipeline through the
+whole chain and every stand-in, and the local world ends in the state the real one would: approved in every
+environment in the registry and in Parameter Store, one decision per environment in each group's history (two
+approvals where the second group's quorum is 2), the e-mails sent, forecasts served with a JWT and a 401
+without one; and nothing the demo started is left running."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import pytest
 from demo.__main__ import parser, run
 from demo.lifecycle import DemoSettings, Lifecycle
 from infra.config import load_config
-from modelgate.environments import ENVIRONMENTS
+
+CHAIN = load_config().chain
+ENVIRONMENTS = CHAIN.names
 
 
 def _children() -> list[str]:
@@ -44,6 +47,7 @@ def test_make_demo_auto_approve_end_to_end(tmp_path):
     outcome.leftover_processes = set(_children()) - before
     _approved_everywhere_in_the_registry_and_in_parameter_store(outcome)
     _each_environment_recorded_its_decision_in_its_history(outcome)
+    _the_second_group_went_the_same_way_with_two_approvers_where_its_quorum_is_two(outcome)
     _the_approvers_were_emailed_and_the_outbox_holds_the_messages(outcome)
     _every_environment_served_forecasts_with_a_jwt_and_refused_a_call_without_one(outcome)
     _every_event_reached_a_handler_that_succeeded_and_nothing_is_left_running(outcome)
@@ -60,7 +64,7 @@ def _approved_everywhere_in_the_registry_and_in_parameter_store(outcome):
         assert approved is not None, f"no approved model recorded for {env}"
         assert (approved.model_package_arn, approved.model_version, approved.environment) == (arn, 1, env)
         assert approved.source_environment == source
-        assert approved.approved_by == ("dave@example.com" if env == "prod" else "alice@example.com")
+        assert approved.approved_by == ("dave@example.com" if env == CHAIN.last else "alice@example.com")
         assert approved.model_data_url == outcome.pipeline.model_data_url
     (row,) = [line for line in outcome.status_table.splitlines() if line.startswith("1 ")]
     assert row.count("Approved") == len(ENVIRONMENTS), outcome.status_table
@@ -72,12 +76,25 @@ def _each_environment_recorded_its_decision_in_its_history(outcome):
     assert outcome.history == dict.fromkeys(ENVIRONMENTS, 1)
 
 
+def _the_second_group_went_the_same_way_with_two_approvers_where_its_quorum_is_two(outcome):
+    first, second = outcome.models.values()
+    assert first.group != second.group
+    assert second.registry_status == "Approved"
+    for env in ENVIRONMENTS:
+        approved = second.parameters[env]
+        assert (approved.model_package_group, approved.model_package_arn) == (second.group, second.model_package_arn)
+        assert first.parameters[env].model_package_group == first.group, "the groups' records never mix"
+    assert second.parameters[CHAIN.last].approved_by == "dave@example.com, erin@example.com"
+    assert second.history == {**dict.fromkeys(ENVIRONMENTS, 1), CHAIN.last: 2}, "one counted approval, one deciding"
+    assert second.environments[CHAIN.last].forecasts, "the second group served forecasts too"
+
+
 def _the_approvers_were_emailed_and_the_outbox_holds_the_messages(outcome):
     subjects = [mail.subject for mail in outcome.emails]
-    assert any("for dev?" in subject for subject in subjects)
+    assert any(f"for {CHAIN.first}?" in subject for subject in subjects)
     for source, target in itertools.pairwise(ENVIRONMENTS):
         assert any(f"from {source} to {target}?" in subject for subject in subjects), subjects
-    prod = [mail for mail in outcome.emails if "to prod?" in mail.subject]
+    prod = [mail for mail in outcome.emails if f"to {CHAIN.last}?" in mail.subject]
     assert {r for mail in prod for r in mail.recipients} == {"ml-approvers@example.com", "ml-leads@example.com"}
     assert len(outcome.outbox) == len(outcome.emails)
     for path in outcome.outbox:
@@ -86,7 +103,7 @@ def _the_approvers_were_emailed_and_the_outbox_holds_the_messages(outcome):
 
 
 def _every_environment_served_forecasts_with_a_jwt_and_refused_a_call_without_one(outcome):
-    first = outcome.environments["dev"].forecasts
+    first = outcome.environments[CHAIN.first].forecasts
     assert len(first) == 3
     for env in ENVIRONMENTS:
         served = outcome.environments[env]
@@ -103,7 +120,8 @@ def _every_event_reached_a_handler_that_succeeded_and_nothing_is_left_running(ou
     assert outcome.deliveries, "events were delivered through the templates' rules"
     assert [d for d in outcome.deliveries if d.error is not None] == []
     handlers = {d.subscription.function.split("Function")[0] for d in outcome.deliveries}
-    assert {"RequestApproval", "PostInference", "DeploymentDeploy"} <= handlers
+    assert {"RequestApproval", "PostInference"} <= handlers
+    assert sum(name.endswith("DeploymentDeploy") for name in handlers) == len(outcome.models), "one per model"
     assert outcome.pipeline.plot.is_file()
     assert outcome.leftover_processes == set()
 

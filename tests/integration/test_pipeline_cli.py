@@ -11,55 +11,76 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from modelgate.cli import EXIT_AWS, EXIT_NOT_FOUND, EXIT_OK, main, watch_execution
+from modelgate.cli import EXIT_AWS, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main, watch_execution
+from modelgate.config import load_config
+from modelgate.parameters import pipeline_name
 
 REGION = "eu-west-1"
 
 
+FIRST = load_config().chain.first  # the shipped config's first environment
+MANY = "config/examples/many-models.yaml"
+
+
+def create_pipeline(sagemaker, name: str) -> None:
+    definition = {"Version": "2020-12-01", "Parameters": [{"Name": "RegisteredBy", "Type": "String"}], "Steps": []}
+    sagemaker.create_pipeline(
+        PipelineName=name, PipelineDefinition=json.dumps(definition), RoleArn="arn:aws:iam::123456789012:role/execution"
+    )
+
+
 @pytest.fixture
 def deployed_pipeline():
-    """A pipeline and the Pipeline stack's PipelineName output, as `cdk deploy` leaves them (in moto)."""
+    """The model's pipeline in the first environment, named as the pipeline stack names it (in moto)."""
     with mock_aws():
         sagemaker = boto3.client("sagemaker", region_name=REGION)
-        definition = {"Version": "2020-12-01", "Parameters": [{"Name": "RegisteredBy", "Type": "String"}], "Steps": []}
-        sagemaker.create_pipeline(
-            PipelineName="modelgate-dev-training-abc123",
-            PipelineDefinition=json.dumps(definition),
-            RoleArn="arn:aws:iam::123456789012:role/execution",
-        )
-        template = {
-            "Resources": {
-                "M": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "/m", "Type": "String", "Value": "x"}}
-            },
-            "Outputs": {"PipelineName": {"Value": "modelgate-dev-training-abc123"}},
-        }
-        boto3.client("cloudformation", region_name=REGION).create_stack(
-            StackName="modelgate-dev-Pipeline", TemplateBody=json.dumps(template)
-        )
+        create_pipeline(sagemaker, pipeline_name("modelgate", "energy-forecast", FIRST))
         yield sagemaker
 
 
-def test_start_finds_the_pipeline_from_its_stack_and_passes_the_parameters(deployed_pipeline, capsys):
-    code = main(["pipeline", "start", "--env", "dev", "--registered-by", "me@example.com", "--param", "Epochs=20"])
+def test_start_finds_the_models_pipeline_by_name_and_passes_the_parameters(deployed_pipeline, capsys):
+    code = main(["pipeline", "start", "--env", FIRST, "--registered-by", "me@example.com", "--param", "Epochs=20"])
     assert code == EXIT_OK
     out = capsys.readouterr().out
-    assert out.startswith("started modelgate-dev-training-abc123: arn:aws:sagemaker:eu-west-1:")
+    name = pipeline_name("modelgate", "energy-forecast", FIRST)
+    assert out.startswith(f"started {name}: arn:aws:sagemaker:eu-west-1:")
     assert "modelgate pipeline watch arn:aws:sagemaker" in out
-    (execution,) = deployed_pipeline.list_pipeline_executions(PipelineName="modelgate-dev-training-abc123")[
-        "PipelineExecutionSummaries"
-    ]
+    (execution,) = deployed_pipeline.list_pipeline_executions(PipelineName=name)["PipelineExecutionSummaries"]
     parameters = deployed_pipeline.list_pipeline_parameters_for_execution(
         PipelineExecutionArn=execution["PipelineExecutionArn"]
     )["PipelineParameters"]
     assert {p["Name"]: p["Value"] for p in parameters} == {"RegisteredBy": "me@example.com", "Epochs": "20"}
 
 
-def test_start_without_a_deployed_stack_says_so(deployed_pipeline, capsys):
-    assert main(["pipeline", "start", "--env", "test", "--registered-by", "me@example.com"]) == EXIT_AWS
-    assert "cannot find the test pipeline: stack modelgate-test-Pipeline" in capsys.readouterr().err
+def test_start_without_a_deployed_pipeline_says_so(deployed_pipeline, capsys):
+    later = load_config().chain.next(FIRST)
+    assert main(["pipeline", "start", "--env", later, "--registered-by", "me@example.com"]) == EXIT_AWS
+    name = pipeline_name("modelgate", "energy-forecast", later)
+    assert f"cannot find the {later} pipeline of energy-forecast: pipeline {name} does not exist" in (
+        capsys.readouterr().err
+    )
     with pytest.raises(SystemExit) as exit_:
-        main(["pipeline", "start", "--env", "dev"])  # whose version would it be?
+        main(["pipeline", "start", "--env", FIRST])  # whose version would it be?
     assert exit_.value.code == 2
+
+
+def test_with_several_models_start_needs_model_and_runs_that_models_pipeline(capsys):
+    with mock_aws():
+        sagemaker = boto3.client("sagemaker", region_name=REGION)
+        first = load_config(MANY).chain.first
+        for model in ("energy-forecast", "churn"):
+            create_pipeline(sagemaker, pipeline_name("modelgate", model, first))
+        start = ["pipeline", "start", "--config", MANY, "--env", first, "--registered-by", "me@example.com"]
+        assert main(start) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert "configures several models; say which with --model" in err
+        assert "energy-forecast (group energy-forecast), churn (group churn-scores)" in err
+        assert main([*start, "--model", "churn-scores"]) == EXIT_OK  # by group or by name
+        churn = pipeline_name("modelgate", "churn", first)
+        assert capsys.readouterr().out.startswith(f"started {churn}: ")
+        assert len(sagemaker.list_pipeline_executions(PipelineName=churn)["PipelineExecutionSummaries"]) == 1
+        energy = pipeline_name("modelgate", "energy-forecast", first)
+        assert sagemaker.list_pipeline_executions(PipelineName=energy)["PipelineExecutionSummaries"] == []
 
 
 def stubbed_run(final: str, failure: str = "") -> tuple[object, Stubber, str]:

@@ -24,9 +24,11 @@ from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.sealed import SealBroken, peek, seal, unseal
 from modelgate.approval.signin import approver_from_claims
 from modelgate.approval.web import HttpRequest, read_cookies, same_origin, set_cookie
+from modelgate.chain import Chain
 from modelgate.registry import customer_metadata
 
 ARN = "arn:aws:sagemaker:eu-west-1:222222222222:model-package/energy-forecast/3"
+CHAIN = Chain(("dev", "test", "uat", "prod"))  # these tests' chain: any names would do (the code takes them)
 
 
 class LocalHmac:
@@ -44,7 +46,8 @@ class LocalHmac:
 
 def issue(action="approve", env="dev", now=1_000, ttl=3600):
     return links.issue(
-        LocalHmac(), request_id="r", model_package_arn=ARN, environment=env, action=action,
+        LocalHmac(), request_id="r", model_package_group="energy-forecast", model_package_arn=ARN,
+        environment=env, action=action,
         recipient="a@example.com", now=now, ttl_seconds=ttl,
     )  # fmt: skip
 
@@ -54,7 +57,21 @@ def test_a_link_round_trips_and_binds_every_claim():
     read = links.read(token, LocalHmac(), now=1_500, environment="dev", action="approve")
     assert read == claims
     assert read.model_package_arn == ARN
+    assert read.model_package_group == "energy-forecast"
+    assert read.version == 3
     assert read.recipient == "a@example.com"
+
+
+def test_a_link_of_the_format_before_groups_is_refused_as_malformed():
+    """Links name their model package group (format 2): a format-1 link could be for any group."""
+    _, claims = issue()
+    payload = {**claims.to_payload(), "v": 1}
+    del payload["grp"]
+    with pytest.raises(links.LinkRefused) as refused:
+        links.read(
+            seal(links.PURPOSE, payload, LocalHmac()), LocalHmac(), now=1_500, environment="dev", action="approve"
+        )
+    assert refused.value.reason == "malformed"
 
 
 @pytest.mark.parametrize(
@@ -102,7 +119,8 @@ def test_sealed_values_refuse_bad_shapes_and_peek_never_verifies():
         unseal("link", "x" * 5000, LocalHmac())
     token, _ = issue(env="uat")
     assert peek(token)["env"] == "uat"
-    assert links.unverified_environment(token) == "uat"
+    assert links.unverified_environment(token, CHAIN) == "uat"
+    assert links.unverified_environment(token, Chain(("a", "b"))) is None, "a name outside the chain is not echoed"
     assert peek("garbage") == {}
 
 
@@ -112,12 +130,14 @@ def test_registry_and_promotion_events_parse_to_requests():
         "detail-type": "SageMaker Model Package State Change",
         "detail": {"ModelPackageArn": ARN, "ModelApprovalStatus": "PendingManualApproval"},
     }
-    request = parse_request_event(registry)
+    request = parse_request_event(registry, CHAIN)
     assert (request.environment, request.request_id, request.source_environment) == ("dev", "registered", None)
+    other = Chain(("sandbox", "staging", "live"))
+    assert parse_request_event(registry, other).environment == "sandbox", "versions arrive in the chain's first"
     promotion = ApprovalRequest(ARN, "test", "run:1", "dev", "post-inference", "run-1", (("rows", "10"),))
     entry = promotion_entry(promotion, "arn:aws:events:eu-west-1:333333333333:event-bus/default")
     parsed = parse_request_event(
-        {"source": entry["Source"], "detail-type": entry["DetailType"], "detail": json.loads(entry["Detail"])}
+        {"source": entry["Source"], "detail-type": entry["DetailType"], "detail": json.loads(entry["Detail"])}, CHAIN
     )
     assert parsed == promotion
 
@@ -143,17 +163,17 @@ def test_registry_and_promotion_events_parse_to_requests():
 )
 def test_malformed_events_are_refused_with_a_clear_message(event, message):
     with pytest.raises(EventFormatError, match=message):
-        parse_request_event(event)
+        parse_request_event(event, CHAIN)
 
 
 def test_inference_events_only_promote_completed_runs():
     assert parse_inference_event(
         {"source": "aws.sagemaker", "detail-type": "SageMaker Transform Job State Change",
-         "detail": {"TransformJobName": "j", "TransformJobStatus": "Failed"}}
+         "detail": {"TransformJobName": "j", "TransformJobStatus": "Failed"}}, CHAIN
     ) is None  # fmt: skip
     run = parse_inference_event(
         {"source": "modelgate.inference", "detail-type": "ModelGate Inference Completed",
-         "detail": {"run_id": "r1", "environment": "dev", "model_package_arn": ARN, "metrics": {"rows": 3}}}
+         "detail": {"run_id": "r1", "environment": "dev", "model_package_arn": ARN, "metrics": {"rows": 3}}}, CHAIN
     )  # fmt: skip
     assert run.metrics == (("rows", "3"),)
 
@@ -172,6 +192,7 @@ def version(**metadata) -> ModelVersion:
                 "started_by": "arn:aws:iam::1:user/bob",
                 "started_by.names": "bob",
             },
+            environments=CHAIN,
             **metadata,
         ),
         model_data_url="s3://b/m.tar.gz",
@@ -179,16 +200,22 @@ def version(**metadata) -> ModelVersion:
 
 
 def test_promotion_rules_skip_no_environment():
-    check_eligible(version(), "dev")
+    check_eligible(version(), "dev", CHAIN)
     with pytest.raises(NotEligible, match="not approved for dev"):
-        check_eligible(version(), "test")
-    check_eligible(version(dev="Approved"), "test")
+        check_eligible(version(), "test", CHAIN)
+    check_eligible(version(dev="Approved"), "test", CHAIN)
     with pytest.raises(NotEligible, match="not approved for test"):
-        check_eligible(version(dev="Approved"), "uat")
+        check_eligible(version(dev="Approved"), "uat", CHAIN)
     with pytest.raises(NotEligible, match="already approved for dev"):
-        check_eligible(version(dev="Approved"), "dev")
+        check_eligible(version(dev="Approved"), "dev", CHAIN)
+    bare = version().__class__(**{**version().__dict__, "metadata": customer_metadata(None)})
     with pytest.raises(NotEligible, match="registered_by"):
-        check_eligible(version().__class__(**{**version().__dict__, "metadata": customer_metadata(None)}), "dev")
+        check_eligible(bare, "dev", CHAIN)
+    # Another chain: its own order, nothing about the names above.
+    other = Chain(("test", "dev"))
+    check_eligible(version(), "test", other)
+    with pytest.raises(NotEligible, match="not approved for test"):
+        check_eligible(version(), "dev", other)
 
 
 def test_arns_of_other_groups_or_accounts_are_foreign():
@@ -253,16 +280,20 @@ def test_http_plumbing():
 
 
 def test_settings_round_trip_and_name_what_is_missing():
-    from modelgate.approval.settings import ApprovalSettings, SettingsError
+    from modelgate.approval.settings import ApprovalSettings, ModelApproval, SettingsError
 
+    models = (
+        ModelApproval("energy-forecast", "energy-forecast", ("a@example.com", "b@example.com"), "g", 1, 60, 1.0),
+        ModelApproval("churn", "churn-scores", ("c@example.com",), "g2", quorum=2),
+    )
     settings = ApprovalSettings(
-        project="modelgate", model_package_group="energy-forecast", environment="test",
+        project="modelgate", environment="test", chain=CHAIN, models=models,
         registry_account="222222222222", registry_region="eu-west-1", signing_key_id="k", state_table="s",
-        history_table="h", sender_email="m@example.com", approver_emails=("a@example.com", "b@example.com"),
-        approvers_group="g", link_ttl_seconds=60, api_url="https://x/v1", next_event_bus="arn:bus",
+        history_table="h", sender_email="m@example.com", api_url="https://x/v1", next_event_bus="arn:bus",
     )  # fmt: skip
     assert ApprovalSettings.from_environ(settings.environ()) == settings
-    assert settings.model_package_arn(3) == ARN
+    assert settings.model_package_arn("energy-forecast", 3) == ARN
+    assert settings.model("churn-scores").quorum == 2
     broken = {k: v for k, v in settings.environ().items() if k != "MODELGATE_STATE_TABLE"}
     with pytest.raises(SettingsError, match=r"not set: MODELGATE_STATE_TABLE \(the approval stack sets them\)"):
         ApprovalSettings.from_environ(broken)
@@ -317,16 +348,17 @@ def test_config_names_a_bad_identity_provider_or_link_lifetime():
     from infra.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
 
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    assert parse_config(raw, "c.yaml").environments["dev"].approvers.link_ttl_hours == 72
+    first, last = raw["environments"][0], raw["environments"][-1]
+    assert parse_config(raw, "c.yaml").environments[first["name"]].approvers.link_ttl_hours == 72
     raw["defaults"]["approvers"]["link_ttl_hours"] = 0
-    raw["environments"]["prod"]["approvers"]["identity_provider"] = {
+    last["approvers"]["identity_provider"] = {
         "name": "SSO", "issuer": "http://plain.example", "client_id": "c", "client_secret_name": "s",
     }  # fmt: skip
     with pytest.raises(ConfigError) as error:
         parse_config(raw, "c.yaml")
     message = str(error.value)
     assert "c.yaml: defaults.approvers.link_ttl_hours" in message
-    assert "c.yaml: environments.prod.approvers.identity_provider.issuer: must be an https:// URL" in message
+    assert f"c.yaml: environments.{last['name']}.approvers.identity_provider.issuer: must be an https:// URL" in message
 
 
 def test_handlers_import_nothing_the_lambda_bundle_lacks():

@@ -9,6 +9,9 @@ from modelgate.approval.emails import render
 from modelgate.approval.evaluation_view import state_words, summarize, when
 from modelgate.approval.events import ApprovalRequest
 from modelgate.approval.model_versions import Evaluation, ModelVersion
+from modelgate.approval.settings import ModelApproval
+from modelgate.approval.state import Approvals
+from modelgate.chain import Chain
 from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/energy-forecast/3"
@@ -85,6 +88,7 @@ def test_the_email_has_a_language_the_verdict_the_worst_customers_and_the_report
         report_url="https://api/links/approve?token=A&view=report",
         threshold=1.0,
         approvers_group="modelgate-approvers",
+        chain=Chain(("dev", "test", "uat", "prod")),
     )
     assert mail.html.startswith('<!doctype html><html lang="en">')
     assert "2 of 4 customers got worse (worst: c0, 13.3\u00a0% vs 10.0\u00a0%)" in mail.text
@@ -93,6 +97,30 @@ def test_the_email_has_a_language_the_verdict_the_worst_customers_and_the_report
     assert "s3://b/models/v3/evaluation.json" not in mail.text, "a readable report link, not an s3:// URI"
     assert "Approving deploys version 3 to dev's endpoint; the test approvers are asked next" in mail.text
     assert "only members of the 'modelgate-approvers' group can decide" in mail.text
+
+
+def test_the_email_names_the_model_and_its_quorum_progress():
+    version = ModelVersion(
+        ARN.replace("energy-forecast", "churn-scores"), "churn-scores", 3, datetime(2026, 12, 1, tzinfo=UTC),
+        "PendingManualApproval", {"registered_by": "bob@example.com"}, "s3://b/m/", None,
+    )  # fmt: skip
+    churn = ModelApproval("churn", "churn-scores", ("a@example.com", "b@example.com"), "approvers", quorum=2)
+    mail = render(
+        version=version,
+        request=ApprovalRequest(version.arn, "live", "run:1", "stage"),
+        recipient="a@example.com",
+        evaluation=Evaluation(None, note="none"),
+        approve_url="https://api/links/approve?token=A",
+        reject_url="https://api/links/reject?token=R",
+        expires_at=2_000_000_000,
+        model=churn,
+        chain=Chain(("stage", "live")),
+        progress=Approvals(1, ("alice@example.com",), ("s-alice",)),
+    )
+    assert mail.subject == "[ModelGate] Promote churn (churn-scores) v3 from stage to live?"
+    assert "Model: churn (churn-scores)" in mail.text
+    assert "Approvals needed: 2 distinct approvers; 1 so far (alice@example.com)" in mail.text
+    assert "Once 2 approvers have approved, version 3 is deployed to live's endpoint." in mail.text
 
 
 def test_every_customer_is_ranked_worst_first_for_the_report_page():

@@ -7,6 +7,7 @@ import pytest
 from modelgate.approval.registrant import Registrant, RegistrantUnknown, canonical, principal_names, record_principals
 from modelgate.approval.rules import NotEligible, check_eligible
 from modelgate.approval.signin import approver_from_claims
+from modelgate.chain import Chain
 from tests.unit.test_approval_logic import version
 
 EXECUTION = "arn:aws:sagemaker:eu-west-1:222222222222:pipeline/modelgate-training/execution/abc123"
@@ -40,7 +41,7 @@ def test_an_unknown_registrant_makes_a_version_ineligible():
     unrecorded = version()
     unrecorded = unrecorded.__class__(**{**unrecorded.__dict__, "metadata": {"registered_by": "bob@example.com"}})
     with pytest.raises(NotEligible, match="principal"):
-        check_eligible(unrecorded, "dev")
+        check_eligible(unrecorded, "dev", Chain(("dev", "prod")))
 
 
 def test_principal_names_are_what_a_person_signs_in_as():

@@ -1,6 +1,9 @@
-"""One moto account holding the registry and four environments' approval resources, a local IdP with people,
-and each environment's approval API (the real handler routing) behind a local API Gateway
-(sandbox.approval_workflow.LocalApprovalWorkflow, which the demo uses too)."""
+"""One moto account holding the registry and every environment's approval resources (the shipped config's chain),
+a local IdP with people, and each environment's approval API (the real handler routing) behind a local API
+Gateway (sandbox.approval_workflow.LocalApprovalWorkflow, which the demo uses too).
+
+The environments' names come from the shipped config's chain; the tests name them by position (FIRST, LAST,
+CHAIN[i]), so no name is special to them."""
 
 from __future__ import annotations
 
@@ -8,14 +11,18 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from modelgate.environments import ENVIRONMENTS
+from modelgate.approval.settings import ModelApproval
+from modelgate.config import load_config
 from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
 from sandbox.approval_workflow import LocalApprovalWorkflow
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
 PROJECT, GROUP = "modelgate", "energy-forecast"
-APPROVERS = {env: (f"approvers-{env}@example.com",) for env in ENVIRONMENTS}
-GROUPS = {**dict.fromkeys(ENVIRONMENTS, "modelgate-approvers"), "prod": "modelgate-approvers-prod"}
+CHAIN = load_config().chain  # the shipped config's promotion chain
+FIRST, LAST = CHAIN.first, CHAIN.last
+APPROVERS = {env: (f"approvers-{env}@example.com",) for env in CHAIN}
+# The last environment has its own approvers group (as the shipped config has): alice may not decide there.
+GROUPS = {**dict.fromkeys(CHAIN, "modelgate-approvers"), LAST: "modelgate-approvers-prod"}
 PEOPLE = (
     ("alice", "alice@example.com", ("modelgate-approvers",)),
     ("bob", "bob@example.com", ("modelgate-approvers",)),  # registers the models
@@ -38,9 +45,22 @@ EVALUATION = EvaluationReport.from_customers(
 ).to_json()  # the training pipeline's evaluation report (modelgate.evaluation_report): mean MAPE 0.081
 
 
+def one_model(env: str, **changes) -> ModelApproval:
+    """The model of these tests in `env` (a quorum of 1 unless changed)."""
+    values = {
+        "model": GROUP,
+        "group": GROUP,
+        "approver_emails": APPROVERS[env],
+        "approvers_group": GROUPS[env],
+        "metric_threshold": 1.0,  # config training.metric_threshold, as the stack passes it
+        **changes,
+    }
+    return ModelApproval(**values)
+
+
 class World(LocalApprovalWorkflow):
-    def register(self, registered_by: str | None = "bob@example.com", evaluation=EVALUATION) -> str:
-        return super().register(registered_by, evaluation)
+    def register(self, registered_by: str | None = "bob@example.com", evaluation=EVALUATION, group=None) -> str:
+        return super().register(registered_by, evaluation, group)
 
 
 @pytest.fixture
@@ -51,10 +71,9 @@ def world():
             session,
             account=ACCOUNT,
             region=REGION,
+            chain=CHAIN,
+            models={env: (one_model(env),) for env in CHAIN},
             project=PROJECT,
-            group=GROUP,
-            approver_emails=APPROVERS,
-            approver_groups=GROUPS,
             people=PEOPLE,
         ) as workflow:
             yield workflow

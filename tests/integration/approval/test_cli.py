@@ -9,7 +9,7 @@ import pytest
 
 from modelgate.cli import EXIT_AWS, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, approval_stack_name, main
 from sandbox.approval import ApproverBrowser
-from tests.integration.approval.conftest import ACCOUNT, GROUP, PROJECT, REGION
+from tests.integration.approval.conftest import ACCOUNT, CHAIN, GROUP, PROJECT, REGION
 
 REGISTRY = ["--registry-account", ACCOUNT, "--registry-region", REGION]
 
@@ -49,10 +49,10 @@ def test_approved_refuses_a_corrupted_parameter_and_an_unknown_environment(world
     world.session.client("ssm").put_parameter(Name=f"/{PROJECT}/{GROUP}/test", Value="{not json", Type="String")
     assert main(["approved", GROUP, "--env", "test", "--project", PROJECT]) == EXIT_AWS
     assert "not a valid approved-model record" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        main(["approved", GROUP, "--env", "staging", "--project", PROJECT])
-    assert exit_.value.code == EXIT_USAGE
-    assert "unknown environment 'staging'" in capsys.readouterr().err
+    assert main(["approved", GROUP, "--env", "staging", "--project", PROJECT]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unknown environment 'staging'" in err
+    assert f"the promotion chain is {' -> '.join(CHAIN)}" in err, "says which names there are"
 
 
 def test_no_credentials_and_an_unreachable_endpoint_are_aws_errors(monkeypatch, capsys):
@@ -105,7 +105,7 @@ def test_request_promotion_checks_the_chain_then_asks_the_target_environment(wor
     assert "does not exist" in capsys.readouterr().err
 
     assert main(["request-promotion", GROUP, "--version", "1", "--to", "test", *REGISTRY]) == EXIT_OK
-    assert "the test approvers will receive an e-mail" in capsys.readouterr().out
+    assert f"the test approvers of {GROUP} will receive an e-mail" in capsys.readouterr().out
     (event,) = world.promotion_events()
     assert event["detail"]["model_package_arn"] == arn
     world.request("test", event)

@@ -21,21 +21,24 @@ from sandbox.oidc_issuer import LocalIssuer
 
 
 @pytest.fixture(scope="module")
-def dev(synth, config):
-    env = config.environments["dev"]
+def first(synth, config):
+    """The chain's first environment (where versions arrive), deployed."""
+    env = config.environments[config.chain.first]
     with LocalAws(env.region) as aws:
         account = aws.account(env.account)
-        stacks = deploy_stage(account, synth.outdir / f"assembly-{config.project.name}-dev")
+        stacks = deploy_stage(account, synth.outdir / f"assembly-{config.project.name}-{env.name}")
         yield account, stacks
 
 
-def test_the_deployed_functions_email_sign_in_and_decide(dev, config, tmp_path):
-    account, stacks = dev
+def test_the_deployed_functions_email_sign_in_and_decide(first, config, tmp_path):
+    account, stacks = first
     approval, storage = stacks["Approval"], stacks["Storage"]
-    group = config.project.model_package_group
+    model, env = config.models[0], config.chain.first
+    group, approvers = model.model_package_group, model.environments[env].approvers
     arn = register_version(
-        account, group=group, bucket=storage.physical_id("Artifacts"), registered_by="bob@example.com"
-    )
+        account, group=group, bucket=storage.physical_id("Artifacts"), registered_by="bob@example.com",
+        chain=config.chain,
+    )  # fmt: skip
     # The rule's pattern (from the template) matches the registry's event.
     (rule,) = [
         r["Properties"]["EventPattern"]
@@ -47,12 +50,12 @@ def test_the_deployed_functions_email_sign_in_and_decide(dev, config, tmp_path):
 
     request = approval.function("RequestApproval")
     with LocalFunction(request.name, request.handler, function_environ(account, request), log=tmp_path / "r.log") as fn:
-        assert fn.invoke(event)["sent"] == list(config.environments["dev"].approvers.emails)
+        assert fn.invoke(event)["sent"] == list(approvers.emails)
     (mail,) = sent_emails(account.account, account.region)
 
     api = approval.function("ApprovalApi")
     with LocalIssuer(client_ids=("local-client",)) as issuer, LocalApiGateway([]) as gateway:
-        issuer.add_user("alice", "alice@example.com", [config.environments["dev"].approvers.group])
+        issuer.add_user("alice", "alice@example.com", [approvers.group])
         sign_in = SignInSettings(issuer.issuer, issuer.jwks_url, issuer.authorize_url, issuer.token_url, "local-client")
         environment = function_environ(account, api, **sign_in.environ(), **{API_URL: gateway.url})
         with LocalFunction(api.name, api.handler, environment, log=tmp_path / "a.log") as fn:
@@ -68,7 +71,7 @@ def test_the_deployed_functions_email_sign_in_and_decide(dev, config, tmp_path):
             assert result.status == 200, (result.text(), (tmp_path / "a.log").read_text()[-2000:])
 
     ssm = account.client("ssm")
-    value = json.loads(ssm.get_parameter(Name=f"/{config.project.name}/{group}/dev")["Parameter"]["Value"])
+    value = json.loads(ssm.get_parameter(Name=f"/{config.project.name}/{group}/{env}")["Parameter"]["Value"])
     assert value["model_package_arn"] == arn
     assert value["approved_by"] == "alice@example.com"
     history = account.client("dynamodb").scan(TableName=storage.physical_id("ApprovalHistory"))["Items"]

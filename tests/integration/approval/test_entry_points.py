@@ -27,7 +27,7 @@ def deployed_env(world, monkeypatch):
 def test_handlers_build_their_clients_from_the_environment(world, deployed_env):
     arn = world.register()
     result = request_approval.handler(world.registry_event(arn), LambdaContext(function_name="request-approval"))
-    assert result["sent"] == list(deployed_env.settings.approver_emails)
+    assert result["sent"] == list(deployed_env.settings.model(world.group).approver_emails)
     (mail,) = world.emails()
     # The real handler (not the test's route) answers the link: a sign-in redirect for a browser without session.
     token = mail.links()["approve"].split("token=", 1)[1]

@@ -5,10 +5,9 @@ event -> e-mail (read back from SES, links parsed from the body) -> GET (changes
 from __future__ import annotations
 
 from modelgate.approval.history import read_history
-from modelgate.environments import ENVIRONMENTS, next_environment
 from modelgate.registry import APPROVED, PENDING, REGISTERED_BY_KEY
 from sandbox.approval import ApproverBrowser
-from tests.integration.approval.conftest import APPROVERS, GROUP, PROJECT
+from tests.integration.approval.conftest import APPROVERS, CHAIN, GROUP, PROJECT
 
 
 def inference_completed(env: str, arn: str, run: str) -> dict:
@@ -36,7 +35,7 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
     arn = world.register(registered_by="bob@example.com")
     world.request("dev", world.registry_event(arn))
 
-    for env in ENVIRONMENTS:
+    for env in CHAIN.names:
         mails = [m for m in world.emails() if APPROVERS[env][0] in m.recipients]
         assert len(mails) == 1, f"exactly one e-mail to the {env} approvers"
         mail = mails[0]
@@ -73,27 +72,27 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         assert metadata[env] == APPROVED
         assert metadata[f"{env}.decided_by"] == f"{approver}@example.com"
         assert metadata[REGISTERED_BY_KEY] == "bob@example.com", "the registrant survives every update"
-        for later in ENVIRONMENTS[ENVIRONMENTS.index(env) + 1 :]:
+        for later in CHAIN.names[CHAIN.names.index(env) + 1 :]:
             assert metadata[later] == PENDING
         parameter = world.parameter(env)
         assert parameter["model_version"] == 1
         assert parameter["model_package_arn"] == arn
         assert parameter["approved_by"] == f"{approver}@example.com"
-        assert parameter["source_environment"] == (None if env == "dev" else ENVIRONMENTS[ENVIRONMENTS.index(env) - 1])
+        assert parameter["source_environment"] == CHAIN.previous(env)
         assert parameter["model_data_url"].endswith("/v1.tar.gz")
         (entry,) = world.history(env)
         assert (entry.to_environment, entry.state, entry.decided_by) == (env, APPROVED, f"{approver}@example.com")
 
         # Batch inference ran with the approved version: ask the next environment.
         outcome = world.post_inference(env, inference_completed(env, arn, run=f"run-{env}"))
-        target = next_environment(env)
+        target = CHAIN.next(env)
         assert outcome["requested"] is (target is not None), outcome
         for event in world.promotion_events():
             assert event["detail"]["target_environment"] == target
             world.request(target, event)
 
-    assert {world.parameter(env)["model_version"] for env in ENVIRONMENTS} == {1}
-    assert [len(world.history(env)) for env in ENVIRONMENTS] == [1, 1, 1, 1]
+    assert {world.parameter(env)["model_version"] for env in CHAIN.names} == {1}
+    assert [len(world.history(env)) for env in CHAIN.names] == [1, 1, 1, 1]
     assert len(world.emails()) == 4
 
 
@@ -196,7 +195,7 @@ def test_an_email_claimed_by_a_crashed_attempt_is_retried_not_lost(world):
     arn = world.register()
     event = world.registry_event(arn)
     services = world.envs["dev"].services
-    key, recipient = request_key(parse_request_event(event)), APPROVERS["dev"][0]
+    key, recipient = request_key(parse_request_event(event, CHAIN), services.settings.models[0]), APPROVERS["dev"][0]
     # An attempt claimed the e-mail and died before sending it.
     assert state.claim_email(services.dynamodb, services.settings.state_table, key, recipient, services.epoch())
     with pytest.raises(state.EmailInFlight):

@@ -57,7 +57,7 @@ def test_expired_link(world, pending):
     real = services.clock
     services.clock = lambda: real() + timedelta(hours=73)
     page = refused(world, arn, approve, status=410, says="expired")
-    assert "modelgate request-promotion energy-forecast --version 1 --to dev" in page.text()
+    assert "modelgate request-promotion --model energy-forecast --version 1 --to dev" in page.text()
 
 
 def test_replayed_link(world, pending):
