@@ -43,31 +43,12 @@ from infra.constructs.promotions import Promotions
 from modelgate.approval.settings import (
     LAMBDA_ENVIRONMENT_LIMIT,
     ApprovalSettings,
-    ModelApproval,
     SignInSettings,
     environ_size,
+    model_approvals,
 )
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
-
-
-def model_approvals(models: Sequence[ModelProject], environment: str) -> tuple[ModelApproval, ...]:
-    """Every model's approval settings in `environment` (its resolved config there)."""
-    approvals = []
-    for model in models:
-        settings = model.environments[environment]
-        approvals.append(
-            ModelApproval(
-                model=model.name,
-                group=model.model_package_group,
-                approver_emails=settings.approvers.emails,
-                approvers_group=settings.approvers.group,
-                quorum=settings.approvers.quorum,
-                link_ttl_seconds=settings.approvers.link_ttl_hours * 3600,
-                metric_threshold=settings.training.metric_threshold,
-            )
-        )
-    return tuple(approvals)
 
 
 def deployed_environ_size(settings: ApprovalSettings, sign_in: SignInSettings, region: str, account: str) -> int:

@@ -36,7 +36,7 @@ DEFINITION_SOURCES = (
     "pipelines/registration.py",
     "pipelines/steps/paths.py",
     "modelgate/registry.py",
-    "modelgate/chain.py",  # the promotion chain (the deprecated modelgate/environments.py goes at the merge)
+    "modelgate/chain.py",  # the promotion chain
     "modelgate/evaluation_report.py",
 )
 SDK_DISTRIBUTIONS = ("sagemaker", "sagemaker-core", "sagemaker-mlops", "sagemaker-train")

@@ -87,7 +87,10 @@ class ApprovalStore(Construct):
         append to the history: only ever conditional puts on the table itself (never update or delete, nor its
         index)."""
         self.signing_key.grant(grantee, "kms:GenerateMac", "kms:VerifyMac")
-        self.state.grant(grantee, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+        # A quorum short of its count commits with a transaction ConditionCheck (its own IAM action).
+        self.state.grant(
+            grantee, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"
+        )
         self._key.grant_encrypt_decrypt(grantee)
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[self.history.table_arn])

@@ -108,12 +108,12 @@ class ModelApproval:
         return model
 
 
-def model_approvals(config, environment: str) -> tuple[ModelApproval, ...]:
-    """Every model's approval settings in `environment`, from a loaded config (modelgate.config.ModelGateConfig;
+def model_approvals(models, environment: str) -> tuple[ModelApproval, ...]:
+    """Every model's approval settings in `environment`, from the config's models (infra.config.ModelProject;
     not imported: this module ships to Lambda, the config's pydantic models do not). The stack and the local
     world build ApprovalSettings.models with it."""
     found = []
-    for project in config.models:
+    for project in models:
         resolved = project.environments[environment]
         found.append(
             ModelApproval(

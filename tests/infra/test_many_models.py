@@ -223,3 +223,19 @@ def test_an_approval_environment_over_lambdas_4_kb_is_a_config_error_naming_the_
     assert "12 models" in message
     assert "distribution list" in message
     assert "two projects" in message
+
+
+def test_the_approval_api_may_make_a_quorums_condition_check_on_the_state_table(many_synth, many_config):
+    """An approval short of its quorum commits a transaction with a ConditionCheck item, which IAM authorizes as
+    dynamodb:ConditionCheckItem on the table (DynamoDB developer guide, "Using IAM with transactions")."""
+    approval = many_synth.stack(stage(many_config, CHAIN[-1]), "Approval")
+    functions = resources(approval, "AWS::Lambda::Function")
+    [(_, api)] = [(k, f) for k, f in functions.items() if f["Properties"]["Handler"] == "lambdas.approval_api.handler"]
+    role = api["Properties"]["Role"]["Fn::GetAtt"][0]
+    actions = set()
+    for policy in resources(approval, "AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                listed = statement["Action"]
+                actions.update([listed] if isinstance(listed, str) else listed)
+    assert "dynamodb:ConditionCheckItem" in actions
