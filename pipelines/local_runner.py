@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.local_runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path(".demo/pipeline"))
     parser.add_argument("--env", help="take group, threshold, epochs and Triton image from config/modelgate.yaml")
+    parser.add_argument("--model", help="with --env: the config's model (name or group); default: the only one")
     parser.add_argument("--group", default="energy-forecast", help="model package group (without --env)")
     parser.add_argument("--raw", type=Path, help="existing raw JSON lines (default: generate a data set)")
     parser.add_argument("--customers", type=int, default=100)
@@ -373,10 +374,15 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             config = load_config()
-            environment = config.environment(args.env)
+            config.environment(args.env)
+            if args.model is None and len(config.models) > 1:
+                names = ", ".join(model.name for model in config.models)
+                raise ConfigError(f"{config.source}: several models ({names}): name one with --model")
+            model = config.model(args.model) if args.model else config.models[0]
         except ConfigError as error:
             parser.error(str(error))
-        group = config.project.model_package_group
+        environment = model.environments[args.env]  # the model's own settings there
+        group = model.model_package_group
         threshold, epochs = environment.training.metric_threshold, environment.training.epochs
         image = image_uri(environment.region, environment.serving.triton_version)
         instance_types = (environment.serving.instance_type,)

@@ -79,6 +79,10 @@ def test_the_shipped_config_runs_every_endpoint_on_a_compatible_host():
         assert ami.driver >= minimum_driver(env.serving.triton_version), env.name
 
 
+def _env(raw, name: str) -> dict:
+    return next(item for item in raw["environments"] if item["name"] == name)
+
+
 def _error(raw) -> str:
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, "config/modelgate.yaml")
@@ -87,7 +91,7 @@ def _error(raw) -> str:
 
 def test_config_without_a_compatible_host_fails_at_synth_naming_the_key():
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["environments"]["uat"]["serving"] = {"instance_type": "ml.p3.2xlarge"}
+    _env(raw, "uat")["serving"] = {"instance_type": "ml.p3.2xlarge"}
     message = _error(raw)
     assert "environments.uat: serving.triton_version:" in message
     assert "ml.p3.2xlarge" in message
@@ -95,7 +99,7 @@ def test_config_without_a_compatible_host_fails_at_synth_naming_the_key():
 
 def test_config_with_an_incompatible_requested_ami_names_that_key():
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["environments"]["dev"]["serving"]["inference_ami_version"] = "al2-ami-sagemaker-inference-gpu-2"
+    _env(raw, "dev")["serving"]["inference_ami_version"] = "al2-ami-sagemaker-inference-gpu-2"
     message = _error(raw)
     assert "environments.dev: serving.inference_ami_version:" in message
     assert "needs 580" in message
