@@ -148,7 +148,8 @@ class Packager:
 
     def verify(self, customer: str, rng: np.random.Generator) -> float:
         index = self.models.customers.index(customer)
-        return onnx_export.verify(self.onnx_model(customer), self.models.params, index, rng)
+        mean, std = float(self.models.mean[index]), float(self.models.std[index])
+        return onnx_export.verify(self.onnx_model(customer), self.models.params, index, rng, mean, std)
 
 
 def package_models(

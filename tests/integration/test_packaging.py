@@ -1,5 +1,5 @@
 """Packaging: archives follow modelgate/model_repository.py, every config.pbtxt is a valid Triton ModelConfig
-whose ensemble wiring is consistent, the ONNX model matches PyTorch, and the whole ensemble (the shipped
+whose ensemble wiring is consistent, the ONNX model matches PyTorch, and the whole ensemble (one ONNX
 model.py files + ONNX) reproduces the PyTorch forecast in reading units, gaps included."""
 
 from __future__ import annotations
