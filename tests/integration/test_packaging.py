@@ -1,6 +1,6 @@
 """Packaging: archives follow modelgate/model_repository.py, every config.pbtxt is a valid Triton ModelConfig
-whose ensemble wiring is consistent, the ONNX model matches PyTorch, and the whole ensemble (one ONNX
-model.py files + ONNX) reproduces the PyTorch forecast in reading units, gaps included."""
+whose ensemble wiring is consistent, the ONNX model matches PyTorch, and the whole ensemble (one ONNX graph
+behind a one-step ensemble) reproduces the PyTorch forecast in reading units, gaps included."""
 
 from __future__ import annotations
 
