@@ -38,11 +38,18 @@ _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 class InvalidRequest(ValueError):
-    """The body or its content type is not an inference request this API accepts (HTTP 400 / 413 / 415)."""
+    """The body or its content type is not an inference request this API accepts (HTTP 400 / 413 / 415).
+    `code`: invalid_request for the format, invalid_inference_request for tensors the model would refuse (the
+    code Triton's own refusals get, modelgate.serving.invoke)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str = "invalid_request") -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+
+
+def _refused_tensor(message: str) -> InvalidRequest:
+    return InvalidRequest(400, message, "invalid_inference_request")
 
 
 @dataclass(frozen=True)
@@ -101,13 +108,12 @@ def _flat(data: object) -> list:
 def _check_readings(values: Sequence[float | None], shape: list[int], where: str) -> None:
     """Each row of READINGS [n, WINDOW] must hold a reading, and every value be finite or a gap (NaN/null)."""
     if any(value is not None and math.isinf(value) for value in values):
-        raise InvalidRequest(400, f"{where}: READINGS must be finite numbers (NaN or null marks a missing hour)")
+        raise _refused_tensor(f"{where}: READINGS must be finite numbers (NaN or null marks a missing hour)")
     width = shape[-1]
     for row in range(shape[0] if width else 0):
         if all(value is None or value != value for value in values[row * width : (row + 1) * width]):
-            raise InvalidRequest(
-                400, f"{where}: window {row} holds no reading at all: nothing to forecast from; send at least one"
-            )
+            message = f"{where}: window {row} holds no reading at all: nothing to forecast from; send at least one"
+            raise _refused_tensor(message)
 
 
 def _nan_for_null(data: object) -> object:
@@ -155,9 +161,8 @@ def _check_inputs(header: object, binary: memoryview | None) -> bool:
                 raise InvalidRequest(400, f"{where}.parameters.binary_data_size must be a byte count")
             needed = _elements(shape) * _ITEM_BYTES.get(datatype, 0)
             if datatype in _ITEM_BYTES and size != needed:
-                raise InvalidRequest(
-                    400,
-                    f"{where}.parameters.binary_data_size is {size} bytes; shape {shape} of {datatype} needs {needed}",
+                raise _refused_tensor(
+                    f"{where}.parameters.binary_data_size is {size} bytes; shape {shape} of {datatype} needs {needed}"
                 )
             if _is_readings(tensor) and declared_binary + size <= binary_bytes:
                 # Triton's binary tensors are little-endian, as Lambda's x86_64 and arm64 are: cast in place.
@@ -168,9 +173,8 @@ def _check_inputs(header: object, binary: memoryview | None) -> bool:
         else:
             has_nulls, count = _check_data(tensor["data"], datatype, where)
             if count != _elements(shape):
-                raise InvalidRequest(
-                    400,
-                    f"{where}.data holds {count} values; shape {shape} needs {_elements(shape)}: send one per element",
+                raise _refused_tensor(
+                    f"{where}.data holds {count} values; shape {shape} needs {_elements(shape)}: send one per element"
                 )
             if _is_readings(tensor):
                 _check_readings(_flat(tensor["data"]), shape, where)
