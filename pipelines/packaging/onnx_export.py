@@ -94,13 +94,15 @@ def served_template(core: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(helper.make_node(op, inputs, [f"mg_{output}"], name=f"mg_{output}", **attributes))
         return f"mg_{output}"
 
+    # Index arithmetic in float32 (exact for integers this small): onnxruntime's CPU kernels vectorise float
+    # Max/Where/Floor, not int64 ones, which made gap filling ten times the forecaster's cost at 64 windows.
     x = ENSEMBLE_INPUT
-    hours = const("hours", np.arange(WINDOW, dtype=np.int64)[None, :])
-    zero_i, zero_f = const("zero_i", np.int64(0)), const("zero_f", np.float32(0))
+    hours = const("hours", np.arange(WINDOW, dtype=np.float32)[None, :])
+    zero_f = const("zero_f", np.float32(0))
     axis1 = const("axis1", np.array([1], np.int64))
     z = node("Div", [node("Sub", [x, "mean"], "centred"), "std"], "z")
     observed = node("Not", [node("IsNaN", [z], "gap")], "observed")
-    last_seen = node("Where", [observed, hours, zero_i], "seen_0")
+    last_seen = node("Where", [observed, hours, zero_f], "seen_0")
     shift = 1
     while shift < WINDOW:  # running maximum: after step k, each hour holds the max over the 2^k hours up to it
         padded = node("Pad", [last_seen, const(f"pads_{shift}", np.array([0, shift, 0, 0], np.int64))], f"pad_{shift}")
@@ -109,18 +111,21 @@ def served_template(core: onnx.ModelProto) -> onnx.ModelProto:
         )
         last_seen = node("Max", [last_seen, earlier], f"seen_{shift}")
         shift *= 2
-    carried = node("GatherElements", [z, last_seen], "carried", axis=1)
+    last_index = node("Cast", [last_seen], "last_index", to=TensorProto.INT64)
+    carried = node("GatherElements", [z, last_index], "carried", axis=1)
     observed_f = node("Cast", [observed], "observed_f", to=TensorProto.FLOAT)
-    first = node("ArgMax", [observed_f], "first", axis=1, keepdims=1)  # the first reading (0 for none)
-    lead = node("Less", [hours, first], "lead")
-    # (first - h + WEEK - 1) // WEEK, positive wherever `lead` (elsewhere unused), so truncation is the floor.
-    ahead = node("Add", [node("Sub", [first, hours], "ahead"), const("week_1", np.int64(WEEK - 1))], "ahead_1")
-    weeks_ahead = node("Div", [ahead, const("week", np.int64(WEEK))], "weeks_ahead")
-    same_hour = node("Add", [hours, node("Mul", [weeks_ahead, const("week_m", np.int64(WEEK))], "shift")], "same")
+    first = node("Cast", [node("ArgMax", [observed_f], "first_i", axis=1, keepdims=1)], "first", to=TensorProto.FLOAT)
+    lead = node("Less", [hours, first], "lead")  # before the first reading (none for a row without one)
+    # floor((first - h + WEEK - 1) / WEEK): the weeks to move ahead to reach a reading's week.
+    ahead = node("Add", [node("Sub", [first, hours], "ahead"), const("week_1", np.float32(WEEK - 1))], "ahead_1")
+    weeks_ahead = node("Floor", [node("Div", [ahead, const("week", np.float32(WEEK))], "weeks")], "weeks_ahead")
+    same_hour = node("Add", [hours, node("Mul", [weeks_ahead, const("week_m", np.float32(WEEK))], "shift")], "same")
     source = node("Where", [lead, same_hour, hours], "source")
-    inside = node("Min", [source, const("last_hour", np.int64(WINDOW - 1))], "inside")
-    filled = node("GatherElements", [carried, inside], "filled", axis=1)
-    beyond = node("And", [lead, node("GreaterOrEqual", [source, const("width", np.int64(WINDOW))], "past")], "beyond")
+    inside = node("Min", [source, const("last_hour", np.float32(WINDOW - 1))], "inside")
+    filled = node(
+        "GatherElements", [carried, node("Cast", [inside], "inside_i", to=TensorProto.INT64)], "filled", axis=1
+    )
+    beyond = node("And", [lead, node("GreaterOrEqual", [source, const("width", np.float32(WINDOW))], "past")], "beyond")
     window = node("Where", [beyond, zero_f, filled], "window")
     # A row without a reading stays NaN through here (z is NaN everywhere); the output masks it anyway.
     nodes.extend(_renamed(n, {ONNX_INPUT: window, ONNX_OUTPUT: "mg_core_forecast"}) for n in core.graph.node)
