@@ -5,10 +5,9 @@ multi-model endpoint loads it when called with `TargetModel=<customer>.tar.gz`. 
 directories below, named with the customer so that many archives can be loaded side by side in one Triton.
 
     <customer>/                       (archive root = a Triton model repository)
-      <customer>_preprocess/          Python backend: raw readings -> normalised window
-      <customer>_forecaster/          ONNX model: normalised window -> normalised forecast
-      <customer>_postprocess/         Python backend: normalised forecast -> forecast in reading units
-      <customer>/                     ensemble wiring the three, the name clients call
+      <customer>_forecaster/          ONNX model: raw readings -> forecast in reading units (normalisation,
+                                      gap filling and the inverse transform inside the graph)
+      <customer>/                     ensemble whose one step is the forecaster, the name clients call
 
 Tensors (KServe v2 names the client sends and receives):
     READINGS  FP32 [WINDOW]   the last WINDOW hourly readings, oldest first (NaN marks a gap; a shorter
@@ -17,8 +16,10 @@ Tensors (KServe v2 names the client sends and receives):
 Every model of the archive batches (max_batch_size MAX_BATCH_SIZE), so a request carries a leading batch
 dimension: READINGS shape [n, WINDOW] -> FORECAST shape [n, HORIZON], 1 <= n <= MAX_BATCH_SIZE.
 
-The ONNX model's own tensors are `window` FP32 [-1, WINDOW] -> `forecast` FP32 [-1, HORIZON], both normalised
-with the customer's (mean, std) that the packaging step stores in the pre/postprocess model directories.
+The ONNX model takes and gives the same tensors; its core, `window` FP32 [-1, WINDOW] -> `forecast` FP32
+[-1, HORIZON] (ONNX_INPUT/ONNX_OUTPUT), works in units normalised with the customer's (mean, std), which the graph
+holds as initializers. A row without any reading, or with an infinite one, comes out NaN (the inference API
+refuses it with 400 before calling the endpoint).
 
 A model version's artifacts live under one S3 prefix (the registry's model data URL and the `model_data_url`
 of modelgate.parameters.ApprovedModel), holding every `<customer>.tar.gz` and a `manifest.json`
@@ -79,12 +80,7 @@ def customer_from_archive(name: str) -> str:
 def model_names(customer: str) -> dict[str, str]:
     """Triton model names inside a customer's archive; `ensemble` is the one clients call."""
     base = check_customer_id(customer).replace("-", "_")
-    return {
-        "preprocess": f"{base}_preprocess",
-        "forecaster": f"{base}_forecaster",
-        "postprocess": f"{base}_postprocess",
-        "ensemble": base,
-    }
+    return {"forecaster": f"{base}_forecaster", "ensemble": base}
 
 
 MME_PREFIX = "models/"  # ModelDataUrl of the multi-model endpoint: s3://<model-repository bucket>/models/

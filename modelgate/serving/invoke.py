@@ -170,7 +170,7 @@ def invoke_model(
         parsed = parse_content_type(content_type)
         body = validate_request(body, parsed)
     except InvalidRequest as error:
-        raise ApiError(error.status, "invalid_request", str(error)) from None
+        raise ApiError(error.status, error.code, str(error)) from None
 
     deployment = deployments.get()
     for attempt in range(2):

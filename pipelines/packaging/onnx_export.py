@@ -1,9 +1,17 @@
-"""Each customer's forecaster as an ONNX model: `window` FP32 [batch, WINDOW] -> `forecast` FP32 [batch, HORIZON]
-(modelgate.model_repository ONNX_INPUT/ONNX_OUTPUT), normalised units.
+"""Each customer's served model as ONE ONNX graph: READINGS FP32 [batch, WINDOW] (raw readings, NaN = gap) ->
+FORECAST FP32 [batch, HORIZON] (reading units): normalisation, gap filling, the forecaster and the inverse
+transform of pipelines/steps/forecaster.py `predict`, the function evaluation scores. No Python-backend step:
+at concurrency 1 those hops were nearly all of a request's time (bench/RESULTS.md, lean serving).
 
-torch.onnx.export (the dynamo exporter) traces the architecture ONCE; every customer's model is that graph with
-the customer's weights as initializers. Exporting 10,000 times would take hours for the same graph; swapping
-initializers takes milliseconds, and `verify` runs the result in onnxruntime against PyTorch.
+The forecaster core (`window` -> `forecast`, normalised units) is traced ONCE by torch.onnx.export (the dynamo
+exporter) from `CustomerForecaster`; the gap filling and the transforms around it are written here in plain ONNX
+operators (torch's `cummax` has no ONNX counterpart: the forward fill's running maximum is a log-step scan).
+Every customer's model is that graph with the customer's weights, mean and std as initializers: exporting 10,000
+times would take hours for the same graph; swapping initializers takes milliseconds, and `verify` runs the result
+in onnxruntime against `forecaster.predict` on windows with gaps, so what is served is what was evaluated.
+
+A row with no reading, or with an infinite one, has nothing to forecast from: its FORECAST row is NaN (the
+inference API refuses such rows with 400 before the endpoint is called: modelgate/serving/protocol.py).
 Opset 18 and IR version 9: loadable by the onnxruntime of every SageMaker Triton release ModelGate allows
 (23.12 ships onnxruntime 1.16).
 """
@@ -18,10 +26,10 @@ from contextlib import redirect_stdout
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
-from modelgate.model_repository import HORIZON, ONNX_INPUT, ONNX_OUTPUT, WINDOW
-from pipelines.steps.forecaster import CustomerForecaster, ForecasterParameters
+from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, HORIZON, ONNX_INPUT, ONNX_OUTPUT, WINDOW
+from pipelines.steps.forecaster import WEEK, CustomerForecaster, ForecasterParameters, predict
 
 OPSET = 18
 IR_VERSION = 9
@@ -64,35 +72,176 @@ def export_template(hidden: int) -> onnx.ModelProto:
     return proto
 
 
-def customer_model(template: onnx.ModelProto, params: ForecasterParameters, index: int) -> bytes:
-    """Serialized ONNX model of customer `index` of `params` (the template is left unchanged)."""
+def served_template(core: onnx.ModelProto) -> onnx.ModelProto:
+    """READINGS -> FORECAST around the traced `core` (window -> forecast), with placeholder mean and std.
+
+    Mirrors forecaster.predict / fill_gaps step by step: z = (x - mean) / std; each gap takes the last reading
+    before it (running maximum of the observed positions, by a log-step scan); hours before the first reading
+    take the filled value of the same hour of the week in the first week that has one, or 0 where none does;
+    forecast = core(window) * std + mean. Gathers pick the same elements as torch's, so only the matrix
+    products' summation order can differ from the reference."""
+    nodes: list[onnx.NodeProto] = []
+    consts: list[onnx.TensorProto] = [
+        numpy_helper.from_array(np.zeros((), np.float32), "mean"),
+        numpy_helper.from_array(np.ones((), np.float32), "std"),
+    ]
+
+    def const(name: str, value) -> str:
+        consts.append(numpy_helper.from_array(np.asarray(value), f"mg_{name}"))
+        return f"mg_{name}"
+
+    def node(op: str, inputs: list[str], output: str, **attributes) -> str:
+        nodes.append(helper.make_node(op, inputs, [f"mg_{output}"], name=f"mg_{output}", **attributes))
+        return f"mg_{output}"
+
+    # Index arithmetic in float32 (exact for integers this small): onnxruntime's CPU kernels vectorise float
+    # Max/Where/Floor, not int64 ones, which made gap filling ten times the forecaster's cost at 64 windows.
+    x = ENSEMBLE_INPUT
+    hours = const("hours", np.arange(WINDOW, dtype=np.float32)[None, :])
+    zero_f = const("zero_f", np.float32(0))
+    axis1 = const("axis1", np.array([1], np.int64))
+    z = node("Div", [node("Sub", [x, "mean"], "centred"), "std"], "z")
+    observed = node("Not", [node("IsNaN", [z], "gap")], "observed")
+    last_seen = node("Where", [observed, hours, zero_f], "seen_0")
+    shift = 1
+    while shift < WINDOW:  # running maximum: after step k, each hour holds the max over the 2^k hours up to it
+        padded = node("Pad", [last_seen, const(f"pads_{shift}", np.array([0, shift, 0, 0], np.int64))], f"pad_{shift}")
+        earlier = node(
+            "Slice", [padded, const(f"from_{shift}", [0]), const(f"to_{shift}", [WINDOW]), axis1], f"earlier_{shift}"
+        )
+        last_seen = node("Max", [last_seen, earlier], f"seen_{shift}")
+        shift *= 2
+    last_index = node("Cast", [last_seen], "last_index", to=TensorProto.INT64)
+    carried = node("GatherElements", [z, last_index], "carried", axis=1)
+    observed_f = node("Cast", [observed], "observed_f", to=TensorProto.FLOAT)
+    first = node("Cast", [node("ArgMax", [observed_f], "first_i", axis=1, keepdims=1)], "first", to=TensorProto.FLOAT)
+    lead = node("Less", [hours, first], "lead")  # before the first reading (none for a row without one)
+    # floor((first - h + WEEK - 1) / WEEK): the weeks to move ahead to reach a reading's week.
+    ahead = node("Add", [node("Sub", [first, hours], "ahead"), const("week_1", np.float32(WEEK - 1))], "ahead_1")
+    weeks_ahead = node("Floor", [node("Div", [ahead, const("week", np.float32(WEEK))], "weeks")], "weeks_ahead")
+    same_hour = node("Add", [hours, node("Mul", [weeks_ahead, const("week_m", np.float32(WEEK))], "shift")], "same")
+    source = node("Where", [lead, same_hour, hours], "source")
+    inside = node("Min", [source, const("last_hour", np.float32(WINDOW - 1))], "inside")
+    filled = node(
+        "GatherElements", [carried, node("Cast", [inside], "inside_i", to=TensorProto.INT64)], "filled", axis=1
+    )
+    beyond = node("And", [lead, node("GreaterOrEqual", [source, const("width", np.float32(WINDOW))], "past")], "beyond")
+    window = node("Where", [beyond, zero_f, filled], "window")
+    # A row without a reading stays NaN through here (z is NaN everywhere); the output masks it anyway.
+    nodes.extend(_renamed(n, {ONNX_INPUT: window, ONNX_OUTPUT: "mg_core_forecast"}) for n in core.graph.node)
+    scaled = node("Add", [node("Mul", ["mg_core_forecast", "std"], "scaled"), "mean"], "forecast")
+    any_reading = node("ReduceMax", [observed_f, axis1], "any_reading", keepdims=1)
+    infinite_f = node("Cast", [node("IsInf", [x], "inf")], "inf_f", to=TensorProto.FLOAT)
+    infinite = node("ReduceMax", [infinite_f, axis1], "any_inf", keepdims=1)
+    empty = node("Equal", [any_reading, zero_f], "empty")
+    refused = node("Or", [empty, node("Greater", [infinite, zero_f], "has_inf")], "refused")
+    nan = const("nan", np.float32(np.nan))
+    nodes.append(helper.make_node("Where", [refused, nan, scaled], [ENSEMBLE_OUTPUT], name="mg_output"))
+
+    graph = helper.make_graph(
+        nodes,
+        "modelgate_forecaster",
+        [helper.make_tensor_value_info(ENSEMBLE_INPUT, TensorProto.FLOAT, ["batch", WINDOW])],
+        [helper.make_tensor_value_info(ENSEMBLE_OUTPUT, TensorProto.FLOAT, ["batch", HORIZON])],
+        initializer=list(core.graph.initializer) + consts,
+    )
+    model = helper.make_model(graph, opset_imports=list(core.opset_import), producer_name="modelgate")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _renamed(original: onnx.NodeProto, names: dict[str, str]) -> onnx.NodeProto:
+    node = onnx.NodeProto()
+    node.CopyFrom(original)
+    node.input[:] = [names.get(name, name) for name in node.input]
+    node.output[:] = [names.get(name, name) for name in node.output]
+    del node.metadata_props[:]
+    return node
+
+
+def customer_model(
+    template: onnx.ModelProto,
+    params: ForecasterParameters,
+    index: int,
+    mean: float | None = None,
+    std: float | None = None,
+) -> bytes:
+    """Serialized ONNX model of customer `index` of `params` (the template is left unchanged). A served template
+    (`served_template`) needs the customer's mean and std; the bare core (`export_template`) takes none."""
     weights = {
-        "w_in": params.w_in[index],
-        "b_in": params.b_in[index, 0],
-        "w_out": params.w_out[index],
+        "w_in": params.w_in[index].detach().cpu().numpy(),
+        "b_in": params.b_in[index, 0].detach().cpu().numpy(),
+        "w_out": params.w_out[index].detach().cpu().numpy(),
     }
+    served = any(init.name == "mean" for init in template.graph.initializer)
+    if served != (mean is not None and std is not None):
+        raise OnnxExportError("a served template needs the customer's mean and std; a bare core takes neither")
+    if served:
+        weights |= {"mean": np.float32(mean), "std": np.float32(std)}
     model = onnx.ModelProto()
     model.CopyFrom(template)
     for initializer in model.graph.initializer:
-        if initializer.name not in weights:
-            continue
-        array = weights[initializer.name].detach().cpu().numpy().astype(np.float32)
-        initializer.CopyFrom(numpy_helper.from_array(array, initializer.name))
+        if initializer.name in weights:
+            array = np.asarray(weights[initializer.name], np.float32)
+            initializer.CopyFrom(numpy_helper.from_array(array, initializer.name))
     return model.SerializeToString()
 
 
-def verify(model: bytes, params: ForecasterParameters, index: int, rng: np.random.Generator) -> float:
-    """Max |onnxruntime - PyTorch| on random windows; raises when above tolerance."""
+def windows_with_gaps(rng: np.random.Generator, mean: float, std: float, count: int = 8) -> np.ndarray:
+    """Readings around (mean, std) with every kind of gap serving sees: leading (a short history), inside, at
+    the end, every other hour, whole weeks missing."""
+    readings = (mean + std * rng.normal(size=(count, WINDOW))).astype(np.float32)
+    patterns = [
+        lambda r: r.__setitem__(slice(0, 5), np.nan),
+        lambda r: r.__setitem__(slice(50, 80), np.nan),
+        lambda r: r.__setitem__(-1, np.nan),
+        lambda r: r.__setitem__(slice(None, None, 2), np.nan),
+        lambda r: r.__setitem__(slice(0, WINDOW - 200), np.nan),  # the weeks before take a later week's hour
+        lambda r: r.__setitem__(slice(0, WINDOW - 30), np.nan),  # less than a week: hours left at the mean
+        lambda r: r.__setitem__(slice(168, 2 * 168), np.nan),
+    ]
+    for row, pattern in zip(readings, patterns, strict=False):
+        pattern(row)
+    return readings
+
+
+def verify(
+    model: bytes,
+    params: ForecasterParameters,
+    index: int,
+    rng: np.random.Generator,
+    mean: float | None = None,
+    std: float | None = None,
+) -> float:
+    """Max |onnxruntime - PyTorch| on windows; raises when above tolerance. A served model is compared with
+    forecaster.predict (what evaluation scores) with the trained `mean` and `std` on readings with gaps, and
+    must answer NaN for a row without a reading; a bare core with CustomerForecaster on normalised windows."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-    windows = rng.normal(size=(4, WINDOW)).astype(np.float32)
-    (got,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: windows})
-    with torch.no_grad():
-        expected = CustomerForecaster(params, index)(torch.from_numpy(windows)).numpy()
-    if got.shape != (4, HORIZON):
-        raise OnnxExportError(f"ONNX model returned shape {got.shape}, expected (4, {HORIZON})")
+    served = session.get_inputs()[0].name == ENSEMBLE_INPUT
+    if served:
+        if mean is None or std is None:
+            raise OnnxExportError("verifying a served model needs the customer's trained mean and std")
+        windows = windows_with_gaps(rng, mean, std)
+        empty = np.full((1, WINDOW), np.nan, np.float32)
+        (got,) = session.run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: np.concatenate([windows, empty])})
+        if not np.isnan(got[-1]).all():
+            raise OnnxExportError("the served model forecasts a window that holds no reading")
+        got = got[:-1]
+        one = params.select(slice(index, index + 1))
+        expected = predict(one, torch.from_numpy(windows)[None], torch.tensor([mean]), torch.tensor([std]))[0].numpy()
+        scale = std
+    else:
+        windows = rng.normal(size=(4, WINDOW)).astype(np.float32)
+        (got,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: windows})
+        with torch.no_grad():
+            expected = CustomerForecaster(params, index)(torch.from_numpy(windows)).numpy()
+        scale = 1.0
+    if got.shape != (len(windows), HORIZON):
+        raise OnnxExportError(f"ONNX model returned shape {got.shape}, expected ({len(windows)}, {HORIZON})")
     error = float(np.abs(got - expected).max())
-    if error > 1e-4 * max(1.0, float(np.abs(expected).max())):
+    if not error <= 1e-4 * max(scale, float(np.abs(expected).max())):
         raise OnnxExportError(f"ONNX model differs from PyTorch by {error}")
     return error

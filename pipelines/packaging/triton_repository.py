@@ -3,14 +3,13 @@ the layout modelgate/model_repository.py specifies.
 
 An archive's members sit at its root, which is a Triton model repository (names from `model_names(customer)`,
 here for customer `cust-00001`):
-    cust_00001_preprocess/config.pbtxt     Python backend, parameters mean/std;  1/model.py
     cust_00001_forecaster/config.pbtxt     platform onnxruntime_onnx;             1/model.onnx
-    cust_00001_postprocess/config.pbtxt    Python backend, parameters mean/std;  1/model.py
     cust_00001/config.pbtxt                platform ensemble (the model clients call); 1/ (empty)
 Every model batches (max_batch_size MAX_BATCH_SIZE): a request sends READINGS FP32 [n, WINDOW], n <= 64, and
-receives FORECAST FP32 [n, HORIZON]. Tensors inside the ensemble: READINGS -> preprocess -> `window` ->
-forecaster -> `forecast` -> postprocess -> FORECAST. The forecaster has no instance_group: Triton puts it on
-the GPU when there is one; the Python models run on the CPU.
+receives FORECAST FP32 [n, HORIZON]. The ONNX model is the whole forecast (normalisation, gap filling, the
+forecaster, the inverse transform: pipelines/packaging/onnx_export.py); the ensemble's one step maps the
+client's tensors to it, so clients keep calling `<customer>` and a later version may add steps without
+changing the contract. The forecaster has no instance_group: Triton puts it on the GPU when there is one.
 
 Archives are reproducible: the same models give byte-identical archives (sorted members, fixed mtime and owner).
 """
@@ -35,8 +34,6 @@ from modelgate.model_repository import (
     ENSEMBLE_OUTPUT,
     HORIZON,
     MAX_BATCH_SIZE,
-    ONNX_INPUT,
-    ONNX_OUTPUT,
     WINDOW,
     ArchiveEntry,
     Manifest,
@@ -46,36 +43,9 @@ from modelgate.model_repository import (
 from pipelines.packaging import onnx_export
 from pipelines.steps.forecaster import ForecasterParameters, Hyperparameters, TrainedModels, customer_keys
 
-TRITON_SOURCES = Path(__file__).resolve().parent / "triton"
-_ENSEMBLE_WINDOW = "normalised_window"
-_ENSEMBLE_FORECAST = "normalised_forecast"
-
 
 def _tensor(name: str, width: int) -> str:
     return f'  {{ name: "{name}" data_type: TYPE_FP32 dims: [ {width} ] }}'
-
-
-def _parameters(mean: float, std: float) -> str:
-    # repr of the float32 value: the Python models parse it back to exactly the same float32.
-    return "\n".join(
-        f'parameters {{ key: "{key}" value: {{ string_value: "{float(np.float32(value))!r}" }} }}'
-        for key, value in (("mean", mean), ("std", std))
-    )
-
-
-def python_config(name: str, inputs: tuple[str, int], outputs: tuple[str, int], mean: float, std: float) -> str:
-    return f"""name: "{name}"
-backend: "python"
-max_batch_size: {MAX_BATCH_SIZE}
-input [
-{_tensor(*inputs)}
-]
-output [
-{_tensor(*outputs)}
-]
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-{_parameters(mean, std)}
-"""
 
 
 def forecaster_config(name: str) -> str:
@@ -83,30 +53,16 @@ def forecaster_config(name: str) -> str:
 platform: "onnxruntime_onnx"
 max_batch_size: {MAX_BATCH_SIZE}
 input [
-{_tensor(ONNX_INPUT, WINDOW)}
+{_tensor(ENSEMBLE_INPUT, WINDOW)}
 ]
 output [
-{_tensor(ONNX_OUTPUT, HORIZON)}
+{_tensor(ENSEMBLE_OUTPUT, HORIZON)}
 ]
 dynamic_batching {{ max_queue_delay_microseconds: 100 }}
 """
 
 
 def ensemble_config(names: dict[str, str]) -> str:
-    def step(model: str, input_map: tuple[str, str], output_map: tuple[str, str]) -> str:
-        return (
-            f'    {{ model_name: "{model}" model_version: -1\n'
-            f'      input_map {{ key: "{input_map[0]}" value: "{input_map[1]}" }}\n'
-            f'      output_map {{ key: "{output_map[0]}" value: "{output_map[1]}" }} }}'
-        )
-
-    steps = ",\n".join(
-        [
-            step(names["preprocess"], (ENSEMBLE_INPUT, ENSEMBLE_INPUT), (ONNX_INPUT, _ENSEMBLE_WINDOW)),
-            step(names["forecaster"], (ONNX_INPUT, _ENSEMBLE_WINDOW), (ONNX_OUTPUT, _ENSEMBLE_FORECAST)),
-            step(names["postprocess"], (ONNX_OUTPUT, _ENSEMBLE_FORECAST), (ENSEMBLE_OUTPUT, ENSEMBLE_OUTPUT)),
-        ]
-    )
     return f"""name: "{names["ensemble"]}"
 platform: "ensemble"
 max_batch_size: {MAX_BATCH_SIZE}
@@ -118,24 +74,20 @@ output [
 ]
 ensemble_scheduling {{
   step [
-{steps}
+    {{ model_name: "{names["forecaster"]}" model_version: -1
+      input_map {{ key: "{ENSEMBLE_INPUT}" value: "{ENSEMBLE_INPUT}" }}
+      output_map {{ key: "{ENSEMBLE_OUTPUT}" value: "{ENSEMBLE_OUTPUT}" }} }}
   ]
 }}
 """
 
 
-def repository_files(customer: str, onnx_model: bytes, mean: float, std: float) -> dict[str, bytes]:
+def repository_files(customer: str, onnx_model: bytes) -> dict[str, bytes]:
     """Archive member path -> content of one customer's repository (directories end with '/')."""
     names = model_names(customer)
-    preprocess = python_config(names["preprocess"], (ENSEMBLE_INPUT, WINDOW), (ONNX_INPUT, WINDOW), mean, std)
-    postprocess = python_config(names["postprocess"], (ONNX_OUTPUT, HORIZON), (ENSEMBLE_OUTPUT, HORIZON), mean, std)
     return {
-        f"{names['preprocess']}/config.pbtxt": preprocess.encode(),
-        f"{names['preprocess']}/1/model.py": (TRITON_SOURCES / "preprocess.py").read_bytes(),
         f"{names['forecaster']}/config.pbtxt": forecaster_config(names["forecaster"]).encode(),
         f"{names['forecaster']}/1/model.onnx": onnx_model,
-        f"{names['postprocess']}/config.pbtxt": postprocess.encode(),
-        f"{names['postprocess']}/1/model.py": (TRITON_SOURCES / "postprocess.py").read_bytes(),
         f"{names['ensemble']}/config.pbtxt": ensemble_config(names).encode(),
         f"{names['ensemble']}/1/": b"",  # Triton needs a version directory, even for an ensemble
     }
@@ -183,17 +135,21 @@ class Packager:
     models: TrainedModels
     _template: onnx.ModelProto | None = None
 
-    def files(self, customer: str) -> dict[str, bytes]:
+    def onnx_model(self, customer: str) -> bytes:
         index = self.models.customers.index(customer)
         if self._template is None:
-            self._template = onnx_export.export_template(self.models.hyperparameters.hidden)
-        model = onnx_export.customer_model(self._template, self.models.params, index)
-        return repository_files(customer, model, float(self.models.mean[index]), float(self.models.std[index]))
+            core = onnx_export.export_template(self.models.hyperparameters.hidden)
+            self._template = onnx_export.served_template(core)
+        mean, std = float(self.models.mean[index]), float(self.models.std[index])
+        return onnx_export.customer_model(self._template, self.models.params, index, mean, std)
+
+    def files(self, customer: str) -> dict[str, bytes]:
+        return repository_files(customer, self.onnx_model(customer))
 
     def verify(self, customer: str, rng: np.random.Generator) -> float:
         index = self.models.customers.index(customer)
-        model = self.files(customer)[f"{model_names(customer)['forecaster']}/1/model.onnx"]
-        return onnx_export.verify(model, self.models.params, index, rng)
+        mean, std = float(self.models.mean[index]), float(self.models.std[index])
+        return onnx_export.verify(self.onnx_model(customer), self.models.params, index, rng, mean, std)
 
 
 def package_models(
@@ -205,7 +161,8 @@ def package_models(
     progress: bool = True,
 ) -> Manifest:
     """Write `<customer>.tar.gz` for each customer (default: all) and manifest.json into `output`. The ONNX
-    model of `verify_sample` customers (spread over the list; all when larger) is checked against PyTorch."""
+    model of `verify_sample` customers (spread over the list; all when larger) is checked against
+    forecaster.predict (what evaluation scored) on readings with gaps."""
     chosen = list(models.customers if customers is None else customers)
     packager = Packager(models)
     output.mkdir(parents=True, exist_ok=True)

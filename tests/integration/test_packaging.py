@@ -1,6 +1,6 @@
 """Packaging: archives follow modelgate/model_repository.py, every config.pbtxt is a valid Triton ModelConfig
-whose ensemble wiring is consistent, the ONNX model matches PyTorch, and the whole ensemble (the shipped
-model.py files + ONNX) reproduces the PyTorch forecast in reading units, gaps included."""
+whose ensemble wiring is consistent, the ONNX model matches PyTorch, and the whole ensemble (one ONNX graph
+behind a one-step ensemble) reproduces the PyTorch forecast in reading units, gaps included."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pipelines.packaging import onnx_export
 from pipelines.packaging.triton_repository import Packager, example_models, pack, package_models
 from pipelines.steps import artifact, forecaster, package
 from pipelines.steps.paths import OPT_ML_ENV, PackagePaths, StepInputError
-from sandbox.triton_inprocess import ModelFailedError, Repository, parse_config
+from sandbox.triton_inprocess import Repository, parse_config
 
 CUSTOMERS = ("cust-00001", "cust-00002", "acme-7")
 GROUP = "energy-forecast"
@@ -68,12 +68,8 @@ def test_archive_root_is_a_triton_repository_with_the_contract_names(packaged):
         members = {m.name: m for m in archive.getmembers()}
     assert {name.split("/")[0] for name in members} == set(names.values())
     assert {n for n, m in members.items() if m.isfile()} == {
-        f"{names['preprocess']}/config.pbtxt",
-        f"{names['preprocess']}/1/model.py",
         f"{names['forecaster']}/config.pbtxt",
         f"{names['forecaster']}/1/model.onnx",
-        f"{names['postprocess']}/config.pbtxt",
-        f"{names['postprocess']}/1/model.py",
         f"{names['ensemble']}/config.pbtxt",
     }
     assert members[f"{names['ensemble']}/1"].isdir()  # Triton wants a version directory for the ensemble too
@@ -96,7 +92,7 @@ def test_every_config_parses_with_tritons_model_config_and_the_ensemble_is_wired
         # with the dims and type the step's own config declares.
         available = {t.name: (list(t.dims), t.data_type) for t in ensemble.input}
         order = [step.model_name for step in ensemble.ensemble_scheduling.step]
-        assert order == [names["preprocess"], names["forecaster"], names["postprocess"]]
+        assert order == [names["forecaster"]]  # no Python-backend step: the ONNX graph is the whole forecast
         for step in ensemble.ensemble_scheduling.step:
             model = configs[step.model_name]
             declared_in = {t.name: (list(t.dims), t.data_type) for t in model.input}
@@ -108,9 +104,6 @@ def test_every_config_parses_with_tritons_model_config_and_the_ensemble_is_wired
             for key, value in step.output_map.items():
                 available[value] = declared_out[key]
         assert available[ENSEMBLE_OUTPUT] == ([HORIZON], ensemble.output[0].data_type)
-        for step in ("preprocess", "postprocess"):
-            parameters = configs[names[step]].parameters
-            assert set(parameters) == {"mean", "std"}
 
 
 def test_onnx_models_match_pytorch(models):
@@ -129,8 +122,8 @@ def test_onnx_model_declares_the_contract_tensors(packaged):
     onnx.checker.check_model(model)
     assert model.ir_version == onnx_export.IR_VERSION
     [window], [forecast] = model.graph.input, model.graph.output
-    assert window.name == "window"
-    assert forecast.name == "forecast"
+    assert window.name == ENSEMBLE_INPUT
+    assert forecast.name == ENSEMBLE_OUTPUT
     assert [d.dim_value or d.dim_param for d in window.type.tensor_type.shape.dim][1] == WINDOW
 
 
@@ -161,21 +154,6 @@ def test_the_ensemble_reproduces_the_pytorch_forecast_in_reading_units(models, p
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4 * float(models.std[index]))
         # Not trivially the input: the forecast is the model's, not the seasonal-naive copy.
         assert not np.allclose(got, np.nan_to_num(readings[:, :HORIZON]))
-
-
-@pytest.mark.parametrize(
-    ("readings", "message"),
-    [
-        (np.ones((1, WINDOW - 1), np.float32), f"shape \\[batch, {WINDOW}\\]"),
-        (np.full((2, WINDOW), np.nan, np.float32), "window 0 holds no reading"),
-        (np.full((1, WINDOW), np.inf, np.float32), "finite numbers"),
-    ],
-)
-def test_preprocess_rejects_bad_requests_with_a_clear_error(packaged, readings, message):
-    _, _, extracted = packaged
-    repository = Repository(extracted / "cust-00001")
-    with pytest.raises(ModelFailedError, match=message):
-        repository.infer(model_names("cust-00001")["ensemble"], {ENSEMBLE_INPUT: readings})
 
 
 def test_archives_are_reproducible(models, packaged):

@@ -92,3 +92,68 @@ def test_oversized_requests_are_413():
     with pytest.raises(InvalidRequest) as refused:
         validate_request(b" " * (MAX_BODY_BYTES + 1), parse_content_type(JSON))
     assert refused.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "fragment"),
+    [
+        ([1.0] * 5, [2, 3], "holds 5 values; shape \\[2, 3\\] needs 6"),  # Triton answered 500 (the API 502)
+        ([[1.0, 2.0, 3.0], [1.0, 2.0]], [2, 3], "holds 5 values"),  # a short row
+        ([1.0] * 7, [2, 3], "holds 7 values"),
+        ([], [1, 3], "holds 0 values"),
+    ],
+)
+def test_data_that_does_not_fill_its_shape_is_400_not_a_model_failure(data, shape, fragment):
+    """KServe v2 (Triton's HTTP/REST protocol): a tensor's data holds one value per element of its shape."""
+    with pytest.raises(InvalidRequest, match=fragment) as refused:
+        validate_request(body(tensor(data=data, shape=shape)), parse_content_type(JSON))
+    assert refused.value.status == 400
+
+
+def binary_request(values: list[float], shape: list[int], size: int | None = None) -> tuple[bytes, object]:
+    import struct
+
+    payload = struct.pack(f"<{len(values)}f", *values)
+    declared = {"binary_data_size": len(payload) if size is None else size}
+    header = json.dumps({"inputs": [{"name": "READINGS", "shape": shape, "datatype": "FP32", "parameters": declared}]})
+    content_type = parse_content_type(f"{TRITON_BINARY_JSON};json-header-size={len(header)}")
+    return header.encode() + payload, content_type
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ([1.0, 2.0, 3.0, math.nan, math.nan, math.nan], "window 1 holds no reading at all"),
+        ([1.0, math.inf, 3.0, 4.0, 5.0, 6.0], "must be finite"),
+        ([1.0, 2.0, 3.0, -math.inf, math.nan, 6.0], "must be finite"),
+    ],
+)
+def test_readings_rows_the_model_cannot_forecast_from_are_400_in_json_and_binary(values, fragment):
+    """The served ONNX graph answers NaN for such rows; the API refuses them with the reason, in both formats."""
+    as_json = [None if math.isnan(v) else v for v in values]
+    # JSON has no infinity, but Python's parser (like Triton's) reads the Infinity literal.
+    request = json.dumps({"inputs": [tensor(shape=[2, 3], data=as_json)]}).encode()
+    with pytest.raises(InvalidRequest, match=fragment) as refused:
+        validate_request(request, parse_content_type(JSON))
+    assert refused.value.status == 400
+    request, content_type = binary_request(values, [2, 3])
+    with pytest.raises(InvalidRequest, match=fragment) as refused:
+        validate_request(request, content_type)
+    assert refused.value.status == 400
+
+
+def test_readings_with_gaps_in_every_row_pass_in_both_formats():
+    values = [math.nan, 2.0, math.nan, 4.0, math.nan, math.nan]
+    request, content_type = binary_request(values, [2, 3])
+    assert validate_request(request, content_type) == request
+    as_json = body(tensor(shape=[2, 3], data=[[None, 2.0, None], [4.0, None, None]]))
+    assert b"NaN" in validate_request(as_json, parse_content_type(JSON))
+
+
+def test_binary_data_size_must_match_the_shape_and_datatype():
+    request, content_type = binary_request([1.0] * 5, [2, 3])
+    with pytest.raises(
+        InvalidRequest, match=r"binary_data_size is 20 bytes; shape \[2, 3\] of FP32 needs 24"
+    ) as refused:
+        validate_request(request, content_type)
+    assert refused.value.status == 400

@@ -240,6 +240,17 @@ def test_a_window_without_any_reading_is_refused_with_the_models_reason(stack):
     assert "holds no reading" in answer["error"]
 
 
+def test_a_readings_row_of_the_wrong_length_is_400_naming_the_sizes_not_502(stack):
+    """A KServe v2 tensor holds one value per element of its shape (Triton answered 500 for this, the API 502)."""
+    values = readings(rows=2)
+    body = kserve(values)
+    body["inputs"][0]["data"] = [values[0].tolist(), values[1, 1:].tolist()]  # the second row one hour short
+    status, _, payload = stack.call(EF + "/models/acme/invoke", body)
+    answer = json.loads(payload)
+    assert (status, answer["code"]) == (400, "invalid_inference_request")
+    assert f"holds {2 * WINDOW - 1} values; shape [2, {WINDOW}] needs {2 * WINDOW}" in answer["error"]
+
+
 def test_the_triton_binary_json_content_type_round_trips(stack, versions):
     values = readings(rows=3, seed=7)
     header = json.dumps(

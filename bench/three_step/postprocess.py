@@ -1,7 +1,8 @@
 """Triton Python-backend model: the ONNX forecaster's normalised forecast -> forecast in reading units (kWh).
 
-Shipped as `<customer>_postprocess/1/model.py` in every customer's archive, with the customer's `mean` and `std`
-as config.pbtxt parameters. Only numpy and triton_python_backend_utils (it runs inside Triton's Python stub).
+The last step of the three-step ensemble served before lean serving, kept as the serving bench's baseline
+(bench/bench_inference.py), with the customer's `mean` and `std` as config.pbtxt parameters. Only numpy and
+triton_python_backend_utils (it runs inside Triton's Python stub).
 Mirrors pipelines/steps/forecaster.py `predict`: float32 forecast * std + mean.
 
 Input `forecast` FP32 [batch, HORIZON]; output FORECAST FP32 [batch, HORIZON].

@@ -1,7 +1,8 @@
 """Triton Python-backend model: raw readings -> the normalised, gap-filled window the ONNX forecaster takes.
 
-Shipped as `<customer>_preprocess/1/model.py` in every customer's archive; the customer's mean and standard
-deviation are the `mean` and `std` parameters of that model's config.pbtxt. Runs inside Triton's Python stub,
+The first step of the three-step ensemble ModelGate served before lean serving, kept as the serving bench's
+baseline (bench/bench_inference.py). The customer's mean and standard deviation are the `mean` and `std`
+parameters of that model's config.pbtxt. Runs inside Triton's Python stub,
 so it uses only numpy and triton_python_backend_utils. The arithmetic mirrors pipelines/steps/forecaster.py
 (`predict`, `fill_gaps`): float32 (x - mean) / std, then each gap takes the last reading before it; hours
 before the first reading take the filled value of the same hour of the week in the first week that has a

@@ -1,0 +1,213 @@
+"""Lean serving: each customer's ensemble is one ONNX graph (normalisation, gap filling, forecaster, inverse
+transform), no Python-backend step, and it computes what evaluation scored (forecaster.predict), gaps included.
+Bad rows come out NaN from the graph; the inference API refuses them with 400 first (tests/unit/
+test_serving_protocol.py), and the real Triton serves the graph through its one-step ensemble."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, HORIZON, WINDOW, archive_name, model_names
+from pipelines.packaging import onnx_export
+from pipelines.packaging.triton_repository import Packager, example_models, pack
+from pipelines.steps import evaluate, forecaster
+from pipelines.steps.forecaster import WEEK, Hyperparameters
+from pipelines.steps.series import HOUR_US, SeriesSet
+from sandbox.triton_inprocess import Repository, parse_config
+
+CUSTOMERS = ("lean-1", "lean-2", "lean-3")
+
+
+@pytest.fixture(scope="module")
+def models():
+    return example_models(CUSTOMERS, hidden=16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def packager(models):
+    return Packager(models)
+
+
+def session(packager, customer):
+    return onnxruntime.InferenceSession(packager.onnx_model(customer), providers=["CPUExecutionProvider"])
+
+
+def reference(models, index, readings):
+    one = models.params.select(slice(index, index + 1))
+    windows = torch.from_numpy(readings)[None]
+    return forecaster.predict(one, windows, models.mean[index : index + 1], models.std[index : index + 1])[0].numpy()
+
+
+def gap_patterns(models, index, rng) -> np.ndarray:
+    """Every kind of gap serving sees, plus random masks: 64 windows (the batch limit)."""
+    mean, std = float(models.mean[index]), float(models.std[index])
+    readings = (mean + std * rng.normal(size=(64, WINDOW))).astype(np.float32)
+    readings[0, :5] = np.nan  # leading gap: nothing to carry forward
+    readings[1, 50:80] = np.nan  # an outage inside the window
+    readings[2, -1] = np.nan  # the latest hour is missing
+    readings[3, ::2] = np.nan  # every other hour
+    readings[4, : WINDOW - 200] = np.nan  # a short history: earlier weeks take a later week's same hour
+    readings[5, : WINDOW - 30] = np.nan  # under a week of history: hours with no same-hour reading are the mean
+    readings[6, WEEK : 2 * WEEK] = np.nan  # a whole week missing
+    readings[7, : WINDOW - 1] = np.nan  # a single reading, the latest
+    readings[8, 1:] = np.nan  # a single reading, the oldest
+    readings[9, : 3 * WEEK + 1] = np.nan  # the first reading one hour into the last week
+    for row in range(10, 64):  # random gaps of random density, some with a leading gap too
+        readings[row, rng.random(WINDOW) < rng.uniform(0.05, 0.95)] = np.nan
+        readings[row, : int(rng.integers(0, WINDOW - 1))] = np.nan if row % 3 == 0 else readings[row, 0]
+        if np.isnan(readings[row]).all():
+            readings[row, -1] = mean
+    return readings
+
+
+def test_the_onnx_graph_equals_the_python_reference_on_windows_with_gaps(models, packager):
+    rng = np.random.default_rng(21)
+    for index, customer in enumerate(models.customers):
+        readings = gap_patterns(models, index, rng)
+        (got,) = session(packager, customer).run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: readings})
+        expected = reference(models, index, readings)
+        assert got.shape == (64, HORIZON)
+        assert got.dtype == np.float32
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(models.std[index]))
+        # Gap filling is inside the graph: the same windows with gaps filled differently give other forecasts.
+        zeros = session(packager, customer).run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: np.nan_to_num(readings)})[0]
+        assert not np.allclose(zeros[:10], got[:10], atol=1e-3)
+
+
+def test_the_graphs_gap_filling_is_forecaster_fill_gaps_exactly(models, packager):
+    """The gathers pick the same elements as torch's: with a core that passes the window through (identity
+    weights, no correction), the output is fill_gaps' window, bit for bit (its first HORIZON hours)."""
+    core = onnx_export.export_template(models.hyperparameters.hidden)
+    template = onnx_export.served_template(core)
+    params = forecaster.ForecasterParameters(
+        w_in=torch.zeros(1, WINDOW, HORIZON + models.hyperparameters.hidden),
+        b_in=torch.zeros(1, 1, HORIZON + models.hyperparameters.hidden),
+        w_out=torch.zeros(1, models.hyperparameters.hidden, HORIZON),
+    )
+    rng = np.random.default_rng(4)
+    readings = gap_patterns(models, 0, rng)
+    for offset in range(0, WINDOW, HORIZON):  # every hour of the window, HORIZON at a time
+        params.w_in.zero_()
+        params.w_in[0, offset + torch.arange(HORIZON), torch.arange(HORIZON)] = 1.0
+        model = onnx_export.customer_model(template, params, 0, 0.0, 1.0)
+        graph = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+        (got,) = graph.run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: readings})
+        expected = forecaster.fill_gaps(torch.from_numpy(readings))[:, offset : offset + HORIZON].numpy()
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_rows_without_a_reading_or_with_an_infinite_one_come_out_nan_and_leave_the_others_alone(models, packager):
+    rng = np.random.default_rng(8)
+    readings = gap_patterns(models, 1, rng)[:6]
+    readings[2] = np.nan  # no reading at all
+    readings[4, 100] = np.inf  # an infinite reading
+    readings[5, 7] = -np.inf
+    (got,) = session(packager, "lean-2").run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: readings})
+    assert np.isnan(got[[2, 4, 5]]).all()
+    fine = [0, 1, 3]
+    np.testing.assert_allclose(got[fine], reference(models, 1, readings[fine]), rtol=1e-5, atol=1e-4)
+
+
+def test_evaluation_scores_the_computation_that_is_served(models, packager):
+    """evaluate.holdout_forecasts (the numbers the pipeline's condition judges) equals the served graph on the
+    same held-out windows, short histories and gaps included."""
+    hp = Hyperparameters(hidden=models.hyperparameters.hidden)
+    rng = np.random.default_rng(2)
+    hours = hp.min_hours + 2 * WEEK
+    values = np.full((len(CUSTOMERS), hours), np.nan, np.float32)
+    lengths = np.array([hours, hours - WEEK, hp.min_hours], np.int64)  # the last one: windows reach before it
+    for index, length in enumerate(lengths):
+        mean, std = float(models.mean[index]), float(models.std[index])
+        values[index, :length] = mean + std * rng.normal(size=length)
+        values[index, rng.choice(length, size=length // 5, replace=False)] = np.nan
+        values[index, 0] = values[index, length - 1] = mean  # lengths run from the first to the last reading
+    data = SeriesSet(CUSTOMERS, values, lengths, np.full(len(CUSTOMERS), 472_222 * HOUR_US, np.int64))
+    trained = forecaster.TrainedModels(models.customers, models.params, models.mean, models.std, hp)
+    scored = evaluate.holdout_forecasts(trained, data)
+
+    padded = forecaster.padded(data)
+    days = hp.holdout_hours // HORIZON
+    for index, customer in enumerate(CUSTOMERS):
+        first = int(padded.lengths[index]) - hp.holdout_hours
+        windows = np.stack([padded.values[index, o - WINDOW : o] for o in first + HORIZON * np.arange(days)])
+        (served,) = session(packager, customer).run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: windows})
+        np.testing.assert_allclose(served, scored.model[index], rtol=1e-5, atol=1e-5 * float(models.std[index]))
+
+
+def test_the_archive_has_no_python_backend_step(models, packager, tmp_path):
+    customer = "lean-3"
+    with tarfile.open(fileobj=io.BytesIO(pack(packager.files(customer)))) as archive:
+        archive.extractall(tmp_path, filter="data")
+        members = [m.name for m in archive.getmembers() if m.isfile()]
+    assert not [m for m in members if m.endswith(".py")]
+    names = model_names(customer)
+    ensemble = parse_config(tmp_path / names["ensemble"] / "config.pbtxt")
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [names["forecaster"]]
+    forecaster_config = parse_config(tmp_path / names["forecaster"] / "config.pbtxt")
+    assert forecaster_config.platform == "onnxruntime_onnx"
+    assert not forecaster_config.backend
+    # The in-process Triton semantics answer the reference through the ensemble.
+    readings = gap_patterns(models, 2, np.random.default_rng(6))[:5]
+    got = Repository(tmp_path).infer(names["ensemble"], {ENSEMBLE_INPUT: readings})[ENSEMBLE_OUTPUT]
+    np.testing.assert_allclose(got, reference(models, 2, readings), rtol=1e-5, atol=1e-4)
+    assert archive_name(customer) == f"{customer}.tar.gz"
+
+
+def test_the_package_step_refuses_a_graph_that_differs_from_what_was_evaluated(models, packager):
+    """verify (run by package_models on a sample) compares the served graph with forecaster.predict and the
+    trained normalisation: a graph with another customer's mean and std is refused, not shipped."""
+    index = 0
+    template = onnx_export.served_template(onnx_export.export_template(models.hyperparameters.hidden))
+    mean, std = float(models.mean[index]), float(models.std[index])
+    good = onnx_export.customer_model(template, models.params, index, mean, std)
+    assert onnx_export.verify(good, models.params, index, np.random.default_rng(0), mean, std) < 1e-4 * max(1.0, std)
+    # A packaging mix-up: the right weights with the next customer's normalisation.
+    mixed = onnx_export.customer_model(template, models.params, index, float(models.mean[1]), float(models.std[1]))
+    with pytest.raises(onnx_export.OnnxExportError, match="differs from PyTorch"):
+        onnx_export.verify(mixed, models.params, index, np.random.default_rng(0), mean, std)
+    with pytest.raises(onnx_export.OnnxExportError, match="needs the customer's mean and std"):
+        onnx_export.customer_model(template, models.params, index)
+
+
+def test_the_real_triton_serves_the_one_step_ensemble(models, packager, tmp_path):
+    """Triton (nvidia-pytriton's server, ONNX through the local runner) answers the reference over the binary
+    tensor protocol with a kept-alive connection; wrong shapes are Triton's own 400."""
+    pytest.importorskip("tritonclient.http")
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    from sandbox.triton import LocalTriton, TritonUnavailable
+    from sandbox.triton_repository import extract, localize
+
+    customer = "lean-1"
+    (tmp_path / "archive").mkdir()
+    try:
+        triton = LocalTriton(tmp_path / "triton").start()
+    except TritonUnavailable as error:
+        pytest.skip(str(error))
+    try:
+        local = localize(extract(pack(packager.files(customer)), tmp_path / "archive"), triton.repository)
+        triton.load(local.entry)
+        client = httpclient.InferenceServerClient(triton.url.removeprefix("http://"), connection_timeout=60)
+        readings = gap_patterns(models, 0, np.random.default_rng(12))[:16]
+        for _ in range(3):  # the same connection, reused
+            tensor = httpclient.InferInput(ENSEMBLE_INPUT, list(readings.shape), "FP32")
+            tensor.set_data_from_numpy(readings, binary_data=True)
+            output = httpclient.InferRequestedOutput(ENSEMBLE_OUTPUT, binary_data=True)
+            result = client.infer(local.entry, [tensor], outputs=[output])
+            np.testing.assert_allclose(result.as_numpy(ENSEMBLE_OUTPUT), reference(models, 0, readings), atol=1e-4)
+        short = httpclient.InferInput(ENSEMBLE_INPUT, [1, WINDOW - 1], "FP32")
+        short.set_data_from_numpy(readings[:1, 1:], binary_data=True)
+        with pytest.raises(InferenceServerException, match="unexpected shape") as refused:
+            client.infer(local.entry, [short])
+        assert refused.value.status() == "400"
+        client.close()
+    finally:
+        triton.stop()
