@@ -34,7 +34,7 @@ from modelgate.registry import REGISTERED_BY_KEY, initial_customer_metadata
 
 
 def models_of(config: Any) -> dict[str, tuple[ModelApproval, ...]]:
-    """Every environment's approval settings of every model of a loaded config (modelgate.config)."""
+    """Every environment's approval settings of every model of a loaded config (infra.config)."""
     return {environment: model_approvals(config.models, environment) for environment in config.chain}
 
 

@@ -68,7 +68,7 @@ class LocalApprovalWorkflow:
 
     @classmethod
     def from_config(cls, session: Any, config: Any, **kwargs: Any) -> LocalApprovalWorkflow:
-        """The world of a loaded config (modelgate.config): its chain, its models, their approvers per environment."""
+        """The world of a loaded config (infra.config): its chain, its models, their approvers per environment."""
         return cls(session, chain=config.chain, models=models_of(config), project=config.project.name, **kwargs)
 
     @property

@@ -11,8 +11,8 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from infra.config import load_config
 from modelgate.cli import EXIT_AWS, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main, watch_execution
-from modelgate.config import load_config
 from modelgate.parameters import pipeline_name
 
 REGION = "eu-west-1"

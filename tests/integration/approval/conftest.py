@@ -11,8 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from infra.config import load_config
 from modelgate.approval.settings import ModelApproval
-from modelgate.config import load_config
 from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
 from sandbox.approval_workflow import LocalApprovalWorkflow
 

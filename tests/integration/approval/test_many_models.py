@@ -14,9 +14,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from infra.config import load_config
 from modelgate.approval import links
 from modelgate.approval.history import history_put
-from modelgate.config import load_config
 from modelgate.registry import APPROVED, PENDING
 from sandbox.approval import ApproverBrowser
 from tests.integration.approval.conftest import ACCOUNT, EVALUATION, REGION
