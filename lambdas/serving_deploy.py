@@ -1,7 +1,7 @@
 """Serving deploy step of ONE model group in one environment (EventBridge, async): the group's approved-model
 parameter changed (or the daily reconciliation ran, or someone invoked it by hand) -> the group's endpoint
-prefix holds exactly that version. Each group has its own function (infra/constructs/model_deployment.py), so an approval
-of one group can never touch another group's endpoint: its role may not even write there.
+prefix holds exactly that version. Each group has its own function (infra/constructs/model_deployment.py),
+so an approval of one group can never touch another group's endpoint: its role may not even write there.
 
 Events it accepts, anything else is refused without touching S3:
 - `Parameter Store Change` (source aws.ssm) for this group's approved-model parameter of this environment;

@@ -23,7 +23,8 @@ from typing import Any
 
 from modelgate.model_repository import CUSTOMER_ID
 
-# The inference API's resources (infra/constructs/inference_api.py builds them, lambdas/inference_api.py routes on them).
+# The inference API's resources (infra/constructs/inference_api.py builds them, lambdas/inference_api.py routes
+# on them).
 INVOKE_ROUTE = "/groups/{group}/models/{customer}/invoke"
 GROUP_HEALTH_ROUTE = "/groups/{group}/health"
 HEALTH_ROUTE = "/health"

@@ -50,7 +50,7 @@ def test_no_shipped_module_imports_synth_time_code_when_it_loads():
                 names = [node.module]
             offenders += [f"{path.relative_to(code)}: {n}" for n in names if n.split(".")[0] in SYNTH_ONLY]
             # and every project module it imports travels with it (a file-name exclusion left
-            # infra/preflight.py shipped without the infra/config.py it imports)
+            # modelgate/preflight.py shipped without the modelgate/config.py it imports)
             offenders += [
                 f"{path.relative_to(code)}: {n} (not shipped)"
                 for n in names
