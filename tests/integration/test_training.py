@@ -69,7 +69,7 @@ def test_sampled_batches_are_the_gap_filled_windows_with_their_targets_and_loss_
     readings = 5 + torch.rand(3, hours, generator=generator)
     readings[torch.rand(3, hours, generator=generator) < 0.3] = float("nan")
     readings[1, 50:120] = float("nan")
-    readings[2, :10] = float("nan")
+    readings[2, :250] = float("nan")  # more than a week before the first reading, as `padded` makes it
     mean, std = torch.tensor([5.5, 5.0, 6.0]), torch.tensor([0.3, 0.5, 0.2])
     sampler = forecaster.WindowSampler(readings, mean, std, batch_size=64)
     u = torch.rand(3, 64, generator=generator, dtype=torch.float64)
