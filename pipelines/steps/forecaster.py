@@ -249,6 +249,14 @@ class TrainedModels:
     device: str = "cpu"
     seconds: float = 0.0
 
+    def select(self, indices: list[int]) -> TrainedModels:
+        """The models of the customers at `indices` (in that order)."""
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        chosen = None if self.chosen_epochs is None else self.chosen_epochs[index]
+        return TrainedModels(tuple(self.customers[i] for i in indices), self.params.select(index), self.mean[index],
+                             self.std[index], self.hyperparameters, dict(self.skipped), list(self.history), chosen,
+                             self.device, self.seconds)  # fmt: skip
+
 
 def eligible(data: SeriesSet, hp: Hyperparameters) -> tuple[list[int], dict[str, str]]:
     """Customers with enough data to train and evaluate, and why the others are skipped."""
