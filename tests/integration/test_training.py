@@ -357,4 +357,4 @@ def test_evaluation_shard_by_shard_gives_the_report_of_one_shard(curated, tmp_pa
         assert a.baseline_mape == pytest.approx(b.baseline_mape)
     assert sharded.aggregate.mape_ratio == pytest.approx(single.aggregate.mape_ratio, rel=1e-5)
     assert sharded.skipped == single.skipped
-    # packaging shard by shard: tests/integration/test_local_pipeline.py (100 customers in 3 training shards)
+    # packaging shard by shard: tests/integration/test_local_pipeline.py (100 customers in 2 training shards)
