@@ -90,6 +90,7 @@ def _register_a_version(work_dir) -> Registered:
         registered_by="data.scientist@example.com",
         inference_instance_types=("ml.g5.xlarge",),
         progress=False,
+        threads=1,  # the suite runs on shared cores (pipelines/local_runner.py LocalRunSettings.threads)
     )
     with mock_aws():  # left before the tests run, so that no other test runs under this mock
         clients = moto_clients()
@@ -222,6 +223,7 @@ def test_a_failed_condition_stops_before_packaging_and_registration_with_sharded
         hyperparameters={"epochs": 1, "steps-per-epoch": 2},
         instance_count=2,
         metric_threshold=0.01,
+        threads=1,
         image_uri=IMAGE,
         model_data_url=f"s3://{BUCKET}/models/strict-group/run-1/",
         progress=False,
