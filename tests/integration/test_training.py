@@ -27,6 +27,16 @@ from pipelines.steps.paths import (
 HP = forecaster.Hyperparameters(epochs=3, steps_per_epoch=4, batch_size=16, holdout_hours=48)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The suite runs on shared cores, where torch's threads spin waiting for each other (pipelines/local_runner.py
+    LocalRunSettings.threads); results do not depend on it (tolerances below)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory):
     base = tmp_path_factory.mktemp("prep")
