@@ -95,8 +95,9 @@ def _chunks(path: Path, size: int) -> Iterator[tuple[int, list[str]]]:
 
 def raw_size(path: Path) -> int:
     """Bytes of raw text in the file: a gzip member's trailer holds its size (mod 2**32; enough for an estimate)."""
-    if path.suffix != ".gz":
-        return path.stat().st_size
+    size = path.stat().st_size
+    if path.suffix != ".gz" or size < 18:  # 18: the smallest gzip member (a broken one fails when it is read)
+        return size
     with path.open("rb") as handle:
         handle.seek(-4, os.SEEK_END)
         return int.from_bytes(handle.read(4), "little")
