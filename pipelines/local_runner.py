@@ -64,6 +64,10 @@ class LocalRunSettings:
     registered_by: str | None = None
     inference_instance_types: tuple[str, ...] = ()
     prep_workers: int = 2
+    # CPU threads per step process (OMP_NUM_THREADS; None: the libraries' default, every core). On a machine
+    # busy with other work, torch's threads spin waiting for each other: 1 thread trained the test data set with a
+    # quarter of the CPU time of 2 under a load of 6 (tests run several of these at once).
+    threads: int | None = None
     progress: bool = True
     jobs: Any = None  # sandbox.pipeline_jobs.SageMakerJobs: run as the deployed pipeline's jobs (see above)
 
@@ -147,6 +151,8 @@ class _Runner:
         code = self.code_for(name)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the bundle may be importable
         env.update({step_paths.OPT_ML_ENV: str(opt_ml), "PYTHONDONTWRITEBYTECODE": "1", **environ})
+        if self.settings.threads:
+            env["OMP_NUM_THREADS"] = str(self.settings.threads)
         started = time.perf_counter()
         completed = subprocess.run(
             [self.python, str(code / script), *args],

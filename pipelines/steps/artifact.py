@@ -1,19 +1,22 @@
 """The training job's model artifact: what train.py writes to SM_MODEL_DIR and evaluate/package read back.
 
-Each training host writes its own shard (SageMaker merges every host's /opt/ml/model into one model.tar.gz,
-overwriting equal names, hence one name per host):
-    shard-<host>.pt    torch.save of {"format", "customers", "w_in", "b_in", "w_out", "mean", "std"}: tensors and
-                       strings only, so it loads with torch.load(weights_only=True) (no pickled code)
-    shard-<host>.json  the same customers + hyperparameters, skipped customers and why, loss history, device,
-                       seconds: readable without torch
-Readers accept the merged directory, or the directory a Processing input puts `model.tar.gz` in.
+Each training host writes one file pair per shard of customers it trained (train.py --shard-customers;
+SageMaker merges every host's /opt/ml/model into one model.tar.gz, overwriting equal names, hence the host in
+the name):
+    shard-<host>-<part>.pt    torch.save of {"format", "customers", "w_in", "b_in", "w_out", "mean", "std"}: tensors
+                              and strings only, so it loads with torch.load(weights_only=True) (no pickled code)
+    shard-<host>-<part>.json  the same customers + hyperparameters, skipped customers and why, loss history,
+                              device, seconds: readable without torch
+Readers accept the merged directory, or the directory a Processing input puts `model.tar.gz` in. `shards` lists
+and checks the shards from their JSON alone, and each `Shard.load()` reads one: evaluation and packaging hold
+one shard's weights at a time (about 107 KB per customer), never every customer's.
 """
 
 from __future__ import annotations
 
 import json
 import tarfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,9 +29,13 @@ FORMAT = 1
 MODEL_ARCHIVE = "model.tar.gz"
 
 
-def save(models: TrainedModels, model_dir: Path, host: str) -> Path:
+def shard_name(host: str, part: int) -> str:
+    return f"shard-{host}-{part:05d}"
+
+
+def save(models: TrainedModels, model_dir: Path, host: str, part: int = 0) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
-    weights = model_dir / f"shard-{host}.pt"
+    weights = model_dir / f"{shard_name(host, part)}.pt"
     torch.save(
         {
             "format": FORMAT,
@@ -53,7 +60,7 @@ def save(models: TrainedModels, model_dir: Path, host: str) -> Path:
         "device": models.device,
         "seconds": round(models.seconds, 3),
     }
-    (model_dir / f"shard-{host}.json").write_text(json.dumps(summary, indent=1))
+    weights.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     return weights
 
 
@@ -80,51 +87,95 @@ def _model_directory(path: Path, scratch: Path) -> Path:
     return path
 
 
-def load(path: Path, scratch: Path | None = None) -> TrainedModels:
-    """Every host's shard, merged, customers sorted. `scratch` is where a model.tar.gz gets extracted."""
+@dataclass(frozen=True)
+class Shard:
+    """One shard's files; its JSON summary is read (and checked) up front, its weights only by `load`."""
+
+    weights: Path
+    summary: dict
+
+    @property
+    def customers(self) -> tuple[str, ...]:
+        return tuple(self.summary["customers"])
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        return Hyperparameters(**self.summary["hyperparameters"])
+
+    def load(self) -> TrainedModels:
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)
+        if state.get("format") != FORMAT:
+            raise StepInputError(f"{self.weights.name}: artifact format {state.get('format')!r}, expected {FORMAT}")
+        if list(state["customers"]) != self.summary["customers"]:
+            raise StepInputError(f"{self.weights.name}: its customers differ from those of its JSON summary")
+        summary = self.summary
+        return TrainedModels(
+            customers=tuple(state["customers"]),
+            params=ForecasterParameters(state["w_in"], state["b_in"], state["w_out"]),
+            mean=state["mean"],
+            std=state["std"],
+            hyperparameters=self.hyperparameters,
+            skipped=dict(summary["skipped"]),
+            history=summary["history"],
+            device=summary["device"],
+            seconds=summary["seconds"],
+        )
+
+
+def shards(path: Path, scratch: Path | None = None) -> list[Shard]:
+    """Every host's shards (sorted by name), checked for one format, window, horizon and set of hyperparameters,
+    and for no customer in two shards. `scratch` is where a model.tar.gz gets extracted (keep it while loading)."""
     if not path.is_dir():
         raise StepInputError(f"model input {path} does not exist")
     directory = _model_directory(path, scratch or path / "extracted")
-    shards = sorted(directory.glob("shard-*.pt"))
-    if not shards:
+    found = sorted(directory.glob("shard-*.pt"))
+    if not found:
         raise StepInputError(f"model input {path} holds no shard-*.pt (not a ModelGate training artifact?)")
-    customers: list[str] = []
     owner: dict[str, str] = {}
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("w_in", "b_in", "w_out", "mean", "std")}
-    skipped: dict[str, str] = {}
-    summaries = []
-    for shard in shards:
-        state = torch.load(shard, map_location="cpu", weights_only=True)
-        summary = json.loads(shard.with_suffix(".json").read_text())
-        if state.get("format") != FORMAT or summary.get("format") != FORMAT:
-            raise StepInputError(f"{shard.name}: artifact format {state.get('format')!r}, expected {FORMAT}")
+    result = []
+    for weights in found:
+        summary = json.loads(weights.with_suffix(".json").read_text())
+        if summary.get("format") != FORMAT:
+            raise StepInputError(f"{weights.name}: artifact format {summary.get('format')!r}, expected {FORMAT}")
         if summary["window"] != WINDOW or summary["horizon"] != HORIZON:
-            raise StepInputError(f"{shard.name}: trained for window/horizon {summary['window']}/{summary['horizon']}")
-        for customer in state["customers"]:
+            raise StepInputError(f"{weights.name}: trained for window/horizon {summary['window']}/{summary['horizon']}")
+        for customer in summary["customers"]:
             if customer in owner:
                 raise StepInputError(
-                    f"customer {customer} was trained on two hosts ({owner[customer]}, {shard.stem}): with more than"
+                    f"customer {customer} was trained on two hosts ({owner[customer]}, {weights.stem}): with more than"
                     " one training instance the train channel must be distributed ShardedByS3Key"
                 )
-            owner[customer] = shard.stem
-        customers += state["customers"]
-        for name in parts:
-            parts[name].append(state[name])
-        skipped.update(summary["skipped"])
-        summaries.append(summary)
-    hyperparameters = {json.dumps(s["hyperparameters"], sort_keys=True) for s in summaries}
+            owner[customer] = weights.stem
+        result.append(Shard(weights, summary))
+    hyperparameters = {json.dumps(shard.summary["hyperparameters"], sort_keys=True) for shard in result}
     if len(hyperparameters) > 1:
         raise StepInputError(f"the shards of {path} were trained with different hyperparameters")
+    return result
+
+
+def skipped(found: list[Shard]) -> dict[str, str]:
+    """Every shard's skipped customers and why, sorted."""
+    return dict(sorted((c, why) for shard in found for c, why in shard.summary["skipped"].items()))
+
+
+def load(path: Path, scratch: Path | None = None) -> TrainedModels:
+    """Every shard, merged, customers sorted (all in memory: for tests and tools; the steps go shard by shard)."""
+    found = shards(path, scratch)
+    loaded = [shard.load() for shard in found]
+    customers = [c for models in loaded for c in models.customers]
     order = sorted(range(len(customers)), key=customers.__getitem__)
-    merged = {name: torch.cat(tensors)[order] for name, tensors in parts.items()}
+
+    def merged(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(tensors)[order]
+
     return TrainedModels(
         customers=tuple(customers[i] for i in order),
-        params=ForecasterParameters(merged["w_in"], merged["b_in"], merged["w_out"]),
-        mean=merged["mean"],
-        std=merged["std"],
-        hyperparameters=Hyperparameters(**summaries[0]["hyperparameters"]),
-        skipped=dict(sorted(skipped.items())),
-        history=summaries[0]["history"],
-        device=summaries[0]["device"],
-        seconds=max(s["seconds"] for s in summaries),
+        params=ForecasterParameters(*(merged([m.params.tensors()[k] for m in loaded]) for k in range(3))),
+        mean=merged([m.mean for m in loaded]),
+        std=merged([m.std for m in loaded]),
+        hyperparameters=found[0].hyperparameters,
+        skipped=skipped(found),
+        history=loaded[0].history,
+        device=loaded[0].device,
+        seconds=max(m.seconds for m in loaded),
     )

@@ -103,17 +103,23 @@ def empty_tagged() -> pd.DataFrame:
     return _tagged({})
 
 
-def parse_lines(lines: Iterable[str], source: str | Iterable[str]) -> pd.DataFrame:
+def valid_frame(customer, timestamp, reading) -> pd.DataFrame:
+    """Valid rows (customer, UTC hour, kWh) in the tagged layout, e.g. read back from a spill file."""
+    return _tagged({"customer": customer, "timestamp": timestamp, "reading": reading})
+
+
+def parse_lines(lines: Iterable[str], source: str | Iterable[str], first_line: int = 1) -> pd.DataFrame:
     """Parse and validate raw lines, record by record (no state across lines: any batching gives the same
     rows). Blank lines are skipped (count them with `count_blank`). `source` is either a file name, and a
     quarantined row's source is then `<file>:<line number>`, or one source per line (Spark's file names).
-    Valid rows carry neither their text nor their source, to keep millions of them small."""
+    Valid rows carry neither their text nor their source, to keep millions of them small. `first_line` is the
+    number of the first line (a file read in chunks)."""
     per_line = not isinstance(source, str)
     sources = iter(source) if per_line else itertools.repeat(source)
     customer_id, has_offset = CUSTOMER_ID.match, _OFFSET_RE.search
     rows = []  # (customer, timestamp text, reading in kWh, line, source, line number): passed the field checks
     rejected = []  # (reason, detail, line, source)
-    for number, (line, where) in enumerate(zip(lines, sources, strict=per_line), start=1):
+    for number, (line, where) in enumerate(zip(lines, sources, strict=per_line), start=first_line):
         if not line or line.isspace():
             continue
         try:
@@ -262,6 +268,16 @@ class PrepReport:
         for reason, count in counts.items():
             self.quarantined[reason] = self.quarantined.get(reason, 0) + count
         self.rows_written += int(tagged["reason"].isna().sum())
+
+    def merge(self, other: PrepReport) -> None:
+        """Add another part's counts (a file's or a shard's)."""
+        self.records_read += other.records_read
+        self.blank_lines += other.blank_lines
+        self.rows_written += other.rows_written
+        self.duplicates_removed += other.duplicates_removed
+        self.customers += other.customers
+        for reason, count in other.quarantined.items():
+            self.quarantined[reason] = self.quarantined.get(reason, 0) + count
 
     def check_balance(self) -> None:
         accounted = self.rows_written + self.duplicates_removed + self.quarantined_total

@@ -25,6 +25,10 @@ statsforecast's fitted models are no cheap peer: AutoETS(season_length=24) costs
 MSTL(24, 168) 0.9 s on four weeks (bench/bench_accuracy.py compares them on a sample).
 Hours without a reading are left out; MAPE also leaves out hours whose reading is 0.
 
+Bounded memory: the step goes through the training artifact shard by shard (pipelines/steps/artifact.py: one
+per training shard of customers), reading only that shard's weights and series; it keeps the scores, and makes
+the plotted customers' forecasts again at the end. Peak memory is set by the training shard size.
+
 Arguments: --model-package-group NAME (required), --plot-customers N (default 4).
 Runtime: `python pipelines/steps/evaluate.py ...` from the source bundle (pipelines/steps/paths.py
 RUNTIME_SOURCES); needs torch, numpy, pandas, pyarrow, matplotlib.
@@ -70,6 +74,17 @@ class Forecasts:
     baselines: dict[str, np.ndarray]  # name (modelgate.evaluation_report.BASELINES) -> [C, K, HORIZON]
     context: np.ndarray  # [C, WINDOW] readings before the held-out tail, for plots
     first_hour: np.ndarray  # [C] microseconds since the epoch of the first held-out hour
+
+    @classmethod
+    def concat(cls, parts: list[Forecasts]) -> Forecasts:
+        return cls(
+            customers=tuple(c for part in parts for c in part.customers),
+            actual=np.concatenate([part.actual for part in parts]),
+            model=np.concatenate([part.model for part in parts]),
+            baselines={name: np.concatenate([part.baselines[name] for part in parts]) for name in parts[0].baselines},
+            context=np.concatenate([part.context for part in parts]),
+            first_hour=np.concatenate([part.first_hour for part in parts]),
+        )
 
 
 WEEK = 7 * 24
@@ -195,27 +210,49 @@ def plot(forecasts: Forecasts, report: EvaluationReport, path: Path, count: int 
 
 
 def run(paths: EvaluatePaths, model_package_group: str, plot_customers: int = 4) -> EvaluationReport:
+    """Shard by shard of the training artifact: one shard's weights, series and forecasts in memory at a time;
+    only the scores (a few numbers per customer) are kept, and the plotted customers' forecasts are made again."""
     with tempfile.TemporaryDirectory() as scratch:
-        models = artifact.load(paths.model, Path(scratch))
-    if not models.customers:
-        raise StepInputError("the model artifact holds no trained customer")
-    forecasts = holdout_forecasts(models, series.read_curated(paths.curated))
-    scores, unevaluated = customer_scores(forecasts)
-    if not scores:
-        raise StepInputError(f"no customer could be evaluated: {next(iter(unevaluated.values()))}")
-    report = EvaluationReport.from_scores(
-        model_package_group=model_package_group,
-        window=WINDOW,
-        horizon=HORIZON,
-        holdout_hours=models.hyperparameters.holdout_hours,
-        scores=scores,
-        skipped={**models.skipped, **unevaluated},
-    )
-    paths.evaluation.mkdir(parents=True, exist_ok=True)
-    (paths.evaluation / REPORT_FILE).write_text(report.to_json())
-    if plot_customers > 0:
-        plot(forecasts, report, paths.evaluation / FORECAST_PLOT_FILE, plot_customers)
+        shards = artifact.shards(paths.model, Path(scratch))
+        trained = [c for shard in shards for c in shard.customers]
+        if not trained:
+            raise StepInputError("the model artifact holds no trained customer")
+        files = series.curated_files(paths.curated)
+        missing = sorted(set(trained) - set(files))
+        if missing:
+            raise StepInputError(f"the curated data lacks {len(missing)} trained customer(s), e.g. {missing[:5]}")
+        scores, unevaluated = [], {}
+        for shard in shards:
+            if shard.customers:
+                part, skipped = customer_scores(_shard_forecasts(shard, paths.curated, files))
+                scores += part
+                unevaluated.update(skipped)
+        if not scores:
+            raise StepInputError(f"no customer could be evaluated: {next(iter(unevaluated.values()))}")
+        report = EvaluationReport.from_scores(
+            model_package_group=model_package_group,
+            window=WINDOW,
+            horizon=HORIZON,
+            holdout_hours=shards[0].hyperparameters.holdout_hours,
+            scores=sorted(scores, key=lambda score: score.customer),
+            skipped={**artifact.skipped(shards), **unevaluated},
+        )
+        paths.evaluation.mkdir(parents=True, exist_ok=True)
+        (paths.evaluation / REPORT_FILE).write_text(report.to_json())
+        if plot_customers > 0:
+            shown = set(plot_selection(report, plot_customers))
+            parts = [_shard_forecasts(s, paths.curated, files, shown) for s in shards if shown & set(s.customers)]
+            plot(Forecasts.concat(parts), report, paths.evaluation / FORECAST_PLOT_FILE, plot_customers)
     return report
+
+
+def _shard_forecasts(
+    shard: artifact.Shard, curated: Path, files: dict[str, list[Path]], only: set[str] | None = None
+) -> Forecasts:
+    models = shard.load()
+    if only is not None:
+        models = models.select([i for i, c in enumerate(models.customers) if c in only])
+    return holdout_forecasts(models, series.read_curated(curated, models.customers, files))
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:

@@ -249,6 +249,14 @@ class TrainedModels:
     device: str = "cpu"
     seconds: float = 0.0
 
+    def select(self, indices: list[int]) -> TrainedModels:
+        """The models of the customers at `indices` (in that order)."""
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        chosen = None if self.chosen_epochs is None else self.chosen_epochs[index]
+        return TrainedModels(tuple(self.customers[i] for i in indices), self.params.select(index), self.mean[index],
+                             self.std[index], self.hyperparameters, dict(self.skipped), list(self.history), chosen,
+                             self.device, self.seconds)  # fmt: skip
+
 
 def eligible(data: SeriesSet, hp: Hyperparameters) -> tuple[list[int], dict[str, str]]:
     """Customers with enough data to train and evaluate, and why the others are skipped."""
@@ -383,7 +391,20 @@ class WindowSampler:
         carried, _ = carried_forward(series)
         self.carried_rows, self.raw_rows = _rows(carried, WINDOW), _rows(series, WINDOW)
         observed = ~torch.isnan(series)
-        self.gap = ~observed.reshape(-1)
+        # Windows that start before a customer's first reading (every window reaching into `padded`'s hours):
+        # `fill_gaps` gives their hour h before that reading the carried reading at the same hour of the week in
+        # the reading's first week, an hour `ahead[h]` later: the same for every such window, so computed once
+        # here, and 0 where that hour lies past the window's end. A step then copies rows instead of filling
+        # each window again (with short histories that fill was two thirds of a step's time).
+        positions = torch.arange(hours, device=series.device).expand_as(series)
+        first = observed.to(torch.uint8).argmax(-1, keepdim=True)
+        before_first = positions < first
+        ahead = torch.where(before_first, WEEK * ((first - positions + WEEK - 1) // WEEK), 0)
+        lead_filled = torch.gather(carried, -1, (positions + ahead).clamp_max(hours - 1))
+        self.lead_rows, self.ahead_rows = _rows(torch.nan_to_num(lead_filled), WINDOW), _rows(ahead, WINDOW)
+        self.room = WINDOW - torch.arange(WINDOW, device=series.device)  # window hours left from each position
+        self.before_first = before_first.reshape(-1)
+        self.gap_after_first = ~observed.reshape(-1) & ~self.before_first
         # Loss weight: a normalised error times std / |reading| is the error relative to the reading (MAPE, what
         # evaluation judges); readings below 5 % of the customer's mean count as 5 % of it, so that near-zero
         # hours do not dominate; gaps weigh 0 (and their targets are 0).
@@ -401,9 +422,16 @@ class WindowSampler:
         """u: [C, B] uniforms -> windows [C, B, WINDOW], targets and weights [C, B, HORIZON], observed [C]."""
         offsets = (self.row_of_customer + (u * starts_available[:, None]).long()).reshape(-1)
         windows = torch.index_select(self.carried_rows, 0, offsets, out=self.window_buffer)
-        # Only a window whose first hour is a gap can have hours with nothing to carry forward: those are filled
-        # from the window itself (`fill_gaps`: the same hour of a later week), the others are the carried rows.
-        gap_first = self.gap.index_select(0, offsets).nonzero().squeeze(1)
+        # Only a window whose first hour is a gap can have hours with nothing to carry forward. Those that start
+        # before the first reading take the precomputed rows; the others (an outage at their start) are filled
+        # from the window itself (`fill_gaps`: the same hour of a later week); the rest are the carried rows.
+        early = self.before_first.index_select(0, offsets).nonzero().squeeze(1)
+        if len(early):
+            starts = offsets.index_select(0, early)
+            lead = self.lead_rows.index_select(0, starts)
+            lead.masked_fill_(self.ahead_rows.index_select(0, starts) >= self.room, 0.0)
+            windows.index_copy_(0, early, lead)
+        gap_first = self.gap_after_first.index_select(0, offsets).nonzero().squeeze(1)
         if len(gap_first):
             starts = offsets.index_select(0, gap_first)
             windows.index_copy_(0, gap_first, fill_gaps(self.raw_rows.index_select(0, starts)))

@@ -6,6 +6,8 @@ Inputs: /opt/ml/processing/input/model (the training job's model.tar.gz) and /op
 (evaluation.json). Every trained customer must be in the evaluation report (and vice versa): packaging a model
 nobody evaluated, or losing one that was, fails the step. The report is copied next to the archives, so a model
 version's prefix holds everything about it. A sample of the ONNX models is checked against PyTorch.
+Bounded memory: the training artifact is read shard by shard (pipelines/steps/artifact.py), one shard's weights
+at a time; the manifest lists every shard's archives.
 
 Arguments: --model-package-group NAME (required), --verify-sample N (default 50).
 Runtime: `python pipelines/steps/package.py ...` from the source bundle (pipelines/steps/paths.py
@@ -26,7 +28,7 @@ if __package__ in (None, ""):  # run as a script (SageMaker): make the source bu
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from modelgate.evaluation_report import FORECAST_PLOT_FILE, REPORT_FILE, EvaluationReportError, parse_report
-from modelgate.model_repository import Manifest
+from modelgate.model_repository import MANIFEST_NAME, Manifest
 from pipelines.packaging.triton_repository import package_models
 from pipelines.steps import artifact
 from pipelines.steps.paths import PackagePaths, StepInputError, fail
@@ -45,18 +47,27 @@ def run(paths: PackagePaths, model_package_group: str, verify_sample: int = 50) 
             f"the evaluation report is for group {report.model_package_group!r}, not {model_package_group!r}"
         )
     with tempfile.TemporaryDirectory() as scratch:
-        models = artifact.load(paths.model, Path(scratch))
-    evaluated = {metrics.customer for metrics in report.per_customer}
-    trained = set(models.customers)
-    if evaluated != trained:
-        missing, unknown = sorted(trained - evaluated), sorted(evaluated - trained)
-        raise StepInputError(
-            f"the evaluation report does not match the trained models: not evaluated {missing[:5]}"
-            f" ({len(missing)}), evaluated but not trained {unknown[:5]} ({len(unknown)})"
-        )
-    if paths.models.exists():
-        shutil.rmtree(paths.models)
-    manifest = package_models(models, paths.models, model_package_group, verify_sample=verify_sample)
+        shards = artifact.shards(paths.model, Path(scratch))
+        evaluated = {metrics.customer for metrics in report.per_customer}
+        trained = {customer for shard in shards for customer in shard.customers}
+        if evaluated != trained:
+            missing, unknown = sorted(trained - evaluated), sorted(evaluated - trained)
+            raise StepInputError(
+                f"the evaluation report does not match the trained models: not evaluated {missing[:5]}"
+                f" ({len(missing)}), evaluated but not trained {unknown[:5]} ({len(unknown)})"
+            )
+        if paths.models.exists():
+            shutil.rmtree(paths.models)
+        entries = []
+        for shard in shards:  # one shard's weights in memory at a time
+            if not shard.customers:
+                continue
+            # the sample spread over the shards in proportion to their customers (at least one each)
+            sample = -(-verify_sample * len(shard.customers) // len(trained)) if verify_sample else 0
+            part = package_models(shard.load(), paths.models, model_package_group, verify_sample=sample)
+            entries += part.archives
+    manifest = Manifest(model_package_group, tuple(sorted(entries, key=lambda e: e.customer)))
+    (paths.models / MANIFEST_NAME).write_text(manifest.to_json())  # every shard's archives (each call wrote its own)
     shutil.copyfile(report_path, paths.models / REPORT_FILE)
     if (paths.evaluation / FORECAST_PLOT_FILE).is_file():  # next to the report: the approvers' report page shows it
         shutil.copyfile(paths.evaluation / FORECAST_PLOT_FILE, paths.models / FORECAST_PLOT_FILE)

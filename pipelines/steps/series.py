@@ -47,23 +47,53 @@ class SeriesSet:
         return pd.date_range(start, periods=int(self.lengths[index]), freq="h")
 
 
-def read_curated(directory: Path) -> SeriesSet:
-    """Every customer under `directory` (recursively: customer=<id>/*.parquet, as SageMaker copies the S3 keys)."""
+CUSTOMER_PARTITION = "customer="
+
+
+def curated_files(directory: Path) -> dict[str, list[Path]]:
+    """customer -> its Parquet files under `directory` (recursively: customer=<id>/*.parquet, as SageMaker copies
+    the S3 keys), customers sorted. Reads no data: steps shard customers with it before reading any."""
     if not directory.is_dir():
         raise StepInputError(f"curated input {directory} does not exist")
     files = sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith((".", "_")))
     if not files:
         raise StepInputError(f"curated input {directory} holds no Parquet files (did prep write any customer?)")
+    by_customer: dict[str, list[Path]] = {}
+    for path in files:
+        folders = path.relative_to(directory).parts[:-1]
+        partition = next((folder for folder in folders if folder.startswith(CUSTOMER_PARTITION)), None)
+        if partition is None:
+            raise StepInputError(f"curated input {directory} has Parquet files outside customer=<id>/ directories")
+        by_customer.setdefault(partition.removeprefix(CUSTOMER_PARTITION), []).append(path)
+    return dict(sorted(by_customer.items()))
+
+
+def shards(customers: list[str] | tuple[str, ...], shard_customers: int) -> list[tuple[str, ...]]:
+    """Sorted customers cut into consecutive shards of at most `shard_customers`: what a step holds in memory
+    at once. Each customer's model and scores depend on its own data only, so the cut changes no result."""
+    if shard_customers < 1:
+        raise StepInputError(f"the shard size must be at least 1 customer, got {shard_customers}")
+    ordered = tuple(sorted(customers))
+    return [ordered[i : i + shard_customers] for i in range(0, len(ordered), shard_customers)]
+
+
+def read_curated(
+    directory: Path, customers: list[str] | tuple[str, ...] | None = None, files: dict[str, list[Path]] | None = None
+) -> SeriesSet:
+    """The series of `customers` (default: every customer) under `directory`; `files` is `curated_files`'s
+    answer when the caller already has it."""
+    files = curated_files(directory) if files is None else files
+    wanted = list(files) if customers is None else list(customers)
+    missing = [c for c in wanted if c not in files]
+    if missing:
+        raise StepInputError(f"curated input {directory} lacks {len(missing)} customer(s), e.g. {missing[:5]}")
+    paths = [str(path) for customer in wanted for path in files[customer]]
     # customer ids are strings even when they look like numbers: never let partition inference drop a leading 0.
     partitioning = ds.partitioning(pa.schema([("customer", pa.string())]), flavor="hive")
-    dataset = ds.dataset(
-        [str(f) for f in files], format="parquet", partitioning=partitioning, partition_base_dir=str(directory)
-    )
+    dataset = ds.dataset(paths, format="parquet", partitioning=partitioning, partition_base_dir=str(directory))
     table = dataset.to_table(columns=["customer", "timestamp", "reading"])
     if table.num_rows == 0:
-        raise StepInputError(f"curated input {directory} holds {len(files)} Parquet file(s) but no rows")
-    if table.column("customer").null_count:
-        raise StepInputError(f"curated input {directory} has Parquet files outside customer=<id>/ directories")
+        raise StepInputError(f"curated input {directory} holds {len(paths)} Parquet file(s) but no rows")
     return from_table(table)
 
 

@@ -5,12 +5,15 @@ Reads the `train` channel (SM_CHANNEL_TRAIN: curated Parquet, customer=<id>/ par
 instance the channel must be distributed ShardedByS3Key: each host then receives, and trains, a disjoint set of
 customers (prep writes one object per customer, so a customer is never split). A customer's model does not
 depend on the host it lands on, so instance_count changes speed, not results.
-Writes SM_MODEL_DIR/shard-<host>.{pt,json} (pipelines/steps/artifact.py). Checkpoints to /opt/ml/checkpoints
-(SageMaker syncs it with the job's checkpoint S3 URI: use one URI per pipeline execution) and resumes from it.
+Bounded memory: a host reads and trains its customers in shards of at most --shard-customers (sorted by id), one
+after the other, so its peak memory is set by the shard size, not by how many customers it has; a customer's
+model does not depend on its shard either. Writes SM_MODEL_DIR/shard-<host>-<part>.{pt,json} per shard
+(pipelines/steps/artifact.py). Checkpoints each shard to /opt/ml/checkpoints (SageMaker syncs it with the job's
+checkpoint S3 URI: use one URI per pipeline execution) and resumes from it; a finished shard resumes at its end.
 
 Hyperparameters (SageMaker passes them as `--name value`; dashes or underscores): epochs, learning-rate,
 batch-size, steps-per-epoch, hidden, seed, holdout-hours, min-coverage, device (auto|cuda|cpu),
-checkpoint-minutes.
+checkpoint-minutes, shard-customers (default SHARD_CUSTOMERS).
 
 Runtime: `python pipelines/steps/train.py ...` from the source bundle (pipelines/steps/paths.py RUNTIME_SOURCES);
 needs torch (in the image), numpy, pandas, pyarrow, tqdm.
@@ -19,11 +22,12 @@ needs torch (in the image), numpy, pandas, pyarrow, tqdm.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (SageMaker): make the source bundle's root importable
@@ -33,6 +37,10 @@ import torch
 
 from pipelines.steps import artifact, forecaster, series
 from pipelines.steps.paths import StepInputError, TrainPaths, fail
+
+# Customers per shard: 500 customers x 2 years (the longest history used) is ~35 M hours, ~3.5 GB of training
+# state on the host (bench/bench_scale.py measures it), whatever the number of customers.
+SHARD_CUSTOMERS = 500
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument(
         "--checkpoint-minutes", "--checkpoint_minutes", dest="checkpoint_minutes", type=float, default=10
     )
+    parse.add_argument(
+        "--shard-customers", "--shard_customers", dest="shard_customers", type=int, default=SHARD_CUSTOMERS
+    )
     return parse
 
 
@@ -57,7 +68,17 @@ def choose_device(requested: str) -> torch.device:
     return torch.device("cuda")
 
 
-def run(args: argparse.Namespace, paths: TrainPaths) -> forecaster.TrainedModels:
+@dataclass
+class TrainSummary:
+    customers: int = 0
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    shards: int = 0
+    final_loss: float | None = None
+    device: str = "cpu"
+    seconds: float = 0.0
+
+
+def run(args: argparse.Namespace, paths: TrainPaths) -> TrainSummary:
     given = {f.name: getattr(args, f.name) for f in fields(forecaster.Hyperparameters)}
     chosen = {name: value for name, value in given.items() if value is not None}
     try:
@@ -70,25 +91,37 @@ def run(args: argparse.Namespace, paths: TrainPaths) -> forecaster.TrainedModels
     if several_hosts and not has_data:
         # More hosts than customer objects: ShardedByS3Key left this one without data. Not an error.
         print(f"train: host {paths.current_host} received no customers; writing an empty shard", flush=True)
-        data = None
+        files: dict = {}
     else:
-        data = series.read_curated(paths.train)
+        files = series.curated_files(paths.train)
+    parts = series.shards(list(files), args.shard_customers)
     print(
-        f"train: host {paths.current_host} of {len(paths.hosts)}, {len(data) if data else 0} customers, device {device}"
-        f" (SM_NUM_GPUS={paths.num_gpus}), {hp}",
+        f"train: host {paths.current_host} of {len(paths.hosts)}, {len(files)} customers in {len(parts)} shard(s)"
+        f" of <= {args.shard_customers}, device {device} (SM_NUM_GPUS={paths.num_gpus}), {hp}",
         flush=True,
     )
-    if data is None:
-        models = forecaster.TrainedModels((), _empty_params(hp), torch.zeros(0), torch.zeros(0), hp)
-    else:
-        name = f"train-{paths.current_host}"
+    summary = TrainSummary(device=str(device))
+    if not parts:
+        empty = forecaster.TrainedModels((), _empty_params(hp), torch.zeros(0), torch.zeros(0), hp)
+        artifact.save(empty, paths.model_dir, paths.current_host)
+    for part, customers in enumerate(parts):
+        data = series.read_curated(paths.train, customers, files)
+        name = f"train-{artifact.shard_name(paths.current_host, part)}"
         checkpointer = forecaster.Checkpointer(paths.checkpoints, name, 60 * args.checkpoint_minutes)
         models = forecaster.train(data, hp, device, checkpointer)
-    if not models.customers and not several_hosts:
-        reasons = "; ".join(f"{c}: {why}" for c, why in list(models.skipped.items())[:5])
-        raise StepInputError(f"no customer has enough data to train a model ({len(models.skipped)} skipped: {reasons})")
-    artifact.save(models, paths.model_dir, paths.current_host)
-    return models
+        del data  # before the next shard is read: one shard in memory at a time
+        artifact.save(models, paths.model_dir, paths.current_host, part)
+        summary.customers += len(models.customers)
+        summary.skipped.update(models.skipped)
+        summary.shards += 1
+        summary.final_loss = models.history[-1] if models.history else summary.final_loss
+        summary.seconds += models.seconds
+        del models
+    if not summary.customers and not several_hosts:
+        reasons = "; ".join(f"{c}: {why}" for c, why in list(summary.skipped.items())[:5])
+        count = len(summary.skipped)
+        raise StepInputError(f"no customer has enough data to train a model ({count} skipped: {reasons})")
+    return summary
 
 
 def _empty_params(hp: forecaster.Hyperparameters) -> forecaster.ForecasterParameters:
@@ -104,9 +137,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     except StepInputError as error:
         return fail(f"train: {error}", environ)
     summary = {
-        "customers": len(models.customers),
+        "customers": models.customers,
         "skipped": len(models.skipped),
-        "final_loss": models.history[-1] if models.history else None,
+        "shards": models.shards,
+        "final_loss": models.final_loss,
         "device": models.device,
         "seconds": round(models.seconds, 2),
     }

@@ -25,7 +25,7 @@ from modelgate.evaluation_report import REPORT_FILE
 from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, HORIZON, WINDOW, model_names
 from modelgate.registry import ENVIRONMENTS, PENDING
 from pipelines import datagen
-from pipelines.local_runner import LocalRunResult, LocalRunSettings, LocalStepError, run_pipeline
+from pipelines.local_runner import ROOT, LocalRunResult, LocalRunSettings, LocalStepError, run_pipeline
 from pipelines.steps import artifact, forecaster, series
 from pipelines.steps.paths import PREP_CURATED
 from sandbox.triton_inprocess import Repository
@@ -51,16 +51,31 @@ class Registered:
     objects: dict[str, bytes]  # the version prefix in S3: name -> content
 
 
+# What the saved run depends on: a run saved by other code (another checkout, an earlier commit) is never reused.
+_SOURCES = ("pipelines", "modelgate", "sandbox", "tests/integration/test_local_pipeline.py")
+
+
+def sources_digest() -> str:
+    digest = hashlib.sha256()
+    for root in _SOURCES:
+        path = ROOT / root
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(file.relative_to(ROOT)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory) -> Registered:
     """One pipeline run for the whole test session, even with several xdist workers: the first worker to get
-    here runs it under a file lock in the directory all workers share, the others read its result."""
+    here runs it under a file lock in the directory all workers share, the others read its result. The saved
+    run is keyed by a digest of the sources that produce it (that directory is shared by every checkout)."""
     shared = tmp_path_factory.getbasetemp().parent
-    with FileLock(shared / "local-pipeline.lock"):
-        saved = shared / "local-pipeline.pickle"
+    key = sources_digest()
+    with FileLock(shared / f"local-pipeline-{key}.lock"):
+        saved = shared / f"local-pipeline-{key}.pickle"
         if not saved.exists():
-            saved.write_bytes(pickle.dumps(_register_a_version(shared / "local-pipeline")))
-        return pickle.loads(saved.read_bytes())  # noqa: S301 - written just above by this test session
+            saved.write_bytes(pickle.dumps(_register_a_version(shared / f"local-pipeline-{key}")))
+        return pickle.loads(saved.read_bytes())  # noqa: S301 - written by this code (the key), under the lock
 
 
 def _register_a_version(work_dir) -> Registered:
@@ -68,13 +83,14 @@ def _register_a_version(work_dir) -> Registered:
         work_dir=work_dir,
         model_package_group=GROUP,
         dataset=SPEC,
-        hyperparameters={"epochs": 4, "steps-per-epoch": 32},
+        hyperparameters={"epochs": 4, "steps-per-epoch": 32, "shard-customers": 50},  # 2 shards: bounded memory
         metric_threshold=1.05,  # 4 short epochs on 6 weeks: the models about match the best peer (README: real figures)
         image_uri=IMAGE,
         model_data_url=PREFIX,
         registered_by="data.scientist@example.com",
         inference_instance_types=("ml.g5.xlarge",),
         progress=False,
+        threads=1,  # the suite runs on shared cores (pipelines/local_runner.py LocalRunSettings.threads)
     )
     with mock_aws():  # left before the tests run, so that no other test runs under this mock
         clients = moto_clients()
@@ -102,6 +118,8 @@ def test_a_hundred_customers_are_trained_evaluated_packaged_and_registered(run):
     assert aggregate.baseline in aggregate.baselines  # compared with the best of the peers (here about a tie)
     assert aggregate.rmse < aggregate.baselines["seasonal_naive_168"].rmse  # already better than last week's copy
     assert len(run.manifest.archives) == 100
+    trained = artifact.shards(run.work_dir / "train" / "model")
+    assert [len(shard.customers) for shard in trained] == [50, 50]  # trained, evaluated, packaged by shard
     assert run.seconds.keys() >= {"prep", "train", "evaluate", "package", "register"}
 
 
@@ -209,6 +227,7 @@ def test_a_failed_condition_stops_before_packaging_and_registration_with_sharded
         hyperparameters={"epochs": 1, "steps-per-epoch": 2},
         instance_count=2,
         metric_threshold=0.01,
+        threads=1,
         image_uri=IMAGE,
         model_data_url=f"s3://{BUCKET}/models/strict-group/run-1/",
         progress=False,
@@ -219,7 +238,7 @@ def test_a_failed_condition_stops_before_packaging_and_registration_with_sharded
     assert result.models_dir is None
     assert not (tmp_path / "work" / "package").exists()
     shards = sorted(p.name for p in (tmp_path / "work" / "train" / "model").glob("shard-*.pt"))
-    assert shards == ["shard-algo-1.pt", "shard-algo-2.pt"]  # two hosts, customers split between them
+    assert shards == ["shard-algo-1-00000.pt", "shard-algo-2-00000.pt"]  # two hosts, customers split between them
     assert result.evaluation.aggregate.customers == 6
     with pytest.raises(aws["sagemaker"].exceptions.ClientError):
         aws["sagemaker"].describe_model_package_group(ModelPackageGroupName="strict-group")

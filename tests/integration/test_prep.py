@@ -179,3 +179,30 @@ def test_glue_job_arguments_are_checked():
         prep_job.parse_arguments([*argv, "--report_uri", "s3://c/r/"])
     with pytest.raises(SystemExit):
         prep_job.parse_arguments(argv[:4])
+
+
+def test_many_shards_and_small_chunks_give_the_same_output(prepared, tmp_path):
+    """Bounded memory: files read in chunks of 97 lines and customers spread over 8 de-duplication shards give
+    the curated rows, the report and the quarantine (each source pointing at its exact line) of one pass."""
+    _, report, paths = prepared
+    small = prep_paths(tmp_path)
+    datagen.generate(SPEC, small.raw)
+    raw_mb = sum(prep.raw_size(path) for path in prep.input_files(small.raw)) / 1e6
+    assert prep.shard_count(prep.input_files(small.raw), raw_mb / 8) == 8
+    sharded = prep.run(small, workers=1, shard_mb=raw_mb / 8, chunk_lines=97)
+    assert sharded == report
+    pd.testing.assert_frame_equal(curated_frame(small.curated), curated_frame(paths.curated))
+
+    def quarantine(p):
+        return sorted((p.quarantine / "quarantine.jsonl").read_text().splitlines())
+
+    assert quarantine(small) == quarantine(paths)
+    assert not (small.curated.parent / prep.SPILL).exists()  # the spill is removed, never uploaded
+
+
+def test_a_shard_size_that_is_not_positive_is_refused_before_anything_is_written(tmp_path):
+    paths = prep_paths(tmp_path)
+    datagen.generate(datagen.DatasetSpec(customers=2, days=1), paths.raw)
+    with pytest.raises(StepInputError, match="--shard-mb must be positive"):
+        prep.run(paths, workers=1, shard_mb=0)
+    assert not (tmp_path / "processing" / "output").exists()

@@ -15,10 +15,26 @@ import torch
 
 from modelgate.model_repository import HORIZON, WINDOW
 from pipelines import datagen
-from pipelines.steps import artifact, forecaster, prep, series, train
-from pipelines.steps.paths import OPT_ML_ENV, PrepPaths, StepInputError
+from pipelines.steps import artifact, evaluate, forecaster, prep, series, train
+from pipelines.steps.paths import (
+    FORECAST_PLOT_FILE,
+    OPT_ML_ENV,
+    EvaluatePaths,
+    PrepPaths,
+    StepInputError,
+)
 
 HP = forecaster.Hyperparameters(epochs=3, steps_per_epoch=4, batch_size=16, holdout_hours=48)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The suite runs on shared cores, where torch's threads spin waiting for each other (pipelines/local_runner.py
+    LocalRunSettings.threads); results do not depend on it (tolerances below)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +85,7 @@ def test_sampled_batches_are_the_gap_filled_windows_with_their_targets_and_loss_
     readings = 5 + torch.rand(3, hours, generator=generator)
     readings[torch.rand(3, hours, generator=generator) < 0.3] = float("nan")
     readings[1, 50:120] = float("nan")
-    readings[2, :10] = float("nan")
+    readings[2, :250] = float("nan")  # more than a week before the first reading, as `padded` makes it
     mean, std = torch.tensor([5.5, 5.0, 6.0]), torch.tensor([0.3, 0.5, 0.2])
     sampler = forecaster.WindowSampler(readings, mean, std, batch_size=64)
     u = torch.rand(3, 64, generator=generator, dtype=torch.float64)
@@ -210,8 +226,9 @@ ARGS = ["--epochs", "3", "--steps-per-epoch", "4", "--batch_size", "16", "--hold
 
 
 def test_sharded_by_s3_key_hosts_produce_the_models_of_one_host(curated, tmp_path):
-    """Two hosts, each given half of the customer objects (as ShardedByS3Key does), merge into the artifact a
-    single host would have written."""
+    """Two hosts, each given half of the customer objects (as ShardedByS3Key does) and training them in shards
+    of 3, merge into the artifact a single host would have written training all 8 at once: the union of the two
+    instances' outputs is the single-instance run."""
     partitions = sorted(curated.iterdir())
     hosts = ["algo-1", "algo-2"]
     model_dir = tmp_path / "merged"
@@ -219,18 +236,42 @@ def test_sharded_by_s3_key_hosts_produce_the_models_of_one_host(curated, tmp_pat
         channel = tmp_path / host / "train"
         for partition in partitions[number::2]:
             shutil.copytree(partition, channel / partition.name)
-        assert train.main(ARGS, environ(tmp_path / host, host, hosts, channel)) == 0
+        assert train.main([*ARGS, "--shard-customers", "3"], environ(tmp_path / host, host, hosts, channel)) == 0
         shutil.copytree(tmp_path / host / "model", model_dir, dirs_exist_ok=True)  # SageMaker merges the model dirs
     assert train.main(ARGS, environ(tmp_path / "single", "algo-1", ["algo-1"], curated)) == 0
     merged, single = artifact.load(model_dir), artifact.load(tmp_path / "single" / "model")
+    assert len(single.customers) == 8
     assert merged.customers == single.customers
     assert close(merged.params, single.params)
-    assert sorted(p.name for p in model_dir.iterdir()) == [
-        "shard-algo-1.json",
-        "shard-algo-1.pt",
-        "shard-algo-2.json",
-        "shard-algo-2.pt",
+    assert torch.equal(merged.mean, single.mean)
+    assert torch.equal(merged.std, single.std)
+    # 4 customers per host in shards of at most 3: two shards each.
+    assert sorted(p.name for p in model_dir.glob("*.pt")) == [
+        "shard-algo-1-00000.pt",
+        "shard-algo-1-00001.pt",
+        "shard-algo-2-00000.pt",
+        "shard-algo-2-00001.pt",
     ]
+    assert [len(s.customers) for s in artifact.shards(model_dir)] == [3, 1, 3, 1]
+
+
+def test_training_in_shards_gives_the_models_of_one_unsharded_run(data, curated, tmp_path):
+    """Bounded memory: the step reads and trains a shard of customers at a time; the models equal one run over
+    all customers up to float rounding, whatever the shard size."""
+    unsharded = forecaster.train(data, HP, progress=False)
+    argv = [*ARGS, "--shard-customers", "3"]
+    assert train.main(argv, environ(tmp_path, "algo-1", ["algo-1"], curated)) == 0
+    assert [len(shard.customers) for shard in artifact.shards(tmp_path / "model")] == [3, 3, 2]
+    sharded = artifact.load(tmp_path / "model")
+    assert sharded.customers == unsharded.customers
+    assert close(sharded.params, unsharded.params)
+    assert torch.equal(sharded.mean, unsharded.mean)
+
+
+def test_a_shard_size_below_one_is_refused(curated, tmp_path):
+    argv = [*ARGS, "--shard-customers", "0"]
+    assert train.main(argv, environ(tmp_path, "algo-1", ["algo-1"], curated)) == 1
+    assert "shard size must be at least 1 customer" in (tmp_path / "output" / "failure").read_text()
 
 
 def test_a_customer_on_two_hosts_is_refused_at_load(data, tmp_path):
@@ -245,7 +286,7 @@ def test_a_host_without_customers_writes_an_empty_shard(tmp_path):
     channel = tmp_path / "train"
     channel.mkdir()
     assert train.main(ARGS, environ(tmp_path, "algo-3", ["algo-1", "algo-2", "algo-3"], channel)) == 0
-    assert json.loads((tmp_path / "model" / "shard-algo-3.json").read_text())["customers"] == []
+    assert json.loads((tmp_path / "model" / "shard-algo-3-00000.json").read_text())["customers"] == []
 
 
 @pytest.mark.parametrize(
@@ -306,3 +347,24 @@ def test_hours_before_the_first_reading_take_the_same_hour_of_the_first_week_tha
     filled = forecaster.fill_gaps(late[None])[0]
     assert filled[500].item() == 668.0
     assert filled[0].item() == 0.0
+
+
+def test_evaluation_shard_by_shard_gives_the_report_of_one_shard(curated, tmp_path):
+    """Bounded memory downstream: evaluation reads the artifact one training shard at a time; the report (scores,
+    skipped, the plot) is that of an artifact with one shard."""
+    reports = {}
+    for size in (3, 100):
+        base = tmp_path / f"size-{size}"
+        assert train.main([*ARGS, "--shard-customers", str(size)], environ(base, "algo-1", ["algo-1"], curated)) == 0
+        evaluated = EvaluatePaths(model=base / "model", curated=curated, evaluation=base / "evaluation")
+        reports[size] = evaluate.run(evaluated, "group-a", plot_customers=3)
+        assert (base / "evaluation" / FORECAST_PLOT_FILE).stat().st_size > 10_000
+    sharded, single = reports[3], reports[100]
+    customers = list(datagen.customer_ids(8))
+    assert [m.customer for m in sharded.per_customer] == [m.customer for m in single.per_customer] == customers
+    for a, b in zip(sharded.per_customer, single.per_customer, strict=True):
+        assert a.mape == pytest.approx(b.mape, rel=1e-5)
+        assert a.baseline_mape == pytest.approx(b.baseline_mape)
+    assert sharded.aggregate.mape_ratio == pytest.approx(single.aggregate.mape_ratio, rel=1e-5)
+    assert sharded.skipped == single.skipped
+    # packaging shard by shard: tests/integration/test_local_pipeline.py (100 customers in 2 training shards)
