@@ -442,8 +442,9 @@ class Lifecycle:
         for model in self.config.models:
             group, result = model.model_package_group, results[model.name]
             status = subprocess.run(
-                [sys.executable, "-m", "modelgate", "status", "--model", group, "--project", self.project,
-                 "--registry-account", self.account.account, "--registry-region", self.account.region],
+                [sys.executable, "-m", "modelgate", "status", "--model", group, "--config", self.config.source,
+                 "--project", self.project, "--registry-account", self.account.account,
+                 "--registry-region", self.account.region],
                 capture_output=True, text=True, env=self.account.environ(PATH="/usr/bin:/bin"), timeout=120,
                 cwd=Path(__file__).resolve().parent.parent,
             )  # fmt: skip
