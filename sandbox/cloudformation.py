@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import re
 import secrets
 import zipfile
 from collections.abc import Callable
@@ -424,12 +423,13 @@ def deploy_stage(
     assembly_dir = Path(assembly_dir)
     _ensure_bucket(aws.client("s3"), f"cdk-{BOOTSTRAP_QUALIFIER}-assets-{aws.account}-{aws.region}", aws.region)
     deployed = {}
+    stage = assembly_dir.name.removeprefix("assembly-")
     for name, template_path, assets in stage_stacks(assembly_dir):
         if assets is not None:
             _publish_assets(aws, assembly_dir, assets)
         template = json.loads(template_path.read_text())
+        stack_id = name.removeprefix(f"{stage}-")  # e.g. Pipeline-energy-forecast (model names have '-' too)
         if edit is not None:
-            template = edit(re.sub(r"^.*-", "", name), template)
-        stack = deploy_stack(aws, name, template)
-        deployed[re.sub(r"^.*-", "", name)] = stack
+            template = edit(stack_id, template)
+        deployed[stack_id] = deploy_stack(aws, name, template)
     return deployed

@@ -120,7 +120,17 @@ def _endpoint_template(serving) -> Template:
     stack = Stack(app, "Probe", env=CdkEnvironment(account="222222222222", region="eu-west-1"))
     key = kms.Key(stack, "Key")
     bucket = s3.Bucket(stack, "Bucket")
-    TritonMultiModelEndpoint(stack, "Triton", serving=serving, model_repository=bucket, key=key, capture_bucket=bucket)
+    TritonMultiModelEndpoint(
+        stack,
+        "Triton",
+        serving=serving,
+        model_repository=bucket,
+        prefix="models/energy-forecast/",
+        capture_prefix="data-capture/energy-forecast/",
+        label="energy-forecast",
+        key=key,
+        capture_bucket=bucket,
+    )
     return Template.from_stack(stack)
 
 

@@ -14,6 +14,7 @@ from sandbox.aws import LocalAws
 from sandbox.cloudformation import deploy_stage
 from sandbox.deployed_functions import function_environ
 from sandbox.lambda_runner import FunctionError, LocalFunction
+from stacks.stage import pipeline_stack_id
 
 TOKEN = "token-from-the-pipeline"
 
@@ -25,7 +26,7 @@ def deployed(synth, config):
     with LocalAws(env.region) as aws:
         account = aws.account(env.account)
         stacks = deploy_stage(account, synth.outdir / f"assembly-{config.project.name}-test")
-        yield account, stacks["Pipeline"]
+        yield account, stacks[pipeline_stack_id(config.models[0])]
 
 
 def glue_job(pipeline) -> str:

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from infra.config import load_config
 from sandbox import iam as local_iam
 from sandbox.approval import register_version, registry_event
 from sandbox.aws import LocalAws, RoleNotAssumable
@@ -14,6 +15,9 @@ from sandbox.cloudformation import deploy_stage
 from sandbox.deployed_functions import function_environ
 from sandbox.lambda_runner import FunctionError, LocalFunction
 from sandbox.pipeline_jobs import JobInputError, SageMakerJobs
+from stacks.stage import pipeline_stack_id
+
+PIPELINE = pipeline_stack_id(load_config().models[0])  # the shipped config's one model
 
 
 def without(template: dict, role_prefix: str, action: str) -> dict:
@@ -53,7 +57,7 @@ def test_pipeline_jobs_download_their_code_as_sagemaker_does(local_aws, synth, c
     """Each job lists its `code` prefix and gets the bundle with its own role (SageMaker S3Prefix inputs)."""
     account = local_aws.account(config.environments["dev"].account)
     stacks = deploy_stage(account, _stage(synth, config, "dev"))
-    jobs = SageMakerJobs(account, stacks["Pipeline"])
+    jobs = SageMakerJobs(account, stacks[PIPELINE])
     for step in ("Prep", "Train", "Evaluate", "Package"):
         (bundle,) = jobs.download_code(step, tmp_path / step)
         assert bundle.read_bytes()[:2] == b"\x1f\x8b", "the gzip'ed source bundle"
@@ -66,10 +70,10 @@ def test_a_job_role_without_list_bucket_cannot_download_its_code(local_aws, synt
     account = local_aws.account(config.environments["dev"].account)
 
     def edit(stack: str, template: dict) -> dict:
-        return without(template, "TrainingTrainingRole", "s3:ListBucket") if stack == "Pipeline" else template
+        return without(template, "TrainingTrainingRole", "s3:ListBucket") if stack == PIPELINE else template
 
     stacks = deploy_stage(account, _stage(synth, config, "dev"), edit=edit)
-    jobs = SageMakerJobs(account, stacks["Pipeline"])
+    jobs = SageMakerJobs(account, stacks[PIPELINE])
     with pytest.raises(JobInputError, match=r"step Train: ClientError: failed to download .*AccessDenied"):
         jobs.download_code("Train", tmp_path / "train")
     jobs.download_code("Evaluate", tmp_path / "evaluate")  # other roles keep theirs
@@ -86,7 +90,7 @@ def test_a_function_without_its_send_grant_fails_with_access_denied(local_aws, s
         return without(template, "RequestApprovalRole", "ses:SendRawEmail") if stack == "Approval" else template
 
     stacks = deploy_stage(account, _stage(synth, config, "dev"), edit=edit)
-    group = config.project.model_package_group
+    group = config.models[0].model_package_group
     arn = register_version(
         account, group=group, bucket=stacks["Storage"].physical_id("Artifacts"), registered_by="bob@example.com"
     )
@@ -113,12 +117,12 @@ def test_reading_an_sse_kms_object_needs_decrypt_on_its_key(local_aws, synth, co
     account = local_aws.account(config.environments["dev"].account)
 
     def edit(stack: str, template: dict) -> dict:
-        return without(template, "TrainingTrainingRole", "kms:Decrypt") if stack == "Pipeline" else template
+        return without(template, "TrainingTrainingRole", "kms:Decrypt") if stack == PIPELINE else template
 
     stacks = deploy_stage(account, _stage(synth, config, "dev"), edit=edit)
     curated = stacks["Storage"].physical_id("CuratedData")
     account.client("s3").put_object(Bucket=curated, Key="e-1/curated/customer=c-1/part.parquet", Body=b"rows")
-    jobs = SageMakerJobs(account, stacks["Pipeline"])
+    jobs = SageMakerJobs(account, stacks[PIPELINE])
     training, evaluation = jobs.job_account("Train").client("s3"), jobs.job_account("Evaluate").client("s3")
     key = "e-1/curated/customer=c-1/part.parquet"
     assert evaluation.get_object(Bucket=curated, Key=key)["Body"].read() == b"rows", "it keeps kms:Decrypt"
