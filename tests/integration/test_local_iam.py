@@ -92,7 +92,11 @@ def test_a_function_without_its_send_grant_fails_with_access_denied(local_aws, s
     stacks = deploy_stage(account, _stage(synth, config, "dev"), edit=edit)
     group = config.models[0].model_package_group
     arn = register_version(
-        account, group=group, bucket=stacks["Storage"].physical_id("Artifacts"), registered_by="bob@example.com"
+        account,
+        group=group,
+        bucket=stacks["Storage"].physical_id("Artifacts"),
+        registered_by="bob@example.com",
+        chain=config.chain,
     )
     spec = stacks["Approval"].function("RequestApproval")
     with (
