@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,10 +40,11 @@ from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, WINDOW
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.serving import settings as serving_names
 from pipelines import datagen
-from pipelines.local_runner import LocalRunResult, LocalRunSettings, run_pipeline
+from pipelines.local_runner import LocalRunResult, LocalRunSettings, LocalStepError, run_pipeline
 from pipelines.steps import paths as step_paths
 from pipelines.steps.series import read_curated
 from sandbox import iam as local_iam
+from sandbox import lambda_zygote
 from sandbox.api_gateway import LocalApiGateway
 from sandbox.approval import ApproverBrowser, SentEmail, sent_emails, write_outbox
 from sandbox.aws import LocalAws
@@ -165,12 +167,17 @@ class Lifecycle:
     # -- the local world -------------------------------------------------------------------------------------
     def run(self) -> DemoOutcome:
         with contextlib.ExitStack() as stack:
+            stack.callback(lambda_zygote.stop)  # last: after every function has stopped, whatever is left
             aws = stack.enter_context(LocalAws(self.first.region))
             self.account = aws.account(self.first.account)
             self._deploy()
             self._start_services(stack)
             self.service_events.baseline()
-            results = {model.name: self._train_and_register(model) for model in self.config.models}
+            # The models' pipelines are independent (each its own data, jobs and registry group): run them side by
+            # side, as two SageMaker pipeline executions would be.
+            with ThreadPoolExecutor(max_workers=len(self.config.models)) as pool:
+                runs = {model.name: pool.submit(self._train_and_register, model) for model in self.config.models}
+                results = {name: run.result() for name, run in runs.items()}
             self._settle()
             for env in self.chain:
                 for model in self.config.models:
@@ -304,11 +311,20 @@ class Lifecycle:
             registered_by=REGISTERED_BY,
             inference_instance_types=(first.serving.instance_type,),
             jobs=SageMakerJobs(self.account, self._pipeline_stack(model)),  # each step as its deployed job role
+            progress=False,  # the pipelines run side by side: each step's output goes to its log, not the console
         )
-        result = run_pipeline(settings, sagemaker=self.account.client("sagemaker"), s3=self.account.client("s3"))
+        try:
+            result = run_pipeline(settings, sagemaker=self.account.client("sagemaker"), s3=self.account.client("s3"))
+        except LocalStepError as error:
+            raise DemoError(f"{model.name}'s pipeline: {error}") from None
         if result.status != "registered":
-            raise DemoError(f"the pipeline did not register a version: {result.failure}")
+            raise DemoError(f"{model.name}'s pipeline did not register a version: {result.failure}")
         aggregate = result.evaluation.aggregate
+        steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
+        self.say(
+            f"   {model.name}: {result.prep_report.get('rows_written', 0):,} readings of {aggregate.customers}"
+            f" customers; steps as their job roles: {steps}"
+        )
         self.say(
             f"   registered {result.model_package_arn} as PendingManualApproval: {aggregate.customers} customers,"
             f" MAPE {aggregate.mape:.3f} vs {aggregate.baseline} {aggregate.baseline_mape:.3f}"
@@ -397,7 +413,11 @@ class Lifecycle:
         outcome.health = health
         self.say(f"   {model.name}'s endpoint: {_short(health)}")
         curated = read_curated(result.work_dir / "prep" / step_paths.PREP_CURATED)
-        for index in range(min(self.settings.forecast_customers, len(curated))):
+        # Each of an endpoint's models loads on its first call (as on a SageMaker MME: seconds each here): later
+        # environments forecast one customer and check that it is the first environment's forecast.
+        first = self.outcomes[model.name][self.chain.first]
+        count = self.settings.forecast_customers if env == self.chain.first else 1
+        for index in range(min(count, len(curated))):
             customer = curated.customers[index]
             end = int(curated.lengths[index])
             history = curated.values[index, max(0, end - WINDOW) : end]  # a short history: NaN before it
@@ -410,7 +430,12 @@ class Lifecycle:
             (output,) = [o for o in answer["outputs"] if o["name"] == ENSEMBLE_OUTPUT]
             outcome.forecasts[customer] = output["data"]
             shown = ", ".join(f"{v:.2f}" for v in output["data"][:6])
-            self.say(f"   forecast {customer} (next 24 h, kWh): {shown}, ...")
+            same = ""
+            if env != self.chain.first:
+                if not np.allclose(output["data"], first.forecasts[customer], rtol=1e-5):
+                    raise DemoError(f"{env} serves another forecast for {customer} than {self.chain.first}")
+                same = f" (the same as in {self.chain.first}: the version approved there)"
+            self.say(f"   forecast {customer} (next 24 h, kWh): {shown}, ...{same}")
         customer = curated.customers[0]
         outcome.unauthorized_status, _ = _call(
             api.url + f"/groups/{group}/models/{customer}/invoke", {"inputs": []}, token=None
@@ -439,15 +464,27 @@ class Lifecycle:
         self._new_emails()
         dynamodb = self.account.client("dynamodb")
         models = {}
-        for model in self.config.models:
-            group, result = model.model_package_group, results[model.name]
-            status = subprocess.run(
+
+        def status_of(group: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
                 [sys.executable, "-m", "modelgate", "status", "--model", group, "--config", self.config.source,
                  "--project", self.project, "--registry-account", self.account.account,
                  "--registry-region", self.account.region],
                 capture_output=True, text=True, env=self.account.environ(PATH="/usr/bin:/bin"), timeout=120,
                 cwd=Path(__file__).resolve().parent.parent,
             )  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=len(self.config.models)) as pool:  # the CLI as a person runs it
+            statuses = dict(
+                zip(
+                    self.config.models,
+                    pool.map(status_of, [m.model_package_group for m in self.config.models]),
+                    strict=True,
+                )
+            )
+        for model in self.config.models:
+            group, result = model.model_package_group, results[model.name]
+            status = statuses[model]
             if status.returncode != 0:
                 raise DemoError(f"modelgate status --model {group} failed: {status.stderr}")
             described = self.account.client("sagemaker").describe_model_package(

@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
+from sandbox import lambda_zygote
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,7 +61,7 @@ class LocalFunction:
         env.update(self.environment)
         env["PYTHONPATH"] = str(ROOT)
         env["AWS_LAMBDA_FUNCTION_NAME"] = self.name
-        self._process = subprocess.Popen(
+        self._process = self._fork(env, stderr) or subprocess.Popen(
             [sys.executable, "-m", "sandbox.lambda_worker", self.handler],
             cwd=ROOT,
             env=env,
@@ -73,6 +75,17 @@ class LocalFunction:
         if not ready:
             raise RuntimeError(f"Lambda {self.name} ({self.handler}) failed to start; see its log")
         return self
+
+    def _fork(self, env: dict[str, str], stderr: Any) -> lambda_zygote.ForkedWorker | None:
+        """The worker forked from the zygote (sandbox/lambda_zygote.py), or None: then a fresh interpreter."""
+        if stderr is subprocess.DEVNULL:
+            with open(os.devnull, "w") as devnull:
+                return lambda_zygote.spawn(self.handler, env, devnull.fileno())
+        try:
+            fileno = stderr.fileno()
+        except (AttributeError, OSError, ValueError):  # an in-memory stream: only a real process can write to it
+            return None
+        return lambda_zygote.spawn(self.handler, env, fileno)
 
     def invoke(self, event: Any) -> Any:
         if self._process is None:

@@ -6,6 +6,8 @@ GREETING = os.environ["GREETING"]  # read at import, like real handlers read the
 
 
 def handler(event, context):
+    if "getenv" in event:
+        return {"value": os.environ.get(event["getenv"]), "pid": os.getpid()}
     if "name" not in event:
         raise ValueError("no name")
     print(f"handling {event['name']}")
