@@ -46,7 +46,7 @@ demo: setup
 	$(PY) -m demo $(ARGS)
 
 test: setup
-	$(PY) -m pytest -n 2 $(ARGS)
+	$(PY) -m pytest -n 2 --durations=30 $(ARGS)  # the slowest 30 in every CI log: where the 10-minute budget goes
 
 bench: setup
 	$(PY) -m bench $(ARGS)

@@ -474,17 +474,12 @@ class Lifecycle:
                 cwd=Path(__file__).resolve().parent.parent,
             )  # fmt: skip
 
-        with ThreadPoolExecutor(max_workers=len(self.config.models)) as pool:  # the CLI as a person runs it
-            statuses = dict(
-                zip(
-                    self.config.models,
-                    pool.map(status_of, [m.model_package_group for m in self.config.models]),
-                    strict=True,
-                )
-            )
+        groups = [model.model_package_group for model in self.config.models]
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:  # the CLI as a person runs it, one per model
+            statuses = dict(zip(groups, pool.map(status_of, groups), strict=True))
         for model in self.config.models:
             group, result = model.model_package_group, results[model.name]
-            status = statuses[model]
+            status = statuses[group]
             if status.returncode != 0:
                 raise DemoError(f"modelgate status --model {group} failed: {status.stderr}")
             described = self.account.client("sagemaker").describe_model_package(

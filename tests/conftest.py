@@ -1,9 +1,15 @@
 """Shared test set-up: no AWS credentials or network endpoints are ever used by accident, and one synthesis
-of the whole app per session (every stage, the pipeline, cdk-nag) shared by all tests that read templates."""
+of the whole app per test run (every stage, the pipeline, cdk-nag) shared by all tests that read templates, on
+every pytest-xdist worker (`once_per_run`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,8 +34,26 @@ def config():
     return load_config()
 
 
+def once_per_run(tmp_path_factory, name: str, build: Callable[[Path], Any]) -> Any:
+    """`build(folder)` once per test run, not once per xdist worker: the first worker to ask builds under a file
+    lock and pickles the result next to `folder`; the others wait for it and read it. Only for results that
+    nobody changes afterwards (a synthesized assembly is read-only to the tests)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's temp folder, shared by its workers
+    folder, done = root / f"once-{name}", root / f"once-{name}.pickle"
+    with (root / f"once-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return pickle.loads(done.read_bytes())  # noqa: S301 - written by this run's own worker
+        folder.mkdir(exist_ok=True)
+        result = build(folder)
+        done.write_bytes(pickle.dumps(result))
+        return result
+
+
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory):
     from infra.build.synth_report import synthesize
 
-    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+    return once_per_run(tmp_path_factory, "cdk.out", synthesize)

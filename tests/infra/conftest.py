@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from aws_cdk.assertions import Template
 
+from tests.conftest import once_per_run
+
 MANY_MODELS = "config/examples/many-models.yaml"
 
 
@@ -20,7 +22,9 @@ def many_config():
 def many_synth(tmp_path_factory):
     from infra.build.synth_report import synthesize
 
-    return synthesize(tmp_path_factory.mktemp("many-models.out"), context={"config": MANY_MODELS})
+    return once_per_run(
+        tmp_path_factory, "many-models.out", lambda out: synthesize(out, context={"config": MANY_MODELS})
+    )
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from stacks.app_builder import feature_flags
 from stacks.serving_stack import ServingStack, model_construct_id
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
+from tests.conftest import once_per_run
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "many-models.yaml"
 # churn serves on other hardware, with data capture, in the last environment: each endpoint must follow its model.
@@ -80,7 +81,7 @@ def example():
 
 @pytest.fixture(scope="session")
 def synthesized(example, tmp_path_factory):
-    return synthesize_example(example, tmp_path_factory.mktemp("serving.out"))
+    return once_per_run(tmp_path_factory, "serving.out", lambda out: synthesize_example(example, out))
 
 
 @pytest.fixture(scope="session")
