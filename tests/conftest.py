@@ -57,3 +57,20 @@ def synth(tmp_path_factory):
     from infra.build.synth_report import synthesize
 
     return once_per_run(tmp_path_factory, "cdk.out", synthesize)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks (--dist loadgroup, make test)
+def pytest_collection_modifyitems(config, items):
+    """A module's tests that share a fixture built once per module (a synthesis, a deployed stack, trained models,
+    a packaged repository) run on one xdist worker, so it is built once rather than once on each worker. Marks
+    a test module sets itself (`xdist_group`) win."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or any(item.iter_markers("xdist_group")):
+            continue
+        module = item.nodeid.split("::")[0]
+        for name in info.names_closure:
+            definitions = info.name2fixturedefs.get(name) or ()
+            if any(d.scope == "module" or (d.scope == "session" and d.baseid == module) for d in definitions):
+                item.add_marker(pytest.mark.xdist_group(module))
+                break
