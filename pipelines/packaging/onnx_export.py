@@ -290,7 +290,8 @@ def verify(
             raise OnnxExportError(f"the served model's outputs are {outputs}; verify them with intervals iff it has")
         windows = windows_with_gaps(rng, mean, std)
         empty = np.full((1, WINDOW), np.nan, np.float32)
-        results = dict(zip(outputs, session.run(outputs, {ENSEMBLE_INPUT: np.concatenate([windows, empty])}), strict=True))
+        answers = session.run(outputs, {ENSEMBLE_INPUT: np.concatenate([windows, empty])})
+        results = dict(zip(outputs, answers, strict=True))
         if not all(np.isnan(result[-1]).all() for result in results.values()):
             raise OnnxExportError("the served model forecasts a window that holds no reading")
         got = results[ENSEMBLE_OUTPUT][:-1]

@@ -6,8 +6,9 @@ here for customer `cust-00001`):
     cust_00001_forecaster/config.pbtxt     platform onnxruntime_onnx;             1/model.onnx
     cust_00001/config.pbtxt                platform ensemble (the model clients call); 1/ (empty)
 Every model batches (max_batch_size MAX_BATCH_SIZE): a request sends READINGS FP32 [n, WINDOW], n <= 64, and
-receives FORECAST, FORECAST_P10 and FORECAST_P90, each FP32 [n, HORIZON] (or those it names). The ONNX model is the whole forecast (normalisation, gap filling, the
-forecaster, the inverse transform: pipelines/packaging/onnx_export.py); the ensemble's one step maps the
+receives FORECAST, FORECAST_P10 and FORECAST_P90, each FP32 [n, HORIZON] (or those it names). The ONNX model is
+the whole forecast (normalisation, gap filling, the forecaster, the inverse transform, the quantiles:
+pipelines/packaging/onnx_export.py); the ensemble's one step maps the
 client's tensors to it, so clients keep calling `<customer>` and a later version may add steps without
 changing the contract. The forecaster has no instance_group: Triton puts it on the GPU when there is one.
 
@@ -152,9 +153,7 @@ class Packager:
             core = onnx_export.export_template(self.models.hyperparameters.hidden)
             self._template = onnx_export.with_intervals(onnx_export.served_template(core))
         mean, std = float(self.models.mean[index]), float(self.models.std[index])
-        return onnx_export.customer_model(
-            self._template, self.models.params, index, mean, std, self.models.intervals
-        )
+        return onnx_export.customer_model(self._template, self.models.params, index, mean, std, self.models.intervals)
 
     def files(self, customer: str) -> dict[str, bytes]:
         return repository_files(customer, self.onnx_model(customer))

@@ -25,8 +25,8 @@ import torch
 
 from modelgate.model_repository import HORIZON, WINDOW
 from pipelines.steps.forecaster import ForecasterParameters, Hyperparameters, TrainedModels
-from pipelines.steps.quantiles import Intervals
 from pipelines.steps.paths import StepInputError
+from pipelines.steps.quantiles import Intervals
 
 FORMAT = 1
 MODEL_ARCHIVE = "model.tar.gz"
