@@ -13,8 +13,8 @@ customer's mean reading, as in the training loss, so that near-zero forecasts ge
 Seven daily origins give 7 errors per forecast hour: too few for a 10 % quantile of its own. So the quantiles are
 pooled over the customer's hours (168 errors), taken at the split-conformal level ceil((n + 1) q) / n (a finite
 sample's empirical quantile covers less than q out of sample), and spread per hour by the customer's own profile:
-the hour's mean absolute deviation from the pooled median over the customer's mean, shrunk towards 1 with the
-weight of SHRINK errors (at 7 errors per hour: half its own, half flat). Everything is per customer: a
+the mean absolute deviation from the pooled median of the hour and its NEIGHBOURS either side (35 errors) over
+the customer's mean, shrunk towards 1 with the weight of SHRINK errors. Everything is per customer: a
 customer's interval never depends on which other customers were trained with it.
 
 This works from `forecaster.predict`, the function evaluation scores and the ONNX graph reproduces, so it holds
@@ -37,6 +37,7 @@ LOW, HIGH = 0.1, 0.9  # the served quantiles besides P50: an 80 % interval
 QUANTILES = (LOW, 0.5, HIGH)
 FLOOR_SHARE = 0.05  # of the customer's mean reading: the smallest |P50| an interval is scaled from
 SHRINK = 7.0  # errors' worth of weight pulling each hour's spread profile towards flat
+NEIGHBOURS = 2  # forecast hours either side whose errors shape an hour's spread too
 MIN_ERRORS = 24  # fewer observed validation errors: the customer's interval comes from its training spread
 _Z90 = 1.2815515655446004  # standard normal 90 % quantile (the fallback's interval)
 
@@ -111,10 +112,13 @@ def estimate(forecast: np.ndarray, actual: np.ndarray, floor: np.ndarray, fallba
         lo = float(np.quantile(observed, _conformal_level(LOW, n[c])))
         hi = float(np.quantile(observed, _conformal_level(HIGH, n[c])))
         deviation = np.abs(errors[c] - median)  # [K, HORIZON]
-        per_hour = (~np.isnan(deviation)).sum(0)
+        # Each hour's spread from its own and its neighbours' errors (NEIGHBOURS either side: 35 errors, not 7),
+        # over the customer's mean spread, shrunk towards flat by SHRINK errors' weight.
+        counts = _neighbourhood((~np.isnan(deviation)).sum(0).astype(np.float64))
+        sums = _neighbourhood(np.nansum(deviation, 0))
         mean_deviation = float(np.nanmean(deviation))
-        own = np.nansum(deviation, 0) / np.maximum(per_hour, 1) / max(mean_deviation, 1e-12)
-        profile = (per_hour * own + SHRINK) / (per_hour + SHRINK) if mean_deviation > 0 else np.ones(HORIZON)
+        own = sums / np.maximum(counts, 1) / max(mean_deviation, 1e-12)
+        profile = (counts * own + SHRINK) / (counts + SHRINK) if mean_deviation > 0 else np.ones(HORIZON)
         low[c] = median + (lo - median) * profile
         high[c] = median + (hi - median) * profile
     return Intervals(
@@ -122,6 +126,12 @@ def estimate(forecast: np.ndarray, actual: np.ndarray, floor: np.ndarray, fallba
         high=torch.as_tensor(np.maximum(high, 0.0), dtype=torch.float32),
         floor=torch.as_tensor(floor, dtype=torch.float32),
     )
+
+
+def _neighbourhood(per_hour: np.ndarray) -> np.ndarray:
+    """Sums over each hour and its NEIGHBOURS either side (fewer at the horizon's ends)."""
+    width = 2 * NEIGHBOURS + 1
+    return np.convolve(per_hour, np.ones(width), mode="same")
 
 
 def origin_forecasts(
