@@ -50,11 +50,11 @@ def _tensor(name: str, width: int) -> str:
     return f'  {{ name: "{name}" data_type: TYPE_FP32 dims: [ {width} ] }}'
 
 
-def _outputs() -> str:
-    return ",\n".join(_tensor(name, HORIZON) for name in ENSEMBLE_OUTPUTS)
+def _outputs(outputs: tuple[str, ...]) -> str:
+    return ",\n".join(_tensor(name, HORIZON) for name in outputs)
 
 
-def forecaster_config(name: str) -> str:
+def forecaster_config(name: str, outputs: tuple[str, ...] = ENSEMBLE_OUTPUTS) -> str:
     return f"""name: "{name}"
 platform: "onnxruntime_onnx"
 max_batch_size: {MAX_BATCH_SIZE}
@@ -62,14 +62,14 @@ input [
 {_tensor(ENSEMBLE_INPUT, WINDOW)}
 ]
 output [
-{_outputs()}
+{_outputs(outputs)}
 ]
 dynamic_batching {{ max_queue_delay_microseconds: 100 }}
 """
 
 
-def ensemble_config(names: dict[str, str]) -> str:
-    output_maps = "\n".join(f'      output_map {{ key: "{name}" value: "{name}" }}' for name in ENSEMBLE_OUTPUTS)
+def ensemble_config(names: dict[str, str], outputs: tuple[str, ...] = ENSEMBLE_OUTPUTS) -> str:
+    output_maps = "\n".join(f'      output_map {{ key: "{name}" value: "{name}" }}' for name in outputs)
     return f"""name: "{names["ensemble"]}"
 platform: "ensemble"
 max_batch_size: {MAX_BATCH_SIZE}
@@ -77,7 +77,7 @@ input [
 {_tensor(ENSEMBLE_INPUT, WINDOW)}
 ]
 output [
-{_outputs()}
+{_outputs(outputs)}
 ]
 ensemble_scheduling {{
   step [
@@ -89,13 +89,17 @@ ensemble_scheduling {{
 """
 
 
-def repository_files(customer: str, onnx_model: bytes) -> dict[str, bytes]:
-    """Archive member path -> content of one customer's repository (directories end with '/')."""
+def repository_files(
+    customer: str, onnx_model: bytes, outputs: tuple[str, ...] = ENSEMBLE_OUTPUTS
+) -> dict[str, bytes]:
+    """Archive member path -> content of one customer's repository (directories end with '/'); `outputs`: those of
+    the ONNX model (the pipeline's: every output of the contract; bench/bench_inference.py also builds a
+    point-forecast-only one to measure what the quantiles cost)."""
     names = model_names(customer)
     return {
-        f"{names['forecaster']}/config.pbtxt": forecaster_config(names["forecaster"]).encode(),
+        f"{names['forecaster']}/config.pbtxt": forecaster_config(names["forecaster"], outputs).encode(),
         f"{names['forecaster']}/1/model.onnx": onnx_model,
-        f"{names['ensemble']}/config.pbtxt": ensemble_config(names).encode(),
+        f"{names['ensemble']}/config.pbtxt": ensemble_config(names, outputs).encode(),
         f"{names['ensemble']}/1/": b"",  # Triton needs a version directory, even for an ensemble
     }
 
