@@ -228,7 +228,7 @@ def plot(forecasts: Forecasts, report: EvaluationReport, path: Path, count: int 
             axis.axvline(day, color="0.9", linewidth=0.6, zorder=0)
         axis.set_title(f"{customer} ({roles[customer]}): MAPE ratio {metrics.mape_ratio:.2f}", fontsize=10, loc="left")
         axis.set_ylabel("kWh")
-        axis.legend(loc="upper left", fontsize=8, ncol=4, frameon=False)
+        axis.legend(loc="upper left", fontsize=8, ncol=5, frameon=False)
     axes[-1, 0].set_xlabel("hours from the start of the held-out tail (each day forecast from the week before)")
     figure.suptitle(
         f"{report.model_package_group}: {report.aggregate.customers} customers, MAPE {report.aggregate.mape:.1%}"
