@@ -50,7 +50,7 @@ class Intervals:
     high: torch.Tensor  # [C, HORIZON] relative offset of P90, >= 0
     floor: torch.Tensor  # [C] reading units: offsets scale max(|P50|, floor)
 
-    def select(self, index: torch.Tensor | slice | int) -> Intervals:
+    def select(self, index: torch.Tensor | slice) -> Intervals:
         return Intervals(self.low[index], self.high[index], self.floor[index])
 
     def tensors(self) -> list[torch.Tensor]:
