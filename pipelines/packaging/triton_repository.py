@@ -89,9 +89,7 @@ ensemble_scheduling {{
 """
 
 
-def repository_files(
-    customer: str, onnx_model: bytes, outputs: tuple[str, ...] = ENSEMBLE_OUTPUTS
-) -> dict[str, bytes]:
+def repository_files(customer: str, onnx_model: bytes, outputs: tuple[str, ...] = ENSEMBLE_OUTPUTS) -> dict[str, bytes]:
     """Archive member path -> content of one customer's repository (directories end with '/'); `outputs`: those of
     the ONNX model (the pipeline's: every output of the contract; bench/bench_inference.py also builds a
     point-forecast-only one to measure what the quantiles cost)."""
