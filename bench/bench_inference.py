@@ -3,7 +3,8 @@ the same PyTorch model called directly, per request of 1 window and of 64 window
 
 Built in this run from the same weights:
 - lean: the pipeline's packaged archive, one ONNX graph (normalisation, gap filling, forecaster, inverse
-  transform) behind a one-step ensemble (pipelines/packaging);
+  transform, and the P10/P90 quantiles) behind a one-step ensemble (pipelines/packaging);
+- point-only: the same graph without the quantile outputs (FORECAST alone), to measure what they cost;
 - three-step (the baseline, ModelGate's previous layout): Python-backend preprocess -> ONNX forecaster ->
   Python-backend postprocess (bench/three_step/), each hop an IPC round trip to a Python stub.
 Clients, measured interleaved:
@@ -29,6 +30,7 @@ from bench.common import BenchResult
 from modelgate.model_repository import (
     ENSEMBLE_INPUT,
     ENSEMBLE_OUTPUT,
+    ENSEMBLE_OUTPUTS,
     HORIZON,
     MAX_BATCH_SIZE,
     ONNX_INPUT,
@@ -41,6 +43,7 @@ from modelgate.model_repository import (
 TARGET = 0.8  # lean / three-step p50 at 1 window, binary keep-alive client: the two Python hops were most of it
 CUSTOMER = "bench-customer"
 BASELINE = "bench-three-step"  # the same weights, in the previous three-step layout
+POINT_ONLY = "bench-point-only"  # the same weights, the lean graph without FORECAST_P10/P90
 THREE_STEP_SOURCES = Path(__file__).resolve().parent / "three_step"
 
 
@@ -169,29 +172,33 @@ dynamic_batching {{ max_queue_delay_microseconds: 100 }}
 def _archives(hidden: int):
     """(reference, {customer: archive}): the lean archive and the three-step one, from the same weights."""
     from pipelines.packaging import onnx_export
-    from pipelines.packaging.triton_repository import pack
+    from pipelines.packaging.triton_repository import pack, repository_files
     from sandbox.model_archives import example_version
 
     version = example_version([CUSTOMER], hidden=hidden)
     models = version.models
-    core = onnx_export.customer_model(onnx_export.export_template(hidden), models.params, 0)
-    baseline = three_step_files(BASELINE, core, float(models.mean[0]), float(models.std[0]))
-    return version, {CUSTOMER: version.archives[CUSTOMER], BASELINE: pack(baseline)}
+    template = onnx_export.export_template(hidden)
+    core = onnx_export.customer_model(template, models.params, 0)
+    mean, std = float(models.mean[0]), float(models.std[0])
+    baseline = three_step_files(BASELINE, core, mean, std)
+    point = onnx_export.customer_model(onnx_export.served_template(template), models.params, 0, mean, std)
+    point_only = repository_files(POINT_ONLY, point, outputs=(ENSEMBLE_OUTPUT,))
+    return version, {CUSTOMER: version.archives[CUSTOMER], BASELINE: pack(baseline), POINT_ONLY: pack(point_only)}
 
 
-def _graph_alone(archive: bytes, windows: np.ndarray):
-    """The lean archive's ONNX graph run in this process (onnxruntime, one thread): the arithmetic alone."""
+def _graph_alone(archive: bytes, windows: np.ndarray, customer: str = CUSTOMER, outputs=(ENSEMBLE_OUTPUT,)):
+    """An archive's ONNX graph run in this process (onnxruntime, one thread): the arithmetic alone."""
     import io
     import tarfile
 
     import onnxruntime
 
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        model = tar.extractfile(f"{model_names(CUSTOMER)['forecaster']}/1/model.onnx").read()
+        model = tar.extractfile(f"{model_names(customer)['forecaster']}/1/model.onnx").read()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    return lambda: session.run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: windows})[0]
+    return lambda: session.run(list(outputs), {ENSEMBLE_INPUT: windows})[0]
 
 
 def run(quick: bool = False) -> BenchResult:
@@ -238,21 +245,22 @@ def run(quick: bool = False) -> BenchResult:
             served = {
                 "lean": endpoint.namespace + model_names(CUSTOMER)["ensemble"],
                 "three-step": endpoint.namespace + model_names(BASELINE)["ensemble"],
+                "point-only": endpoint.namespace + model_names(POINT_ONLY)["ensemble"],
             }
             host = triton.url.removeprefix("http://")
 
             def pytorch(n: int):
                 return lambda: version.reference(CUSTOMER, windows[n])
 
-            def binary(layout: str, n: int):
+            def binary(layout: str, n: int, outputs: tuple[str, ...] = (ENSEMBLE_OUTPUT,)):
                 """Triton's client: binary tensors in and out, its connection kept alive between calls."""
                 client = httpclient.InferenceServerClient(host, connection_timeout=60, network_timeout=60)
                 tensor = httpclient.InferInput(ENSEMBLE_INPUT, [n, WINDOW], "FP32")
                 tensor.set_data_from_numpy(windows[n], binary_data=True)
-                output = httpclient.InferRequestedOutput(ENSEMBLE_OUTPUT, binary_data=True)
+                requested = [httpclient.InferRequestedOutput(name, binary_data=True) for name in outputs]
 
                 def call() -> np.ndarray:
-                    return client.infer(served[layout], [tensor], outputs=[output]).as_numpy(ENSEMBLE_OUTPUT)
+                    return client.infer(served[layout], [tensor], outputs=requested).as_numpy(ENSEMBLE_OUTPUT)
 
                 return call
 
@@ -276,12 +284,18 @@ def run(quick: bool = False) -> BenchResult:
 
             # Both layouts answer what evaluation scored (forecaster.predict), before anything is timed.
             for n in windows:
-                for call in (binary("lean", n), binary("three-step", n), _graph_alone(archives[CUSTOMER], windows[n])):
+                checked = [binary(layout, n) for layout in ("lean", "three-step", "point-only")]
+                checked += [binary("lean", n, ENSEMBLE_OUTPUTS), _graph_alone(archives[CUSTOMER], windows[n])]
+                for call in checked:
                     np.testing.assert_allclose(call(), pytorch(n)(), rtol=1e-4, atol=1e-4)
 
             ways = {
                 "pytorch": pytorch,
                 "graph": lambda n: _graph_alone(archives[CUSTOMER], windows[n]),
+                "graph-quantiles": lambda n: _graph_alone(archives[CUSTOMER], windows[n], outputs=ENSEMBLE_OUTPUTS),
+                "graph-point-only": lambda n: _graph_alone(archives[POINT_ONLY], windows[n], POINT_ONLY),
+                "point-only-binary": lambda n: binary("point-only", n),
+                "lean-binary-quantiles": lambda n: binary("lean", n, ENSEMBLE_OUTPUTS),
                 "lean-binary": lambda n: binary("lean", n),
                 "three-step-binary": lambda n: binary("three-step", n),
                 "lean-json": lambda n: json_new_connection("lean", n),
@@ -302,7 +316,13 @@ def run(quick: bool = False) -> BenchResult:
             rates = {
                 (name, n): _throughput(lambda name=name, n=n: ways[name](n), threads=2, seconds=seconds)
                 for n in windows
-                for name in ("pytorch", "three-step-binary", "lean-binary")
+                for name in (
+                    "pytorch",
+                    "three-step-binary",
+                    "lean-binary",
+                    "point-only-binary",
+                    "lean-binary-quantiles",
+                )
             }
 
     def ms(samples: list[float], q: float) -> str:
@@ -311,6 +331,10 @@ def run(quick: bool = False) -> BenchResult:
     labels = {
         "pytorch": "PyTorch direct (forecaster.predict)",
         "graph": "the lean ONNX graph alone, in-process onnxruntime",
+        "graph-quantiles": "the lean ONNX graph alone, all three outputs",
+        "graph-point-only": "the point-only ONNX graph alone (no quantile nodes)",
+        "point-only-binary": "point-only ensemble (FORECAST alone), binary keep-alive client",
+        "lean-binary-quantiles": "after: lean ensemble, FORECAST + P10 + P90 asked, binary keep-alive client",
         "three-step-binary": "before: three-step ensemble, binary keep-alive client",
         "lean-binary": "after: lean ensemble (one ONNX graph), binary keep-alive client",
         "three-step-json": "before: three-step ensemble, JSON, new connection per request",
@@ -334,7 +358,17 @@ def run(quick: bool = False) -> BenchResult:
         ("lean / three-step p50, 64 windows, binary client", p50("lean-binary", 64) / p50("three-step-binary", 64)),
         ("JSON-new-connection / binary-keep-alive p50, lean, 1 window", p50("lean-json", 1) / p50("lean-binary", 1)),
         ("lean / PyTorch direct p50, 1 window, binary client", p50("lean-binary", 1) / p50("pytorch", 1)),
-    ]
+        *(
+            (f"quantiles' cost: lean, all three outputs / point-only p50, {n} window(s), binary client",
+             p50("lean-binary-quantiles", n) / p50("point-only-binary", n))
+            for n in windows
+        ),
+        *(
+            (f"quantiles' cost: graph alone, all three outputs / point-only graph p50, {n} window(s)",
+             p50("graph-quantiles", n) / p50("graph-point-only", n))
+            for n in windows
+        ),
+    ]  # fmt: skip
     rows += [(label, f"{value:.2f}") for label, value in ratios]
     ratio = p50("lean-binary", 1) / p50("three-step-binary", 1)
     return BenchResult(

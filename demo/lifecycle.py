@@ -36,7 +36,7 @@ from infra.config import ModelGateConfig, ModelProject
 from infra.triton_images import image_uri
 from modelgate.approval.events import INFERENCE_DETAIL_TYPE, INFERENCE_SOURCE
 from modelgate.approval.settings import API_URL, SignInSettings
-from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, WINDOW
+from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, ENSEMBLE_P10, ENSEMBLE_P90, WINDOW
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.serving import settings as serving_names
 from pipelines import datagen
@@ -427,15 +427,18 @@ class Lifecycle:
             status, answer = _call(api.url + f"/groups/{group}/models/{customer}/invoke", body, token=token)
             if status != 200:
                 raise DemoError(f"{env} forecast for {customer} answered {status}: {answer}")
-            (output,) = [o for o in answer["outputs"] if o["name"] == ENSEMBLE_OUTPUT]
-            outcome.forecasts[customer] = output["data"]
-            shown = ", ".join(f"{v:.2f}" for v in output["data"][:6])
+            served = {o["name"]: o["data"] for o in answer["outputs"]}
+            outcome.forecasts[customer] = served[ENSEMBLE_OUTPUT]
+            shown = ", ".join(f"{v:.2f}" for v in served[ENSEMBLE_OUTPUT][:6])
+            low, high = served[ENSEMBLE_P10][0], served[ENSEMBLE_P90][0]
             same = ""
             if env != self.chain.first:
-                if not np.allclose(output["data"], first.forecasts[customer], rtol=1e-5):
+                if not np.allclose(served[ENSEMBLE_OUTPUT], first.forecasts[customer], rtol=1e-5):
                     raise DemoError(f"{env} serves another forecast for {customer} than {self.chain.first}")
-                same = f" (the same as in {self.chain.first}: the version approved there)"
-            self.say(f"   forecast {customer} (next 24 h, kWh): {shown}, ...{same}")
+                same = f"; the same as in {self.chain.first}: the version approved there"
+            self.say(
+                f"   forecast {customer} (next 24 h, kWh): {shown}, ... (first hour P10-P90 {low:.2f}-{high:.2f}{same})"
+            )
         customer = curated.customers[0]
         outcome.unauthorized_status, _ = _call(
             api.url + f"/groups/{group}/models/{customer}/invoke", {"inputs": []}, token=None

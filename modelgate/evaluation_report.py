@@ -18,10 +18,12 @@ Document (schema 1):
       "aggregate": {"customers": 100, "mape": .., "rmse": .., "baseline_mape": .., "baseline_rmse": ..,
                     "mape_ratio": ..,          # means over customers; mape_ratio = mape / baseline_mape
                     "baseline": "seasonal_window_average_168x4",    # the best baseline (lowest mean MAPE)
-                    "baselines": {"seasonal_naive_24": {"mape": .., "rmse": .., "mape_ratio": ..}, ...}},
+                    "baselines": {"seasonal_naive_24": {"mape": .., "rmse": .., "mape_ratio": ..}, ...},
+                    "interval": {"coverage": .., "pinball_p10": .., "pinball_p50": .., "pinball_p90": ..}},
       "per_customer": [{"customer": "c0001", "mape": .., "rmse": .., "baseline_mape": .., "baseline_rmse": ..,
                         "mape_ratio": .., "points": 168,             # baseline_*: the aggregate's baseline
-                        "baselines": {"seasonal_naive_24": {"mape": .., "rmse": ..}, ...}}, ...],  # by customer
+                        "baselines": {"seasonal_naive_24": {"mape": .., "rmse": ..}, ...},
+                        "interval": {"coverage": .., "pinball_p10": .., ...}}, ...],   # by customer
       "skipped": {"c0042": "only 100 hours of data, need 360"},     # customers without a model, and why
       "regressed": [{"customer": "c0007", "mape": .., "baseline_mape": .., "mape_ratio": 1.33}, ...],
                                                # customers worse than their baseline (ratio > 1), worst first
@@ -30,6 +32,10 @@ Document (schema 1):
     }
 MAPE is a fraction (0.08 = 8 %), over the held-out points with a non-zero actual reading; RMSE is in reading
 units. Aggregates are unweighted means over customers, so a large customer does not drown the small ones.
+`interval` scores the served P10/P90 (pipelines/steps/quantiles.py) on the same held-out hours: `coverage` the
+share of readings inside [P10, P90] (INTERVAL_TARGET = 0.8 is what a calibrated interval gives), `pinball_p*`
+the mean pinball (quantile) loss of P10, P50 (the point forecast) and P90 in reading units; `null` (or absent,
+in reports written before quantiles were served) when the models had no interval.
 
 The aggregate ratio has one meaning: the RATIO OF THE MEANS, mean model MAPE / mean baseline MAPE (the same numbers
 the accuracy tables compare). The mean of the per-customer ratios weighs a customer whose baseline is already
@@ -65,6 +71,8 @@ SEASONAL_NAIVE_168 = "seasonal_naive_168"
 SEASONAL_WINDOW_AVERAGE = "seasonal_window_average_168x4"
 BASELINES = (SEASONAL_NAIVE_24, SEASONAL_NAIVE_168, SEASONAL_WINDOW_AVERAGE)
 LEGACY_BASELINE = SEASONAL_NAIVE_168  # what baseline_mape meant in reports without a `baseline` key
+
+INTERVAL_TARGET = 0.8  # P10-P90: a calibrated interval holds 80 % of the readings
 
 # The ratio reported when the baseline is perfect (MAPE 0) and the model is not: JSON has no infinity, and
 # the condition step must still see a value far above any sensible threshold.
@@ -106,6 +114,28 @@ class Score:
 
 
 @dataclass(frozen=True)
+class IntervalScore:
+    """The served P10/P90 on held-out hours: the share of readings inside [P10, P90] and each quantile's mean
+    pinball loss (reading units); for the aggregate, means over customers."""
+
+    coverage: float
+    pinball_p10: float
+    pinball_p50: float
+    pinball_p90: float
+
+    @property
+    def mean_pinball(self) -> float:
+        return (self.pinball_p10 + self.pinball_p50 + self.pinball_p90) / 3
+
+    @classmethod
+    def mean(cls, scores: list[IntervalScore]) -> IntervalScore:
+        return cls(*(sum(getattr(s, f) for s in scores) / len(scores) for f in INTERVAL_FIELDS))
+
+
+INTERVAL_FIELDS = ("coverage", "pinball_p10", "pinball_p50", "pinball_p90")
+
+
+@dataclass(frozen=True)
 class CustomerScores:
     """What the evaluation step measures for one customer: the model's score and every baseline's."""
 
@@ -113,6 +143,7 @@ class CustomerScores:
     model: Score
     baselines: Mapping[str, Score]
     points: int
+    interval: IntervalScore | None = None  # the served P10/P90, when the models have them
 
 
 @dataclass(frozen=True)
@@ -125,6 +156,7 @@ class CustomerMetrics:
     mape_ratio: float
     points: int  # held-out readings the metrics are computed on
     baselines: Mapping[str, Score] = field(default_factory=dict)  # every peer's score on this customer
+    interval: IntervalScore | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,7 @@ class AggregateMetrics:
     mape_ratio: float
     baseline: str = LEGACY_BASELINE  # which peer baseline_* and mape_ratio refer to
     baselines: Mapping[str, BaselineSummary] = field(default_factory=dict)
+    interval: IntervalScore | None = None  # means over customers
 
 
 @dataclass(frozen=True)
@@ -196,6 +229,7 @@ class EvaluationReport:
                 mape_ratio=mape_ratio(s.model.mape, s.baselines[best].mape),
                 points=s.points,
                 baselines=dict(sorted(s.baselines.items())),
+                interval=s.interval,
             )
             for s in scores
         ]
@@ -240,6 +274,9 @@ class EvaluationReport:
             peer_mape = sum(m.baselines[name].mape for m in per_customer) / count
             peer_rmse = sum(m.baselines[name].rmse for m in per_customer) / count
             summaries[name] = BaselineSummary(peer_mape, peer_rmse, mape_ratio(model_mape, peer_mape))
+        intervals = [m.interval for m in per_customer if m.interval is not None]
+        if intervals and len(intervals) != count:
+            raise EvaluationReportError("the P10/P90 interval is scored for some customers only")
         aggregate = AggregateMetrics(
             customers=count,
             mape=model_mape,
@@ -249,6 +286,7 @@ class EvaluationReport:
             mape_ratio=mape_ratio(model_mape, baseline_mape),
             baseline=baseline,
             baselines=summaries,
+            interval=IntervalScore.mean(intervals) if intervals else None,
         )
         return cls(
             model_package_group=model_package_group,
@@ -271,7 +309,17 @@ class EvaluationReport:
             value = self.aggregate.mape_ratio if name == "mape_ratio" else mean
             return {"value": value, "standard_deviation": deviation}
 
-        return {"regression_metrics": {name: stat(name) for name in METRICS}}
+        block = {name: stat(name) for name in METRICS}
+        if self.aggregate.interval is not None:  # Studio lists these next to the point metrics
+            coverage = [m.interval.coverage for m in self.per_customer]
+            pinball = [m.interval.mean_pinball for m in self.per_customer]
+            for name, values, value in (
+                ("interval_coverage", coverage, self.aggregate.interval.coverage),
+                ("mean_pinball_loss", pinball, self.aggregate.interval.mean_pinball),
+            ):
+                deviation = math.sqrt(sum((v - value) ** 2 for v in values) / len(values))
+                block[name] = {"value": value, "standard_deviation": deviation}
+        return {"regression_metrics": block}
 
     def regressed(self) -> tuple[CustomerMetrics, ...]:
         """Customers whose model is worse than their seasonal-naive baseline (ratio > 1), worst first.
@@ -326,6 +374,17 @@ def _baselines(data: Any, where: str, fields: tuple[str, ...]) -> dict[str, tupl
     return parsed
 
 
+def _interval(data: Any, where: str) -> IntervalScore | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or any(f not in data for f in INTERVAL_FIELDS):
+        raise EvaluationReportError(f"{where} must be null or an object with {', '.join(INTERVAL_FIELDS)}")
+    score = IntervalScore(*(_number(data[f], f"{where}.{f}") for f in INTERVAL_FIELDS))
+    if score.coverage > 1:
+        raise EvaluationReportError(f"{where}.coverage must be a share in [0, 1], got {score.coverage!r}")
+    return score
+
+
 def parse_report(text: str | bytes) -> EvaluationReport:
     """Parse and validate `evaluation.json`; raises EvaluationReportError naming the bad field."""
     try:
@@ -356,6 +415,7 @@ def parse_report(text: str | bytes) -> EvaluationReport:
         **aggregate_fields,
         baseline=baseline,
         baselines={name: BaselineSummary(*values) for name, values in summaries.items()},
+        interval=_interval(aggregate_data.get("interval"), "aggregate.interval"),
     )
     if not isinstance(data["per_customer"], list):
         raise EvaluationReportError("per_customer must be a list")
@@ -378,8 +438,11 @@ def parse_report(text: str | bytes) -> EvaluationReport:
                 points=points,
                 **fields,
                 baselines={name: Score(*values) for name, values in scores.items()},
+                interval=_interval(item.get("interval"), f"{where}.interval"),
             )
         )
+        if (per_customer[-1].interval is None) != (aggregate.interval is None):
+            raise EvaluationReportError(f"{where}.interval and aggregate.interval must both be given, or neither")
     if len(per_customer) != aggregate.customers:
         raise EvaluationReportError(
             f"aggregate.customers is {aggregate.customers} but per_customer lists {len(per_customer)} customers"

@@ -10,16 +10,21 @@ directories below, named with the customer so that many archives can be loaded s
       <customer>/                     ensemble whose one step is the forecaster, the name clients call
 
 Tensors (KServe v2 names the client sends and receives):
-    READINGS  FP32 [WINDOW]   the last WINDOW hourly readings, oldest first (NaN marks a gap; a shorter
-                              history sends NaN for the hours before it)
-    FORECAST  FP32 [HORIZON]  the next HORIZON hourly readings
+    READINGS      FP32 [WINDOW]   the last WINDOW hourly readings, oldest first (NaN marks a gap; a shorter
+                                  history sends NaN for the hours before it)
+    FORECAST      FP32 [HORIZON]  the next HORIZON hourly readings (the point forecast, P50)
+    FORECAST_P10  FP32 [HORIZON]  the 10 % and 90 % quantiles of each of those hours (an 80 % interval):
+    FORECAST_P90                  FORECAST_P10 <= FORECAST <= FORECAST_P90, element by element
+                                  (pipelines/steps/quantiles.py; evaluation reports their held-out coverage)
+A request may name the outputs it wants (KServe v2 `outputs`); one that names none gets all three, one that
+asks for FORECAST alone gets FORECAST alone, as before the quantiles.
 Every model of the archive batches (max_batch_size MAX_BATCH_SIZE), so a request carries a leading batch
-dimension: READINGS shape [n, WINDOW] -> FORECAST shape [n, HORIZON], 1 <= n <= MAX_BATCH_SIZE.
+dimension: READINGS shape [n, WINDOW] -> FORECAST and its quantiles, each [n, HORIZON], 1 <= n <= MAX_BATCH_SIZE.
 
 The ONNX model takes and gives the same tensors; its core, `window` FP32 [-1, WINDOW] -> `forecast` FP32
 [-1, HORIZON] (ONNX_INPUT/ONNX_OUTPUT), works in units normalised with the customer's (mean, std), which the graph
-holds as initializers. A row without any reading, or with an infinite one, comes out NaN (the inference API
-refuses it with 400 before calling the endpoint).
+holds as initializers, as it holds the customer's interval offsets. A row without any reading, or with an
+infinite one, comes out NaN in every output (the inference API refuses it with 400 before calling the endpoint).
 
 A model version's artifacts live under one S3 prefix (the registry's model data URL and the `model_data_url`
 of modelgate.parameters.ApprovedModel), holding every `<customer>.tar.gz` and a `manifest.json`
@@ -47,7 +52,10 @@ HORIZON = 24  # one day of hourly readings out
 MAX_BATCH_SIZE = 64  # windows per request
 
 ENSEMBLE_INPUT = "READINGS"
-ENSEMBLE_OUTPUT = "FORECAST"
+ENSEMBLE_OUTPUT = "FORECAST"  # P50: the point forecast
+ENSEMBLE_P10 = "FORECAST_P10"
+ENSEMBLE_P90 = "FORECAST_P90"
+ENSEMBLE_OUTPUTS = (ENSEMBLE_OUTPUT, ENSEMBLE_P10, ENSEMBLE_P90)
 ONNX_INPUT = "window"
 ONNX_OUTPUT = "forecast"
 

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from modelgate.approval.model_versions import Evaluation, ModelVersion
-from modelgate.evaluation_report import CONDITION_JSON_PATH, CustomerMetrics, EvaluationReport
+from modelgate.evaluation_report import (
+    CONDITION_JSON_PATH,
+    INTERVAL_TARGET,
+    CustomerMetrics,
+    EvaluationReport,
+    IntervalScore,
+)
 from modelgate.registry import APPROVED, PENDING, REJECTED, STARTED_BY_KEY
 
 READING_UNIT = "kWh"  # prep converts every reading to kWh (pipelines/steps/cleaning.py)
@@ -87,6 +93,7 @@ class _Numbers:
     baseline_rmse: float
     regressed: tuple[CustomerMetrics, ...]
     ranked: tuple[CustomerMetrics, ...]  # every customer, worst ratio first
+    interval: IntervalScore | None  # the served P10-P90, means over customers (None: not served)
 
 
 def _numbers(report: EvaluationReport) -> _Numbers:
@@ -103,6 +110,7 @@ def _numbers(report: EvaluationReport) -> _Numbers:
         baseline_rmse=aggregate.baseline_rmse,
         regressed=report.regressed(),
         ranked=tuple(sorted(report.per_customer, key=lambda m: (-m.mape_ratio, m.customer))),
+        interval=aggregate.interval,
     )
 
 
@@ -137,6 +145,17 @@ def summarize(evaluation: Evaluation, threshold: float | None) -> EvaluationSumm
         ),
         Line("Worse than baseline", f"{len(n.regressed)} of {n.customers}", "customers whose own ratio is above 1"),
     ]
+    if n.interval is not None:
+        target = f"{INTERVAL_TARGET * 100:.0f}\u00a0%"
+        lines.append(
+            Line(
+                f"{target} interval (P10-P90)",
+                f"covered {percent(n.interval.coverage)} of held-out hours",
+                f"target {target} (mean over customers); mean pinball loss {n.interval.mean_pinball:.3g} "
+                f"{READING_UNIT} (P10 {n.interval.pinball_p10:.3g}, P50 {n.interval.pinball_p50:.3g}, "
+                f"P90 {n.interval.pinball_p90:.3g})",
+            )
+        )
 
     def worse(m: CustomerMetrics) -> Worse:
         return Worse(m.customer, percent(m.mape), percent(m.baseline_mape), f"{m.mape_ratio:.2f}")

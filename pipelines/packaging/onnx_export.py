@@ -10,7 +10,10 @@ Every customer's model is that graph with the customer's weights, mean and std a
 times would take hours for the same graph; swapping initializers takes milliseconds, and `verify` runs the result
 in onnxruntime against `forecaster.predict` on windows with gaps, so what is served is what was evaluated.
 
-A row with no reading, or with an infinite one, has nothing to forecast from: its FORECAST row is NaN (the
+`with_intervals` adds FORECAST_P10 and FORECAST_P90 after FORECAST (the P50): a few element-wise nodes on the
+customer's interval offsets (pipelines/steps/quantiles.py), also initializers, also checked by `verify`.
+
+A row with no reading, or with an infinite one, has nothing to forecast from: its output rows are NaN (the
 inference API refuses such rows with 400 before the endpoint is called: modelgate/serving/protocol.py).
 Opset 18 and IR version 9: loadable by the onnxruntime of every SageMaker Triton release ModelGate allows
 (23.12 ships onnxruntime 1.16).
@@ -28,12 +31,23 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, HORIZON, ONNX_INPUT, ONNX_OUTPUT, WINDOW
+from modelgate.model_repository import (
+    ENSEMBLE_INPUT,
+    ENSEMBLE_OUTPUT,
+    ENSEMBLE_P10,
+    ENSEMBLE_P90,
+    HORIZON,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    WINDOW,
+)
+from pipelines.steps import quantiles
 from pipelines.steps.forecaster import WEEK, CustomerForecaster, ForecasterParameters, predict
 
 OPSET = 18
 IR_VERSION = 9
 WEIGHTS = ("w_in", "b_in", "w_out")
+INTERVALS = ("interval_low", "interval_high", "interval_floor")  # with_intervals' initializers
 
 
 class OnnxExportError(RuntimeError):
@@ -160,15 +174,50 @@ def _renamed(original: onnx.NodeProto, names: dict[str, str]) -> onnx.NodeProto:
     return node
 
 
+def with_intervals(served: onnx.ModelProto) -> onnx.ModelProto:
+    """`served` (READINGS -> FORECAST) with two more outputs computed from FORECAST, the P50, and the customer's
+    interval offsets held as initializers (placeholders here, set by `customer_model`): pipelines/steps/quantiles.py
+    `bounds`, FORECAST_P{10,90} = FORECAST + interval_{low,high} * max(|FORECAST|, interval_floor). A NaN
+    FORECAST row stays NaN in both. Added after the served graph's output, so the forecast itself is untouched."""
+    model = onnx.ModelProto()
+    model.CopyFrom(served)
+    graph = model.graph
+    if [o.name for o in graph.output] != [ENSEMBLE_OUTPUT]:
+        raise OnnxExportError(f"with_intervals needs a served graph with one output {ENSEMBLE_OUTPUT}")
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.zeros(HORIZON, np.float32), INTERVALS[0]),
+            numpy_helper.from_array(np.zeros(HORIZON, np.float32), INTERVALS[1]),
+            numpy_helper.from_array(np.ones((), np.float32), INTERVALS[2]),
+        ]
+    )
+    size = helper.make_node("Abs", [ENSEMBLE_OUTPUT], ["mg_p50_abs"], name="mg_p50_abs")
+    scale = helper.make_node("Max", ["mg_p50_abs", INTERVALS[2]], ["mg_interval_scale"], name="mg_interval_scale")
+    graph.node.extend([size, scale])
+    for output, offsets in ((ENSEMBLE_P10, INTERVALS[0]), (ENSEMBLE_P90, INTERVALS[1])):
+        step = f"mg_{output.lower()}_step"
+        graph.node.extend(
+            [
+                helper.make_node("Mul", [offsets, "mg_interval_scale"], [step], name=step),
+                helper.make_node("Add", [ENSEMBLE_OUTPUT, step], [output], name=f"mg_{output.lower()}"),
+            ]
+        )
+        graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", HORIZON]))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def customer_model(
     template: onnx.ModelProto,
     params: ForecasterParameters,
     index: int,
     mean: float | None = None,
     std: float | None = None,
+    intervals: quantiles.Intervals | None = None,
 ) -> bytes:
     """Serialized ONNX model of customer `index` of `params` (the template is left unchanged). A served template
-    (`served_template`) needs the customer's mean and std; the bare core (`export_template`) takes none."""
+    (`served_template`) needs the customer's mean and std; the bare core (`export_template`) takes none; one
+    `with_intervals` needs the customers' `intervals` too (row `index` is this customer's)."""
     weights = {
         "w_in": params.w_in[index].detach().cpu().numpy(),
         "b_in": params.b_in[index, 0].detach().cpu().numpy(),
@@ -179,6 +228,15 @@ def customer_model(
         raise OnnxExportError("a served template needs the customer's mean and std; a bare core takes neither")
     if served:
         weights |= {"mean": np.float32(mean), "std": np.float32(std)}
+    with_bounds = any(init.name == INTERVALS[0] for init in template.graph.initializer)
+    if with_bounds != (intervals is not None):
+        raise OnnxExportError(
+            "a template with intervals needs the customer's interval offsets (pipelines/steps/quantiles.py: the"
+            " training step estimates them); one without takes none"
+        )
+    if with_bounds:
+        own = (intervals.low[index].numpy(), intervals.high[index].numpy(), np.float32(intervals.floor[index]))
+        weights |= dict(zip(INTERVALS, own, strict=True))
     model = onnx.ModelProto()
     model.CopyFrom(template)
     for initializer in model.graph.initializer:
@@ -213,35 +271,51 @@ def verify(
     rng: np.random.Generator,
     mean: float | None = None,
     std: float | None = None,
+    intervals: quantiles.Intervals | None = None,
 ) -> float:
     """Max |onnxruntime - PyTorch| on windows; raises when above tolerance. A served model is compared with
     forecaster.predict (what evaluation scores) with the trained `mean` and `std` on readings with gaps, and
-    must answer NaN for a row without a reading; a bare core with CustomerForecaster on normalised windows."""
+    must answer NaN for a row without a reading; a bare core with CustomerForecaster on normalised windows. A
+    served model with intervals must also give quantiles.bounds of that forecast with the customer's
+    `intervals` (evaluation's P10/P90), in order P10 <= FORECAST <= P90, NaN where FORECAST is."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     served = session.get_inputs()[0].name == ENSEMBLE_INPUT
+    outputs = [o.name for o in session.get_outputs()]
     if served:
         if mean is None or std is None:
             raise OnnxExportError("verifying a served model needs the customer's trained mean and std")
+        if (ENSEMBLE_P10 in outputs) != (intervals is not None):
+            raise OnnxExportError(f"the served model's outputs are {outputs}; verify them with intervals iff it has")
         windows = windows_with_gaps(rng, mean, std)
         empty = np.full((1, WINDOW), np.nan, np.float32)
-        (got,) = session.run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: np.concatenate([windows, empty])})
-        if not np.isnan(got[-1]).all():
+        answers = session.run(outputs, {ENSEMBLE_INPUT: np.concatenate([windows, empty])})
+        results = dict(zip(outputs, answers, strict=True))
+        if not all(np.isnan(result[-1]).all() for result in results.values()):
             raise OnnxExportError("the served model forecasts a window that holds no reading")
-        got = got[:-1]
+        got = results[ENSEMBLE_OUTPUT][:-1]
         one = params.select(slice(index, index + 1))
         expected = predict(one, torch.from_numpy(windows)[None], torch.tensor([mean]), torch.tensor([std]))[0].numpy()
         scale = std
+        pairs = [(got, expected)]
+        if intervals is not None:
+            own = (intervals.low[index].numpy(), intervals.high[index].numpy(), intervals.floor[index].numpy())
+            low, high = quantiles.bounds(expected, *own)
+            p10, p90 = results[ENSEMBLE_P10][:-1], results[ENSEMBLE_P90][:-1]
+            if not ((p10 <= got) & (got <= p90)).all():
+                raise OnnxExportError("the served model's quantiles are out of order (P10 <= FORECAST <= P90)")
+            pairs += [(p10, low), (p90, high)]
     else:
         windows = rng.normal(size=(4, WINDOW)).astype(np.float32)
         (got,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: windows})
         with torch.no_grad():
             expected = CustomerForecaster(params, index)(torch.from_numpy(windows)).numpy()
         scale = 1.0
+        pairs = [(got, expected)]
     if got.shape != (len(windows), HORIZON):
         raise OnnxExportError(f"ONNX model returned shape {got.shape}, expected ({len(windows)}, {HORIZON})")
-    error = float(np.abs(got - expected).max())
-    if not error <= 1e-4 * max(scale, float(np.abs(expected).max())):
+    error = max(float(np.abs(value - reference).max()) for value, reference in pairs)
+    if not error <= 1e-4 * max(scale, max(float(np.abs(reference).max()) for _, reference in pairs)):
         raise OnnxExportError(f"ONNX model differs from PyTorch by {error}")
     return error

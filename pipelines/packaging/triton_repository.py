@@ -6,8 +6,9 @@ here for customer `cust-00001`):
     cust_00001_forecaster/config.pbtxt     platform onnxruntime_onnx;             1/model.onnx
     cust_00001/config.pbtxt                platform ensemble (the model clients call); 1/ (empty)
 Every model batches (max_batch_size MAX_BATCH_SIZE): a request sends READINGS FP32 [n, WINDOW], n <= 64, and
-receives FORECAST FP32 [n, HORIZON]. The ONNX model is the whole forecast (normalisation, gap filling, the
-forecaster, the inverse transform: pipelines/packaging/onnx_export.py); the ensemble's one step maps the
+receives FORECAST, FORECAST_P10 and FORECAST_P90, each FP32 [n, HORIZON] (or those it names). The ONNX model is
+the whole forecast (normalisation, gap filling, the forecaster, the inverse transform, the quantiles:
+pipelines/packaging/onnx_export.py); the ensemble's one step maps the
 client's tensors to it, so clients keep calling `<customer>` and a later version may add steps without
 changing the contract. The forecaster has no instance_group: Triton puts it on the GPU when there is one.
 
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from modelgate.model_repository import (
     ENSEMBLE_INPUT,
-    ENSEMBLE_OUTPUT,
+    ENSEMBLE_OUTPUTS,
     HORIZON,
     MAX_BATCH_SIZE,
     WINDOW,
@@ -41,6 +42,7 @@ from modelgate.model_repository import (
     model_names,
 )
 from pipelines.packaging import onnx_export
+from pipelines.steps import quantiles
 from pipelines.steps.forecaster import ForecasterParameters, Hyperparameters, TrainedModels, customer_keys
 
 
@@ -48,7 +50,11 @@ def _tensor(name: str, width: int) -> str:
     return f'  {{ name: "{name}" data_type: TYPE_FP32 dims: [ {width} ] }}'
 
 
-def forecaster_config(name: str) -> str:
+def _outputs(outputs: tuple[str, ...]) -> str:
+    return ",\n".join(_tensor(name, HORIZON) for name in outputs)
+
+
+def forecaster_config(name: str, outputs: tuple[str, ...] = ENSEMBLE_OUTPUTS) -> str:
     return f"""name: "{name}"
 platform: "onnxruntime_onnx"
 max_batch_size: {MAX_BATCH_SIZE}
@@ -56,13 +62,14 @@ input [
 {_tensor(ENSEMBLE_INPUT, WINDOW)}
 ]
 output [
-{_tensor(ENSEMBLE_OUTPUT, HORIZON)}
+{_outputs(outputs)}
 ]
 dynamic_batching {{ max_queue_delay_microseconds: 100 }}
 """
 
 
-def ensemble_config(names: dict[str, str]) -> str:
+def ensemble_config(names: dict[str, str], outputs: tuple[str, ...] = ENSEMBLE_OUTPUTS) -> str:
+    output_maps = "\n".join(f'      output_map {{ key: "{name}" value: "{name}" }}' for name in outputs)
     return f"""name: "{names["ensemble"]}"
 platform: "ensemble"
 max_batch_size: {MAX_BATCH_SIZE}
@@ -70,25 +77,27 @@ input [
 {_tensor(ENSEMBLE_INPUT, WINDOW)}
 ]
 output [
-{_tensor(ENSEMBLE_OUTPUT, HORIZON)}
+{_outputs(outputs)}
 ]
 ensemble_scheduling {{
   step [
     {{ model_name: "{names["forecaster"]}" model_version: -1
       input_map {{ key: "{ENSEMBLE_INPUT}" value: "{ENSEMBLE_INPUT}" }}
-      output_map {{ key: "{ENSEMBLE_OUTPUT}" value: "{ENSEMBLE_OUTPUT}" }} }}
+{output_maps} }}
   ]
 }}
 """
 
 
-def repository_files(customer: str, onnx_model: bytes) -> dict[str, bytes]:
-    """Archive member path -> content of one customer's repository (directories end with '/')."""
+def repository_files(customer: str, onnx_model: bytes, outputs: tuple[str, ...] = ENSEMBLE_OUTPUTS) -> dict[str, bytes]:
+    """Archive member path -> content of one customer's repository (directories end with '/'); `outputs`: those of
+    the ONNX model (the pipeline's: every output of the contract; bench/bench_inference.py also builds a
+    point-forecast-only one to measure what the quantiles cost)."""
     names = model_names(customer)
     return {
-        f"{names['forecaster']}/config.pbtxt": forecaster_config(names["forecaster"]).encode(),
+        f"{names['forecaster']}/config.pbtxt": forecaster_config(names["forecaster"], outputs).encode(),
         f"{names['forecaster']}/1/model.onnx": onnx_model,
-        f"{names['ensemble']}/config.pbtxt": ensemble_config(names).encode(),
+        f"{names['ensemble']}/config.pbtxt": ensemble_config(names, outputs).encode(),
         f"{names['ensemble']}/1/": b"",  # Triton needs a version directory, even for an ensemble
     }
 
@@ -138,10 +147,15 @@ class Packager:
     def onnx_model(self, customer: str) -> bytes:
         index = self.models.customers.index(customer)
         if self._template is None:
+            if self.models.intervals is None:
+                raise onnx_export.OnnxExportError(
+                    "the trained models carry no P10/P90 interval offsets: train them with the training step"
+                    " (pipelines/steps/train.py estimates them, pipelines/steps/quantiles.py) and package its artifact"
+                )
             core = onnx_export.export_template(self.models.hyperparameters.hidden)
-            self._template = onnx_export.served_template(core)
+            self._template = onnx_export.with_intervals(onnx_export.served_template(core))
         mean, std = float(self.models.mean[index]), float(self.models.std[index])
-        return onnx_export.customer_model(self._template, self.models.params, index, mean, std)
+        return onnx_export.customer_model(self._template, self.models.params, index, mean, std, self.models.intervals)
 
     def files(self, customer: str) -> dict[str, bytes]:
         return repository_files(customer, self.onnx_model(customer))
@@ -149,7 +163,8 @@ class Packager:
     def verify(self, customer: str, rng: np.random.Generator) -> float:
         index = self.models.customers.index(customer)
         mean, std = float(self.models.mean[index]), float(self.models.std[index])
-        return onnx_export.verify(self.onnx_model(customer), self.models.params, index, rng, mean, std)
+        model = self.onnx_model(customer)
+        return onnx_export.verify(model, self.models.params, index, rng, mean, std, self.models.intervals)
 
 
 def package_models(
@@ -192,4 +207,7 @@ def example_models(customers: Iterable[str], hidden: int = 8, seed: int = 1) -> 
     params.b_in += 0.01 * torch.randn(params.b_in.shape, generator=generator)
     mean = 1 + torch.rand(len(customers), generator=generator) * 10
     std = 0.2 + torch.rand(len(customers), generator=generator) * 3
-    return TrainedModels(customers, params, mean, std, Hyperparameters(hidden=hidden))
+    # Interval offsets of a plausible shape: -10..-30 % / +10..+30 %, wider later in the day.
+    widen = 0.1 + 0.2 * torch.rand(len(customers), 1, generator=generator) * torch.linspace(0.5, 1, HORIZON)
+    intervals = quantiles.Intervals(-widen, widen * 1.2, quantiles.floor_of(mean))
+    return TrainedModels(customers, params, mean, std, Hyperparameters(hidden=hidden), intervals=intervals)

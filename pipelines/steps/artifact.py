@@ -3,8 +3,10 @@
 Each training host writes one file pair per shard of customers it trained (train.py --shard-customers;
 SageMaker merges every host's /opt/ml/model into one model.tar.gz, overwriting equal names, hence the host in
 the name):
-    shard-<host>-<part>.pt    torch.save of {"format", "customers", "w_in", "b_in", "w_out", "mean", "std"}: tensors
-                              and strings only, so it loads with torch.load(weights_only=True) (no pickled code)
+    shard-<host>-<part>.pt    torch.save of {"format", "customers", "w_in", "b_in", "w_out", "mean", "std"} and,
+                              when trained by the training step, the P10/P90 offsets {"interval_low",
+                              "interval_high", "interval_floor"} (pipelines/steps/quantiles.py): tensors and
+                              strings only, so it loads with torch.load(weights_only=True) (no pickled code)
     shard-<host>-<part>.json  the same customers + hyperparameters, skipped customers and why, loss history,
                               device, seconds: readable without torch
 Readers accept the merged directory, or the directory a Processing input puts `model.tar.gz` in. `shards` lists
@@ -24,6 +26,7 @@ import torch
 from modelgate.model_repository import HORIZON, WINDOW
 from pipelines.steps.forecaster import ForecasterParameters, Hyperparameters, TrainedModels
 from pipelines.steps.paths import StepInputError
+from pipelines.steps.quantiles import Intervals
 
 FORMAT = 1
 MODEL_ARCHIVE = "model.tar.gz"
@@ -45,6 +48,7 @@ def save(models: TrainedModels, model_dir: Path, host: str, part: int = 0) -> Pa
             "w_out": models.params.w_out.contiguous(),
             "mean": models.mean,
             "std": models.std,
+            **_interval_state(models.intervals),
         },
         weights,
     )
@@ -62,6 +66,17 @@ def save(models: TrainedModels, model_dir: Path, host: str, part: int = 0) -> Pa
     }
     weights.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     return weights
+
+
+INTERVAL_KEYS = ("interval_low", "interval_high", "interval_floor")
+
+
+def _interval_state(intervals: Intervals | None) -> dict:
+    return {} if intervals is None else dict(zip(INTERVAL_KEYS, intervals.tensors(), strict=True))
+
+
+def _intervals(state: dict) -> Intervals | None:
+    return Intervals(*(state[key] for key in INTERVAL_KEYS)) if INTERVAL_KEYS[0] in state else None
 
 
 def safe_extract(archive: tarfile.TarFile, target: Path) -> None:
@@ -119,6 +134,7 @@ class Shard:
             history=summary["history"],
             device=summary["device"],
             seconds=summary["seconds"],
+            intervals=_intervals(state),
         )
 
 
@@ -178,4 +194,11 @@ def load(path: Path, scratch: Path | None = None) -> TrainedModels:
         history=loaded[0].history,
         device=loaded[0].device,
         seconds=max(m.seconds for m in loaded),
+        intervals=_merged_intervals([m.intervals for m in loaded if m.customers], merged),
     )
+
+
+def _merged_intervals(parts: list[Intervals | None], merged) -> Intervals | None:
+    if not parts or any(part is None for part in parts):
+        return None  # an artifact from before intervals (or models trained outside the step): none to merge
+    return Intervals(*(merged([part.tensors()[k] for part in parts]) for k in range(3)))

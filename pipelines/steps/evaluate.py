@@ -25,6 +25,11 @@ statsforecast's fitted models are no cheap peer: AutoETS(season_length=24) costs
 MSTL(24, 168) 0.9 s on four weeks (bench/bench_accuracy.py compares them on a sample).
 Hours without a reading are left out; MAPE also leaves out hours whose reading is 0.
 
+Probabilistic forecasts: the P10/P90 the ensemble serves (pipelines/steps/quantiles.py `bounds` of the same
+point forecast, with the offsets the training step estimated on the validation week) are scored on the same
+held-out hours, per customer and as the mean over customers: the P10-P90 coverage (target 80 %) and the mean
+pinball loss of P10, P50 and P90 (evaluation_report.IntervalScore). The plot shades the P10-P90 band.
+
 Bounded memory: the step goes through the training artifact shard by shard (pipelines/steps/artifact.py: one
 per training shard of customers), reading only that shard's weights and series; it keeps the scores, and makes
 the plotted customers' forecasts again at the end. Peak memory is set by the training shard size.
@@ -57,10 +62,11 @@ from modelgate.evaluation_report import (
     SEASONAL_WINDOW_AVERAGE,
     CustomerScores,
     EvaluationReport,
+    IntervalScore,
     Score,
 )
 from modelgate.model_repository import HORIZON, WINDOW
-from pipelines.steps import artifact, forecaster, series
+from pipelines.steps import artifact, forecaster, quantiles, series
 from pipelines.steps.paths import FORECAST_PLOT_FILE, EvaluatePaths, StepInputError, fail
 
 
@@ -74,9 +80,15 @@ class Forecasts:
     baselines: dict[str, np.ndarray]  # name (modelgate.evaluation_report.BASELINES) -> [C, K, HORIZON]
     context: np.ndarray  # [C, WINDOW] readings before the held-out tail, for plots
     first_hour: np.ndarray  # [C] microseconds since the epoch of the first held-out hour
+    p10: np.ndarray | None = None  # [C, K, HORIZON] the served quantiles (quantiles.bounds), when the models have them
+    p90: np.ndarray | None = None
 
     @classmethod
     def concat(cls, parts: list[Forecasts]) -> Forecasts:
+        def quantile(name: str) -> np.ndarray | None:
+            arrays = [getattr(part, name) for part in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
         return cls(
             customers=tuple(c for part in parts for c in part.customers),
             actual=np.concatenate([part.actual for part in parts]),
@@ -84,6 +96,8 @@ class Forecasts:
             baselines={name: np.concatenate([part.baselines[name] for part in parts]) for name in parts[0].baselines},
             context=np.concatenate([part.context for part in parts]),
             first_hour=np.concatenate([part.first_hour for part in parts]),
+            p10=quantile("p10"),
+            p90=quantile("p90"),
         )
 
 
@@ -107,17 +121,15 @@ def holdout_forecasts(models: forecaster.TrainedModels, data: series.SeriesSet) 
         raise StepInputError(f"the curated data lacks {len(missing)} trained customer(s), e.g. {missing[:5]}")
     data = forecaster.padded(data.subset([data.customers.index(c) for c in models.customers]))
     holdout = models.hyperparameters.holdout_hours
-    days = holdout // HORIZON
     start = torch.as_tensor(data.lengths - holdout)  # first held-out hour, per customer
-    values = torch.as_tensor(data.values)
-    origins = start[:, None] + HORIZON * torch.arange(days)  # [C, K]
-    rows = torch.arange(len(data))[:, None, None]
-    windows = values[rows, origins[..., None] - WINDOW + torch.arange(WINDOW)]  # [C, K, WINDOW]
-    actual = values[rows, origins[..., None] + torch.arange(HORIZON)]  # [C, K, HORIZON]
-    model = forecaster.predict(models.params, windows, models.mean, models.std)
+    windows, actual, model = quantiles.origin_forecasts(models, data, start, holdout // HORIZON)
     scale, mean = models.std[:, None, None], models.mean[:, None, None]
     filled = forecaster.fill_gaps((windows - mean) / scale) * scale + mean
+    values = torch.as_tensor(data.values)
     context = values[torch.arange(len(data))[:, None], start[:, None] - WINDOW + torch.arange(WINDOW)]
+    p10 = p90 = None
+    if models.intervals is not None:  # the served P10/P90: the graph's arithmetic on the same forecast
+        p10, p90 = quantiles.bounds(model.numpy(), *(t.numpy() for t in models.intervals.tensors()))
     return Forecasts(
         customers=models.customers,
         actual=actual.numpy(),
@@ -125,6 +137,8 @@ def holdout_forecasts(models: forecaster.TrainedModels, data: series.SeriesSet) 
         baselines=baseline_forecasts(filled.numpy()),
         context=context.numpy(),
         first_hour=data.starts + (data.lengths - holdout) * series.HOUR_US,
+        p10=p10,
+        p90=p90,
     )
 
 
@@ -133,6 +147,16 @@ def _scores(forecast: np.ndarray, actual: np.ndarray, observed: np.ndarray, nonz
     error = forecast.astype(np.float64) - actual
     mape = float(np.mean(np.abs(error[nonzero]) / np.abs(actual[nonzero])))
     return Score(mape=mape, rmse=float(np.sqrt(np.mean(np.square(error[observed])))))
+
+
+def interval_score(p10: np.ndarray, p50: np.ndarray, p90: np.ndarray, actual: np.ndarray) -> IntervalScore:
+    """Coverage of [P10, P90] and each quantile's mean pinball loss over the hours with a reading."""
+    return IntervalScore(
+        coverage=quantiles.coverage(p10, p90, actual),
+        pinball_p10=quantiles.pinball(p10, actual, quantiles.LOW),
+        pinball_p50=quantiles.pinball(p50, actual, 0.5),
+        pinball_p90=quantiles.pinball(p90, actual, quantiles.HIGH),
+    )
 
 
 def customer_scores(forecasts: Forecasts) -> tuple[list[CustomerScores], dict[str, str]]:
@@ -154,6 +178,9 @@ def customer_scores(forecasts: Forecasts) -> tuple[list[CustomerScores], dict[st
                     for name, forecast in forecasts.baselines.items()
                 },
                 points=int(observed.sum()),
+                interval=None
+                if forecasts.p10 is None
+                else interval_score(forecasts.p10[index], forecasts.model[index], forecasts.p90[index], actual),
             )
         )
     return scores, skipped
@@ -193,11 +220,15 @@ def plot(forecasts: Forecasts, report: EvaluationReport, path: Path, count: int 
                   linewidth=0.9, label=f"{baseline} (MAPE {metrics.baseline_mape:.1%})")  # fmt: skip
         axis.plot(hours, forecasts.model[index].ravel(), color="tab:blue", linewidth=1.2,
                   label=f"model (MAPE {metrics.mape:.1%})")  # fmt: skip
+        if forecasts.p10 is not None and metrics.interval is not None:
+            band = f"P10-P90 (covers {metrics.interval.coverage:.0%})"
+            axis.fill_between(hours, forecasts.p10[index].ravel(), forecasts.p90[index].ravel(), color="tab:blue",
+                              alpha=0.18, linewidth=0, label=band)  # fmt: skip
         for day in range(0, len(hours) + 1, HORIZON):
             axis.axvline(day, color="0.9", linewidth=0.6, zorder=0)
         axis.set_title(f"{customer} ({roles[customer]}): MAPE ratio {metrics.mape_ratio:.2f}", fontsize=10, loc="left")
         axis.set_ylabel("kWh")
-        axis.legend(loc="upper left", fontsize=8, ncol=4, frameon=False)
+        axis.legend(loc="upper left", fontsize=8, ncol=5, frameon=False)
     axes[-1, 0].set_xlabel("hours from the start of the held-out tail (each day forecast from the week before)")
     figure.suptitle(
         f"{report.model_package_group}: {report.aggregate.customers} customers, MAPE {report.aggregate.mape:.1%}"
@@ -267,11 +298,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     except StepInputError as error:
         return fail(f"evaluate: {error}", environ)
     aggregate = report.aggregate
+    interval = aggregate.interval
     print(
         f"evaluate: {aggregate.customers} customers, MAPE {aggregate.mape:.4f}"
         f" vs {aggregate.baseline} {aggregate.baseline_mape:.4f} (ratio {aggregate.mape_ratio:.3f}),"
         f" RMSE {aggregate.rmse:.4f} vs {aggregate.baseline_rmse:.4f},"
-        f" {len(report.skipped)} skipped",
+        + (f" P10-P90 coverage {interval.coverage:.3f}, mean pinball {interval.mean_pinball:.4f}," if interval else "")
+        + f" {len(report.skipped)} skipped",
         flush=True,
     )
     return 0

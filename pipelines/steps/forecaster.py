@@ -248,6 +248,9 @@ class TrainedModels:
     chosen_epochs: torch.Tensor | None = None  # [C] the epoch whose weights each customer keeps (Validation)
     device: str = "cpu"
     seconds: float = 0.0
+    # P10/P90 offsets (pipelines.steps.quantiles.Intervals), estimated after training from the point model's
+    # validation errors (quantiles.attach); None until then. Kept apart from the point model on purpose.
+    intervals: object | None = None
 
     def select(self, indices: list[int]) -> TrainedModels:
         """The models of the customers at `indices` (in that order)."""
@@ -255,7 +258,8 @@ class TrainedModels:
         chosen = None if self.chosen_epochs is None else self.chosen_epochs[index]
         return TrainedModels(tuple(self.customers[i] for i in indices), self.params.select(index), self.mean[index],
                              self.std[index], self.hyperparameters, dict(self.skipped), list(self.history), chosen,
-                             self.device, self.seconds)  # fmt: skip
+                             self.device, self.seconds,
+                             None if self.intervals is None else self.intervals.select(index))  # fmt: skip
 
 
 def eligible(data: SeriesSet, hp: Hyperparameters) -> tuple[list[int], dict[str, str]]:

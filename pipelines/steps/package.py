@@ -5,7 +5,8 @@
 Inputs: /opt/ml/processing/input/model (the training job's model.tar.gz) and /opt/ml/processing/input/evaluation
 (evaluation.json). Every trained customer must be in the evaluation report (and vice versa): packaging a model
 nobody evaluated, or losing one that was, fails the step. The report is copied next to the archives, so a model
-version's prefix holds everything about it. A sample of the ONNX models is checked against PyTorch.
+version's prefix holds everything about it. A sample of the ONNX models is checked against PyTorch (FORECAST) and
+quantiles.bounds (FORECAST_P10/P90). An artifact without interval offsets is refused.
 Bounded memory: the training artifact is read shard by shard (pipelines/steps/artifact.py), one shard's weights
 at a time; the manifest lists every shard's archives.
 
@@ -62,9 +63,15 @@ def run(paths: PackagePaths, model_package_group: str, verify_sample: int = 50) 
         for shard in shards:  # one shard's weights in memory at a time
             if not shard.customers:
                 continue
+            models = shard.load()
+            if models.intervals is None:
+                raise StepInputError(
+                    f"{shard.weights.name} holds no P10/P90 interval offsets (an artifact from before them, or"
+                    " models trained outside the training step): retrain with the pipeline's training step"
+                )
             # the sample spread over the shards in proportion to their customers (at least one each)
             sample = -(-verify_sample * len(shard.customers) // len(trained)) if verify_sample else 0
-            part = package_models(shard.load(), paths.models, model_package_group, verify_sample=sample)
+            part = package_models(models, paths.models, model_package_group, verify_sample=sample)
             entries += part.archives
     manifest = Manifest(model_package_group, tuple(sorted(entries, key=lambda e: e.customer)))
     (paths.models / MANIFEST_NAME).write_text(manifest.to_json())  # every shard's archives (each call wrote its own)

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script (SageMaker): make the source bu
 
 import torch
 
-from pipelines.steps import artifact, forecaster, series
+from pipelines.steps import artifact, forecaster, quantiles, series
 from pipelines.steps.paths import StepInputError, TrainPaths, fail
 
 # Customers per shard: 500 customers x 2 years (the longest history used) is ~35 M hours, ~3.5 GB of training
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace, paths: TrainPaths) -> TrainSummary:
         name = f"train-{artifact.shard_name(paths.current_host, part)}"
         checkpointer = forecaster.Checkpointer(paths.checkpoints, name, 60 * args.checkpoint_minutes)
         models = forecaster.train(data, hp, device, checkpointer)
+        models = quantiles.attach(models, data)  # P10/P90 offsets from the point model's validation errors
         del data  # before the next shard is read: one shard in memory at a time
         artifact.save(models, paths.model_dir, paths.current_host, part)
         summary.customers += len(models.customers)

@@ -13,10 +13,20 @@ import onnxruntime
 import pytest
 import torch
 
-from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, HORIZON, WINDOW, archive_name, model_names
+from modelgate.model_repository import (
+    ENSEMBLE_INPUT,
+    ENSEMBLE_OUTPUT,
+    ENSEMBLE_OUTPUTS,
+    ENSEMBLE_P10,
+    ENSEMBLE_P90,
+    HORIZON,
+    WINDOW,
+    archive_name,
+    model_names,
+)
 from pipelines.packaging import onnx_export
 from pipelines.packaging.triton_repository import Packager, example_models, pack
-from pipelines.steps import evaluate, forecaster
+from pipelines.steps import evaluate, forecaster, quantiles
 from pipelines.steps.forecaster import WEEK, Hyperparameters
 from pipelines.steps.series import HOUR_US, SeriesSet
 from sandbox.triton_inprocess import Repository, parse_config
@@ -42,6 +52,10 @@ def reference(models, index, readings):
     one = models.params.select(slice(index, index + 1))
     windows = torch.from_numpy(readings)[None]
     return forecaster.predict(one, windows, models.mean[index : index + 1], models.std[index : index + 1])[0].numpy()
+
+
+def reference_bounds(models, index, p50):
+    return quantiles.bounds(p50, *(t[index].numpy() for t in models.intervals.tensors()))
 
 
 def gap_patterns(models, index, rng) -> np.ndarray:
@@ -76,6 +90,15 @@ def test_the_onnx_graph_equals_the_python_reference_on_windows_with_gaps(models,
         assert got.dtype == np.float32
         assert np.isfinite(got).all()
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(models.std[index]))
+        # P10/P90: quantiles.bounds of the reference (what evaluation scores), in order around the forecast.
+        p50, p10, p90 = session(packager, customer).run(list(ENSEMBLE_OUTPUTS), {ENSEMBLE_INPUT: readings})
+        np.testing.assert_array_equal(p50, got)
+        low, high = reference_bounds(models, index, expected)
+        np.testing.assert_allclose(p10, low, rtol=1e-5, atol=1e-5 * float(models.std[index]))
+        np.testing.assert_allclose(p90, high, rtol=1e-5, atol=1e-5 * float(models.std[index]))
+        assert (p10 <= p50).all()
+        assert (p50 <= p90).all()
+        assert (p90 - p10 > 0).all()
         # Gap filling is inside the graph: the same windows with gaps filled differently give other forecasts.
         zeros = session(packager, customer).run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: np.nan_to_num(readings)})[0]
         assert not np.allclose(zeros[:10], got[:10], atol=1e-3)
@@ -109,8 +132,10 @@ def test_rows_without_a_reading_or_with_an_infinite_one_come_out_nan_and_leave_t
     readings[2] = np.nan  # no reading at all
     readings[4, 100] = np.inf  # an infinite reading
     readings[5, 7] = -np.inf
-    (got,) = session(packager, "lean-2").run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: readings})
-    assert np.isnan(got[[2, 4, 5]]).all()
+    got, p10, p90 = session(packager, "lean-2").run(list(ENSEMBLE_OUTPUTS), {ENSEMBLE_INPUT: readings})
+    for output in (got, p10, p90):
+        assert np.isnan(output[[2, 4, 5]]).all()
+        assert np.isfinite(output[[0, 1, 3]]).all()
     fine = [0, 1, 3]
     np.testing.assert_allclose(got[fine], reference(models, 1, readings[fine]), rtol=1e-5, atol=1e-4)
 
@@ -129,7 +154,8 @@ def test_evaluation_scores_the_computation_that_is_served(models, packager):
         values[index, rng.choice(length, size=length // 5, replace=False)] = np.nan
         values[index, 0] = values[index, length - 1] = mean  # lengths run from the first to the last reading
     data = SeriesSet(CUSTOMERS, values, lengths, np.full(len(CUSTOMERS), 472_222 * HOUR_US, np.int64))
-    trained = forecaster.TrainedModels(models.customers, models.params, models.mean, models.std, hp)
+    trained = forecaster.TrainedModels(models.customers, models.params, models.mean, models.std, hp,
+                                       intervals=models.intervals)  # fmt: skip
     scored = evaluate.holdout_forecasts(trained, data)
 
     padded = forecaster.padded(data)
@@ -137,8 +163,9 @@ def test_evaluation_scores_the_computation_that_is_served(models, packager):
     for index, customer in enumerate(CUSTOMERS):
         first = int(padded.lengths[index]) - hp.holdout_hours
         windows = np.stack([padded.values[index, o - WINDOW : o] for o in first + HORIZON * np.arange(days)])
-        (served,) = session(packager, customer).run([ENSEMBLE_OUTPUT], {ENSEMBLE_INPUT: windows})
-        np.testing.assert_allclose(served, scored.model[index], rtol=1e-5, atol=1e-5 * float(models.std[index]))
+        served = session(packager, customer).run(list(ENSEMBLE_OUTPUTS), {ENSEMBLE_INPUT: windows})
+        for got, evaluated in zip(served, (scored.model, scored.p10, scored.p90), strict=True):
+            np.testing.assert_allclose(got, evaluated[index], rtol=1e-5, atol=1e-5 * float(models.std[index]))
 
 
 def test_the_archive_has_no_python_backend_step(models, packager, tmp_path):
@@ -176,6 +203,22 @@ def test_the_package_step_refuses_a_graph_that_differs_from_what_was_evaluated(m
         onnx_export.customer_model(template, models.params, index)
 
 
+def test_the_package_step_refuses_quantiles_that_differ_from_what_was_evaluated(models):
+    """The same for the interval: the next customer's offsets in this customer's graph are refused."""
+    index = 0
+    core = onnx_export.export_template(models.hyperparameters.hidden)
+    template = onnx_export.with_intervals(onnx_export.served_template(core))
+    mean, std = float(models.mean[index]), float(models.std[index])
+    good = onnx_export.customer_model(template, models.params, index, mean, std, models.intervals)
+    assert onnx_export.verify(good, models.params, index, np.random.default_rng(0), mean, std, models.intervals) >= 0
+    swapped = quantiles.Intervals(*(t[[1, 0, 2]] for t in models.intervals.tensors()))
+    mixed = onnx_export.customer_model(template, models.params, index, mean, std, swapped)
+    with pytest.raises(onnx_export.OnnxExportError, match="differs from PyTorch"):
+        onnx_export.verify(mixed, models.params, index, np.random.default_rng(0), mean, std, models.intervals)
+    with pytest.raises(onnx_export.OnnxExportError, match="needs the customer's interval offsets"):
+        onnx_export.customer_model(template, models.params, index, mean, std)
+
+
 def test_the_real_triton_serves_the_one_step_ensemble(models, packager, tmp_path):
     """Triton (nvidia-pytriton's server, ONNX through the local runner) answers the reference over the binary
     tensor protocol with a kept-alive connection; wrong shapes are Triton's own 400."""
@@ -197,12 +240,20 @@ def test_the_real_triton_serves_the_one_step_ensemble(models, packager, tmp_path
         triton.load(local.entry)
         client = httpclient.InferenceServerClient(triton.url.removeprefix("http://"), connection_timeout=60)
         readings = gap_patterns(models, 0, np.random.default_rng(12))[:16]
-        for _ in range(3):  # the same connection, reused
-            tensor = httpclient.InferInput(ENSEMBLE_INPUT, list(readings.shape), "FP32")
-            tensor.set_data_from_numpy(readings, binary_data=True)
+        expected = reference(models, 0, readings)
+        tensor = httpclient.InferInput(ENSEMBLE_INPUT, list(readings.shape), "FP32")
+        tensor.set_data_from_numpy(readings, binary_data=True)
+        for _ in range(3):  # the same connection, reused; a client that asks for FORECAST gets FORECAST alone
             output = httpclient.InferRequestedOutput(ENSEMBLE_OUTPUT, binary_data=True)
             result = client.infer(local.entry, [tensor], outputs=[output])
-            np.testing.assert_allclose(result.as_numpy(ENSEMBLE_OUTPUT), reference(models, 0, readings), atol=1e-4)
+            np.testing.assert_allclose(result.as_numpy(ENSEMBLE_OUTPUT), expected, atol=1e-4)
+            assert [o["name"] for o in result.get_response()["outputs"]] == [ENSEMBLE_OUTPUT]
+        # Naming no output: every one, P10 and P90 as the reference computes them.
+        result = client.infer(local.entry, [tensor])
+        assert sorted(o["name"] for o in result.get_response()["outputs"]) == sorted(ENSEMBLE_OUTPUTS)
+        low, high = reference_bounds(models, 0, expected)
+        np.testing.assert_allclose(result.as_numpy(ENSEMBLE_P10), low, atol=1e-4)
+        np.testing.assert_allclose(result.as_numpy(ENSEMBLE_P90), high, atol=1e-4)
         short = httpclient.InferInput(ENSEMBLE_INPUT, [1, WINDOW - 1], "FP32")
         short.set_data_from_numpy(readings[:1, 1:], binary_data=True)
         with pytest.raises(InferenceServerException, match="unexpected shape") as refused:

@@ -16,6 +16,9 @@ from modelgate.evaluation_report import REPORT_FILE, CustomerMetrics, Evaluation
 from modelgate.model_repository import (
     ENSEMBLE_INPUT,
     ENSEMBLE_OUTPUT,
+    ENSEMBLE_OUTPUTS,
+    ENSEMBLE_P10,
+    ENSEMBLE_P90,
     HORIZON,
     MAX_BATCH_SIZE,
     WINDOW,
@@ -25,7 +28,7 @@ from modelgate.model_repository import (
 )
 from pipelines.packaging import onnx_export
 from pipelines.packaging.triton_repository import Packager, example_models, pack, package_models
-from pipelines.steps import artifact, forecaster, package
+from pipelines.steps import artifact, forecaster, package, quantiles
 from pipelines.steps.paths import OPT_ML_ENV, PackagePaths, StepInputError
 from sandbox.triton_inprocess import Repository, parse_config
 
@@ -86,7 +89,7 @@ def test_every_config_parses_with_tritons_model_config_and_the_ensemble_is_wired
         ensemble = configs[names["ensemble"]]
         assert ensemble.platform == "ensemble"
         assert [(t.name, list(t.dims)) for t in ensemble.input] == [(ENSEMBLE_INPUT, [WINDOW])]
-        assert [(t.name, list(t.dims)) for t in ensemble.output] == [(ENSEMBLE_OUTPUT, [HORIZON])]
+        assert [(t.name, list(t.dims)) for t in ensemble.output] == [(name, [HORIZON]) for name in ENSEMBLE_OUTPUTS]
         assert configs[names["forecaster"]].platform == "onnxruntime_onnx"
         # Follow the tensors through the steps: each step reads what an earlier step (or the client) produced,
         # with the dims and type the step's own config declares.
@@ -103,7 +106,8 @@ def test_every_config_parses_with_tritons_model_config_and_the_ensemble_is_wired
                 assert available[value] == declared_in[key]
             for key, value in step.output_map.items():
                 available[value] = declared_out[key]
-        assert available[ENSEMBLE_OUTPUT] == ([HORIZON], ensemble.output[0].data_type)
+        for output in ensemble.output:  # the point forecast and both quantiles reach the client
+            assert available[output.name] == ([HORIZON], output.data_type)
 
 
 def test_onnx_models_match_pytorch(models):
@@ -121,9 +125,9 @@ def test_onnx_model_declares_the_contract_tensors(packaged):
     model = onnx.load(extracted / "cust-00001" / names["forecaster"] / "1" / "model.onnx")
     onnx.checker.check_model(model)
     assert model.ir_version == onnx_export.IR_VERSION
-    [window], [forecast] = model.graph.input, model.graph.output
+    [window] = model.graph.input
     assert window.name == ENSEMBLE_INPUT
-    assert forecast.name == ENSEMBLE_OUTPUT
+    assert [output.name for output in model.graph.output] == list(ENSEMBLE_OUTPUTS)
     assert [d.dim_value or d.dim_param for d in window.type.tensor_type.shape.dim][1] == WINDOW
 
 
@@ -144,16 +148,26 @@ def test_the_ensemble_reproduces_the_pytorch_forecast_in_reading_units(models, p
     for index, customer in enumerate(models.customers):
         repository = Repository(extracted / customer)
         readings = readings_with_gaps(models, index, 6, rng)
-        got = repository.infer(model_names(customer)["ensemble"], {ENSEMBLE_INPUT: readings})[ENSEMBLE_OUTPUT]
+        answer = repository.infer(model_names(customer)["ensemble"], {ENSEMBLE_INPUT: readings})
+        got = answer[ENSEMBLE_OUTPUT]
         params = models.params.select(slice(index, index + 1))
         expected = forecaster.predict(
             params, torch.from_numpy(readings)[None], models.mean[index : index + 1], models.std[index : index + 1]
         )[0].numpy()
         assert got.shape == (6, HORIZON)
         assert got.dtype == np.float32
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4 * float(models.std[index]))
+        tolerance = 1e-4 * float(models.std[index])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=tolerance)
         # Not trivially the input: the forecast is the model's, not the seasonal-naive copy.
         assert not np.allclose(got, np.nan_to_num(readings[:, :HORIZON]))
+        # P10/P90: the Python reference (quantiles.bounds, what evaluation scores) of the reference forecast,
+        # with this customer's offsets (not another's), in order, and a real interval around it.
+        own = [t[index].numpy() for t in models.intervals.tensors()]
+        low, high = quantiles.bounds(expected, *own)
+        np.testing.assert_allclose(answer[ENSEMBLE_P10], low, rtol=1e-5, atol=tolerance)
+        np.testing.assert_allclose(answer[ENSEMBLE_P90], high, rtol=1e-5, atol=tolerance)
+        assert (answer[ENSEMBLE_P10] < got).all()
+        assert (got < answer[ENSEMBLE_P90]).all()
 
 
 def test_archives_are_reproducible(models, packaged):
@@ -194,6 +208,16 @@ def test_package_step_refuses_models_that_do_not_match_their_evaluation(models, 
     paths = write_inputs(tmp_path, models, customers, group)
     with pytest.raises(StepInputError, match=message):
         package.run(paths, GROUP)
+    assert not paths.models.exists()
+
+
+def test_package_step_refuses_models_without_interval_offsets(models, tmp_path):
+    """An artifact without P10/P90 offsets (trained outside the training step) cannot give the served outputs:
+    the step says so and writes nothing, instead of serving placeholder quantiles."""
+    bare = forecaster.TrainedModels(models.customers, models.params, models.mean, models.std, models.hyperparameters)
+    paths = write_inputs(tmp_path, bare, CUSTOMERS)
+    assert package.main(["--model-package-group", GROUP], {OPT_ML_ENV: str(tmp_path)}) == 1
+    assert "no P10/P90 interval offsets" in (tmp_path / "output" / "message").read_text()
     assert not paths.models.exists()
 
 

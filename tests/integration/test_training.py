@@ -15,7 +15,7 @@ import torch
 
 from modelgate.model_repository import HORIZON, WINDOW
 from pipelines import datagen
-from pipelines.steps import artifact, evaluate, forecaster, prep, series, train
+from pipelines.steps import artifact, evaluate, forecaster, prep, quantiles, series, train
 from pipelines.steps.paths import (
     FORECAST_PLOT_FILE,
     OPT_ML_ENV,
@@ -53,6 +53,10 @@ def data(curated):
 
 def close(a: forecaster.ForecasterParameters, b: forecaster.ForecasterParameters) -> bool:
     return all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a.tensors(), b.tensors(), strict=True))
+
+
+def close_intervals(a: quantiles.Intervals, b: quantiles.Intervals) -> bool:
+    return all(torch.allclose(x, y, rtol=1e-4, atol=1e-5) for x, y in zip(a.tensors(), b.tensors(), strict=True))
 
 
 def test_series_are_hourly_per_customer_with_gaps_as_nan(data, curated):
@@ -243,6 +247,7 @@ def test_sharded_by_s3_key_hosts_produce_the_models_of_one_host(curated, tmp_pat
     assert len(single.customers) == 8
     assert merged.customers == single.customers
     assert close(merged.params, single.params)
+    assert close_intervals(merged.intervals, single.intervals)  # the P10/P90 offsets are per customer too
     assert torch.equal(merged.mean, single.mean)
     assert torch.equal(merged.std, single.std)
     # 4 customers per host in shards of at most 3: two shards each.
@@ -265,6 +270,8 @@ def test_training_in_shards_gives_the_models_of_one_unsharded_run(data, curated,
     sharded = artifact.load(tmp_path / "model")
     assert sharded.customers == unsharded.customers
     assert close(sharded.params, unsharded.params)
+    # The step stores the P10/P90 offsets of quantiles.fit (the trained models' validation errors) with them.
+    assert close_intervals(sharded.intervals, quantiles.fit(unsharded, data))
     assert torch.equal(sharded.mean, unsharded.mean)
 
 

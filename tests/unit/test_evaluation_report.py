@@ -16,6 +16,7 @@ from modelgate.evaluation_report import (
     CustomerScores,
     EvaluationReport,
     EvaluationReportError,
+    IntervalScore,
     Score,
     mape_ratio,
     parse_report,
@@ -215,6 +216,58 @@ def test_scores_must_name_the_same_baselines_for_every_customer():
 )
 def test_invalid_baselines_name_the_field(mutate, message):
     document = json.loads(scored_report([scored("c1", 0.1, a=0.2, b=0.3), scored("c2", 0.1, a=0.3, b=0.2)]).to_json())
+    mutate(document)
+    with pytest.raises(EvaluationReportError, match=message):
+        parse_report(json.dumps(document))
+
+
+def with_interval(score: CustomerScores, coverage: float, pinball: float) -> CustomerScores:
+    interval = IntervalScore(coverage, pinball, 2 * pinball, pinball)
+    return CustomerScores(score.customer, score.model, score.baselines, score.points, interval)
+
+
+def interval_report() -> EvaluationReport:
+    return scored_report(
+        [with_interval(scored("c1", 0.1, a=0.2), 0.70, 0.1), with_interval(scored("c2", 0.1, a=0.3), 0.90, 0.3)]
+    )
+
+
+def test_the_interval_round_trips_is_the_mean_over_customers_and_reaches_the_model_quality_block():
+    report = interval_report()
+    assert parse_report(report.to_json()) == report
+    assert report.aggregate.interval == IntervalScore(0.8, 0.2, 0.4, 0.2)
+    assert report.aggregate.interval.mean_pinball == pytest.approx(0.8 / 3)
+    block = json.loads(report.to_json())["regression_metrics"]
+    assert block["interval_coverage"] == {"value": pytest.approx(0.8), "standard_deviation": pytest.approx(0.1)}
+    assert block["mean_pinball_loss"]["value"] == pytest.approx(0.8 / 3)
+
+
+def test_a_report_from_before_quantiles_has_no_interval():
+    document = json.loads(interval_report().to_json())
+    del document["aggregate"]["interval"]
+    for item in document["per_customer"]:
+        del item["interval"]
+    parsed = parse_report(json.dumps(document))
+    assert parsed.aggregate.interval is None
+    assert "interval_coverage" not in parsed.regression_metrics()["regression_metrics"]
+
+
+def test_an_interval_scored_for_some_customers_only_is_refused():
+    with pytest.raises(EvaluationReportError, match="some customers only"):
+        scored_report([with_interval(scored("c1", 0.1, a=0.2), 0.7, 0.1), scored("c2", 0.1, a=0.3)])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["aggregate"]["interval"].update(coverage=1.5), r"aggregate.interval.coverage must be a share"),
+        (lambda d: d["per_customer"][0]["interval"].pop("pinball_p90"), r"per_customer\[0\].interval must be null"),
+        (lambda d: d["per_customer"][1].update(interval=None), r"per_customer\[1\].interval and aggregate.interval"),
+        (lambda d: d["per_customer"][0]["interval"].update(pinball_p10=-1), r"interval.pinball_p10 must be >= 0"),
+    ],
+)
+def test_invalid_intervals_name_the_field(mutate, message):
+    document = json.loads(interval_report().to_json())
     mutate(document)
     with pytest.raises(EvaluationReportError, match=message):
         parse_report(json.dumps(document))

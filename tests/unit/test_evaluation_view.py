@@ -12,7 +12,7 @@ from modelgate.approval.model_versions import Evaluation, ModelVersion
 from modelgate.approval.settings import ModelApproval
 from modelgate.approval.state import Approvals
 from modelgate.chain import Chain
-from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
+from modelgate.evaluation_report import CustomerMetrics, EvaluationReport, IntervalScore
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/energy-forecast/3"
 
@@ -126,3 +126,22 @@ def test_the_email_names_the_model_and_its_quorum_progress():
 def test_every_customer_is_ranked_worst_first_for_the_report_page():
     summary = summarize(Evaluation("s3://b/e.json", report([0.5, 1.3, 0.9])), 1.0)
     assert [(w.customer, w.ratio) for w in summary.ranked] == [("c1", "1.30"), ("c2", "0.90"), ("c0", "0.50")]
+
+
+def test_the_served_interval_is_one_humanised_line_and_absent_for_a_report_without_it():
+    customers = [
+        CustomerMetrics("c0", 0.1, 1.0, 0.1, 1.2, 1.0, 168, interval=IntervalScore(0.75, 0.1, 0.3, 0.12)),
+        CustomerMetrics("c1", 0.1, 1.0, 0.1, 1.2, 1.0, 168, interval=IntervalScore(0.818, 0.2, 0.5, 0.18)),
+    ]
+    with_interval = EvaluationReport.from_customers(
+        model_package_group="energy-forecast", window=168, horizon=24, holdout_hours=168, per_customer=customers
+    )
+    lines = {line.label: line for line in summarize(Evaluation("s3://b/e.json", with_interval), 1.0).lines}
+    line = lines["80\u00a0% interval (P10-P90)"]
+    assert line.value == "covered 78.4\u00a0% of held-out hours"
+    assert (
+        line.detail
+        == "target 80\u00a0% (mean over customers); mean pinball loss 0.233 kWh (P10 0.15, P50 0.4, P90 0.15)"
+    )
+    without = {line.label for line in summarize(Evaluation("s3://b/e.json", report([0.8])), 1.0).lines}
+    assert not [label for label in without if "interval" in label]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
+from modelgate.evaluation_report import CustomerMetrics, EvaluationReport, IntervalScore
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -25,12 +25,16 @@ pytestmark = pytest.mark.skipif(
 DESKTOP, PHONE = (1280, 900), (390, 844)
 # 24 customers, 7 worse than the seasonal-naive baseline (worst ratio 1.33), the mean better: the demo's shape.
 RATIOS = [1.33, 1.25, 1.18, 1.12, 1.08, 1.05, 1.02] + [0.70 + 0.01 * i for i in range(17)]
+INTERVAL = IntervalScore(coverage=0.784, pinball_p10=0.3, pinball_p50=0.9, pinball_p90=0.35)
 EVALUATION = EvaluationReport.from_customers(
     model_package_group="energy-forecast",
     window=168,
     horizon=24,
     holdout_hours=168,
-    per_customer=[CustomerMetrics(f"c{i + 1:04d}", 0.13 * r, 2.0, 0.13, 2.4, r, 168) for i, r in enumerate(RATIOS)],
+    per_customer=[
+        CustomerMetrics(f"c{i + 1:04d}", 0.13 * r, 2.0, 0.13, 2.4, r, 168, interval=INTERVAL)
+        for i, r in enumerate(RATIOS)
+    ],
 ).to_json()
 
 
@@ -149,6 +153,7 @@ def test_an_approver_sees_the_verdict_approves_and_lands_on_the_result(world, br
     assert "MAPE 11.5 %\nbaseline 13.0 %" in metrics
     assert "must be at most 1.00 (100% of baseline): passed" in metrics
     assert "kWh" in metrics
+    assert "80 % interval (P10-P90) covered 78.4 % of held-out hours" in metrics
     page = browser.find_element(By.TAG_NAME, "body").text
     assert "No version is approved for dev yet." in page
     assert "the test approvers are asked to promote it" in page

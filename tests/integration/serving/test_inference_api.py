@@ -16,12 +16,21 @@ import uuid
 import numpy as np
 import pytest
 
-from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, WINDOW, target_model
+from modelgate.model_repository import (
+    ENSEMBLE_INPUT,
+    ENSEMBLE_OUTPUT,
+    ENSEMBLE_OUTPUTS,
+    ENSEMBLE_P10,
+    ENSEMBLE_P90,
+    WINDOW,
+    target_model,
+)
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.serving import deploy_lock
 from modelgate.serving import settings as names
 from modelgate.serving.deployment import deployment_key, model_prefix
 from modelgate.serving.protocol import MAX_BODY_BYTES, TRITON_BINARY_JSON
+from pipelines.steps import quantiles
 from sandbox.api_gateway import Authorizer, LocalApiGateway, Route
 from sandbox.aws import LocalAws
 from sandbox.lambda_runner import FunctionError, LocalFunction, LocalFunctionPool
@@ -206,19 +215,31 @@ def kserve(values: np.ndarray) -> dict:
     }
 
 
+def outputs(payload: bytes) -> dict[str, np.ndarray]:
+    answer = json.loads(payload)["outputs"]
+    return {o["name"]: np.array(o["data"], np.float32).reshape(o["shape"]) for o in answer}
+
+
 def forecast(payload: bytes) -> np.ndarray:
-    (output,) = json.loads(payload)["outputs"]
-    assert output["name"] == ENSEMBLE_OUTPUT
-    return np.array(output["data"], np.float32).reshape(output["shape"])
+    return outputs(payload)[ENSEMBLE_OUTPUT]
 
 
-def test_a_valid_token_gets_the_ensembles_forecast(stack, versions):
+def test_a_valid_token_gets_the_ensembles_forecast_and_its_quantiles(stack, versions):
     values = readings()
     status, headers, payload = stack.call(EF + "/models/acme/invoke", kserve(values))
     assert status == 200, payload
     assert headers["X-Model-Version"] == "1"
     expected = versions[0].reference("acme", values)
-    np.testing.assert_allclose(forecast(payload), expected, rtol=1e-5, atol=1e-5)
+    answer = outputs(payload)
+    assert sorted(answer) == sorted(ENSEMBLE_OUTPUTS)  # a request naming no output gets every one
+    np.testing.assert_allclose(answer[ENSEMBLE_OUTPUT], expected, rtol=1e-5, atol=1e-5)
+    models = versions[0].models
+    index = models.customers.index("acme")
+    low, high = quantiles.bounds(expected, *(t[index].numpy() for t in models.intervals.tensors()))
+    np.testing.assert_allclose(answer[ENSEMBLE_P10], low, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(answer[ENSEMBLE_P90], high, rtol=1e-5, atol=1e-5)
+    assert (answer[ENSEMBLE_P10] < answer[ENSEMBLE_OUTPUT]).all()
+    assert (answer[ENSEMBLE_OUTPUT] < answer[ENSEMBLE_P90]).all()
     assert target_model(1, "acme") in stack.endpoint.loaded()
 
 
@@ -276,6 +297,7 @@ def test_the_triton_binary_json_content_type_round_trips(stack, versions):
     assert content_type.startswith(TRITON_BINARY_JSON)
     size = int(content_type.split("json-header-size=")[1])
     meta = json.loads(payload[:size])
+    assert [o["name"] for o in meta["outputs"]] == [ENSEMBLE_OUTPUT]  # it named FORECAST: FORECAST alone
     got = np.frombuffer(payload[size:], np.float32).reshape(meta["outputs"][0]["shape"])
     np.testing.assert_allclose(got, versions[0].reference("globex", values), rtol=1e-5, atol=1e-5)
 
