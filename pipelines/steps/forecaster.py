@@ -15,9 +15,10 @@ half-life, the normal equations X'VX, X'Vr (`NormalEquations`: r is the target m
 average; V weighs each hour by the squared error relative to the reading, what MAPE judges, and older windows
 less by the half-life). Candidates per customer: the seasonal window average itself and the ridge solutions for
 every (half-life, strength) in HALF_LIVES x RIDGE_STRENGTHS, fitted on the windows before the validation week
-(`Validation`) and scored on it (MAPE); the chosen one is solved again with the validation week's windows added
-(the most recent data: measured, it matters most on the real series). The held-out tail is never read. The
-solves are batched torch.linalg calls on [C, HORIZON, F, F]: no epochs, no learning rate, exact.
+(`Validation`) and scored on it (MAPE); the customer's model is the mean of its TOP candidates, each solved again
+with the validation week's windows added (the most recent data: measured, it matters most on the real series).
+The held-out tail is never read. The solves are batched torch.linalg calls on [C, HORIZON, F, F]: no epochs, no
+learning rate, exact.
 
 Sharding: each customer's sums read only its own windows, chunked by fixed ranges of start hours, so a customer's
 model does not depend on which other customers (or host) it was fitted with: tests/integration/test_training.py
@@ -314,11 +315,9 @@ class Checkpointer:
 
 
 class Validation:
-    """Early stopping per customer: before the first epoch and after each one, every customer's MAPE over the
-    validation hours (daily origins from `ends`, each forecast from the WINDOW hours before it, gaps filled as in
-    serving); each customer keeps the weights of its best epoch (epoch 0: the untrained model, the seasonal window
-    average). Selection is element-wise on the stacked weights, so a customer's result never depends on the
-    others. A customer without a non-zero validation reading keeps its last epoch."""
+    """The validation week: every customer's MAPE over its hours (daily origins from `ends`, each forecast from
+    the WINDOW hours before it, gaps filled as in serving), for choosing among candidate models. Per customer,
+    so a customer's choice never depends on the others."""
 
     def __init__(self, readings: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, ends: torch.Tensor,
                  hours: int) -> None:  # fmt: skip
@@ -333,34 +332,16 @@ class Validation:
         self.actual = torch.where(scored, actual, 1.0)
         self.weight = scored.float() / scored.sum((1, 2), keepdim=True).clamp_min(1)
         self.has_points = scored.any(2).any(1)
-        self.best: ForecasterParameters | None = None
-        self.error = torch.full((len(readings),), torch.inf, device=device)
-        self.epoch = torch.zeros(len(readings), dtype=torch.int64, device=device)
 
     def mape(self, params: ForecasterParameters) -> torch.Tensor:
         with torch.no_grad():
             forecast = forward(params, self.windows) * self.scale + self.shift
         return ((forecast - self.actual).abs() / self.actual.abs() * self.weight).sum((1, 2))
 
-    def consider(self, params: ForecasterParameters, epoch: int) -> None:
-        error = torch.where(self.has_points, self.mape(params), 0.0)
-        better = error <= self.error  # ties, and customers without validation points: the later epoch
-        current = ForecasterParameters(*(t.detach().clone() for t in params.tensors()))
-        if self.best is None:
-            self.best = current
-        else:
-            for kept, new in zip(self.best.tensors(), current.tensors(), strict=True):
-                kept[better] = new[better]
-        self.error = torch.where(better, error, self.error)
-        self.epoch = torch.where(better, epoch, self.epoch)
-
-    def state(self) -> dict:
-        return {"best": [t.cpu() for t in self.best.tensors()], "error": self.error.cpu(), "epoch": self.epoch.cpu()}
-
-    def restore(self, state: dict) -> None:
-        device = self.error.device
-        self.best = ForecasterParameters(*(t.to(device) for t in state["best"]))
-        self.error, self.epoch = state["error"].to(device), state["epoch"].to(device)
+    def score(self, params: ForecasterParameters) -> torch.Tensor:
+        """[C] validation MAPE (0 for a customer without a non-zero validation reading: its candidates tie, and
+        the tie goes to the first, the seasonal window average)."""
+        return torch.where(self.has_points, self.mape(params), 0.0)
 
 
 class WindowSampler:
@@ -443,6 +424,7 @@ class WindowSampler:
 # half-life of two weeks; each customer picks on its validation week.
 RIDGE_STRENGTHS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 HALF_LIVES = (0, 336)
+TOP = 3  # candidates averaged per customer (measured: 1, 2, 3, 5 on the real series, 3 best)
 DEVIATION_SPANS = (1, 2, 4, 8, 24, 72, 168)  # hours: the recent level against the same hours of earlier weeks
 
 
@@ -599,22 +581,31 @@ def train(
                 equations.add(part, windows, target, weight * inside[..., None], age)
 
     # Candidates, each scored on the validation week: 0 is the seasonal window average (the prior), then every
-    # (half-life, strength) fitted on the windows before the validation week. Ties go to the later candidate.
+    # (half-life, strength) fitted on the windows before the validation week.
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
-    validation.consider(linear_parameters(torch.zeros(count, HORIZON, equations.gram["early"].shape[-1],
-                                                      dtype=torch.float64), hp.hidden).to(device), 0)  # fmt: skip
+    size = equations.gram["early"].shape[-1]
     grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
-    for index, (life, strength) in enumerate(grid, start=1):
+    errors = [
+        validation.score(
+            linear_parameters(torch.zeros(count, HORIZON, size, dtype=torch.float64), hp.hidden).to(device)
+        )
+    ]
+    for life, strength in grid:
         lives = torch.full((count,), life, device=device)
         beta = equations.solve(torch.full((count,), strength, dtype=torch.float64, device=device), lives, False, 0)
-        validation.consider(linear_parameters(beta, hp.hidden).to(device), index)
-    # The chosen candidate is fitted again with the validation week's windows too (the most recent data; the
-    # held-out tail is never seen): on the real series this is the difference between tying MSTL and beating it.
-    chosen = validation.epoch.cpu()
-    life = torch.tensor([grid[max(c - 1, 0)][0] for c in chosen.tolist()], device=device)
-    strength = torch.tensor([grid[max(c - 1, 0)][1] for c in chosen.tolist()], dtype=torch.float64, device=device)
-    beta = equations.solve(strength, life, True, hp.validation_hours)
-    beta[chosen == 0] = 0.0
+        errors.append(validation.score(linear_parameters(beta, hp.hidden).to(device)))
+    # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; the mean
+    # is less at the mercy of one week's noise than the single best), each fitted again with the validation
+    # week's windows too (the most recent data; the held-out tail is never seen).
+    ranked = torch.stack(errors, 1).argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
+    beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
+    for column in ranked.T:
+        life = torch.tensor([grid[max(c - 1, 0)][0] for c in column.tolist()], device=device)
+        strength = torch.tensor([grid[max(c - 1, 0)][1] for c in column.tolist()], dtype=torch.float64, device=device)
+        refit = equations.solve(strength, life, True, hp.validation_hours)
+        refit[column.to(device) == 0] = 0.0
+        beta += refit / ranked.shape[1]
+    chosen = ranked[:, 0]
     params = linear_parameters(beta, hp.hidden)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -625,7 +616,7 @@ def train(
         std=std.cpu(),
         hyperparameters=hp,
         skipped=skipped,
-        history=[float(validation.error.mean())],
+        history=[float(torch.stack(errors, 1).min(1).values.mean())],
         chosen_epochs=chosen,
         device=str(device),
         seconds=time.perf_counter() - started,
