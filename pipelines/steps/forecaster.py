@@ -236,8 +236,10 @@ class TrainedModels:
     std: torch.Tensor  # [C]
     hyperparameters: Hyperparameters
     skipped: dict[str, str] = field(default_factory=dict)
-    history: list[float] = field(default_factory=list)  # mean per-customer training loss per epoch
-    chosen_epochs: torch.Tensor | None = None  # [C] the epoch whose weights each customer keeps (Validation)
+    history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the best candidate]
+    # [C] each customer's best validation candidate (0: the seasonal window average; i >= 1: the i-th of
+    # HALF_LIVES x RIDGE_STRENGTHS); the name is the Adam trainer's, kept for the artifact and its readers.
+    chosen_epochs: torch.Tensor | None = None
     device: str = "cpu"
     seconds: float = 0.0
 
