@@ -131,8 +131,9 @@ def weekly_with_level_shifts(customers: int, weeks: int, seed: int) -> series.Se
     rng = np.random.default_rng(seed)
     hours = np.arange(weeks * 168)
     profile = 10 + 3 * np.sin(2 * np.pi * hours / 24) + 2 * (hours % 168 < 120)
-    level = np.repeat(rng.normal(0, 1.5, size=(customers, len(hours) // 72 + 1)), 72, axis=1)[:, : len(hours)]
-    values = profile + np.cumsum(level, axis=1) / 10 + rng.normal(0, 0.1, size=(customers, len(hours)))
+    steps = rng.normal(0, 1.0, size=(customers, len(hours) // 168 + 2))
+    level = np.repeat(np.cumsum(steps, axis=1), 168, axis=1)[:, 84 : 84 + len(hours)]  # a step mid-week
+    values = profile + level + rng.normal(0, 0.1, size=(customers, len(hours)))
     ids = tuple(f"c{i}" for i in range(customers))
     return series.SeriesSet(
         ids, values.astype(np.float32), np.full(customers, len(hours)), np.zeros(customers, np.int64)
@@ -144,7 +145,7 @@ def test_the_recent_level_is_read_against_earlier_weeks():
     models = forecaster.train(data, forecaster.Hyperparameters(holdout_hours=7 * 24), progress=False)
     scores, _ = evaluate.customer_scores(evaluate.holdout_forecasts(models, data))
     for score in scores:
-        assert score.model.mape < 0.5 * score.baselines[evaluate.SEASONAL_WINDOW_AVERAGE].mape
+        assert score.model.mape < 0.75 * score.baselines[evaluate.SEASONAL_WINDOW_AVERAGE].mape
     assert (models.chosen_epochs > 0).all()  # a fitted candidate won the validation week, not the prior
 
 
