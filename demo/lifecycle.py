@@ -73,10 +73,10 @@ class DemoSettings:
     customers: int = 24
     days: int = 35
     epochs: int = 4
-    # Four epochs on five weeks about tie the best cheap peer (the four-week seasonal window average: ratio 1.009
-    # measured), so the demo's condition allows a 5 % margin over config's training.metric_threshold: it shows the
-    # flow, not model quality (README, bench/RESULTS.md).
-    metric_threshold_margin: float = 0.05
+    # On five weeks the closed-form models beat the best cheap peer (the four-week seasonal window average:
+    # aggregate MAPE ratio 0.973 and 0.981 measured for the demo's two data sets), so config's
+    # training.metric_threshold applies as it is.
+    metric_threshold_margin: float = 0.0
     forecast_customers: int = 3
     approval_timeout_seconds: float = 1800.0
 

@@ -1,34 +1,35 @@
-"""One forecasting model per customer, all trained at once on one device.
+"""One forecasting model per customer, all fitted at once on one device, in closed form.
 
 Model (per customer, on readings normalised with the customer's mean and standard deviation):
     forecast = window @ W_lin + b_lin + relu(window @ W_hid + b_hid) @ W_out
-a linear autoregression plus a small non-linear correction. The window is four weeks (WINDOW). For forecast hour
-h, W_lin weighs only the same hour on each of the window's 28 days and the window's last 24 hours (`lag_mask`).
-W_lin starts as the seasonal window average (the mean of the same hour of the week over the four weeks, the
-strongest cheap peer evaluation compares against); W_out starts at zero. The correction sees the window's last
-`correction_hours` only, by default none: over four weeks of input it overfits (held-out MAPE 11.2 % with it on
-all 672 hours, 10.7 % without, 100 generated customers). The loss is the absolute error
-relative to the reading (MAPE, what evaluation and the pipeline's condition judge; readings below 5 % of the
-customer's mean count as 5 % of it, so that near-zero hours do not dominate); hours without a reading are left
-out of it.
+The window is four weeks (WINDOW). The served graph (pipelines/packaging/onnx_export.py) keeps the ReLU
+correction's shape; its weights are zero. W_lin is the seasonal window average (the mean of the same hour of the
+week over the four weeks) plus a weighted ridge regression on `design`'s features: for forecast hour h, the same
+hour of the week in earlier weeks, the same hour of the day on the last seven days, and the recent level's
+deviation from the weekly shape (each of the last 24 hours, and averages over 1 to 168 hours), plus a constant.
+Every feature is a fixed linear map of the window, so the fit folds back into one W_lin [WINDOW, HORIZON]: what is
+served is exactly the model evaluated.
 
-Early stopping per customer (`Validation`): the week before the held-out tail is never a training target; after
-every epoch each customer's model is scored on it and keeps its best epoch's weights (epoch 0, the untrained
-seasonal window average, included), so training can only choose to improve on the strongest cheap peer.
+The fit (`train`): one pass over every training window (hourly starts) sums, per customer, forecast hour and
+half-life, the normal equations X'VX, X'Vr (`NormalEquations`: r is the target minus the seasonal window
+average; V weighs each hour by the squared error relative to the reading, what MAPE judges, and older windows
+less by the half-life). Candidates per customer: the seasonal window average itself and the ridge solutions for
+every (half-life, strength) in HALF_LIVES x RIDGE_STRENGTHS, fitted on the windows before the validation week
+(`Validation`) and scored on it (MAPE); the customer's model is the mean of its TOP candidates, each solved again
+with the validation week's windows added (the most recent data: measured, it matters most on the real series).
+The held-out tail is never read. The solves are batched torch.linalg calls on [C, HORIZON, F, F]: no epochs, no
+learning rate, exact.
+
+Sharding: each customer's sums read only its own windows, chunked by fixed ranges of start hours, so a customer's
+model does not depend on which other customers (or host) it was fitted with: tests/integration/test_training.py
+checks this. Memory: one chunk of `batch_size` windows per customer at a time, plus F x F sums per customer.
 
 Short histories: windows may reach before a customer's first reading (`padded`: those hours are gaps, filled as
 any leading gap), so a customer needs MIN_CONTEXT (one week) of real hours per window, not all of WINDOW.
 
-Batching: the customers' weights are stacked into tensors with a leading customer dimension and every step is
-one batched matrix product (torch.baddbmm/bmm) over all customers: no Python loop over customers, per step or
-per epoch. The loss is the sum of the customers' own losses, and Adam is element-wise, so each customer's model
-gets exactly the updates it would get if trained alone. Sampling and initialisation are derived from a hash of
-(seed, customer id, epoch, step), so a customer's model does not depend on which other customers (or which host,
-when training is sharded over instances) it was trained with: tests/integration/test_training.py checks this.
-
 Gaps: a window's missing hours take the last reading before them (forward fill); hours before its first reading
 take the same hour of the week from the first week that has one (`fill_gaps`), or the mean when none does.
-The Triton preprocess model does exactly the same in numpy.
+The served ONNX graph does exactly the same.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,15 +60,18 @@ _LOW31 = _M31 - 1
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    epochs: int = 10  # early stopping per customer keeps the best; 20 measured no better (README)
+    # The fit is closed-form (one pass over the training windows): `epochs`, `learning_rate`, `steps_per_epoch`
+    # and `correction_hours` were the Adam trainer's and are still accepted (and checked) so that configs and
+    # step arguments stay valid; the fit does not read them.
+    epochs: int = 1
     learning_rate: float = 1e-3
-    batch_size: int = 64  # windows per customer per step
-    steps_per_epoch: int = 32  # fixed, not derived from the data: a customer's training never depends on others'
-    hidden: int = 16
-    correction_hours: int = 0  # window hours the non-linear correction sees (`train`)
+    batch_size: int = 64  # training windows per customer per chunk of the pass: bounds the pass's memory
+    steps_per_epoch: int = 32
+    hidden: int = 16  # width of the served graph's ReLU correction (its weights are zero: off)
+    correction_hours: int = 0
     seed: int = 1
     holdout_hours: int = 7 * 24  # the tail of each series kept for evaluation
-    validation_hours: int = 7 * 24  # the week before it: picks each customer's epoch (0 = untrained), never a target
+    validation_hours: int = 7 * 24  # the week before it: picks each customer's candidate, then joins the refit
     min_coverage: float = 0.5  # share of training hours that must hold a reading
 
     def __post_init__(self) -> None:
@@ -165,17 +168,6 @@ class ForecasterParameters:
         return ForecasterParameters(*(t[index] for t in self.tensors()))
 
 
-def lag_mask() -> torch.Tensor:
-    """[WINDOW, HORIZON]: which window hours the linear part may weigh for each forecast hour h: the same hour
-    on each of the window's days, and the last day's hours (the current level)."""
-    mask = torch.zeros(WINDOW, HORIZON)
-    hours = torch.arange(HORIZON)
-    for day in range(WINDOW // 24):
-        mask[hours + 24 * day, hours] = 1.0
-    mask[WINDOW - 24 :, :] = 1.0
-    return mask
-
-
 def forward(params: ForecasterParameters, windows: torch.Tensor) -> torch.Tensor:
     """[C, N, WINDOW] normalised, gap-filled windows -> [C, N, HORIZON] normalised forecasts."""
     # split(), not two slices: its backward is one cat, where slices' would zero-fill and add [C, N, 40] twice.
@@ -244,8 +236,10 @@ class TrainedModels:
     std: torch.Tensor  # [C]
     hyperparameters: Hyperparameters
     skipped: dict[str, str] = field(default_factory=dict)
-    history: list[float] = field(default_factory=list)  # mean per-customer training loss per epoch
-    chosen_epochs: torch.Tensor | None = None  # [C] the epoch whose weights each customer keeps (Validation)
+    history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the best candidate]
+    # [C] each customer's best validation candidate (0: the seasonal window average; i >= 1: the i-th of
+    # HALF_LIVES x RIDGE_STRENGTHS); the name is the Adam trainer's, kept for the artifact and its readers.
+    chosen_epochs: torch.Tensor | None = None
     device: str = "cpu"
     seconds: float = 0.0
     # P10/P90 offsets (pipelines.steps.quantiles.Intervals), estimated after training from the point model's
@@ -327,11 +321,9 @@ class Checkpointer:
 
 
 class Validation:
-    """Early stopping per customer: before the first epoch and after each one, every customer's MAPE over the
-    validation hours (daily origins from `ends`, each forecast from the WINDOW hours before it, gaps filled as in
-    serving); each customer keeps the weights of its best epoch (epoch 0: the untrained model, the seasonal window
-    average). Selection is element-wise on the stacked weights, so a customer's result never depends on the
-    others. A customer without a non-zero validation reading keeps its last epoch."""
+    """The validation week: every customer's MAPE over its hours (daily origins from `ends`, each forecast from
+    the WINDOW hours before it, gaps filled as in serving), for choosing among candidate models. Per customer,
+    so a customer's choice never depends on the others."""
 
     def __init__(self, readings: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, ends: torch.Tensor,
                  hours: int) -> None:  # fmt: skip
@@ -346,34 +338,16 @@ class Validation:
         self.actual = torch.where(scored, actual, 1.0)
         self.weight = scored.float() / scored.sum((1, 2), keepdim=True).clamp_min(1)
         self.has_points = scored.any(2).any(1)
-        self.best: ForecasterParameters | None = None
-        self.error = torch.full((len(readings),), torch.inf, device=device)
-        self.epoch = torch.zeros(len(readings), dtype=torch.int64, device=device)
 
     def mape(self, params: ForecasterParameters) -> torch.Tensor:
         with torch.no_grad():
             forecast = forward(params, self.windows) * self.scale + self.shift
         return ((forecast - self.actual).abs() / self.actual.abs() * self.weight).sum((1, 2))
 
-    def consider(self, params: ForecasterParameters, epoch: int) -> None:
-        error = torch.where(self.has_points, self.mape(params), 0.0)
-        better = error <= self.error  # ties, and customers without validation points: the later epoch
-        current = ForecasterParameters(*(t.detach().clone() for t in params.tensors()))
-        if self.best is None:
-            self.best = current
-        else:
-            for kept, new in zip(self.best.tensors(), current.tensors(), strict=True):
-                kept[better] = new[better]
-        self.error = torch.where(better, error, self.error)
-        self.epoch = torch.where(better, epoch, self.epoch)
-
-    def state(self) -> dict:
-        return {"best": [t.cpu() for t in self.best.tensors()], "error": self.error.cpu(), "epoch": self.epoch.cpu()}
-
-    def restore(self, state: dict) -> None:
-        device = self.error.device
-        self.best = ForecasterParameters(*(t.to(device) for t in state["best"]))
-        self.error, self.epoch = state["error"].to(device), state["epoch"].to(device)
+    def score(self, params: ForecasterParameters) -> torch.Tensor:
+        """[C] validation MAPE (0 for a customer without a non-zero validation reading: its candidates tie, and
+        the tie goes to the first, the seasonal window average)."""
+        return torch.where(self.has_points, self.mape(params), 0.0)
 
 
 class WindowSampler:
@@ -422,9 +396,9 @@ class WindowSampler:
         self.row_of_customer = (torch.arange(count, device=series.device) * hours)[:, None]
         self.window_buffer = torch.empty(count * batch_size, WINDOW, device=series.device)  # reused every step
 
-    def batch(self, u: torch.Tensor, starts_available: torch.Tensor):
-        """u: [C, B] uniforms -> windows [C, B, WINDOW], targets and weights [C, B, HORIZON], observed [C]."""
-        offsets = (self.row_of_customer + (u * starts_available[:, None]).long()).reshape(-1)
+    def at(self, offsets: torch.Tensor):
+        """Flat `offsets` [C * B] (customer c's start s is c * T + s) -> windows [C, B, WINDOW], targets and
+        weights [C, B, HORIZON], observed target hours [C]."""
         windows = torch.index_select(self.carried_rows, 0, offsets, out=self.window_buffer)
         # Only a window whose first hour is a gap can have hours with nothing to carry forward. Those that start
         # before the first reading take the precomputed rows; the others (an outage at their start) are filled
@@ -448,15 +422,134 @@ class WindowSampler:
         )
 
 
+# ---- the closed-form fit -----------------------------------------------------------------------------------------
+
+# Ridge strengths tried per customer, relative to the mean diagonal of its Gram matrix (for each forecast hour),
+# and half-lives (hours) of the weight of older training windows (0: all weigh the same). Measured on the accuracy
+# bench: generated customers prefer strong shrinkage and no decay, the real series weak shrinkage and a
+# half-life of two weeks; each customer picks on its validation week.
+RIDGE_STRENGTHS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+HALF_LIVES = (0, 336)
+TOP = 3  # candidates averaged per customer (measured: 1, 2, 3, 5 on the real series, 3 best)
+DEVIATION_SPANS = (1, 2, 4, 8, 24, 72, 168)  # hours: the recent level against the same hours of earlier weeks
+
+
+@functools.cache
+def design() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The linear model's features for forecast hour h, each a fixed linear map of the window:
+    - `picks` [HORIZON, P]: the window hour it reads: the same hour of the week in the first three weeks, and the
+      same hour of the day on each of the last seven days (the weekly and daily shape);
+    - `shared` [WINDOW, Q] (every h): the recent level's deviation from the weekly shape: x[t] minus the mean of
+      x[t - 168 k], k = 1..3, for each of the last 24 hours t and averaged over the last DEVIATION_SPANS hours
+      (what MSTL's level forecast reads off the deseasonalised series);
+    - a constant.
+    Returns (picks, shared, basis [HORIZON, WINDOW, P + Q + 1]: feature f of hour h as a column of W_lin; the
+    constant's column is zero, it is b_lin)."""
+    hours = torch.arange(HORIZON)
+    picks = torch.cat([hours[:, None] + WEEK * torch.arange(3), hours[:, None] + 24 * torch.arange(21, 28)], 1)
+    columns = []
+    for span in DEVIATION_SPANS:
+        columns.append(_deviation(WINDOW - 1 - torch.arange(span)))
+    for hour in range(WINDOW - 24, WINDOW):
+        columns.append(_deviation(torch.tensor([hour])))
+    shared = torch.stack(columns, 1)
+    count = picks.shape[1] + shared.shape[1] + 1
+    basis = torch.zeros(HORIZON, WINDOW, count, dtype=torch.float64)
+    for h in range(HORIZON):
+        basis[h, picks[h], torch.arange(picks.shape[1])] = 1.0
+        basis[h, :, picks.shape[1] : -1] = shared.double()
+    return picks, shared, basis
+
+
+def _deviation(recent: torch.Tensor) -> torch.Tensor:
+    column = torch.zeros(WINDOW)
+    column[recent] += 1.0 / len(recent)
+    for week in (1, 2, 3):
+        column[recent - WEEK * week] -= 1.0 / len(recent) / 3
+    return column
+
+
+def seasonal_window_average() -> torch.Tensor:
+    """[WINDOW, HORIZON]: the mean of the same hour of the week over the window's four weeks (the prior the
+    ridge fit shrinks towards, and a candidate of its own)."""
+    prior = torch.zeros(WINDOW, HORIZON, dtype=torch.float64)
+    hours = torch.arange(HORIZON)
+    for week in range(WINDOW // WEEK):
+        prior[hours + WEEK * week, hours] = 1.0 / (WINDOW // WEEK)
+    return prior
+
+
+def features(windows: torch.Tensor) -> torch.Tensor:
+    """[C, N, WINDOW] -> [C, HORIZON, N, F]: every window's features for each forecast hour (`design`)."""
+    picks, shared, _ = design()
+    picked = windows[..., picks.to(windows.device)]  # [C, N, HORIZON, P]
+    common = torch.cat([windows @ shared.to(windows.device), torch.ones_like(windows[..., :1])], -1)
+    return torch.cat([picked, common[:, :, None, :].expand(-1, -1, HORIZON, -1)], -1).permute(0, 2, 1, 3)
+
+
+def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:
+    """Feature weights [C, HORIZON, F] (float64) -> the served model's weights: W_lin = seasonal window average +
+    the features' columns, b_lin = the constant's weight; the ReLU correction's weights are zero (off)."""
+    _, _, basis = design()
+    count = beta.shape[0]
+    w_lin = seasonal_window_average() + torch.einsum("hwf,chf->cwh", basis, beta.cpu())
+    w_in = torch.cat([w_lin, torch.zeros(count, WINDOW, hidden, dtype=torch.float64)], 2)
+    b_in = torch.cat([beta[..., -1].cpu(), torch.zeros(count, hidden, dtype=torch.float64)], 1)[:, None, :]
+    return ForecasterParameters(w_in.float(), b_in.float(), torch.zeros(count, hidden, HORIZON))
+
+
+class NormalEquations:
+    """Per customer, forecast hour and half-life: X' V X and X' V r over training windows, where r is the target
+    minus the seasonal window average's forecast and V weighs each target hour by (std / |reading|)^2, the
+    squared error relative to the reading (readings below 5 % of the mean count as 5 % of it; gaps weigh 0),
+    times 0.5^(age / half-life). Windows whose forecast reaches into the validation week are summed apart (`late`)
+    so the fit can be made with or without them. Each customer's sums read only its own windows, in the same
+    order whatever the other customers are (chunks are fixed ranges of start hours; a customer's starts past its
+    own end weigh exactly 0), so sharding changes nothing."""
+
+    def __init__(self, count: int, device: torch.device) -> None:
+        size = len(design()[0][0]) + design()[1].shape[1] + 1
+        shape = (len(HALF_LIVES), count, HORIZON)
+        self.gram = {
+            part: torch.zeros(*shape, size, size, dtype=torch.float64, device=device) for part in ("early", "late")
+        }
+        self.moment = {
+            part: torch.zeros(*shape, size, dtype=torch.float64, device=device) for part in ("early", "late")
+        }
+
+    def add(self, part: str, windows, target, weight, age) -> None:
+        x = features(windows)  # [C, HORIZON, N, F]
+        residual = (target - windows @ seasonal_window_average().to(windows)).transpose(1, 2)  # [C, HORIZON, N]
+        for index, half_life in enumerate(HALF_LIVES):
+            decay = 0.5 ** (age / half_life) if half_life else torch.ones_like(age)
+            v = (weight.square() * decay[..., None]).transpose(1, 2)  # [C, HORIZON, N]
+            weighted = x * v[..., None]
+            self.gram[part][index] += (weighted.transpose(-1, -2) @ x).double()
+            self.moment[part][index] += (weighted.transpose(-1, -2) @ residual[..., None]).squeeze(-1).double()
+
+    def solve(self, strength: torch.Tensor, half_life: torch.Tensor, late: bool, later_by: int) -> torch.Tensor:
+        """Ridge solutions [C, HORIZON, F] for per-customer strengths [C] and half-life indices [C]; `late`:
+        with the validation windows, older windows' weights then decay by `later_by` hours more."""
+        rows = torch.arange(len(strength), device=strength.device)
+        gram, moment = self.gram["early"][half_life, rows], self.moment["early"][half_life, rows]
+        if late:
+            lives = torch.tensor(HALF_LIVES, dtype=torch.float64, device=gram.device)[half_life]
+            factor = torch.where(lives > 0, 0.5 ** (later_by / lives.clamp_min(1)), 1.0)[:, None, None]
+            gram = gram * factor[..., None] + self.gram["late"][half_life, rows]
+            moment = moment * factor + self.moment["late"][half_life, rows]
+        scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        return torch.linalg.solve(gram + strength[:, None, None, None] * scale * eye, moment)
+
+
 def train(
     data: SeriesSet,
     hp: Hyperparameters,
     device: torch.device | str = "cpu",
     checkpointer: Checkpointer | None = None,
-    on_epoch_end: Callable[[int, float], None] | None = None,
     progress: bool = True,
 ) -> TrainedModels:
-    """Train one model per eligible customer of `data`, all at once on `device`."""
+    """Fit one linear model per eligible customer of `data`, all at once on `device` (see the module docstring)."""
     started = time.perf_counter()
     device = torch.device(device)
     keep, skipped = eligible(data, hp)
@@ -466,78 +559,77 @@ def train(
     if device.type == "cpu":
         keep_freed_memory()
     data = padded(data.subset(keep))
+    run_id = fingerprint(data, hp)
+    state = checkpointer.load(run_id) if checkpointer else None
+    if state is not None:
+        print(f"train: this shard's fit is in {checkpointer.path}; not fitting again", flush=True)
+        return _from_state(state, data.customers, hp, skipped, started)
     mean_np, std_np = normalisation(data, hp)
     train_lengths = torch.as_tensor(data.lengths - hp.holdout_hours - hp.validation_hours, device=device)
     readings = torch.as_tensor(data.values, device=device)
     mean, std = torch.as_tensor(mean_np, device=device), torch.as_tensor(std_np, device=device)
-    sampler = WindowSampler(readings, mean, std, hp.batch_size)
-    keys = customer_keys(data.customers, hp.seed).to(device)
-    starts_available = train_lengths - SPAN + 1  # >= 24 by eligibility (PADDING counts in the lengths)
     count = len(data.customers)
+    sampler = WindowSampler(readings, mean, std, hp.batch_size)
+    equations = NormalEquations(count, device)
+    early_starts = train_lengths - SPAN + 1  # windows whose forecast ends before the validation week
+    late_starts = early_starts + hp.validation_hours  # ... and those that reach into it (the refit's)
+    chunks = range(0, int(late_starts.max()), hp.batch_size)
+    for first in tqdm(chunks, desc=f"train: {count} customers on {device}", unit="chunk", disable=not progress,
+                      mininterval=2):  # fmt: skip
+        start = first + torch.arange(hp.batch_size, device=device)[None, :]  # [1, B]: the same for everyone
+        clamped = torch.minimum(start, late_starts[:, None] - 1)
+        windows, target, weight, _ = sampler.at((sampler.row_of_customer + clamped).reshape(-1))
+        early = start < early_starts[:, None]
+        late = ~early & (start < late_starts[:, None])
+        for part, inside, end in (("early", early, early_starts), ("late", late, late_starts)):
+            if inside.any():  # ages from the part's own end: `solve` shifts the early ones when it adds the late
+                age = (end[:, None] - 1 - start).clamp_min(0).to(windows.dtype)
+                equations.add(part, windows, target, weight * inside[..., None], age)
 
-    params = ForecasterParameters.initial(keys.cpu(), hp.hidden, device)
+    # Candidates, each scored on the validation week: 0 is the seasonal window average (the prior), then every
+    # (half-life, strength) fitted on the windows before the validation week.
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
-    tensors = [t.requires_grad_() for t in params.tensors()]
-    # The linear part only learns the lags of `lag_mask`: weights outside it get no gradient, so Adam never
-    # moves them from 0 (4,032 free weights per customer overfit a few weeks of data; ~700 do not).
-    mask = torch.ones(WINDOW, HORIZON + hp.hidden, device=device)
-    mask[:, :HORIZON] = lag_mask().to(device)
-    # The correction sees the window's last `correction_hours` only (0: none, its input weights stay 0, and so,
-    # through relu(0), its output weights): on four weeks' input it overfits and the held-out MAPE rises.
-    mask[: WINDOW - hp.correction_hours, HORIZON:] = 0.0
-    with torch.no_grad():
-        params.w_in[:, : WINDOW - hp.correction_hours, HORIZON:] = 0.0
-    optimizer = torch.optim.Adam(tensors, lr=hp.learning_rate, fused=True)
-    first_epoch, history = 0, []
-    run_id = fingerprint(data, hp)
-    state = checkpointer.load(run_id) if checkpointer else None
-    if state is not None:
-        with torch.no_grad():
-            for tensor, saved in zip(tensors, state["params"], strict=True):
-                tensor.copy_(saved)
-        optimizer.load_state_dict(state["optimizer"])
-        first_epoch, history = state["epoch"], list(state["history"])
-        validation.restore(state["validation"])
-        print(f"train: resuming after epoch {first_epoch} from {checkpointer.path}", flush=True)
-    else:
-        validation.consider(params, 0)
-
-    samples = torch.arange(hp.batch_size, device=device)
-    epochs = tqdm(range(first_epoch, hp.epochs), desc=f"train: {count} customers on {device}", unit="epoch",
-                  initial=first_epoch, total=hp.epochs, disable=not progress, mininterval=2)  # fmt: skip
-    for epoch in epochs:
-        total = torch.zeros((), device=device)
-        for step in range(hp.steps_per_epoch):
-            windows, target, weight, observed = sampler.batch(uniform(keys, epoch, step, samples), starts_available)
-            # Each customer's mean relative error over its observed target hours (gaps weigh 0).
-            per_customer = ((forward(params, windows) - target).abs() * weight).sum((1, 2)) / observed.clamp_min(1)
-            optimizer.zero_grad(set_to_none=True)
-            per_customer.sum().backward()
-            params.w_in.grad.mul_(mask)
-            optimizer.step()
-            total += per_customer.detach().sum()
-        history.append(float(total) / (count * hp.steps_per_epoch))
-        validation.consider(params, epoch + 1)
-        epochs.set_postfix(loss=f"{history[-1]:.4f}", validation=f"{float(validation.error.mean()):.4f}")
-        if checkpointer:
-            state = _state(params, optimizer, epoch + 1, history, run_id, validation)
-            checkpointer.maybe_save(state, force=epoch + 1 == hp.epochs)
-        if on_epoch_end:
-            on_epoch_end(epoch + 1, history[-1])
+    size = equations.gram["early"].shape[-1]
+    grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
+    errors = [
+        validation.score(
+            linear_parameters(torch.zeros(count, HORIZON, size, dtype=torch.float64), hp.hidden).to(device)
+        )
+    ]
+    for life, strength in grid:
+        lives = torch.full((count,), life, device=device)
+        beta = equations.solve(torch.full((count,), strength, dtype=torch.float64, device=device), lives, False, 0)
+        errors.append(validation.score(linear_parameters(beta, hp.hidden).to(device)))
+    # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; the mean
+    # is less at the mercy of one week's noise than the single best), each fitted again with the validation
+    # week's windows too (the most recent data; the held-out tail is never seen).
+    ranked = torch.stack(errors, 1).argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
+    beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
+    for column in ranked.T:
+        life = torch.tensor([grid[max(c - 1, 0)][0] for c in column.tolist()], device=device)
+        strength = torch.tensor([grid[max(c - 1, 0)][1] for c in column.tolist()], dtype=torch.float64, device=device)
+        refit = equations.solve(strength, life, True, hp.validation_hours)
+        refit[column.to(device) == 0] = 0.0
+        beta += refit / ranked.shape[1]
+    chosen = ranked[:, 0]
+    params = linear_parameters(beta, hp.hidden)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return TrainedModels(
+    models = TrainedModels(
         customers=data.customers,
-        params=validation.best.to("cpu"),
+        params=params,
         mean=mean.cpu(),
         std=std.cpu(),
         hyperparameters=hp,
         skipped=skipped,
-        history=history,
-        chosen_epochs=validation.epoch.cpu(),
+        history=[float(torch.stack(errors, 1).min(1).values.mean())],
+        chosen_epochs=chosen,
         device=str(device),
         seconds=time.perf_counter() - started,
     )
+    if checkpointer:
+        checkpointer.maybe_save(_state(models, run_id), force=True)
+    return models
 
 
 def padded(data: SeriesSet) -> SeriesSet:
@@ -569,12 +661,19 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
-def _state(params, optimizer, epoch, history, run_id, validation) -> dict:
+def _state(models: TrainedModels, run_id: str) -> dict:
     return {
         "fingerprint": run_id,
-        "epoch": epoch,
-        "history": list(history),
-        "params": [t.detach().cpu() for t in params.tensors()],
-        "optimizer": optimizer.state_dict(),
-        "validation": validation.state(),
+        "params": [t.detach().cpu() for t in models.params.tensors()],
+        "mean": models.mean,
+        "std": models.std,
+        "history": list(models.history),
+        "chosen": models.chosen_epochs,
     }
+
+
+def _from_state(state: dict, customers, hp, skipped, started) -> TrainedModels:
+    params = ForecasterParameters(*state["params"])
+    seconds = time.perf_counter() - started
+    history, chosen = list(state["history"]), state["chosen"]
+    return TrainedModels(customers, params, state["mean"], state["std"], hp, skipped, history, chosen, "cpu", seconds)

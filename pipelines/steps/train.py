@@ -8,12 +8,14 @@ depend on the host it lands on, so instance_count changes speed, not results.
 Bounded memory: a host reads and trains its customers in shards of at most --shard-customers (sorted by id), one
 after the other, so its peak memory is set by the shard size, not by how many customers it has; a customer's
 model does not depend on its shard either. Writes SM_MODEL_DIR/shard-<host>-<part>.{pt,json} per shard
-(pipelines/steps/artifact.py). Checkpoints each shard to /opt/ml/checkpoints (SageMaker syncs it with the job's
-checkpoint S3 URI: use one URI per pipeline execution) and resumes from it; a finished shard resumes at its end.
+(pipelines/steps/artifact.py). Checkpoints each shard's finished fit to /opt/ml/checkpoints (SageMaker syncs it
+with the job's checkpoint S3 URI: use one URI per pipeline execution): a restarted job reads finished shards back.
 
-Hyperparameters (SageMaker passes them as `--name value`; dashes or underscores): epochs, learning-rate,
-batch-size, steps-per-epoch, hidden, seed, holdout-hours, min-coverage, device (auto|cuda|cpu),
-checkpoint-minutes, shard-customers (default SHARD_CUSTOMERS).
+Hyperparameters (SageMaker passes them as `--name value`; dashes or underscores): batch-size (training windows
+per customer per chunk of the fit's pass), hidden, seed, holdout-hours, validation-hours, min-coverage, device
+(auto|cuda|cpu), checkpoint-minutes, shard-customers (default SHARD_CUSTOMERS). The fit is closed-form
+(forecaster.py): epochs, learning-rate, steps-per-epoch and correction-hours, the former Adam trainer's, are still
+accepted and checked, so pipelines and configs that pass them stay valid, and change nothing.
 
 Runtime: `python pipelines/steps/train.py ...` from the source bundle (pipelines/steps/paths.py RUNTIME_SOURCES);
 needs torch (in the image), numpy, pandas, pyarrow, tqdm.
