@@ -245,15 +245,19 @@ class TrainedModels:
     # P10/P90 offsets (pipelines.steps.quantiles.Intervals), estimated after training from the point model's
     # validation errors (quantiles.attach); None until then. Kept apart from the point model on purpose.
     intervals: object | None = None
+    # The same choice of candidates fitted WITHOUT the validation week (params adds it in the refit): what the
+    # validation week's errors must come from for P10/P90 to be out of sample. Not part of the artifact.
+    validation_params: ForecasterParameters | None = None
 
     def select(self, indices: list[int]) -> TrainedModels:
         """The models of the customers at `indices` (in that order)."""
         index = torch.as_tensor(indices, dtype=torch.int64)
         chosen = None if self.chosen_epochs is None else self.chosen_epochs[index]
+        honest = None if self.validation_params is None else self.validation_params.select(index)
         return TrainedModels(tuple(self.customers[i] for i in indices), self.params.select(index), self.mean[index],
                              self.std[index], self.hyperparameters, dict(self.skipped), list(self.history), chosen,
                              self.device, self.seconds,
-                             None if self.intervals is None else self.intervals.select(index))  # fmt: skip
+                             None if self.intervals is None else self.intervals.select(index), honest)  # fmt: skip
 
 
 def eligible(data: SeriesSet, hp: Hyperparameters) -> tuple[list[int], dict[str, str]]:
@@ -605,12 +609,15 @@ def train(
     # week's windows too (the most recent data; the held-out tail is never seen).
     ranked = torch.stack(errors, 1).argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
+    before_validation = torch.zeros_like(beta)  # the same mean without the refit: P10/P90 are scored with it
     for column in ranked.T:
         life = torch.tensor([grid[max(c - 1, 0)][0] for c in column.tolist()], device=device)
         strength = torch.tensor([grid[max(c - 1, 0)][1] for c in column.tolist()], dtype=torch.float64, device=device)
-        refit = equations.solve(strength, life, True, hp.validation_hours)
-        refit[column.to(device) == 0] = 0.0
-        beta += refit / ranked.shape[1]
+        prior = column.to(device) == 0
+        for target, late, later_by in ((beta, True, hp.validation_hours), (before_validation, False, 0)):
+            fitted = equations.solve(strength, life, late, later_by)
+            fitted[prior] = 0.0
+            target += fitted / ranked.shape[1]
     chosen = ranked[:, 0]
     params = linear_parameters(beta, hp.hidden)
     if device.type == "cuda":
@@ -626,6 +633,7 @@ def train(
         chosen_epochs=chosen,
         device=str(device),
         seconds=time.perf_counter() - started,
+        validation_params=linear_parameters(before_validation, hp.hidden),
     )
     if checkpointer:
         checkpointer.maybe_save(_state(models, run_id), force=True)
@@ -669,6 +677,7 @@ def _state(models: TrainedModels, run_id: str) -> dict:
         "std": models.std,
         "history": list(models.history),
         "chosen": models.chosen_epochs,
+        "validation_params": [t.detach().cpu() for t in models.validation_params.tensors()],
     }
 
 
@@ -676,4 +685,6 @@ def _from_state(state: dict, customers, hp, skipped, started) -> TrainedModels:
     params = ForecasterParameters(*state["params"])
     seconds = time.perf_counter() - started
     history, chosen = list(state["history"]), state["chosen"]
-    return TrainedModels(customers, params, state["mean"], state["std"], hp, skipped, history, chosen, "cpu", seconds)
+    honest = ForecasterParameters(*state["validation_params"]) if "validation_params" in state else None
+    return TrainedModels(customers, params, state["mean"], state["std"], hp, skipped, history, chosen, "cpu", seconds,
+                         validation_params=honest)  # fmt: skip

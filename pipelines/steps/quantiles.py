@@ -135,7 +135,11 @@ def _neighbourhood(per_hour: np.ndarray) -> np.ndarray:
 
 
 def origin_forecasts(
-    models: forecaster.TrainedModels, data: series.SeriesSet, start: torch.Tensor, days: int
+    models: forecaster.TrainedModels,
+    data: series.SeriesSet,
+    start: torch.Tensor,
+    days: int,
+    params: forecaster.ForecasterParameters | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The models' forecasts from daily origins: `data` padded (forecaster.padded) and in the models' customer
     order, `start` [C] the column of each customer's first origin. Returns (windows [C, K, WINDOW], actual and
@@ -145,7 +149,8 @@ def origin_forecasts(
     rows = torch.arange(len(data))[:, None, None]
     windows = values[rows, origins[..., None] - WINDOW + torch.arange(WINDOW)]
     actual = values[rows, origins[..., None] + torch.arange(HORIZON)]
-    return windows, actual, forecaster.predict(models.params, windows, models.mean, models.std)
+    chosen = models.params if params is None else params
+    return windows, actual, forecaster.predict(chosen, windows, models.mean, models.std)
 
 
 def fit(models: forecaster.TrainedModels, data: series.SeriesSet) -> Intervals:
@@ -156,7 +161,10 @@ def fit(models: forecaster.TrainedModels, data: series.SeriesSet) -> Intervals:
         return Intervals(torch.zeros(0, HORIZON), torch.zeros(0, HORIZON), torch.zeros(0))
     data = forecaster.padded(data.subset([data.customers.index(c) for c in models.customers]))
     start = torch.as_tensor(data.lengths - hp.holdout_hours - hp.validation_hours)
-    _, actual, forecast = origin_forecasts(models, data, start, hp.validation_hours // HORIZON)
+    # The week's errors of the models as fitted before it (the served ones were refitted with it: in sample).
+    _, actual, forecast = origin_forecasts(
+        models, data, start, hp.validation_hours // HORIZON, params=models.validation_params
+    )
     floor = floor_of(models.mean)
     spread = (models.std / torch.maximum(models.mean.abs(), floor)).numpy()
     return estimate(forecast.numpy(), actual.numpy(), floor.numpy(), spread)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -386,3 +387,23 @@ def test_evaluation_shard_by_shard_gives_the_report_of_one_shard(curated, tmp_pa
     assert sharded.aggregate.mape_ratio == pytest.approx(single.aggregate.mape_ratio, rel=1e-5)
     assert sharded.skipped == single.skipped
     # packaging shard by shard: tests/integration/test_local_pipeline.py (100 customers in 2 training shards)
+
+
+def test_interval_offsets_come_from_errors_the_models_did_not_see(data):
+    """The served models are refitted with the validation week; P10/P90 offsets estimated from their errors on
+    that week would be in sample (too narrow). They come from the same choice fitted without the week."""
+    models = forecaster.train(data, HP, progress=False)
+    assert models.validation_params is not None
+    assert not close(models.validation_params, models.params)
+    honest = quantiles.fit(models, data)
+    in_sample = quantiles.fit(replace(models, validation_params=None), data)  # what the refit models would give
+    trained = forecaster.padded(data.subset([data.customers.index(c) for c in models.customers]))
+    origins = torch.as_tensor(trained.lengths - HP.holdout_hours - HP.validation_hours)
+    _, actual, forecast = quantiles.origin_forecasts(
+        models, trained, origins, HP.validation_hours // HORIZON, params=models.validation_params
+    )
+    floor = quantiles.floor_of(models.mean)
+    spread = (models.std / torch.maximum(models.mean.abs(), floor)).numpy()
+    expected = quantiles.estimate(forecast.numpy(), actual.numpy(), floor.numpy(), spread)
+    assert close_intervals(honest, expected)
+    assert not close_intervals(honest, in_sample)
