@@ -84,9 +84,12 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         assert (entry.to_environment, entry.state, entry.decided_by) == (env, APPROVED, f"{approver}@example.com")
 
         # Batch inference ran with the approved version: ask the next environment.
-        outcome = world.post_inference(env, inference_completed(env, arn, run=f"run-{env}"))
         target = CHAIN.next(env)
-        assert outcome["requested"] is (target is not None), outcome
+        if target is None:
+            assert world.envs[env].post_inference_services is None, "the last environment has nobody to ask"
+            continue
+        outcome = world.post_inference(env, inference_completed(env, arn, run=f"run-{env}"))
+        assert outcome["requested"] is True, outcome
         for event in world.promotion_events():
             assert event["detail"]["target_environment"] == target
             world.request(target, event)
