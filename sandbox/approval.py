@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlencode, urljoin
 
 from modelgate.chain import Chain
+from modelgate.evaluation_report import REPORT_FILE
 from modelgate.registry import REGISTERED_BY_KEY, initial_customer_metadata
 
 
@@ -42,7 +43,10 @@ def register_version(
         sagemaker.create_model_package_group(ModelPackageGroupName=group)
     existing = sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
     number = len(existing) + 1
-    report_key = f"evaluation/{group}/v{number}/evaluation.json"
+    # The pipeline's layout (pipelines/registration.py): the version's prefix is its model data and holds its
+    # evaluation report, where every environment's approval functions may read it.
+    prefix = f"models/{group}/v{number}/"
+    report_key = f"{prefix}{REPORT_FILE}"
     body = evaluation if isinstance(evaluation, str) else json.dumps(evaluation or {})
     s3.put_object(Bucket=bucket, Key=report_key, Body=body.encode())
     metadata = initial_customer_metadata(chain)
@@ -53,7 +57,7 @@ def register_version(
         ModelPackageDescription=f"{group} version {number}",
         ModelApprovalStatus="PendingManualApproval",
         InferenceSpecification={
-            "Containers": [{"Image": "triton:local", "ModelDataUrl": f"s3://{bucket}/models/{group}/v{number}.tar.gz"}],
+            "Containers": [{"Image": "triton:local", "ModelDataUrl": f"s3://{bucket}/{prefix}"}],
             "SupportedContentTypes": ["application/json"],
             "SupportedResponseMIMETypes": ["application/json"],
         },

@@ -243,6 +243,12 @@ class LocalWorld:
         functions = self.functions[self.envs[env].account.account]
         return {**spec.environment, **functions.overrides.get(self.envs[env].stacks[stack_id].name, {})}
 
+    def function_environ(self, env: str, stack_id: str, function: str) -> dict[str, str]:
+        """What Lambda gives the process of function `function` (logical id prefix): its template's environment
+        with the world's overrides, the local endpoint and its execution role's credentials."""
+        spec = self.envs[env].stacks[stack_id].function(function)
+        return self.as_role(env, spec.role).environ(**self.environment_of(env, stack_id, spec))
+
     def as_role(self, env: str, role_arn: str, service: str = "lambda.amazonaws.com") -> LocalAccount:
         """The environment's account as `role_arn`, assumed the way `service` assumes it (cached: one STS call)."""
         account = self.envs[env].account

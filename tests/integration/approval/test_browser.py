@@ -188,7 +188,7 @@ def test_the_report_page_lists_every_customer_worst_first_with_the_plot(world, b
     viewport(browser, size)
     arn = world.register(evaluation=EVALUATION)
     world.session.client("s3").put_object(
-        Bucket=world.bucket, Key="evaluation/energy-forecast/v1/forecasts.png", Body=tiny_png()
+        Bucket=world.bucket, Key="models/energy-forecast/v1/forecasts.png", Body=tiny_png()
     )
     world.request("dev", world.registry_event(arn))
     (mail,) = world.emails()

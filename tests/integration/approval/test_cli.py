@@ -14,6 +14,15 @@ from tests.integration.approval.conftest import ACCOUNT, CHAIN, GROUP, PROJECT, 
 REGISTRY = ["--registry-account", ACCOUNT, "--registry-region", REGION]
 
 
+@pytest.fixture
+def world(world, monkeypatch):
+    """The CLI runs as the account's operator (a person, or CI/CD), against the local AWS."""
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)  # the operator's keys are a user's: no session
+    for name, value in world.session.environ().items():
+        monkeypatch.setenv(name, value)
+    return world
+
+
 def approve_dev(world, username="alice"):
     arn = world.register()
     world.request("dev", world.registry_event(arn))
@@ -113,20 +122,12 @@ def test_request_promotion_checks_the_chain_then_asks_the_target_environment(wor
 
 
 def deploy_history_output(world, env: str) -> str:
-    """The approval stack's HistoryTable output, as `cdk deploy` leaves it."""
+    """The deployed approval stack's HistoryTable output (what the CLI looks up), as `cdk deploy` leaves it."""
     table = world.envs[env].settings.history_table
-    template = {
-        "Resources": {
-            "Marker": {
-                "Type": "AWS::SSM::Parameter",
-                "Properties": {"Name": f"/marker/{env}", "Type": "String", "Value": "x"},
-            }
-        },
-        "Outputs": {"HistoryTable": {"Value": table}},
-    }
-    world.session.client("cloudformation").create_stack(
-        StackName=approval_stack_name(PROJECT, env), TemplateBody=json.dumps(template)
-    )
+    (stack,) = world.session.client("cloudformation").describe_stacks(StackName=approval_stack_name(PROJECT, env))[
+        "Stacks"
+    ]
+    assert {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}["HistoryTable"] == table
     return table
 
 
@@ -142,8 +143,8 @@ def test_history_finds_its_table_from_the_stack_and_lists_decisions_in_order(wor
     assert json.loads(capsys.readouterr().out)["to_environment"] == "dev"
     assert main(["history", "--env", "dev", "--version", "7"]) == EXIT_NOT_FOUND
     assert "no decisions recorded" in capsys.readouterr().err
-    assert main(["history", "--env", "test"]) == EXIT_AWS  # not deployed
-    assert f"stack {approval_stack_name(PROJECT, 'test')}" in capsys.readouterr().err
+    assert main(["history", "--env", "qa"]) == EXIT_AWS  # not deployed (not in this world's chain)
+    assert f"stack {approval_stack_name(PROJECT, 'qa')}" in capsys.readouterr().err
     assert main(["history", "--table", "no-such-table"]) == EXIT_AWS
     assert "history table no-such-table does not exist" in capsys.readouterr().err
     assert main(["history"]) == EXIT_USAGE

@@ -79,7 +79,7 @@ def test_a_version_travels_from_registration_to_prod_with_one_human_decision_per
         assert parameter["model_package_arn"] == arn
         assert parameter["approved_by"] == f"{approver}@example.com"
         assert parameter["source_environment"] == CHAIN.previous(env)
-        assert parameter["model_data_url"].endswith("/v1.tar.gz")
+        assert parameter["model_data_url"].endswith(f"/models/{GROUP}/v1/")  # the version's prefix
         (entry,) = world.history(env)
         assert (entry.to_environment, entry.state, entry.decided_by) == (env, APPROVED, f"{approver}@example.com")
 
@@ -197,7 +197,7 @@ def test_an_email_claimed_by_a_crashed_attempt_is_retried_not_lost(world):
 
     arn = world.register()
     event = world.registry_event(arn)
-    services = world.envs["dev"].services
+    services = world.envs["dev"].request_services  # the request-approval function's
     key, recipient = request_key(parse_request_event(event, CHAIN), services.settings.models[0]), APPROVERS["dev"][0]
     # An attempt claimed the e-mail and died before sending it.
     assert state.claim_email(services.dynamodb, services.settings.state_table, key, recipient, services.epoch())
