@@ -59,6 +59,9 @@ class World(LocalApprovalWorkflow):
         return super().register(registered_by, evaluation, group)
 
 
+_LIVE: list[DeployedWorld] = []
+
+
 class DeployedWorld:
     """The process's deployed world, deployed again only if an in-process moto reset it under us."""
 
@@ -70,6 +73,10 @@ class DeployedWorld:
         if self.world is not None and not self.world.intact():
             self.close()
         if self.world is None:
+            # moto's backends are per process: one deployed world at a time (deploying resets them).
+            for other in [holder for holder in _LIVE if holder is not self]:
+                other.close()
+            _LIVE.append(self)
             self.world = LocalWorld(self.assembly, self.config, hold=False, in_process=True, **self.options)
             self.world.__enter__()
         else:
@@ -77,6 +84,8 @@ class DeployedWorld:
         return self.world
 
     def close(self) -> None:
+        if self in _LIVE:
+            _LIVE.remove(self)
         if self.world is not None:
             self.world.__exit__(None, None, None)
             self.world = None
@@ -89,6 +98,13 @@ def deployed_world(config_path: Path, config, **options):
         yield holder
     finally:
         holder.close()
+
+
+def as_operator(monkeypatch, world: LocalApprovalWorkflow) -> None:
+    """The process environment of a person or CI/CD running the CLI as the account's operator, locally."""
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)  # the operator's keys are a user's: no session
+    for name, value in world.session.environ().items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

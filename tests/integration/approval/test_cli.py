@@ -9,7 +9,7 @@ import pytest
 
 from modelgate.cli import EXIT_AWS, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, approval_stack_name, main
 from sandbox.approval import ApproverBrowser
-from tests.integration.approval.conftest import ACCOUNT, CHAIN, GROUP, PROJECT, REGION
+from tests.integration.approval.conftest import ACCOUNT, CHAIN, GROUP, PROJECT, REGION, as_operator
 
 REGISTRY = ["--registry-account", ACCOUNT, "--registry-region", REGION]
 
@@ -17,9 +17,7 @@ REGISTRY = ["--registry-account", ACCOUNT, "--registry-region", REGION]
 @pytest.fixture
 def world(world, monkeypatch):
     """The CLI runs as the account's operator (a person, or CI/CD), against the local AWS."""
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)  # the operator's keys are a user's: no session
-    for name, value in world.session.environ().items():
-        monkeypatch.setenv(name, value)
+    as_operator(monkeypatch, world)
     return world
 
 
