@@ -400,9 +400,8 @@ class ApprovalFunctions:
 
     def __init__(self, world: LocalWorld, env: str) -> None:
         from lambdas import approval_api
-        from modelgate.approval.signin import SigningKeys
-
         from modelgate.approval.settings import SignInSettings
+        from modelgate.approval.signin import SigningKeys
 
         stack = world.envs[env].stacks["Approval"]
         self.env = env

@@ -108,8 +108,8 @@ def as_operator(monkeypatch, world: LocalApprovalWorkflow) -> None:
 
 
 @pytest.fixture(scope="session")
-def approval_world():
-    yield from deployed_world(WORLD_CONFIG, CONFIG, people=PEOPLE)
+def approval_world(tmp_path_factory):
+    yield from deployed_world(WORLD_CONFIG, CONFIG, people=PEOPLE, log_dir=tmp_path_factory.mktemp("lambda-logs"))
 
 
 @pytest.fixture

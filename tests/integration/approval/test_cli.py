@@ -11,6 +11,9 @@ from modelgate.cli import EXIT_AWS, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, approva
 from sandbox.approval import ApproverBrowser
 from tests.integration.approval.conftest import ACCOUNT, CHAIN, GROUP, PROJECT, REGION, as_operator
 
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-b")
+
 REGISTRY = ["--registry-account", ACCOUNT, "--registry-region", REGION]
 
 

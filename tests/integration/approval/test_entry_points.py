@@ -10,6 +10,9 @@ from sandbox.api_gateway import LambdaContext
 from sandbox.approval import ApproverBrowser
 from tests.integration.approval.conftest import ACCOUNT, REGION
 
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-b")
+
 
 @pytest.fixture
 def deployed_env(world, monkeypatch):

@@ -4,10 +4,15 @@ event -> e-mail (read back from SES, links parsed from the body) -> GET (changes
 
 from __future__ import annotations
 
+import pytest
+
 from modelgate.approval.history import read_history
 from modelgate.registry import APPROVED, PENDING, REGISTERED_BY_KEY
 from sandbox.approval import ApproverBrowser
 from tests.integration.approval.conftest import APPROVERS, CHAIN, GROUP, PROJECT
+
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-a")
 
 
 def inference_completed(env: str, arn: str, run: str) -> dict:

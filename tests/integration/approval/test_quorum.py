@@ -11,6 +11,9 @@ from modelgate.registry import APPROVED, PENDING
 from sandbox.approval import ApproverBrowser
 from tests.integration.approval.conftest import CHAIN, PROJECT, QUORUM, World
 
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-a")
+
 FIRST = CHAIN.first
 RECIPIENTS = QUORUM.environments[FIRST].approvers.emails  # four addresses
 
@@ -24,7 +27,8 @@ class QuorumWorld(World):
 @pytest.fixture
 def quorum_world(world):
     """The tests' world, for its model with a quorum of 2 in the chain's first environment (four addresses)."""
-    assert QUORUM.environments[FIRST].approvers.quorum == 2 and len(RECIPIENTS) == 4
+    assert QUORUM.environments[FIRST].approvers.quorum == 2
+    assert len(RECIPIENTS) == 4
     return QuorumWorld(world.world)
 
 

@@ -9,6 +9,9 @@ import pytest
 from modelgate.approval.sealed import KmsMacSigner, seal, unseal
 from sandbox.approval import ApproverBrowser
 
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-a")
+
 
 @pytest.fixture
 def pending(world):
