@@ -62,6 +62,22 @@ class World(LocalApprovalWorkflow):
 _LIVE: list[DeployedWorld] = []
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """`--dist loadgroup` as pytest-xdist 3.8 means it, on pytest 9: xdist suffixes a grouped test's id with
+    `@<group>` by setting `item._nodeid`, which pytest 9 no longer reads (the id is `item._id`), so its groups
+    were silently split across workers. A world's tests must run together on one worker: any in-process
+    mock_aws test between them resets moto's backends under the world, and it is deployed again."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        mark = item.get_closest_marker("xdist_group")
+        if mark is not None and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{mark.args[0]}")
+
+
 class DeployedWorld:
     """The process's deployed world, deployed again only if an in-process moto reset it under us."""
 
@@ -77,6 +93,7 @@ class DeployedWorld:
             for other in [holder for holder in _LIVE if holder is not self]:
                 other.close()
             _LIVE.append(self)
+
             self.world = LocalWorld(self.assembly, self.config, hold=False, in_process=True, **self.options)
             self.world.__enter__()
         else:

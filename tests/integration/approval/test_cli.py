@@ -135,6 +135,7 @@ def deploy_history_output(world, env: str) -> str:
 def test_history_finds_its_table_from_the_stack_and_lists_decisions_in_order(world, capsys):
     approve_dev(world)
     table = deploy_history_output(world, "dev")
+    capsys.readouterr()  # the functions' own log lines, not the CLI's output
     assert main(["history", "--env", "dev"]) == EXIT_OK
     (line,) = capsys.readouterr().out.splitlines()
     assert "v1  registry->dev  Approved  alice@example.com" in line
@@ -144,8 +145,8 @@ def test_history_finds_its_table_from_the_stack_and_lists_decisions_in_order(wor
     assert json.loads(capsys.readouterr().out)["to_environment"] == "dev"
     assert main(["history", "--env", "dev", "--version", "7"]) == EXIT_NOT_FOUND
     assert "no decisions recorded" in capsys.readouterr().err
-    assert main(["history", "--env", "qa"]) == EXIT_AWS  # not deployed (not in this world's chain)
-    assert f"stack {approval_stack_name(PROJECT, 'qa')}" in capsys.readouterr().err
+    assert main(["history", "--env", "test", "--project", "elsewhere"]) == EXIT_AWS  # no such stack deployed
+    assert f"stack {approval_stack_name('elsewhere', 'test')}" in capsys.readouterr().err
     assert main(["history", "--table", "no-such-table"]) == EXIT_AWS
     assert "history table no-such-table does not exist" in capsys.readouterr().err
     assert main(["history"]) == EXIT_USAGE
