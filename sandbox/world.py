@@ -23,6 +23,7 @@ import hashlib
 import json
 import shutil
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class LocalWorld:
         log_dir: Path | None = None,
         audience: str | None = None,
         hold: bool = True,
+        aws: LocalAws | None = None,  # an already started local AWS (the demo's); else the world starts one
+        on_deployed: Callable[[str, dict[str, DeployedStack], float], None] | None = None,  # (env, stacks, s)
     ) -> None:
         self.assembly = Path(assembly)
         self.config = config
@@ -131,7 +134,8 @@ class LocalWorld:
         self.log_dir = log_dir
         self.audience = audience
         self.hold = hold
-        self.aws: LocalAws | None = None
+        self.aws: LocalAws | None = aws
+        self.on_deployed = on_deployed
         self.envs: dict[str, WorldEnvironment] = {}
         self.issuer: LocalIssuer | None = None
         self.functions: dict[str, DeployedFunctions] = {}  # account -> its functions, each in its own process
@@ -160,16 +164,40 @@ class LocalWorld:
         self._stack.close()
 
     def _start(self) -> None:
-        first = self.config.environments[self.chain.first]
-        # hold=False (a test session's world): IAM enforcement and atomic DynamoDB only inside `use()`, so that
-        # other tests of the process, with moto in-process, never see them.
-        self.aws = self._stack.enter_context(LocalAws(first.region, enforce_iam=self.hold))
-        if self.hold:
-            self._stack.enter_context(atomic_dynamodb())  # the APIs serve on threads: DynamoDB's atomicity
+        self.deploy()
+        self.start()
+
+    def deploy(self) -> None:
+        """Start the local AWS (unless given one) and deploy every environment's stage into it."""
+        if self.aws is None:
+            first = self.config.environments[self.chain.first]
+            # hold=False (a test session's world): IAM enforcement and atomic DynamoDB only inside `use()`, so
+            # that other tests of the process, with moto in-process, never see them.
+            self.aws = self._stack.enter_context(LocalAws(first.region, enforce_iam=self.hold))
         for env in self.environments:
             account = self.aws.account(self.config.environments[env].account)
             stage = self.assembly / f"assembly-{self.project}-{env}"
+            started = time.perf_counter()
             self.envs[env] = WorldEnvironment(env, account, deploy_stage(account, stage, self.edit, only=self.only))
+            if self.on_deployed is not None:
+                self.on_deployed(env, self.envs[env].stacks, time.perf_counter() - started)
+
+    def start(self) -> LocalWorld:
+        """Stand up what the deployed templates point at: the IdP, the rules' deliveries, the approval APIs.
+        Stopped with the world (`with world:`, or `close()`)."""
+        try:
+            self._start_services()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self.__exit__(None, None, None)
+
+    def _start_services(self) -> None:
+        if self.hold:
+            self._stack.enter_context(atomic_dynamodb())  # the APIs serve on threads: DynamoDB's atomicity
         self.issuer = self._stack.enter_context(
             LocalIssuer(client_ids=(SIGN_IN_CLIENT,), **({"audience": self.audience} if self.audience else {}))
         )
