@@ -46,7 +46,7 @@ demo: setup
 	$(PY) -m demo $(ARGS)
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=30 $(ARGS)  # groups: tests/conftest.py; the 30 slowest in the log
+	$(PY) -m pytest -n 2 --durations=30 $(ARGS)  # the 30 slowest in every log: where the 10-minute budget goes
 
 bench: setup
 	$(PY) -m bench $(ARGS)

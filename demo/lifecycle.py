@@ -35,7 +35,6 @@ import numpy as np
 from infra.config import ModelGateConfig, ModelProject
 from infra.triton_images import image_uri
 from modelgate.approval.events import INFERENCE_DETAIL_TYPE, INFERENCE_SOURCE
-from modelgate.approval.settings import API_URL, SignInSettings
 from modelgate.model_repository import ENSEMBLE_INPUT, ENSEMBLE_OUTPUT, ENSEMBLE_P10, ENSEMBLE_P90, WINDOW
 from modelgate.parameters import ApprovedModel, parameter_name
 from modelgate.serving import settings as serving_names
@@ -48,14 +47,13 @@ from sandbox import lambda_zygote
 from sandbox.api_gateway import LocalApiGateway
 from sandbox.approval import ApproverBrowser, SentEmail, sent_emails, write_outbox
 from sandbox.aws import LocalAws
-from sandbox.cloudformation import DeployedStack, deploy_stage
-from sandbox.deployed_functions import DeployedFunctions
-from sandbox.event_bridge import Delivery, LocalEventBridge
-from sandbox.oidc_issuer import LocalIssuer
+from sandbox.cloudformation import DeployedStack
+from sandbox.event_bridge import Delivery
 from sandbox.pipeline_jobs import SageMakerJobs
 from sandbox.rest_api import routes_from_template
 from sandbox.service_events import ServiceEvents
 from sandbox.triton import LocalTriton
+from sandbox.world import LocalWorld
 
 SIGN_IN_CLIENT = "modelgate-approval"
 REGISTERED_BY = "bob@example.com"  # the data scientist who runs the pipeline (approvers must be someone else)
@@ -188,39 +186,43 @@ class Lifecycle:
 
     def _deploy(self) -> None:
         self.say(f"\n== 3. Deploy the {len(self.chain)} stages into a local AWS account ({self.account.account}, moto)")
-        for env in self.chain:
-            started = time.perf_counter()
-            stage = self.settings.assembly / f"assembly-{self.project}-{env}"
-            self.stacks[env] = deploy_stage(self.account, stage)
-            created = sum(len(s.physical_ids) for s in self.stacks[env].values())
-            skipped = sum(len(s.skipped) for s in self.stacks[env].values())
+
+        def deployed(env: str, stacks: dict[str, DeployedStack], seconds: float) -> None:
+            created = sum(len(s.physical_ids) for s in stacks.values())
+            skipped = sum(len(s.skipped) for s in stacks.values())
             self.say(
-                f"   {env:<5} {', '.join(self.stacks[env])}: {created} resources created, {skipped} AWS-only"
-                f" (alarms, WAF, API Gateway...) stood in for or skipped  [{time.perf_counter() - started:.1f} s]"
+                f"   {env:<5} {', '.join(stacks)}: {created} resources created, {skipped} AWS-only"
+                f" (alarms, WAF, API Gateway...) stood in for or skipped  [{seconds:.1f} s]"
             )
 
-    def _start_services(self, stack: contextlib.ExitStack) -> None:
-        jwt = self.first.api.jwt
-        self.issuer = stack.enter_context(LocalIssuer(audience=jwt.audience, client_ids=(SIGN_IN_CLIENT,)))
-        for username, mail, groups in _people(self.config).values():
-            self.issuer.add_user(username, mail, groups)
-        self.functions = DeployedFunctions(self.account, self.settings.workdir / "logs")
-        stack.callback(self.functions.close)
-        self.bridge = LocalEventBridge(self.account, self.functions.invoke)
-        self.service_events = ServiceEvents(self.account, self.bridge.put, parameter_prefix=f"/{self.project}/")
-        sign_in = SignInSettings(
-            self.issuer.issuer, self.issuer.jwks_url, self.issuer.authorize_url, self.issuer.token_url, SIGN_IN_CLIENT
+        # The one local world (sandbox.world), on the local AWS this run started: the tests deploy the same way.
+        self.world = LocalWorld(
+            self.settings.assembly,
+            self.config,
+            people=tuple(_people(self.config).values()),
+            log_dir=self.settings.workdir / "logs",
+            audience=self.first.api.jwt.audience,
+            aws=self.account.aws,
+            on_deployed=deployed,
         )
+        self.world.deploy()
+        self.stacks = {env: self.world.envs[env].stacks for env in self.chain}
+
+    def _start_services(self, stack: contextlib.ExitStack) -> None:
+        # The world's identity provider, functions (each in its own process, as its role), EventBridge rules and
+        # approval APIs (the template's routes); the serving side (Triton, endpoints, inference APIs) is the demo's.
+        self.world.start()
+        stack.callback(self.world.close)
+        self.issuer = self.world.issuer
+        self.functions = self.world.functions[self.account.account]
+        self.bridge = self.world.bridges[self.account.account]
+        self.service_events = ServiceEvents(self.account, self.bridge.put, parameter_prefix=f"/{self.project}/")
         self.triton = stack.enter_context(LocalTriton(self.settings.workdir / "triton"))
-        self.approval_apis: dict[str, LocalApiGateway] = {}
+        self.approval_apis: dict[str, LocalApiGateway] = {env: self.world.envs[env].approval_api for env in self.chain}
         self.inference_apis: dict[str, LocalApiGateway] = {}
         self.endpoints: dict[str, Any] = {}  # per environment: every model's endpoint behind one runtime URL
         for env in self.chain:
-            approval, serving = self.stacks[env]["Approval"], self.stacks[env]["Serving"]
-            gateway = stack.enter_context(LocalApiGateway([]))
-            gateway.routes = routes_from_template(approval, self.functions.handler(approval.name))
-            self.functions.add(approval, **{API_URL: gateway.url, **sign_in.environ()})
-            self.approval_apis[env] = gateway
+            serving = self.stacks[env]["Serving"]
 
             # Every model's endpoint the template declares (records in the local SageMaker), each loading from its
             # model's ModelDataUrl as its execution role; one local Triton serves them all. (Per-group serving:
@@ -233,7 +235,7 @@ class Lifecycle:
                 self.triton, [m.endpoint_name for m in served], self.account.client("sagemaker"), self._role_s3
             )
             self.endpoints[env] = stack.enter_context(runtime)
-            self.functions.add(
+            self.functions.override(
                 serving,
                 **runtime.environ(),
                 **{
@@ -245,10 +247,6 @@ class Lifecycle:
             api = stack.enter_context(LocalApiGateway([]))
             api.routes = routes_from_template(serving, self.functions.handler(serving.name))
             self.inference_apis[env] = api
-            for deployed in self.stacks[env].values():
-                if deployed.name not in self.functions.stacks:
-                    self.functions.add(deployed)
-                self.bridge.subscribe(deployed)
         self.say(
             f"   EventBridge: {len(self.bridge.subscriptions)} rules deliver to their Lambda functions;"
             f" identity provider and token issuer at {self.issuer.issuer}; Triton at {self.triton.url}"

@@ -1,13 +1,9 @@
-"""Local stand-ins for the approval workflow: the resources its stack creates (in moto), registered model
-versions, the SES outbox, and a scriptable approver's browser. Used by the tests and the demo.
+"""Local stand-ins around the approval workflow: registered model versions (as the training pipeline registers
+them), the registry's event, the SES outbox, and a scriptable approver's browser. Used by the tests and the demo.
 
-`provision()` creates what stacks/approval_stack.py + storage_stack.py declare for one environment (HMAC key,
-state and history tables with the same keys and index, verified sender), so the real functions run unchanged;
-one environment's approval serves every model of the platform (`models`: `settings_for(config, env)` builds them
-from a config, any chain).
-(Or deploy the synthesized stage with sandbox.cloudformation.deploy_stage, as test_deployed_stack.py does.)
-`session` arguments are anything with `.client(service)`: a boto3 Session (in-process moto) or a
-sandbox.aws.LocalAccount (the moto server).
+The approval resources themselves are never declared here: they are deployed from the synthesized templates
+(sandbox.world). `session` arguments are anything with `.client(service)`: a sandbox.aws.LocalAccount of the
+local AWS, or a boto3 Session under in-process moto.
 """
 
 from __future__ import annotations
@@ -27,79 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
-from modelgate.approval import history, state
-from modelgate.approval.settings import ApprovalSettings, ModelApproval, model_approvals
 from modelgate.chain import Chain
+from modelgate.evaluation_report import REPORT_FILE
 from modelgate.registry import REGISTERED_BY_KEY, initial_customer_metadata
-
-
-def models_of(config: Any) -> dict[str, tuple[ModelApproval, ...]]:
-    """Every environment's approval settings of every model of a loaded config (infra.config)."""
-    return {environment: model_approvals(config.models, environment) for environment in config.chain}
-
-
-def provision(
-    session: Any,
-    *,
-    project: str,
-    environment: str,
-    chain: Chain,
-    models: tuple[ModelApproval, ...],
-    registry_account: str,
-    registry_region: str,
-    api_url: str,
-    sender_email: str = "modelgate@example.com",
-    next_event_bus: str | None = None,
-) -> ApprovalSettings:
-    """Create one environment's approval resources in the (moto) account of `session`; its settings."""
-    kms = session.client("kms")
-    key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC", Description=f"links {environment}")
-    dynamodb = session.client("dynamodb")
-    state_table, history_table = f"{project}-{environment}-approval-state", f"{project}-{environment}-approval-history"
-    dynamodb.create_table(
-        TableName=state_table,
-        KeySchema=[{"AttributeName": state.PARTITION_KEY, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": state.PARTITION_KEY, "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.create_table(
-        TableName=history_table,
-        KeySchema=[
-            {"AttributeName": history.PARTITION_KEY, "KeyType": "HASH"},
-            {"AttributeName": history.SORT_KEY, "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": history.PARTITION_KEY, "AttributeType": "S"},
-            {"AttributeName": history.SORT_KEY, "AttributeType": "S"},
-            {"AttributeName": history.VERSION_INDEX_KEY, "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": history.VERSION_INDEX,
-                "KeySchema": [
-                    {"AttributeName": history.VERSION_INDEX_KEY, "KeyType": "HASH"},
-                    {"AttributeName": history.SORT_KEY, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    session.client("ses").verify_email_identity(EmailAddress=sender_email)
-    return ApprovalSettings(
-        project=project,
-        environment=environment,
-        chain=chain,
-        models=models,
-        registry_account=registry_account,
-        registry_region=registry_region,
-        signing_key_id=key["KeyMetadata"]["Arn"],
-        state_table=state_table,
-        history_table=history_table,
-        sender_email=sender_email,
-        api_url=api_url,
-        next_event_bus=next_event_bus,
-    )
 
 
 def register_version(
@@ -117,7 +43,10 @@ def register_version(
         sagemaker.create_model_package_group(ModelPackageGroupName=group)
     existing = sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
     number = len(existing) + 1
-    report_key = f"evaluation/{group}/v{number}/evaluation.json"
+    # The pipeline's layout (pipelines/registration.py): the version's prefix is its model data and holds its
+    # evaluation report, where every environment's approval functions may read it.
+    prefix = f"models/{group}/v{number}/"
+    report_key = f"{prefix}{REPORT_FILE}"
     body = evaluation if isinstance(evaluation, str) else json.dumps(evaluation or {})
     s3.put_object(Bucket=bucket, Key=report_key, Body=body.encode())
     metadata = initial_customer_metadata(chain)
@@ -128,7 +57,7 @@ def register_version(
         ModelPackageDescription=f"{group} version {number}",
         ModelApprovalStatus="PendingManualApproval",
         InferenceSpecification={
-            "Containers": [{"Image": "triton:local", "ModelDataUrl": f"s3://{bucket}/models/{group}/v{number}.tar.gz"}],
+            "Containers": [{"Image": "triton:local", "ModelDataUrl": f"s3://{bucket}/{prefix}"}],
             "SupportedContentTypes": ["application/json"],
             "SupportedResponseMIMETypes": ["application/json"],
         },

@@ -1,79 +1,88 @@
-"""The approval workflow of every environment of a promotion chain, for every model, on loopback (demo and tests).
+"""The approval workflow of a deployed local world (sandbox.world.LocalWorld), as the approval tests drive it.
 
-`with LocalApprovalWorkflow.from_config(session, config, ...) as workflow:` (or the constructor, with each
-environment's ModelApproval tuple) starts a local identity provider with the given people, provisions each
-environment's approval resources in the AWS stand-in behind `session` (in-process moto, or a
-sandbox.aws.LocalAccount of the moto server), and serves each environment's approval API (the real handler
-routing, lambdas.approval_api.route) on its own loopback port. The async Lambdas are called through their real
-`handle` functions; promotion requests put on the bus are collected from a queue, as the target environment's
-rule would deliver them. Everything is in one account (the registry and all environments), so the IAM and
-cross-account parts are exercised by the template tests and the deployed-stack test instead.
+`LocalApprovalWorkflow(world)` reads everything from what was deployed: each environment's settings are those its
+template gives its approval functions, the registry is the first environment's model package groups, the
+versions' reports go to its artifacts bucket, the e-mails are what the local SES sent. The approval API is the
+world's local API Gateway with the template's routes; the asynchronous functions (request-approval,
+post-inference) are called through their real `handle` functions with the settings of their template and the
+credentials of their own execution role (the world runs them in this process, so tests can race requests and
+patch a function's clock). Promotion requests put on a later environment's bus are taken from that bus's rule,
+as EventBridge would deliver them to that environment's request-approval function.
 """
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from lambdas import approval_api, post_inference, request_approval
-from modelgate.approval.events import PROMOTION_DETAIL_TYPE, PROMOTION_SOURCE, promotion_bus_name
 from modelgate.approval.history import Decision, read_history
 from modelgate.approval.model_versions import parse_model_package_arn
 from modelgate.approval.services import Services
-from modelgate.approval.settings import ModelApproval, SignInSettings
-from modelgate.approval.signin import SigningKeys
-from modelgate.chain import Chain
-from sandbox.api_gateway import LocalApiGateway, Route
-from sandbox.approval import SentEmail, models_of, provision, register_version, registry_event, sent_emails
-from sandbox.atomic_dynamodb import atomic_dynamodb
-from sandbox.oidc_issuer import LocalIssuer
-
-API_ROUTES = (
-    ("GET", "/links/{action}"),
-    ("HEAD", "/links/{action}"),
-    ("POST", "/links/{action}"),
-    ("GET", "/auth/callback"),
-)
+from modelgate.approval.settings import ApprovalSettings, ModelApproval
+from sandbox.api_gateway import LocalApiGateway
+from sandbox.approval import SentEmail, register_version, registry_event, sent_emails
+from sandbox.world import SIGN_IN_CLIENT, ApprovalFunctions, LocalWorld
 
 
-@dataclass
+@dataclass(frozen=True)
 class LocalEnvironment:
     name: str
-    services: Services
+    functions: ApprovalFunctions
     api: LocalApiGateway
-    runtime: approval_api.Runtime
 
     @property
-    def settings(self):
+    def services(self) -> Services:
+        """The approval API function's services (its role's clients): what the pages and decisions use."""
+        return self.functions.api_services
+
+    @property
+    def request_services(self) -> Services:
+        return self.functions.request_services
+
+    @property
+    def post_inference_services(self) -> Services:
+        return self.functions.post_inference_services
+
+    @property
+    def runtime(self):
+        return self.functions.runtime
+
+    @property
+    def settings(self) -> ApprovalSettings:
         return self.services.settings
 
 
-@dataclass
 class LocalApprovalWorkflow:
-    session: Any  # anything with .client(service): a boto3 Session under mock_aws, or a LocalAccount
-    account: str
-    region: str
-    chain: Chain
-    models: dict[str, tuple[ModelApproval, ...]]  # per environment of the chain: every model's approval settings
-    project: str = "modelgate"
-    people: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (username, e-mail, groups) at the local IdP
-    bucket: str = "modelgate-artifacts-local"
-    client_id: str = "modelgate-approval"
-    issuer: LocalIssuer | None = None
-    envs: dict[str, LocalEnvironment] = field(default_factory=dict)
-    _queue_url: str = ""
-    _stack: list = field(default_factory=list)
+    def __init__(self, world: LocalWorld) -> None:
+        self.world = world
+        self.chain = world.chain
+        self.project = world.project
+        first = world.envs[self.chain.first]
+        self.session: Any = first.account  # the operator of the registry's account: the harness's own calls
+        self.account, self.region = first.account.account, first.account.region
+        self.bucket = first.stacks["Storage"].physical_id("Artifacts")
+        self.client_id = SIGN_IN_CLIENT
 
-    @classmethod
-    def from_config(cls, session: Any, config: Any, **kwargs: Any) -> LocalApprovalWorkflow:
-        """The world of a loaded config (infra.config): its chain, its models, their approvers per environment."""
-        return cls(session, chain=config.chain, models=models_of(config), project=config.project.name, **kwargs)
+    @property
+    def issuer(self):
+        return self.world.issuer
+
+    @property
+    def envs(self) -> dict[str, LocalEnvironment]:
+        """Each deployed environment's approval functions (rebuilt by the world's reset)."""
+        return {
+            name: LocalEnvironment(name, self.world.approval_functions(name), env.approval_api)
+            for name, env in self.world.envs.items()
+        }
+
+    @property
+    def models(self) -> dict[str, tuple[ModelApproval, ...]]:
+        return {name: env.settings.models for name, env in self.envs.items()}
 
     @property
     def groups(self) -> tuple[str, ...]:
-        return tuple(model.group for model in self.models[self.chain.first])
+        return self.envs[self.chain.first].settings.groups
 
     @property
     def group(self) -> str:
@@ -85,85 +94,6 @@ class LocalApprovalWorkflow:
             if name_or_group in (model.model, model.group):
                 return model
         raise KeyError(f"no model {name_or_group!r}; this world has {', '.join(self.groups)}")
-
-    # -- lifecycle -------------------------------------------------------------------------------------------
-    def __enter__(self) -> LocalApprovalWorkflow:
-        try:
-            self._start()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def _start(self) -> None:
-        atomic = atomic_dynamodb()  # the stand-in must be as atomic as DynamoDB: the API serves on threads
-        atomic.__enter__()
-        self._stack.append(atomic)
-        self.issuer = LocalIssuer(client_ids=(self.client_id,)).__enter__()
-        self._stack.append(self.issuer)
-        for username, email, groups in self.people:
-            self.issuer.add_user(username, email, groups)
-        s3 = self.session.client("s3")
-        s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": self.region})
-        sqs, events = self.session.client("sqs"), self.session.client("events")
-        self._queue_url = sqs.create_queue(QueueName="modelgate-promotion-requests")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]
-        # Each later environment's promotion requests arrive on its own ModelGate bus, as in AWS.
-        for env in self.chain.names[1:]:
-            bus = promotion_bus_name(self.project, env)
-            events.create_event_bus(Name=bus)
-            events.put_rule(
-                Name=f"{bus}-requests",
-                EventBusName=bus,
-                EventPattern=json.dumps({"source": [PROMOTION_SOURCE], "detail-type": [PROMOTION_DETAIL_TYPE]}),
-            )
-            events.put_targets(
-                Rule=f"{bus}-requests", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn["QueueArn"]}]
-            )
-        sign_in = SignInSettings(
-            issuer=self.issuer.issuer,
-            jwks_url=self.issuer.jwks_url,
-            authorize_url=self.issuer.authorize_url,
-            token_url=self.issuer.token_url,
-            client_id=self.client_id,
-        )
-        for env in self.chain:
-            holder: dict = {}
-            api = LocalApiGateway(
-                [
-                    Route(method, resource, lambda event, context, h=holder: approval_api.route(h["rt"], event))
-                    for method, resource in API_ROUTES
-                ]
-            ).__enter__()
-            self._stack.append(api)
-            following = self.chain.next(env)
-            settings = provision(
-                self.session,
-                project=self.project,
-                environment=env,
-                chain=self.chain,
-                models=self.models[env],
-                registry_account=self.account,
-                registry_region=self.region,
-                api_url=api.url,
-                next_event_bus=None
-                if following is None
-                else f"arn:aws:events:{self.region}:{self.account}:event-bus/"
-                f"{promotion_bus_name(self.project, following)}",
-            )
-            services = Services.from_session(settings, self.session)
-            holder["rt"] = approval_api.Runtime(services, sign_in, SigningKeys(self.issuer.jwks_url))
-            self.envs[env] = LocalEnvironment(env, services, api, holder["rt"])
-
-    def __exit__(self, *exc: object) -> None:
-        servers = [item for item in self._stack if isinstance(item, LocalApiGateway | LocalIssuer)]
-        # In parallel: each server's shutdown waits for its loop's poll interval.
-        with ThreadPoolExecutor(max(len(servers), 1)) as pool:
-            list(pool.map(lambda server: server.__exit__(None, None, None), servers))
-        for item in reversed(self._stack):
-            if not isinstance(item, LocalApiGateway | LocalIssuer):
-                item.__exit__(None, None, None)
-        self._stack.clear()
 
     # -- the registry ----------------------------------------------------------------------------------------
     def register(
@@ -195,20 +125,14 @@ class LocalApprovalWorkflow:
 
     # -- the asynchronous Lambdas ----------------------------------------------------------------------------
     def request(self, env: str, event: dict) -> dict:
-        return request_approval.handle(event, self.envs[env].services)
+        return self.world.approval_functions(env).request(event)
 
     def post_inference(self, env: str, event: dict) -> dict:
-        return post_inference.handle(event, self.envs[env].services)
+        return self.world.approval_functions(env).post_inference(event)
 
     def promotion_events(self) -> list[dict]:
-        """Promotion requests put on the bus since the last call, as a target environment's rule receives them."""
-        sqs = self.session.client("sqs")
-        found = []
-        while batch := sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=10).get("Messages", []):
-            for message in batch:
-                found.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return found
+        """Promotion requests put on the buses since the last call, as a target environment's rule receives them."""
+        return self.world.take_promotion_events()
 
     def deliver_promotions(self) -> int:
         """Hand every pending promotion request to its target environment's request-approval Lambda."""

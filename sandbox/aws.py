@@ -13,16 +13,22 @@ and returns the account as that role, so a function or a job can do exactly what
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.request
 import warnings
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from moto.server import ThreadedMotoServer
 
 from sandbox import iam as local_iam
 
 OPERATOR = "modelgate-local"
+# Service models read once per process, not once per session: a fresh Session loads each client's JSON models
+# again (~0.2 s a client), which dominated deploying a stage and every role-assumed function's first calls.
+_LOADER = botocore.loaders.create_loader()
 
 
 class RoleNotAssumable(Exception):
@@ -60,6 +66,9 @@ class LocalAccount:
         self._credentials = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key}
         if session_token:
             self._credentials["aws_session_token"] = session_token
+        self._session: boto3.Session | None = None
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()  # boto3 clients are thread-safe; making them from one Session is not
 
     @property
     def url(self) -> str:
@@ -100,10 +109,22 @@ class LocalAccount:
         )
 
     def session(self) -> boto3.Session:
-        return boto3.Session(region_name=self.region, **self._credentials)
+        core = botocore.session.Session()
+        core.register_component("data_loader", _LOADER)
+        return boto3.Session(region_name=self.region, botocore_session=core, **self._credentials)
 
     def client(self, service: str, **kwargs: Any):
-        return self.session().client(service, endpoint_url=kwargs.pop("endpoint_url", self.url), **kwargs)
+        """A client of the stand-in signed as this account (the same one for the same service: clients are
+        thread-safe and cheap to share; options other than endpoint_url make a new one)."""
+        endpoint = kwargs.pop("endpoint_url", self.url)
+        if kwargs:
+            return self.session().client(service, endpoint_url=endpoint, **kwargs)
+        with self._lock:
+            if (service, endpoint) not in self._clients:
+                if self._session is None:
+                    self._session = self.session()
+                self._clients[(service, endpoint)] = self._session.client(service, endpoint_url=endpoint)
+            return self._clients[(service, endpoint)]
 
 
 class LocalAws:

@@ -10,11 +10,12 @@ that only matter in AWS (alarms, bucket policies, autoscaling, WAF...) are skipp
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import secrets
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,7 +271,8 @@ def _resolve_literal(node: Any, aws: LocalAccount) -> Any:
 
 
 # -- assets ----------------------------------------------------------------------------------------------------
-def _zip_directory(directory: Path) -> bytes:
+@functools.cache
+def _zip_directory(directory: Path) -> bytes:  # each stage of an app ships the same code assets
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(directory.rglob("*")):
@@ -284,11 +286,21 @@ def _publish_assets(aws: LocalAccount, assembly: Path, assets_file: Path) -> Non
     manifest = json.loads(assets_file.read_text())
     for asset in manifest.get("files", {}).values():
         source = assembly / asset["source"]["path"]
-        body = _zip_directory(source) if asset["source"].get("packaging") == "zip" else source.read_bytes()
         for destination in asset["destinations"].values():
-            bucket = _substitute(destination["bucketName"], aws)
+            bucket, key = _substitute(destination["bucketName"], aws), _substitute(destination["objectKey"], aws)
             _ensure_bucket(s3, bucket, aws.region)
-            s3.put_object(Bucket=bucket, Key=_substitute(destination["objectKey"], aws), Body=body)
+            if _exists(s3, bucket, key):  # keys are content hashes: another stage published it already
+                continue
+            zipped = asset["source"].get("packaging") == "zip"
+            s3.put_object(Bucket=bucket, Key=key, Body=_zip_directory(source) if zipped else source.read_bytes())
+
+
+def _exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except s3.exceptions.ClientError:
+        return False
+    return True
 
 
 def _substitute(text: str, aws: LocalAccount) -> str:
@@ -416,19 +428,25 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
 
 
 def deploy_stage(
-    aws: LocalAccount, assembly_dir: str | Path, edit: Callable[[str, dict], dict] | None = None
+    aws: LocalAccount,
+    assembly_dir: str | Path,
+    edit: Callable[[str, dict], dict] | None = None,
+    only: Collection[str] | None = None,
 ) -> dict[str, DeployedStack]:
     """Deploy every stack of a synthesized Stage (`cdk.out/assembly-<stage>`), in order. Keyed by stack id.
-    `edit(stack id, template) -> template` changes a template before it is deployed (tests: remove one grant)."""
+    `edit(stack id, template) -> template` changes a template before it is deployed (tests: remove one grant);
+    `only` deploys just those stack ids (e.g. Storage and Approval: what the approval tests need)."""
     assembly_dir = Path(assembly_dir)
     _ensure_bucket(aws.client("s3"), f"cdk-{BOOTSTRAP_QUALIFIER}-assets-{aws.account}-{aws.region}", aws.region)
     deployed = {}
     stage = assembly_dir.name.removeprefix("assembly-")
     for name, template_path, assets in stage_stacks(assembly_dir):
+        stack_id = name.removeprefix(f"{stage}-")  # e.g. Pipeline-energy-forecast (model names have '-' too)
+        if only is not None and stack_id not in only:
+            continue
         if assets is not None:
             _publish_assets(aws, assembly_dir, assets)
         template = json.loads(template_path.read_text())
-        stack_id = name.removeprefix(f"{stage}-")  # e.g. Pipeline-energy-forecast (model names have '-' too)
         if edit is not None:
             template = edit(stack_id, template)
         deployed[stack_id] = deploy_stack(aws, name, template)

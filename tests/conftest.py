@@ -59,18 +59,29 @@ def synth(tmp_path_factory):
     return once_per_run(tmp_path_factory, "cdk.out", synthesize)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks (--dist loadgroup, make test)
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook
 def pytest_collection_modifyitems(config, items):
-    """A module's tests that share a fixture built once per module (a synthesis, a deployed stack, trained models,
-    a packaged repository) run on one xdist worker, so it is built once rather than once on each worker. Marks
-    a test module sets itself (`xdist_group`) win."""
+    """`--dist loadgroup` (pyproject.toml): a module's tests that share a fixture built once per module (a
+    synthesis, a deployed stack or world, trained models, a packaged repository) run on one xdist worker, so it is
+    built once rather than once on each worker, and no other module's in-process moto resets it in between.
+    Marks a test module sets itself (`xdist_group`) win.
+
+    pytest-xdist 3.8 groups a test by suffixing its id with `@<group>` through `item._nodeid`, which pytest 9 no
+    longer reads (the id is `item._id`): left alone, every group would be silently split across workers."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist's workers with --dist loadgroup only
+        return
+    from _pytest.nodeid import coerce_node_id
+
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
-        if info is None or any(item.iter_markers("xdist_group")):
-            continue
-        module = item.nodeid.split("::")[0]
-        for name in info.names_closure:
-            definitions = info.name2fixturedefs.get(name) or ()
-            if any(d.scope == "module" or (d.scope == "session" and d.baseid == module) for d in definitions):
-                item.add_marker(pytest.mark.xdist_group(module))
-                break
+        if info is not None and not any(item.iter_markers("xdist_group")):
+            module = item.nodeid.split("::")[0]
+            for name in info.names_closure:
+                definitions = info.name2fixturedefs.get(name) or ()
+                if any(d.scope == "module" or (d.scope == "session" and d.baseid == module) for d in definitions):
+                    item.add_marker(pytest.mark.xdist_group(module))
+                    break
+        mark = item.get_closest_marker("xdist_group")
+        if mark is not None and "@" not in item.nodeid:
+            group = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
+            item._id = coerce_node_id(f"{item.nodeid}@{group}")

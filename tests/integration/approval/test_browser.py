@@ -19,9 +19,14 @@ import pytest
 from modelgate.evaluation_report import CustomerMetrics, EvaluationReport, IntervalScore
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (system-packages.txt; make setup)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER),
+        reason="needs Debian's chromium and chromium-driver (system-packages.txt; make setup)",
+    ),
+    # The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+    pytest.mark.xdist_group("approval-world-a"),
+]
 DESKTOP, PHONE = (1280, 900), (390, 844)
 # 24 customers, 7 worse than the seasonal-naive baseline (worst ratio 1.33), the mean better: the demo's shape.
 RATIOS = [1.33, 1.25, 1.18, 1.12, 1.08, 1.05, 1.02] + [0.70 + 0.01 * i for i in range(17)]
@@ -193,7 +198,7 @@ def test_the_report_page_lists_every_customer_worst_first_with_the_plot(world, b
     viewport(browser, size)
     arn = world.register(evaluation=EVALUATION)
     world.session.client("s3").put_object(
-        Bucket=world.bucket, Key="evaluation/energy-forecast/v1/forecasts.png", Body=tiny_png()
+        Bucket=world.bucket, Key="models/energy-forecast/v1/forecasts.png", Body=tiny_png()
     )
     world.request("dev", world.registry_event(arn))
     (mail,) = world.emails()

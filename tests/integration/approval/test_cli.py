@@ -9,9 +9,19 @@ import pytest
 
 from modelgate.cli import EXIT_AWS, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, approval_stack_name, main
 from sandbox.approval import ApproverBrowser
-from tests.integration.approval.conftest import ACCOUNT, CHAIN, GROUP, PROJECT, REGION
+from tests.integration.approval.conftest import ACCOUNT, CHAIN, GROUP, PROJECT, REGION, as_operator
+
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-b")
 
 REGISTRY = ["--registry-account", ACCOUNT, "--registry-region", REGION]
+
+
+@pytest.fixture
+def world(world, monkeypatch):
+    """The CLI runs as the account's operator (a person, or CI/CD), against the local AWS."""
+    as_operator(monkeypatch, world)
+    return world
 
 
 def approve_dev(world, username="alice"):
@@ -113,26 +123,19 @@ def test_request_promotion_checks_the_chain_then_asks_the_target_environment(wor
 
 
 def deploy_history_output(world, env: str) -> str:
-    """The approval stack's HistoryTable output, as `cdk deploy` leaves it."""
+    """The deployed approval stack's HistoryTable output (what the CLI looks up), as `cdk deploy` leaves it."""
     table = world.envs[env].settings.history_table
-    template = {
-        "Resources": {
-            "Marker": {
-                "Type": "AWS::SSM::Parameter",
-                "Properties": {"Name": f"/marker/{env}", "Type": "String", "Value": "x"},
-            }
-        },
-        "Outputs": {"HistoryTable": {"Value": table}},
-    }
-    world.session.client("cloudformation").create_stack(
-        StackName=approval_stack_name(PROJECT, env), TemplateBody=json.dumps(template)
-    )
+    (stack,) = world.session.client("cloudformation").describe_stacks(StackName=approval_stack_name(PROJECT, env))[
+        "Stacks"
+    ]
+    assert {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}["HistoryTable"] == table
     return table
 
 
 def test_history_finds_its_table_from_the_stack_and_lists_decisions_in_order(world, capsys):
     approve_dev(world)
     table = deploy_history_output(world, "dev")
+    capsys.readouterr()  # the functions' own log lines, not the CLI's output
     assert main(["history", "--env", "dev"]) == EXIT_OK
     (line,) = capsys.readouterr().out.splitlines()
     assert "v1  registry->dev  Approved  alice@example.com" in line
@@ -142,8 +145,8 @@ def test_history_finds_its_table_from_the_stack_and_lists_decisions_in_order(wor
     assert json.loads(capsys.readouterr().out)["to_environment"] == "dev"
     assert main(["history", "--env", "dev", "--version", "7"]) == EXIT_NOT_FOUND
     assert "no decisions recorded" in capsys.readouterr().err
-    assert main(["history", "--env", "test"]) == EXIT_AWS  # not deployed
-    assert f"stack {approval_stack_name(PROJECT, 'test')}" in capsys.readouterr().err
+    assert main(["history", "--env", "test", "--project", "elsewhere"]) == EXIT_AWS  # no such stack deployed
+    assert f"stack {approval_stack_name('elsewhere', 'test')}" in capsys.readouterr().err
     assert main(["history", "--table", "no-such-table"]) == EXIT_AWS
     assert "history table no-such-table does not exist" in capsys.readouterr().err
     assert main(["history"]) == EXIT_USAGE

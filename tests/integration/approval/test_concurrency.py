@@ -5,10 +5,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from modelgate.approval import state
 from modelgate.approval.history import Decision, history_put, read_history
 from sandbox.approval import ApproverBrowser
 from tests.integration.approval.conftest import GROUP, PROJECT
+
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-b")
 
 
 def test_fifty_concurrent_posts_of_one_approval_make_one_transition(world):

@@ -10,24 +10,31 @@ from sandbox.api_gateway import LambdaContext
 from sandbox.approval import ApproverBrowser
 from tests.integration.approval.conftest import ACCOUNT, REGION
 
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-b")
+
 
 @pytest.fixture
 def deployed_env(world, monkeypatch):
-    """dev's settings as the stack sets them, in the process environment; caches cleared around the test."""
-    dev = world.envs["dev"]
-    for name, value in {**dev.settings.environ(), **dev.runtime.sign_in.environ()}.items():
-        monkeypatch.setenv(name, value)
-    for cached in (approval_api.runtime, request_approval.services, post_inference.services):
-        cached.cache_clear()
-    yield dev
+    """`become(function)`: dev's function `function` as Lambda starts it, in the process environment (its
+    template's variables, the local endpoint, its execution role's credentials); caches cleared around the test."""
+
+    def become(function: str) -> None:
+        for cached in (approval_api.runtime, request_approval.services, post_inference.services):
+            cached.cache_clear()
+        for name, value in world.world.function_environ("dev", "Approval", function).items():
+            monkeypatch.setenv(name, value)
+
+    yield become
     for cached in (approval_api.runtime, request_approval.services, post_inference.services):
         cached.cache_clear()
 
 
 def test_handlers_build_their_clients_from_the_environment(world, deployed_env):
     arn = world.register()
+    deployed_env("RequestApproval")
     result = request_approval.handler(world.registry_event(arn), LambdaContext(function_name="request-approval"))
-    assert result["sent"] == list(deployed_env.settings.model(world.group).approver_emails)
+    assert result["sent"] == list(world.envs["dev"].settings.model(world.group).approver_emails)
     (mail,) = world.emails()
     # The real handler (not the test's route) answers the link: a sign-in redirect for a browser without session.
     token = mail.links()["approve"].split("token=", 1)[1]
@@ -38,6 +45,7 @@ def test_handlers_build_their_clients_from_the_environment(world, deployed_env):
         "queryStringParameters": {"token": token},
         "headers": {},
     }
+    deployed_env("ApprovalApi")
     response = approval_api.handler(event, LambdaContext(function_name="approval-api"))
     assert response["statusCode"] == 302
     assert response["headers"]["Location"].startswith(world.issuer.authorize_url)
@@ -81,6 +89,7 @@ def test_a_completed_transform_job_leads_to_a_promotion_request(world, deployed_
             "TransformJobStatus": "Completed",
         },
     }
+    deployed_env("PostInference")
     result = post_inference.handler(event, LambdaContext(function_name="post-inference"))
     assert result["requested"] is True, result
     (request,) = world.promotion_events()
@@ -157,7 +166,7 @@ def test_events_of_another_model_group_are_ignored_not_failed(world):
     foreign = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/another-group/1"
     event = world.registry_event(foreign)
     event["detail"]["ModelPackageGroupName"] = "another-group"
-    result = request_approval.handle(event, world.envs["dev"].services)
+    result = request_approval.handle(event, world.envs["dev"].request_services)
     assert result["ignored"]
     assert "another-group" in result["note"]
     assert world.emails() == []
@@ -166,6 +175,6 @@ def test_events_of_another_model_group_are_ignored_not_failed(world):
         "detail-type": "ModelGate Inference Completed",
         "detail": {"run_id": "r1", "model_package_arn": foreign, "environment": "dev"},
     }
-    outcome = post_inference.handle(run, world.envs["dev"].services)
+    outcome = post_inference.handle(run, world.envs["dev"].post_inference_services)
     assert outcome["ignored"]
     assert outcome["requested"] is False

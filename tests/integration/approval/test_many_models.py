@@ -9,20 +9,22 @@ and Parameter Store records never mix with churn's.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from demo.local_config import single_account_variant
 from infra.config import load_config
 from modelgate.approval import links
 from modelgate.approval.history import history_put
 from modelgate.registry import APPROVED, PENDING
 from sandbox.approval import ApproverBrowser
-from tests.integration.approval.conftest import ACCOUNT, EVALUATION, REGION
+from sandbox.approval_workflow import LocalApprovalWorkflow
+from tests.integration.approval.conftest import EVALUATION, as_operator, deployed_world
 from tests.integration.approval.test_flow import inference_completed
 
-CONFIG = load_config("config/examples/many-models.yaml")
+EXAMPLE = Path("config/examples/many-models.yaml")
+CONFIG = load_config(EXAMPLE)
 CHAIN = CONFIG.chain
 ENERGY, CHURN = (CONFIG.model("energy-forecast"), CONFIG.model("churn"))
 # The example's approvers: one group everywhere; the last environment mails two addresses.
@@ -32,17 +34,22 @@ PEOPLE = (
     ("dave", "dave@example.com", (APPROVERS_GROUP,)),
     ("bob", "bob@example.com", (APPROVERS_GROUP,)),  # registers both models, and is an approver too
 )
+# One group of tests on one pytest-xdist worker: deployed once there (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("many-models")
+
+
+@pytest.fixture(scope="session")
+def many_models_world(tmp_path_factory):
+    """The example deployed, every environment in its first one's account (as the demo does it)."""
+    local = tmp_path_factory.mktemp("many-models") / "many-models.yaml"
+    yield from deployed_world(local, single_account_variant(EXAMPLE, local), people=PEOPLE)
 
 
 @pytest.fixture
-def platform():
-    with mock_aws():
-        session = boto3.Session(region_name=REGION)
-        with_config = {"account": ACCOUNT, "region": REGION, "people": PEOPLE}
-        from sandbox.approval_workflow import LocalApprovalWorkflow
-
-        with LocalApprovalWorkflow.from_config(session, CONFIG, **with_config) as world:
-            yield world
+def platform(many_models_world):
+    deployed = many_models_world.get()
+    with deployed.use():
+        yield LocalApprovalWorkflow(deployed)
 
 
 def mails(world, name: str, env: str):
@@ -87,8 +94,11 @@ def test_two_models_travel_the_chain_and_churns_last_step_needs_two_distinct_app
             assert record["model_package_group"] == group
             assert record["model_package_arn"] == arns[model.name]
             assert world.describe(arns[model.name])["CustomerMetadataProperties"][env] == APPROVED
+            if CHAIN.next(env) is None:
+                assert world.envs[env].post_inference_services is None, "the last environment has nobody to ask"
+                continue
             outcome = world.post_inference(env, inference_completed(env, arns[model.name], run=f"{group}-{env}"))
-            assert outcome["requested"] is (CHAIN.next(env) is not None), outcome
+            assert outcome["requested"] is True, outcome
         assert world.deliver_promotions() == (2 if CHAIN.next(env) else 0)
 
     # Histories never mix: each group's entries are its own, in every environment.
@@ -155,7 +165,7 @@ def test_a_link_for_a_group_this_environment_does_not_serve_is_refused_with_what
         env.services.signer,
         request_id="r",
         model_package_group="not-configured",
-        model_package_arn=f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/not-configured/1",
+        model_package_arn=f"arn:aws:sagemaker:{world.region}:{world.account}:model-package/not-configured/1",
         environment=CHAIN.first,
         action=links.APPROVE,
         recipient="ml-approvers@example.com",
@@ -170,11 +180,12 @@ def test_a_link_for_a_group_this_environment_does_not_serve_is_refused_with_what
     assert "What now:" in text
 
 
-def test_the_cli_names_the_model_and_shows_quorum_progress(platform, capsys):
+def test_the_cli_names_the_model_and_shows_quorum_progress(platform, capsys, monkeypatch):
     """`--model` by name or group on a config with two models; without it, a usage error listing them."""
     from modelgate.cli import EXIT_OK, EXIT_USAGE, main
 
     world = platform
+    as_operator(monkeypatch, world)
     env = CHAIN.first
     many = ["--config", "config/examples/many-models.yaml"]
     arn = world.register("bob@example.com", EVALUATION, CHURN.model_package_group)

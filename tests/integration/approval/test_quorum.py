@@ -5,39 +5,31 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from modelgate.registry import APPROVED, PENDING
 from sandbox.approval import ApproverBrowser
-from tests.integration.approval.conftest import ACCOUNT, CHAIN, PEOPLE, PROJECT, REGION, World, one_model
+from tests.integration.approval.conftest import CHAIN, PROJECT, QUORUM, World
+
+# The tests of one deployed world run together on one pytest-xdist worker (pyproject: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("approval-world-a")
 
 FIRST = CHAIN.first
-RECIPIENTS = tuple(f"approver-{n}@example.com" for n in range(4))
-MORE_PEOPLE = (
-    ("erin", "erin@example.com", ("modelgate-approvers",)),
-    ("frank", "frank@example.com", ("modelgate-approvers",)),
-)
+RECIPIENTS = QUORUM.environments[FIRST].approvers.emails  # four addresses
+
+
+class QuorumWorld(World):
+    @property
+    def group(self) -> str:
+        return QUORUM.model_package_group
 
 
 @pytest.fixture
-def quorum_world():
-    """The tests' world, with a quorum of 2 in the chain's first environment and four addresses e-mailed."""
-    with mock_aws():
-        session = boto3.Session(region_name=REGION)
-        models = {env: (one_model(env),) for env in CHAIN}
-        models[FIRST] = (one_model(FIRST, approver_emails=RECIPIENTS, quorum=2),)
-        with World(
-            session,
-            account=ACCOUNT,
-            region=REGION,
-            chain=CHAIN,
-            models=models,
-            project=PROJECT,
-            people=PEOPLE + MORE_PEOPLE,
-        ) as world:
-            yield world
+def quorum_world(world):
+    """The tests' world, for its model with a quorum of 2 in the chain's first environment (four addresses)."""
+    assert QUORUM.environments[FIRST].approvers.quorum == 2
+    assert len(RECIPIENTS) == 4
+    return QuorumWorld(world.world)
 
 
 def links_by_recipient(world) -> dict[str, dict[str, str]]:
