@@ -4,7 +4,6 @@ every pytest-xdist worker (`once_per_run`)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pickle
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 # Before anything imports boto3 or aws_cdk.
 os.environ.update(
@@ -42,8 +42,7 @@ def once_per_run(tmp_path_factory, name: str, build: Callable[[Path], Any]) -> A
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the run's temp folder, shared by its workers
     folder, done = root / f"once-{name}", root / f"once-{name}.pickle"
-    with (root / f"once-{name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(root / f"once-{name}.lock"):
         if done.exists():
             return pickle.loads(done.read_bytes())  # noqa: S301 - written by this run's own worker
         folder.mkdir(exist_ok=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import tarfile
 from dataclasses import dataclass
 
@@ -15,7 +14,6 @@ import boto3
 import numpy as np
 import pytest
 import torch
-from filelock import FileLock
 from google.protobuf import text_format
 from moto import mock_aws
 from tritonclient.grpc import model_config_pb2
@@ -38,6 +36,7 @@ from pipelines.local_runner import ROOT, LocalRunResult, LocalRunSettings, Local
 from pipelines.steps import artifact, forecaster, quantiles, series
 from pipelines.steps.paths import PREP_CURATED
 from sandbox.triton_inprocess import Repository
+from tests.conftest import once_per_run
 
 GROUP = "energy-forecast"
 BUCKET = "modelgate-artifacts-test"
@@ -75,16 +74,9 @@ def sources_digest() -> str:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory) -> Registered:
-    """One pipeline run for the whole test session, even with several xdist workers: the first worker to get
-    here runs it under a file lock in the directory all workers share, the others read its result. The saved
-    run is keyed by a digest of the sources that produce it (that directory is shared by every checkout)."""
-    shared = tmp_path_factory.getbasetemp().parent
-    key = sources_digest()
-    with FileLock(shared / f"local-pipeline-{key}.lock"):
-        saved = shared / f"local-pipeline-{key}.pickle"
-        if not saved.exists():
-            saved.write_bytes(pickle.dumps(_register_a_version(shared / f"local-pipeline-{key}")))
-        return pickle.loads(saved.read_bytes())  # noqa: S301 - written by this code (the key), under the lock
+    """One pipeline run for the whole test run, even with several xdist workers (tests/conftest.py
+    `once_per_run`), keyed by a digest of the sources that produce it."""
+    return once_per_run(tmp_path_factory, f"local-pipeline-{sources_digest()}", _register_a_version)
 
 
 def _register_a_version(work_dir) -> Registered:
