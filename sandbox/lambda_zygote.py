@@ -85,8 +85,7 @@ class Zygote:
             stdout=subprocess.DEVNULL,
         )
         child.close()
-        self._socket = parent
-        self._lock = threading.Lock()
+        self._socket = parent  # one request and its reply at a time: callers hold spawn()'s lock
         ready = parent.recv(64)
         if ready != b"ready":
             raise RuntimeError("the Lambda zygote did not start")
@@ -96,9 +95,8 @@ class Zygote:
         stdout_read, stdout_write = os.pipe()
         try:
             message = json.dumps({"handler": handler, "environ": environ}).encode()
-            with self._lock:
-                socket.send_fds(self._socket, [message], [stdin_read, stdout_write, stderr_fd])
-                pid = int(self._socket.recv(64))
+            socket.send_fds(self._socket, [message], [stdin_read, stdout_write, stderr_fd])
+            pid = int(self._socket.recv(64))
         finally:
             os.close(stdin_read)
             os.close(stdout_write)
