@@ -595,29 +595,26 @@ def train(
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
     size = equations.gram["early"].shape[-1]
     grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
-    errors = [
-        validation.score(
-            linear_parameters(torch.zeros(count, HORIZON, size, dtype=torch.float64), hp.hidden).to(device)
-        )
-    ]
+    candidates = [torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)]  # [C, H, F] each
     for life, strength in grid:
         lives = torch.full((count,), life, device=device)
-        beta = equations.solve(torch.full((count,), strength, dtype=torch.float64, device=device), lives, False, 0)
-        errors.append(validation.score(linear_parameters(beta, hp.hidden).to(device)))
+        strengths = torch.full((count,), strength, dtype=torch.float64, device=device)
+        candidates.append(equations.solve(strengths, lives, False, 0))
+    errors = [validation.score(linear_parameters(beta, hp.hidden).to(device)) for beta in candidates]
     # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; the mean
     # is less at the mercy of one week's noise than the single best), each fitted again with the validation
     # week's windows too (the most recent data; the held-out tail is never seen).
     ranked = torch.stack(errors, 1).argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
-    before_validation = torch.zeros_like(beta)  # the same mean without the refit: P10/P90 are scored with it
     for column in ranked.T:
         life = torch.tensor([grid[max(c - 1, 0)][0] for c in column.tolist()], device=device)
         strength = torch.tensor([grid[max(c - 1, 0)][1] for c in column.tolist()], dtype=torch.float64, device=device)
-        prior = column.to(device) == 0
-        for target, late, later_by in ((beta, True, hp.validation_hours), (before_validation, False, 0)):
-            fitted = equations.solve(strength, life, late, later_by)
-            fitted[prior] = 0.0
-            target += fitted / ranked.shape[1]
+        refit = equations.solve(strength, life, True, hp.validation_hours)
+        refit[column.to(device) == 0] = 0.0
+        beta += refit / ranked.shape[1]
+    # The same mean of the candidates as fitted before the refit: P10/P90 are estimated with it (out of sample).
+    chosen_fits = torch.stack(candidates)[ranked.T.to(device), torch.arange(count, device=device)]  # [TOP, C, H, F]
+    before_validation = chosen_fits.sum(0) / ranked.shape[1]
     chosen = ranked[:, 0]
     params = linear_parameters(beta, hp.hidden)
     if device.type == "cuda":
