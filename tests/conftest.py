@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,20 @@ def pytest_collection_modifyitems(config, items):
         if mark is not None and "@" not in item.nodeid:
             group = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
             item._id = coerce_node_id(f"{item.nodeid}@{group}")
+    items[:] = scheduled(items)
+
+
+def scheduled(items: list) -> list:
+    """Longest first (`--no-loadscope-reorder` in pyproject.toml makes xdist hand out work in this order): tests
+    marked `minutes`, then groups by size (what xdist's own reordering does), then single tests, which fill
+    the end of the run on whichever worker is free. Left to xdist, the demo (a quarter of the run) was handed
+    out after every group, in the middle of the run, and could end it alone."""
+    scopes = [item.nodeid.rsplit("@", 1)[1] if "@" in item.nodeid else item.nodeid for item in items]
+    sizes, first = Counter(scopes), {}
+    for index, scope in enumerate(scopes):
+        first.setdefault(scope, index)
+    order = sorted(
+        range(len(items)),
+        key=lambda i: (items[i].get_closest_marker("minutes") is None, -sizes[scopes[i]], first[scopes[i]], i),
+    )
+    return [items[i] for i in order]

@@ -11,6 +11,14 @@ from tests.conftest import once_per_run
 MANY_MODELS = "config/examples/many-models.yaml"
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: only when the toolchain test will run
+def pytest_collection_modifyitems(config, items):
+    if any(item.nodeid.startswith("tests/infra/test_synth_toolchain.py::test_the_synth_step") for item in items):
+        from tests.infra.test_synth_toolchain import prefetch_runtime_venv
+
+        prefetch_runtime_venv()
+
+
 @pytest.fixture(scope="session")
 def many_config():
     from infra.config import load_config

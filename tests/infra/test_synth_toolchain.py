@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"  # requirements-dev.txt
@@ -44,22 +45,48 @@ def synth_commands(synth, config) -> list[str]:
     return json.loads(project["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]
 
 
-def runtime_venv() -> Path:
-    """A venv with requirements.txt only, made like the Makefile's `runtime` target and cached by its content."""
+def _runtime_key() -> tuple[Path, Path]:
     requirements = ROOT / "requirements.txt"
     key = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:16]
     venv = ROOT / ".build" / "runtime-venv" / key
-    marker = venv / ".runtime"
-    if not marker.exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(UV), "venv", "--quiet", "--seed", "--python", sys.executable, str(venv)], check=True)
-        subprocess.run(
-            [str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r", str(requirements)],
-            check=True,
-        )
-        marker.touch()
+    return venv, venv / ".runtime"
+
+
+def runtime_venv() -> Path:
+    """A venv with requirements.txt only, made like the Makefile's `runtime` target and cached by its content.
+    Under a file lock: a build started by `prefetch_runtime_venv` is waited for, not raced."""
+    venv, marker = _runtime_key()
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{venv}.lock"):
+        if not marker.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([str(UV), "venv", "--quiet", "--seed", "--python", sys.executable, str(venv)], check=True)
+            subprocess.run(
+                [str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r",
+                 str(ROOT / "requirements.txt")],
+                check=True,
+            )  # fmt: skip
+            marker.touch()
     return venv
+
+
+def prefetch_runtime_venv() -> None:
+    """Start building the runtime venv in the background when it is not cached (a fresh clone: ~70 s, half of
+    it waiting on PyPI), so that it overlaps other tests instead of adding to this one. Its output goes to
+    `<venv>.log`; the test's `runtime_venv()` waits on the lock, and builds again (failing loudly) if it failed."""
+    venv, marker = _runtime_key()
+    if marker.exists():
+        return
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{venv}.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-c", "from tests.infra.test_synth_toolchain import runtime_venv; runtime_venv()"],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # not in the test's process group: a Ctrl-C of the run leaves the cache whole
+        )
 
 
 def checkout_copy(target: Path) -> Path:
@@ -82,6 +109,7 @@ def checkout_copy(target: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.minutes
 def test_the_synth_step_needs_only_the_runtime_requirements_and_no_apt(synth, config, tmp_path):
     commands = synth_commands(synth, config)
     assert commands == ["make synth"], "the Synth step runs the Makefile's entry point"

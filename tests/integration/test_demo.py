@@ -38,6 +38,7 @@ def _children() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.minutes
 def test_make_demo_auto_approve_end_to_end(tmp_path):
     """One run of the demo (minutes: two syntheses, the pipeline, four approvals) checked from every side."""
     before = set(_children())
