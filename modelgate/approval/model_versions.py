@@ -276,29 +276,3 @@ def read_forecast_plot(s3: Any, evaluation_uri: str | None) -> bytes | None:
     except s3.exceptions.ClientError:
         return None
     return body if len(body) <= MAX_PLOT_BYTES and body.startswith(b"\x89PNG") else None
-
-
-def read_evaluation_metrics(s3: Any, uri: str | None) -> tuple[list[tuple[str, float]], str | None]:
-    """(metrics, note): the report's numeric metrics, or none and a note saying why (never raises)."""
-    evaluation = read_evaluation(s3, uri)
-    if evaluation.report is not None:
-        return _pipeline_report(evaluation.report, uri)
-    return list(evaluation.metrics), evaluation.note
-
-
-def _pipeline_report(report: EvaluationReport, uri: str) -> tuple[list[tuple[str, float]], str | None]:
-    """The training pipeline's report (modelgate.evaluation_report): its aggregate over customers."""
-    aggregate = report.aggregate
-    metrics = [
-        ("customers", float(aggregate.customers)),
-        ("mape", aggregate.mape),
-        ("rmse", aggregate.rmse),
-        ("baseline_mape", aggregate.baseline_mape),
-        ("baseline_rmse", aggregate.baseline_rmse),
-        (f"mape_ratio (model / {aggregate.baseline})", aggregate.mape_ratio),
-        *((f"{name} mape", summary.mape) for name, summary in aggregate.baselines.items()),
-    ]
-    note = f"means over {aggregate.customers} customers; {report.horizon} h horizon; per customer: {uri}"
-    if report.skipped:
-        note += f"; {len(report.skipped)} customers without a model"
-    return metrics, note

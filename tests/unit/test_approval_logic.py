@@ -316,8 +316,8 @@ class FakeS3:
         return {"Body": io.BytesIO(self.objects[f"{Bucket}/{Key}"])}
 
 
-def test_evaluation_metrics_from_the_pipeline_report_other_formats_or_a_note_why_not():
-    from modelgate.approval.model_versions import read_evaluation_metrics
+def test_evaluation_is_the_pipeline_report_or_another_formats_numbers_or_a_note_why_not():
+    from modelgate.approval.model_versions import read_evaluation
     from modelgate.evaluation_report import CustomerMetrics, EvaluationReport
 
     report = EvaluationReport.from_customers(
@@ -332,14 +332,19 @@ def test_evaluation_metrics_from_the_pipeline_report_other_formats_or_a_note_why
             "b/text.json": b"not json",
         }
     )
-    metrics, note = read_evaluation_metrics(s3, "s3://b/ours.json")
-    assert ("mape", 0.05) in metrics
-    assert "1 customers without a model" in note
-    assert read_evaluation_metrics(s3, "s3://b/other.json") == ([("accuracy", 0.9)], None)
-    assert "is not valid" in read_evaluation_metrics(s3, "s3://b/broken.json")[1]
-    assert "not JSON" in read_evaluation_metrics(s3, "s3://b/text.json")[1]
-    assert "NoSuchKey" in read_evaluation_metrics(s3, "s3://b/missing.json")[1]
-    assert "no evaluation report" in read_evaluation_metrics(s3, None)[1]
+    ours = read_evaluation(s3, "s3://b/ours.json")
+    assert ours.report == report
+    assert (ours.metrics, ours.note) == ((), None)
+    assert read_evaluation(s3, "s3://b/other.json").metrics == (("accuracy", 0.9),)
+    for uri, note in (
+        ("s3://b/broken.json", "is not valid"),
+        ("s3://b/text.json", "not JSON"),
+        ("s3://b/missing.json", "NoSuchKey"),
+        (None, "no evaluation report"),
+    ):
+        evaluation = read_evaluation(s3, uri)
+        assert (evaluation.report, evaluation.metrics) == (None, ()), uri
+        assert note in evaluation.note, uri
 
 
 def test_config_names_a_bad_identity_provider_or_link_lifetime():
