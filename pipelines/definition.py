@@ -14,8 +14,8 @@
 Building is OFFLINE: the code the steps run is already in S3 as a CDK asset (its URI, the buckets, roles and key
 are placeholders, pipelines/definition_inputs.py), the PipelineSession is given a region, a default bucket and
 telemetry opt-out, and nothing here calls AWS. `python -m pipelines.definition` reads DefinitionSettings (JSON)
-on stdin and prints the definition; infra/constructs/training_pipeline.py runs it in a subprocess and caches the result,
-because importing the SDK alone takes ~3 s.
+on stdin and prints the definition (`--serve`: one per line, for many); infra/build/pipeline_assets.py runs it in a
+subprocess and caches the result, because importing the SDK alone takes ~3 s.
 """
 
 from __future__ import annotations
@@ -442,11 +442,9 @@ def build_definition(settings: DefinitionSettings) -> dict:
     return json.loads(build_pipeline(settings).definition())
 
 
-def main() -> int:
-    """stdin: DefinitionSettings JSON; stdout: the pipeline definition JSON."""
+def _prepare(region: str) -> None:
     # The SDK creates boto3 clients at import time: they need a region, never credentials or the network.
-    settings = DefinitionSettings.from_json(sys.stdin.read())
-    os.environ.setdefault("AWS_DEFAULT_REGION", settings.region)
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)
     # ModelTrainer validates its role with iam:SimulatePrincipalPolicy unless told not to: the role does not
     # exist yet (CloudFormation creates it), and synth must not call AWS.
     os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
@@ -455,14 +453,44 @@ def main() -> int:
 
     logging.disable(logging.WARNING)  # the SDK logs at INFO/WARNING on stdout-adjacent streams; keep stdout pure
     warnings.simplefilter("ignore")
+
+
+def _text(settings: DefinitionSettings) -> str:
+    return json.dumps(build_definition(settings), indent=1, sort_keys=True)
+
+
+def main() -> int:
+    """stdin: DefinitionSettings JSON; stdout: the pipeline definition JSON."""
+    settings = DefinitionSettings.from_json(sys.stdin.read())
+    _prepare(settings.region)
     try:
-        definition = build_definition(settings)
+        definition = _text(settings)
     except DefinitionError as error:
         print(f"pipeline definition: {error}", file=sys.stderr)
         return 2
-    sys.stdout.write(json.dumps(definition, indent=1, sort_keys=True))
+    sys.stdout.write(definition)
+    return 0
+
+
+def serve() -> int:
+    """`--serve`: one DefinitionSettings JSON a line on stdin -> one JSON line a request on stdout,
+    {"definition": text} or {"error": message}, until stdin closes. The SDK is imported once, so each definition
+    after the first costs ~2 s of CPU instead of ~8 (infra/build/pipeline_assets.py `shared_builders`). Builds
+    in one process give byte-identical definitions to fresh processes (tests/unit/test_pipeline_assets.py).
+    Anything else written to stdout (by the SDK) goes to stderr, so the replies stay parseable."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    for line in sys.stdin:
+        settings = DefinitionSettings.from_json(line)
+        _prepare(settings.region)
+        try:
+            reply = {"definition": _text(settings)}
+        except DefinitionError as error:
+            reply = {"error": f"pipeline definition: {error}"}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve() if sys.argv[1:] == ["--serve"] else main())

@@ -15,6 +15,7 @@ from aws_cdk import App
 from aws_cdk import Environment as CdkEnvironment
 
 from infra.build.nag import apply_nag
+from infra.build.pipeline_assets import shared_builders
 from infra.config import DEFAULT_CONFIG_PATH, ModelGateConfig, load_config
 from infra.constructs.promotion_gate import promotion_gates
 from stacks.cicd_stack import CicdStack
@@ -38,7 +39,8 @@ def build_app(context: dict | None = None, outdir: str | None = None) -> App:
     app = App(context={**feature_flags(), **(context or {})}, outdir=outdir)
     config = load_config(app.node.try_get_context("config") or DEFAULT_CONFIG_PATH)
     selector = app.node.try_get_context("env")
-    add_environments(app, config, selector)
+    with shared_builders():  # every pipeline definition of the app from one SDK process per region
+        add_environments(app, config, selector)
     return app
 
 

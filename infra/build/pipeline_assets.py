@@ -15,12 +15,17 @@ infra/build/lambda_bundle.py does, so a warm synth only reads files.
 from __future__ import annotations
 
 import ast
+import contextlib
 import gzip
 import io
+import json
+import select
+import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -133,37 +138,121 @@ def definition_hash(settings: DefinitionSettings) -> str:
 CLOSED_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, so any request fails at once
 
 
+def _sealed_environment(region: str, home: str, proxy: str) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": home,  # no ~/.aws or ~/.config/sagemaker of the person running synth
+        "PYTHONPATH": str(ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(Path(home) / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(Path(home) / "none"),
+        "HTTP_PROXY": proxy,
+        "HTTPS_PROXY": proxy,
+        "NO_PROXY": "",
+    }
+
+
+def _failed(settings: DefinitionSettings, cause: str) -> DefinitionBuildError:
+    return DefinitionBuildError(f"building the SageMaker pipeline definition failed ({settings.to_json()}):\n{cause}")
+
+
+class _Builder:
+    """One `python -m pipelines.definition --serve` child, sealed as `generate_definition`'s one-shot child is."""
+
+    def __init__(self, region: str, proxy: str) -> None:
+        self.home = tempfile.mkdtemp(prefix="modelgate-definition-")
+        # A file, not a pipe, so the SDK's chatter never blocks the child; it lives as long as the child does.
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self.stderr = ""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.definition", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            cwd=ROOT,
+            env=_sealed_environment(region, self.home, proxy),
+            text=True,
+        )
+
+    def build(self, settings: DefinitionSettings) -> str:
+        try:
+            self.process.stdin.write(settings.to_json() + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: the read below says why
+        ready, _, _ = select.select([self.process.stdout], [], [], BUILD_TIMEOUT)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            raise _failed(settings, self.stderr or f"the definition builder gave no answer within {BUILD_TIMEOUT} s")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise _failed(settings, reply["error"])
+        return reply["definition"]
+
+    def close(self) -> None:
+        """Ends the child (what it wrote to stderr stays in `stderr`)."""
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if not self.errors.closed:
+            self.errors.seek(0)
+            self.stderr = self.errors.read().decode(errors="replace").strip()[-4000:]
+            self.errors.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+BUILD_TIMEOUT = 300  # seconds for one definition
+_builders: dict[tuple[str, str], _Builder] | None = None  # inside `shared_builders`: one per (region, proxy)
+_builders_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def shared_builders():
+    """Inside: definitions are built by one long-lived child per region instead of one child each (a cold synth
+    of many models x environments pays the SDK's import once: ~2 s of CPU per definition instead of ~8). The
+    children end when the block does, so no process outlives the synth (stacks/app_builder.py `build_app`)."""
+    global _builders
+    with _builders_lock:
+        outer, _builders = _builders, _builders if _builders is not None else {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            with _builders_lock:
+                builders, _builders = _builders, None
+            for builder in builders.values():
+                builder.close()
+
+
 def generate_definition(settings: DefinitionSettings, *, proxy: str = CLOSED_PROXY) -> str:
     """Run pipelines/definition.py in a sealed child process; returns the definition JSON text.
 
     `proxy` receives every HTTP(S) request the child makes (tests point it at a listener that counts them)."""
+    with _builders_lock:
+        if _builders is not None:
+            key = (settings.region, proxy)
+            if key not in _builders or _builders[key].process.poll() is not None:
+                _builders[key] = _Builder(*key)
+            return _builders[key].build(settings)
     with tempfile.TemporaryDirectory(prefix="modelgate-definition-") as home:
-        environment = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": home,  # no ~/.aws or ~/.config/sagemaker of the person running synth
-            "PYTHONPATH": str(ROOT),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "AWS_DEFAULT_REGION": settings.region,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": str(Path(home) / "none"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(Path(home) / "none"),
-            "HTTP_PROXY": proxy,
-            "HTTPS_PROXY": proxy,
-            "NO_PROXY": "",
-        }
         result = subprocess.run(
             [sys.executable, "-m", "pipelines.definition"],
             input=settings.to_json(),
             capture_output=True,
             text=True,
             cwd=ROOT,
-            env=environment,
-            timeout=300,
+            env=_sealed_environment(settings.region, home, proxy),
+            timeout=BUILD_TIMEOUT,
         )
     if result.returncode != 0:
-        raise DefinitionBuildError(
-            f"building the SageMaker pipeline definition failed ({settings.to_json()}):\n{result.stderr.strip()}"
-        )
+        raise _failed(settings, result.stderr.strip())
     return result.stdout
 
 
@@ -174,4 +263,4 @@ def pipeline_definition(settings: DefinitionSettings) -> str:
     return (_cached("pipeline-definition", definition_hash(settings), build) / "definition.json").read_text()
 
 
-__all__ = ["CACHE", "code_bundle", "glue_libraries", "pipeline_definition"]
+__all__ = ["CACHE", "code_bundle", "glue_libraries", "pipeline_definition", "shared_builders"]

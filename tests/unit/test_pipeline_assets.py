@@ -152,6 +152,32 @@ def test_definition_is_built_without_a_single_network_request(counting_proxy):
     assert pipeline_assets.generate_definition(SETTINGS) == text, "deterministic: same settings, same definition"
 
 
+def test_one_builder_process_serves_a_synths_definitions_as_fresh_processes_build_them(counting_proxy):
+    """`shared_builders` (build_app's): the SDK imported once for every definition of an app. Each definition must
+    be byte for byte what a fresh child builds, a refused one must not stop the next, a builder that died is
+    replaced, and none outlives the block."""
+    proxy, connections = counting_proxy
+    glue = definition_inputs.DefinitionSettings(**{**SETTINGS.__dict__, "prep_engine": "glue"})
+    spark = definition_inputs.DefinitionSettings(**{**SETTINGS.__dict__, "prep_engine": "spark"})
+    fresh = pipeline_assets.generate_definition(SETTINGS, proxy=proxy)
+    with pipeline_assets.shared_builders():
+        served = [pipeline_assets.generate_definition(s, proxy=proxy) for s in (SETTINGS, glue)]
+        with pytest.raises(pipeline_assets.DefinitionBuildError, match="unknown prep engine 'spark'"):
+            pipeline_assets.generate_definition(spark, proxy=proxy)
+        (builder,) = pipeline_assets._builders.values()
+        served.append(pipeline_assets.generate_definition(SETTINGS, proxy=proxy))
+        builder.process.kill()
+        builder.process.wait()
+        served.append(pipeline_assets.generate_definition(SETTINGS, proxy=proxy))
+        (replacement,) = pipeline_assets._builders.values()
+    assert served[0] == served[2] == served[3] == fresh
+    assert json.loads(served[1])["Steps"] != json.loads(fresh)["Steps"], "the glue settings built their own"
+    assert replacement is not builder
+    assert replacement.process.poll() is not None, "the builder ends with the block"
+    assert pipeline_assets._builders is None
+    assert connections == [], f"the SDK tried the network: {connections}"
+
+
 def test_definition_failures_name_the_settings_and_the_cause():
     broken = definition_inputs.DefinitionSettings(**{**SETTINGS.__dict__, "prep_engine": "spark"})
     with pytest.raises(pipeline_assets.DefinitionBuildError, match="unknown prep engine 'spark'"):
