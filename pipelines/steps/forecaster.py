@@ -15,8 +15,10 @@ half-life, the normal equations X'VX, X'Vr (`NormalEquations`: r is the target m
 average; V weighs each hour by the squared error relative to the reading, what MAPE judges, and older windows
 less by the half-life). Candidates per customer: the seasonal window average itself and the ridge solutions for
 every (half-life, strength) in HALF_LIVES x RIDGE_STRENGTHS, fitted on the windows before the validation week
-(`Validation`) and scored on it (MAPE); the customer's model is the mean of its TOP candidates, each solved again
-with the validation week's windows added (the most recent data: measured, it matters most on the real series).
+(`Validation`) and scored on it (SELECTION: MAPE); the customer's model is the mean of its TOP candidates, each
+solved again with the validation week's windows added (the most recent data: measured, it matters most on the real
+series). The constants were chosen on the accuracy bench's development protocol only (`python -m bench accuracy
+--dev`: data that ends before the test protocol's held-out periods; bench/RESULTS.md records the variants tried).
 The held-out tail is never read. The solves are batched torch.linalg calls on [C, HORIZON, F, F]: no epochs, no
 learning rate, exact.
 
@@ -332,26 +334,43 @@ class Validation:
     def __init__(self, readings: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, ends: torch.Tensor,
                  hours: int) -> None:  # fmt: skip
         device = readings.device
-        origins = ends[:, None] + HORIZON * torch.arange(hours // HORIZON, device=device)  # [C, K]
+        steps = torch.arange((hours - HORIZON) // VALIDATION_STRIDE + 1, device=device)
+        origins = ends[:, None] + VALIDATION_STRIDE * steps  # [C, K]: forecasts that end inside the validation hours
         rows = torch.arange(len(readings), device=device)[:, None, None]
         self.scale, self.shift = std[:, None, None], mean[:, None, None]
         raw = readings[rows, origins[..., None] - WINDOW + torch.arange(WINDOW, device=device)]
         self.windows = fill_gaps((raw - self.shift) / self.scale)  # [C, K, WINDOW]
         actual = readings[rows, origins[..., None] + torch.arange(HORIZON, device=device)]
-        scored = ~torch.isnan(actual) & (actual != 0)
+        observed = ~torch.isnan(actual)
+        scored = observed & (actual != 0)
         self.actual = torch.where(scored, actual, 1.0)
         self.weight = scored.float() / scored.sum((1, 2), keepdim=True).clamp_min(1)
+        self.squared_weight = observed.float() / observed.sum((1, 2), keepdim=True).clamp_min(1)
+        self.observed_actual = torch.nan_to_num(actual)
         self.has_points = scored.any(2).any(1)
 
-    def mape(self, params: ForecasterParameters) -> torch.Tensor:
+    def errors(self, params: ForecasterParameters) -> tuple[torch.Tensor, torch.Tensor]:
+        """[C] validation MAPE (over the hours with a non-zero reading) and RMSE (over the hours with a reading),
+        as the evaluation step computes them."""
         with torch.no_grad():
             forecast = forward(params, self.windows) * self.scale + self.shift
-        return ((forecast - self.actual).abs() / self.actual.abs() * self.weight).sum((1, 2))
+        mape = ((forecast - self.actual).abs() / self.actual.abs() * self.weight).sum((1, 2))
+        rmse = ((forecast - self.observed_actual).square() * self.squared_weight).sum((1, 2)).sqrt()
+        return mape, rmse
 
-    def score(self, params: ForecasterParameters) -> torch.Tensor:
-        """[C] validation MAPE (0 for a customer without a non-zero validation reading: its candidates tie, and
-        the tie goes to the first, the seasonal window average)."""
-        return torch.where(self.has_points, self.mape(params), 0.0)
+    def scores(self, candidates: list[ForecasterParameters]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[C, candidates] selection scores, lower is better, and validation MAPEs. SELECTION "mape": the score is
+        the validation MAPE; "mape+rmse": MAPE and RMSE each relative to the first candidate's (the seasonal
+        window average), summed, so a candidate that buys MAPE with large squared errors is not preferred. 0 for a
+        customer without a non-zero validation reading: its candidates tie, and the tie goes to the first."""
+        mape, rmse = (torch.stack(e, 1) for e in zip(*(self.errors(c) for c in candidates), strict=True))
+        if SELECTION == "mape":
+            score = mape
+        elif SELECTION == "mape+rmse":
+            score = mape / mape[:, :1].clamp_min(1e-12) + rmse / rmse[:, :1].clamp_min(1e-12)
+        else:
+            raise ValueError(f"SELECTION must be 'mape' or 'mape+rmse', got {SELECTION!r}")
+        return torch.where(self.has_points[:, None], score, 0.0), torch.where(self.has_points[:, None], mape, 0.0)
 
 
 class WindowSampler:
@@ -436,6 +455,8 @@ RIDGE_STRENGTHS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 HALF_LIVES = (0, 336)
 TOP = 3  # candidates averaged per customer (measured: 1, 2, 3, 5 on the real series, 3 best)
 DEVIATION_SPANS = (1, 2, 4, 8, 24, 72, 168)  # hours: the recent level against the same hours of earlier weeks
+SELECTION = "mape"  # how candidates are ranked on the validation week (`Validation.scores`)
+VALIDATION_STRIDE = HORIZON  # hours between the validation forecasts' origins (HORIZON: daily, as evaluated)
 
 
 @functools.cache
@@ -600,11 +621,11 @@ def train(
         lives = torch.full((count,), life, device=device)
         strengths = torch.full((count,), strength, dtype=torch.float64, device=device)
         candidates.append(equations.solve(strengths, lives, False, 0))
-    errors = [validation.score(linear_parameters(beta, hp.hidden).to(device)) for beta in candidates]
+    scores, mapes = validation.scores([linear_parameters(beta, hp.hidden).to(device) for beta in candidates])
     # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; the mean
     # is less at the mercy of one week's noise than the single best), each fitted again with the validation
     # week's windows too (the most recent data; the held-out tail is never seen).
-    ranked = torch.stack(errors, 1).argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
+    ranked = scores.argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     for column in ranked.T:
         life = torch.tensor([grid[max(c - 1, 0)][0] for c in column.tolist()], device=device)
@@ -626,7 +647,7 @@ def train(
         std=std.cpu(),
         hyperparameters=hp,
         skipped=skipped,
-        history=[float(torch.stack(errors, 1).min(1).values.mean())],
+        history=[float(mapes.gather(1, ranked[:, :1].to(device)).mean())],
         chosen_epochs=chosen,
         device=str(device),
         seconds=time.perf_counter() - started,
