@@ -215,12 +215,22 @@ VARIANTS: dict[str, dict[str, object]] = {
     "spans-more": {"DEVIATION_SPANS": (1, 2, 3, 4, 6, 8, 12, 24, 48, 72, 120, 168)},
     "ridge-wide": {"RIDGE_STRENGTHS": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)},
     "ridge-coarse": {"RIDGE_STRENGTHS": (1e-4, 1e-2, 1.0)},
+    # Added after the first dev sweep (the dev real series' held-out weeks follow a level drop that the fitted
+    # candidates, trained on flat weeks, do not carry forward; MSTL's level does): fixed level-following candidates.
+    "level-candidates": {"LEVEL_CANDIDATES": (24, 168)},
+    "level-candidates-every-span": {"LEVEL_CANDIDATES": (1, 2, 4, 8, 24, 72, 168)},
+    "shrink-to-level-24": {"RIDGE_PRIOR_SPAN": 24},
+    "shrink-to-level-168": {"RIDGE_PRIOR_SPAN": 168},
 }
 # The rule (fixed before the dev runs): the variant with the lowest worst ratio (ModelGate / best peer, MAPE and
-# RMSE, over the dev tables) whose CPU time per 1,000 series stays below each table's winning peer's; one within
-# TIE of the lowest is as good, and the earliest such in VARIANTS wins (the current constants first: a change
-# must earn its place). Where two or more single changes beat "current" by more than TIE, their combination is
-# tried too (on dev) and judged by the same rule.
+# RMSE, over the dev tables); one within TIE of the lowest is as good, and the earliest such in the run's order
+# wins ("current" first: a change must earn its place). Where two or more single changes beat "current" by more
+# than TIE, their combination is tried too (on dev) and judged by the same rule. CPU, as first written: below
+# each table's winning peer. Amended after the first sweep, before any test number: the quick dev run's CPU
+# ratios are noise at 60 customers on the shared machine (the current constants measured 1.08 and 0.50 of
+# LightGBM L1's in two sweeps); so a variant is out if it costs more than CPU_LIMIT x the current constants' CPU
+# in the same run, and the promise against the winning peer is checked on the test run.
+CPU_LIMIT = 1.5
 TIE = 0.003
 
 
@@ -345,14 +355,21 @@ def verdict(methods: list[Method], cpu: bool) -> dict[str, float]:
 
 
 def choose(summary: dict[str, list[dict[str, float]]]) -> str:
-    """The rule (see TIE): among the variants cheaper than each table's winning peer, the lowest worst ratio;
-    within TIE of it, the earliest in `summary`'s order."""
+    """The rule (see TIE and CPU_LIMIT): among the variants that cost at most CPU_LIMIT x "current" (where it
+    was run; else below each table's winning peer), the lowest worst ratio; within TIE of it, the earliest."""
     worst = {name: max(max(v["mape"], v["rmse"]) for v in tables) for name, tables in summary.items()}
-    affordable = [name for name, tables in summary.items() if all(v["cpu"] < 1.0 for v in tables)]
-    if not affordable:
-        raise ValueError("no variant stays below the winning peers' CPU time")
-    best = min(worst[name] for name in affordable)
-    return next(name for name in affordable if worst[name] <= best + TIE)
+    reference = summary.get("current")
+
+    def affordable(tables: list[dict[str, float]]) -> bool:
+        if reference is None:
+            return all(v["cpu"] < 1.0 for v in tables)
+        return all(v["cpu"] <= CPU_LIMIT * r["cpu"] for v, r in zip(tables, reference, strict=True) if r["cpu"])
+
+    kept = [name for name, tables in summary.items() if affordable(tables)]
+    if not kept:
+        raise ValueError("no variant stays within the CPU limit")
+    best = min(worst[name] for name in kept)
+    return next(name for name in kept if worst[name] <= best + TIE)
 
 
 def run(quick: bool = False, dev: bool = False, variants: str = "", lightgbm: bool = True) -> BenchResult:

@@ -239,7 +239,7 @@ class TrainedModels:
     hyperparameters: Hyperparameters
     skipped: dict[str, str] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the best candidate]
-    # [C] each customer's best validation candidate (0: the seasonal window average; i >= 1: the i-th of
+    # [C] each customer's best validation candidate (0: the seasonal window average; then LEVEL_CANDIDATES; then
     # HALF_LIVES x RIDGE_STRENGTHS); the name is the Adam trainer's, kept for the artifact and its readers.
     chosen_epochs: torch.Tensor | None = None
     device: str = "cpu"
@@ -456,6 +456,8 @@ HALF_LIVES = (0, 336)
 TOP = 3  # candidates averaged per customer (measured: 1, 2, 3, 5 on the real series, 3 best)
 DEVIATION_SPANS = (1, 2, 4, 8, 24, 72, 168)  # hours: the recent level against the same hours of earlier weeks
 SELECTION = "mape"  # how candidates are ranked on the validation week (`Validation.scores`)
+LEVEL_CANDIDATES: tuple[int, ...] = ()  # spans (hours) of the level-following fixed candidates (`fixed_candidates`)
+RIDGE_PRIOR_SPAN = 0  # 0: the ridge fits shrink towards the seasonal window average; else see `_ridge_prior`
 VALIDATION_STRIDE = HORIZON  # hours between the validation forecasts' origins (HORIZON: daily, as evaluated)
 
 
@@ -510,6 +512,35 @@ def features(windows: torch.Tensor) -> torch.Tensor:
     picked = windows[..., picks.to(windows.device)]  # [C, N, HORIZON, P]
     common = torch.cat([windows @ shared.to(windows.device), torch.ones_like(windows[..., :1])], -1)
     return torch.cat([picked, common[:, :, None, :].expand(-1, -1, HORIZON, -1)], -1).permute(0, 2, 1, 3)
+
+
+def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.Tensor]:
+    """Feature weights [C, HORIZON, F] of the candidates that need no fit: the seasonal window average (all zero),
+    then per LEVEL_CANDIDATES span the seasonal window average plus the deviation of the last `span` hours'
+    level from the same hours of the three weeks before (the level moved: carry the move forward, as an
+    exponential-smoothing or MSTL level does; a span must be one of DEVIATION_SPANS)."""
+    prior = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
+    chosen = [prior]
+    picks = design()[0].shape[1]
+    for span in LEVEL_CANDIDATES:
+        if span not in DEVIATION_SPANS:
+            raise ValueError(f"LEVEL_CANDIDATES span {span} is not one of DEVIATION_SPANS {DEVIATION_SPANS}")
+        level = prior.clone()
+        level[..., picks + DEVIATION_SPANS.index(span)] = 1.0
+        chosen.append(level)
+    return chosen
+
+
+def _ridge_prior(size: int, device: torch.device) -> torch.Tensor | None:
+    """[F] feature weights the ridge fits shrink towards besides the seasonal window average (RIDGE_PRIOR_SPAN: the
+    level of the last that many hours carried forward, as `fixed_candidates`' level ones); None: towards it alone."""
+    if not RIDGE_PRIOR_SPAN:
+        return None
+    if RIDGE_PRIOR_SPAN not in DEVIATION_SPANS:
+        raise ValueError(f"RIDGE_PRIOR_SPAN {RIDGE_PRIOR_SPAN} is not one of DEVIATION_SPANS {DEVIATION_SPANS}")
+    prior = torch.zeros(size, dtype=torch.float64, device=device)
+    prior[design()[0].shape[1] + DEVIATION_SPANS.index(RIDGE_PRIOR_SPAN)] = 1.0
+    return prior
 
 
 def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:
@@ -611,30 +642,38 @@ def train(
                 age = (end[:, None] - 1 - start).clamp_min(0).to(windows.dtype)
                 equations.add(part, windows, target, weight * inside[..., None], age)
 
-    # Candidates, each scored on the validation week: 0 is the seasonal window average (the prior), then every
-    # (half-life, strength) fitted on the windows before the validation week.
+    # Candidates, each scored on the validation week: the fixed ones first (0 is the seasonal window average, the
+    # prior; then LEVEL_CANDIDATES), then every (half-life, strength) fitted on the windows before the validation week.
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
     size = equations.gram["early"].shape[-1]
+    fixed = fixed_candidates(count, size, device)
+    prior = _ridge_prior(size, device)
+    if prior is not None:  # solve for the departure from it: (G + sI)(beta - p) = m - G p, i.e. shrink towards p
+        for part in ("early", "late"):
+            equations.moment[part] = equations.moment[part] - equations.gram[part] @ prior
     grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
-    candidates = [torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)]  # [C, H, F] each
+    candidates = list(fixed)  # [C, H, F] each
     for life, strength in grid:
         lives = torch.full((count,), life, device=device)
         strengths = torch.full((count,), strength, dtype=torch.float64, device=device)
-        candidates.append(equations.solve(strengths, lives, False, 0))
+        candidates.append(equations.solve(strengths, lives, False, 0) + (0.0 if prior is None else prior))
     scores, mapes = validation.scores([linear_parameters(beta, hp.hidden).to(device) for beta in candidates])
     # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; the mean
     # is less at the mercy of one week's noise than the single best), each fitted again with the validation
-    # week's windows too (the most recent data; the held-out tail is never seen).
+    # week's windows too (the most recent data; the held-out tail is never seen). Fixed candidates stay as they are.
     ranked = scores.argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
+    rows = torch.arange(count, device=device)
     for column in ranked.T:
-        life = torch.tensor([grid[max(c - 1, 0)][0] for c in column.tolist()], device=device)
-        strength = torch.tensor([grid[max(c - 1, 0)][1] for c in column.tolist()], dtype=torch.float64, device=device)
-        refit = equations.solve(strength, life, True, hp.validation_hours)
-        refit[column.to(device) == 0] = 0.0
+        fitted = [max(c - len(fixed), 0) for c in column.tolist()]
+        life = torch.tensor([grid[g][0] for g in fitted], device=device)
+        strength = torch.tensor([grid[g][1] for g in fitted], dtype=torch.float64, device=device)
+        refit = equations.solve(strength, life, True, hp.validation_hours) + (0.0 if prior is None else prior)
+        is_fixed = column.to(device) < len(fixed)
+        refit[is_fixed] = torch.stack(fixed)[column.to(device).clamp_max(len(fixed) - 1), rows][is_fixed]
         beta += refit / ranked.shape[1]
     # The same mean of the candidates as fitted before the refit: P10/P90 are estimated with it (out of sample).
-    chosen_fits = torch.stack(candidates)[ranked.T.to(device), torch.arange(count, device=device)]  # [TOP, C, H, F]
+    chosen_fits = torch.stack(candidates)[ranked.T.to(device), rows]  # [TOP, C, H, F]
     before_validation = chosen_fits.sum(0) / ranked.shape[1]
     chosen = ranked[:, 0]
     params = linear_parameters(beta, hp.hidden)

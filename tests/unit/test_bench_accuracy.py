@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from bench import __main__ as bench_main
 from bench import bench_accuracy
-from modelgate.model_repository import WINDOW
-from pipelines.steps import evaluate, forecaster, series
+from pipelines.steps import forecaster, series
 
 HOUR = series.HOUR_US
 
@@ -87,45 +85,16 @@ def test_a_variant_sets_the_forecaster_constants_for_the_run_only():
         assert validation_hours == 2 * 7 * 24
 
 
-def test_validation_errors_are_the_evaluation_steps_mape_and_rmse():
-    """The selection criterion scores candidates with the metrics evaluation judges them by."""
-    generator = torch.Generator().manual_seed(5)
-    hours = WINDOW + 7 * 24
-    readings = 10 + torch.rand(2, hours, generator=generator) * 5
-    readings[0, WINDOW + 3 : WINDOW + 9] = float("nan")  # gaps in the validation week are not scored
-    readings[1, WINDOW + 30] = 0.0  # a zero reading counts in RMSE, not in MAPE
-    mean, std = readings.nanmean(1), torch.full((2,), 2.0)
-    validation = forecaster.Validation(readings, mean, std, torch.tensor([WINDOW, WINDOW]), 7 * 24)
-    params = forecaster.linear_parameters(torch.zeros(2, 24, forecaster.design()[2].shape[-1]).double(), 4)
+def test_the_rule_picks_the_lowest_worst_ratio_prefers_current_on_a_tie_and_drops_the_costly():
+    def tables(*ratios, cpu=0.5):
+        return [{"mape": m, "rmse": r, "cpu": cpu} for m, r in ratios]
 
-    mape, rmse = validation.errors(params)
-
-    actual = readings[:, WINDOW:].reshape(2, 7, 24).numpy()
-    forecast = (forecaster.forward(params, validation.windows) * 2.0 + mean[:, None, None]).numpy()
-    for c in range(2):
-        observed = ~np.isnan(actual[c])
-        expected = evaluate._scores(forecast[c], actual[c], observed, observed & (actual[c] != 0))
-        assert mape[c].item() == pytest.approx(expected.mape, rel=1e-5)
-        assert rmse[c].item() == pytest.approx(expected.rmse, rel=1e-5)
-
-
-def test_selection_by_mape_and_rmse_weighs_both_relative_to_the_prior(monkeypatch):
-    hours = WINDOW + 7 * 24
-    readings = 10 + torch.sin(torch.arange(hours) / 3.0)[None, :].repeat(1, 1)
-    validation = forecaster.Validation(readings, readings.mean(1), torch.ones(1), torch.tensor([WINDOW]), 7 * 24)
-    size = forecaster.design()[2].shape[-1]
-    prior = forecaster.linear_parameters(torch.zeros(1, 24, size).double(), 4)
-    shifted = torch.zeros(1, 24, size).double()
-    shifted[..., -1] = 0.5  # a constant offset: worse on both metrics
-    candidates = [prior, forecaster.linear_parameters(shifted, 4)]
-    (mape_prior, rmse_prior), (mape_shifted, rmse_shifted) = (validation.errors(c) for c in candidates)
-
-    monkeypatch.setattr(forecaster, "SELECTION", "mape+rmse")
-    scores, mapes = validation.scores(candidates)
-
-    assert scores[0, 0].item() == pytest.approx(2.0)
-    assert scores[0, 1].item() == pytest.approx((mape_shifted / mape_prior + rmse_shifted / rmse_prior).item())
-    assert torch.equal(mapes, torch.stack([mape_prior, mape_shifted], 1))
-    monkeypatch.setattr(forecaster, "SELECTION", "rmse only")
-    with pytest.raises(ValueError, match="SELECTION"):
-        validation.scores(candidates)
+    summary = {
+        "current": tables((0.95, 0.97), (1.20, 1.10)),
+        "cheaper-tie": tables((0.90, 0.90), (1.198, 1.0)),  # within TIE of the best: not enough to change
+        "better": tables((0.96, 0.99), (1.10, 1.05)),
+        "best-but-costly": tables((0.90, 0.90), (1.00, 1.00), cpu=0.8),  # 1.6 x current's CPU
+    }
+    assert bench_accuracy.choose(summary) == "better"
+    summary["better"] = tables((0.96, 0.99), (1.199, 1.05))
+    assert bench_accuracy.choose(summary) == "current"
