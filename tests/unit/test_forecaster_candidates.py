@@ -34,13 +34,10 @@ def test_a_level_candidate_adds_the_recent_levels_move_to_the_seasonal_window_av
         torch.testing.assert_close(forecast(beta, window), seasonal + recent - earlier)
 
 
-def test_a_level_span_or_ridge_prior_outside_the_features_is_refused(monkeypatch):
+def test_a_level_span_outside_the_features_is_refused(monkeypatch):
     monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", (5,))
     with pytest.raises(ValueError, match="LEVEL_CANDIDATES span 5"):
         forecaster.fixed_candidates(1, forecaster.design()[2].shape[-1], torch.device("cpu"))
-    monkeypatch.setattr(forecaster, "RIDGE_PRIOR_SPAN", 5)
-    with pytest.raises(ValueError, match="RIDGE_PRIOR_SPAN 5"):
-        forecaster._ridge_prior(forecaster.design()[2].shape[-1], torch.device("cpu"))
 
 
 def test_validation_errors_are_the_evaluation_steps_mape_and_rmse():
