@@ -13,12 +13,13 @@ served is exactly the model evaluated.
 The fit (`train`): one pass over every training window (hourly starts) sums, per customer, forecast hour and
 half-life, the normal equations X'VX, X'Vr (`NormalEquations`: r is the target minus the seasonal window
 average; V weighs each hour by the squared error relative to the reading, what MAPE judges, and older windows
-less by the half-life). Candidates per customer: the seasonal window average itself and the ridge solutions for
+less by the half-life). Candidates per customer: the fixed ones (`fixed_candidates`: the seasonal window average
+itself, and the same plus the recent level's move over each LEVEL_CANDIDATES span) and the ridge solutions for
 every (half-life, strength) in HALF_LIVES x RIDGE_STRENGTHS, fitted on the windows before the validation week
-(`Validation`) and scored on it (SELECTION: MAPE); the customer's model is the mean of its TOP candidates, each
-solved again with the validation week's windows added (the most recent data: measured, it matters most on the real
-series). The constants were chosen on the accuracy bench's development protocol only (`python -m bench accuracy
---dev`: data that ends before the test protocol's held-out periods; bench/RESULTS.md records the variants tried).
+(`Validation`); all are scored on it (SELECTION: MAPE); the customer's model is the mean of its TOP (1) candidates,
+the fitted ones solved again with the validation week's windows added (the most recent data). The constants were
+chosen on the accuracy bench's development protocol only (`python -m bench accuracy --dev`: data that ends
+before the test protocol's held-out periods; bench/RESULTS.md records the variants tried).
 The held-out tail is never read. The solves are batched torch.linalg calls on [C, HORIZON, F, F]: no epochs, no
 learning rate, exact.
 
