@@ -17,6 +17,11 @@ Peers, each forecasting every origin from the hours before it only:
 
 CPU time is the process's (all threads) for fit + predict, scaled to 1,000 series; ModelGate's includes the fit
 (the closed-form pass, the candidates' validation and the refit) and the held-out forecasts.
+
+Two protocols (`datasets`): the test protocol above (`python -m bench accuracy`), and the development protocol
+(`python -m bench accuracy --dev`): another draw of generated customers and taylor's first 8 weeks, both cut
+(`before`) ahead of the test protocol's held-out periods, so that design choices are made without them. Design
+variants (`VARIANTS`, `--variant`) run on the dev protocol only, and `choose` applies the rule that picks one.
 """
 
 from __future__ import annotations
@@ -308,13 +313,6 @@ def _tables(ours: Method, held_out: evaluate.Forecasts, everyone: list[Method], 
     part += [Method(m.name, m.forecasts, m.cpu_seconds, m.series) for m in sampled]
     actual = held_out.actual
     return _scored(methods, actual, held_out), _scored(part, actual[chosen], held_out, chosen)
-
-
-def compare(data: series.SeriesSet, holdout: int, sample: int) -> tuple[list[Method], list[Method]]:
-    """(methods on every series, methods on the first `sample` series incl. the refitted statsforecast ones)."""
-    ours, held_out = _ours(data, holdout, forecaster.Hyperparameters.validation_hours)
-    data = data.subset([data.customers.index(c) for c in held_out.customers])
-    return _tables(ours, held_out, *_peers(data, holdout, sample, lightgbm=True))
 
 
 def _scored(methods, actual, held_out, rows=None):
