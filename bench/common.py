@@ -54,6 +54,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def run_benchmark(name: str, quick: bool) -> BenchResult:
-    """bench/bench_<name>.py's run(); a module-level function, so that a fresh process can be given it."""
-    return importlib.import_module(f"bench.bench_{name}").run(quick=quick)
+def run_benchmark(name: str, quick: bool, options: dict | None = None) -> BenchResult:
+    """bench/bench_<name>.py's run(); a module-level function, so that a fresh process can be given it.
+    `options`: that bench's own keyword arguments (the accuracy bench's dev protocol)."""
+    return importlib.import_module(f"bench.bench_{name}").run(quick=quick, **(options or {}))

@@ -85,7 +85,11 @@ def _register_a_version(work_dir) -> Registered:
         model_package_group=GROUP,
         dataset=SPEC,
         hyperparameters={"epochs": 4, "steps-per-epoch": 32, "shard-customers": 50},  # 2 shards: bounded memory
-        metric_threshold=1.05,  # 4 short epochs on 6 weeks: the models about match the best peer (README: real figures)
+        # The closed-form fit on 6 weeks of data (4 of training targets, the validation week, the held-out week):
+        # its aggregate MAPE ratio here is 1.033 against the seasonal window average with the constants the
+        # accuracy bench's dev protocol chose (0.998 with those before it, 0.991 with TOP = 3), so 1.0 would
+        # refuse it: one validation week picking a single candidate is noisy on short histories.
+        metric_threshold=1.05,
         image_uri=IMAGE,
         model_data_url=PREFIX,
         registered_by="data.scientist@example.com",

@@ -151,7 +151,7 @@ def test_the_recent_level_is_read_against_earlier_weeks():
     scores, _ = evaluate.customer_scores(evaluate.holdout_forecasts(models, data))
     for score in scores:
         assert score.model.mape < 0.75 * score.baselines[evaluate.SEASONAL_WINDOW_AVERAGE].mape
-    assert (models.chosen_epochs > 0).all()  # a fitted candidate won the validation week, not the prior
+    assert (models.chosen_epochs > 0).all()  # another candidate won the validation week, not the prior
 
 
 def test_the_held_out_tail_never_shapes_the_models(data):

@@ -1,0 +1,100 @@
+"""The accuracy bench's development protocol never reads the test protocol's held-out periods, and design
+variants are compared on it only (bench/bench_accuracy.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import __main__ as bench_main
+from bench import bench_accuracy
+from pipelines.steps import forecaster, series
+
+HOUR = series.HOUR_US
+
+
+def series_set(customers: int, hours: int, first_hour: int) -> series.SeriesSet:
+    values = np.arange(customers * hours, dtype=np.float32).reshape(customers, hours) + 1
+    starts = np.full(customers, first_hour * HOUR, dtype=np.int64)
+    return series.SeriesSet(tuple(f"c{i}" for i in range(customers)), values, np.full(customers, hours), starts)
+
+
+def last_hour(data: series.SeriesSet) -> int:
+    """The hour (us since the epoch) after each series' last reading, latest of all: the data ends before it."""
+    return int((data.starts + data.lengths * HOUR).max())
+
+
+def test_before_leaves_no_reading_at_or_after_the_cut_and_trims_the_series():
+    data = series_set(3, 100, first_hour=1_000)
+    data.values[1, 55:] = np.nan  # a series whose readings stop earlier (an outage at its end)
+    data = series.SeriesSet(data.customers, data.values, data.lengths, data.starts + np.array([0, 0, 70]) * HOUR)
+
+    cut = bench_accuracy.before(data, (1_000 + 60) * HOUR)
+
+    assert cut.customers == ("c0", "c1")  # c2 starts at hour 1,070: nothing before the cut
+    assert cut.lengths.tolist() == [60, 55]
+    assert cut.values.shape == (2, 60)
+    assert last_hour(cut) <= (1_000 + 60) * HOUR
+    np.testing.assert_array_equal(cut.values[0], data.values[0, :60])
+    assert not np.shares_memory(cut.values, data.values)
+
+
+def test_the_dev_data_ends_before_the_test_periods_first_hour(monkeypatch):
+    # A generator that ignores the days asked for (as a mistake in DEV_DAYS would): the cut must still hold.
+    calendar = int(np.datetime64(bench_accuracy.GENERATED_START, "us").astype(np.int64)) // HOUR
+    full = series_set(4, bench_accuracy.GENERATED_DAYS * 24, calendar)
+    asked = []
+    monkeypatch.setattr(bench_accuracy, "generated", lambda customers, *args: asked.append(args) or full)
+
+    dev_generated, dev_taylor = bench_accuracy.datasets(dev=True, customers=4, sample=2)
+
+    assert asked == [(bench_accuracy.DEV_SEED, bench_accuracy.DEV_DAYS)]
+    assert bench_accuracy.DEV_SEED != bench_accuracy.TEST_SEED
+    generated_test_start = bench_accuracy.first_held_out_hour(full, bench_accuracy.GENERATED_HOLDOUT)
+    assert generated_test_start == bench_accuracy.generated_test_start()
+    assert last_hour(dev_generated.data) <= generated_test_start - 7 * 24 * HOUR
+    # The real series: the test protocol holds out its last 4 weeks; dev sees only the weeks before them.
+    real = bench_accuracy.taylor()
+    taylor_test_start = bench_accuracy.first_held_out_hour(real, bench_accuracy.TAYLOR_HOLDOUT)
+    assert last_hour(dev_taylor.data) == taylor_test_start
+    assert dev_taylor.data.values.shape[1] == real.lengths[0] - bench_accuracy.TAYLOR_HOLDOUT
+    np.testing.assert_array_equal(dev_taylor.data.values[0], real.values[0, : dev_taylor.data.values.shape[1]])
+    assert dev_taylor.holdout == bench_accuracy.TAYLOR_DEV_HOLDOUT
+
+
+def test_variants_run_on_the_dev_protocol_only():
+    with pytest.raises(ValueError, match="dev protocol only"):
+        bench_accuracy.run(variants="all")
+    with pytest.raises(SystemExit):
+        bench_main.main(["accuracy", "--variant", "top-1"])
+    with pytest.raises(SystemExit):
+        bench_main.main(["training", "--dev"])
+    with pytest.raises(ValueError, match="unknown variant"):
+        bench_accuracy.parse_variants("top-1,top-7")
+
+
+def test_a_variant_sets_the_forecaster_constants_for_the_run_only():
+    combined = bench_accuracy.parse_variants("top-5+spans-few")["top-5+spans-few"]
+    before = forecaster.TOP, forecaster.DEVIATION_SPANS, forecaster.design()[1].shape
+    with bench_accuracy.variant(combined) as validation_hours:
+        assert (forecaster.TOP, forecaster.DEVIATION_SPANS) == (5, (1, 24, 168))
+        assert forecaster.design()[1].shape[1] == 3 + 24  # the spans' columns, then each of the last 24 hours
+        assert validation_hours == forecaster.Hyperparameters.validation_hours
+    assert (forecaster.TOP, forecaster.DEVIATION_SPANS, forecaster.design()[1].shape) == before
+    with bench_accuracy.variant(bench_accuracy.VARIANTS["validation-2-weeks"]) as validation_hours:
+        assert validation_hours == 2 * 7 * 24
+
+
+def test_the_rule_picks_the_lowest_worst_ratio_prefers_current_on_a_tie_and_drops_the_costly():
+    def tables(*ratios, cpu=0.5):
+        return [{"mape": m, "rmse": r, "cpu": cpu} for m, r in ratios]
+
+    summary = {
+        "current": tables((0.95, 0.97), (1.20, 1.10)),
+        "cheaper-tie": tables((0.90, 0.90), (1.198, 1.0)),  # within TIE of the best: not enough to change
+        "better": tables((0.96, 0.99), (1.10, 1.05)),
+        "best-but-costly": tables((0.90, 0.90), (1.00, 1.00), cpu=0.8),  # 1.6 x current's CPU
+    }
+    assert bench_accuracy.choose(summary) == "better"
+    summary["better"] = tables((0.96, 0.99), (1.199, 1.05))
+    assert bench_accuracy.choose(summary) == "current"

@@ -1,0 +1,84 @@
+"""The forecaster's candidate models and how they are chosen (pipelines/steps/forecaster.py `train`): the
+fixed candidates' forecasts, the ridge prior, and the validation scores the choice is made on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from modelgate.model_repository import HORIZON, WINDOW
+from pipelines.steps import evaluate, forecaster
+
+WEEK = 7 * 24
+
+
+def forecast(beta: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """One window [WINDOW] through feature weights [1, HORIZON, F] (normalised units: mean 0, std 1)."""
+    params = forecaster.linear_parameters(beta, 4)
+    return forecaster.predict(params, window[None, None], torch.zeros(1), torch.ones(1))[0, 0]
+
+
+def test_a_level_candidate_adds_the_recent_levels_move_to_the_seasonal_window_average(monkeypatch):
+    monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", (24, 168))
+    size = forecaster.design()[2].shape[-1]
+    window = torch.rand(WINDOW, generator=torch.Generator().manual_seed(2), dtype=torch.float64).float()
+
+    prior, level_24, level_168 = forecaster.fixed_candidates(1, size, torch.device("cpu"))
+
+    seasonal = window.reshape(4, WEEK)[:, :HORIZON].mean(0)  # the same hour of the week over the four weeks
+    torch.testing.assert_close(forecast(prior, window), seasonal)
+    for beta, span in ((level_24, 24), (level_168, 168)):
+        recent = window[WINDOW - span :].mean()
+        earlier = torch.stack([window[WINDOW - span - WEEK * k : WINDOW - WEEK * k].mean() for k in (1, 2, 3)]).mean()
+        torch.testing.assert_close(forecast(beta, window), seasonal + recent - earlier)
+
+
+def test_a_level_span_outside_the_features_is_refused(monkeypatch):
+    monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", (5,))
+    with pytest.raises(ValueError, match="LEVEL_CANDIDATES span 5"):
+        forecaster.fixed_candidates(1, forecaster.design()[2].shape[-1], torch.device("cpu"))
+
+
+def test_validation_errors_are_the_evaluation_steps_mape_and_rmse():
+    """The selection criterion scores candidates with the metrics evaluation judges them by."""
+    generator = torch.Generator().manual_seed(5)
+    hours = WINDOW + 7 * 24
+    readings = 10 + torch.rand(2, hours, generator=generator) * 5
+    readings[0, WINDOW + 3 : WINDOW + 9] = float("nan")  # gaps in the validation week are not scored
+    readings[1, WINDOW + 30] = 0.0  # a zero reading counts in RMSE, not in MAPE
+    mean, std = readings.nanmean(1), torch.full((2,), 2.0)
+    validation = forecaster.Validation(readings, mean, std, torch.tensor([WINDOW, WINDOW]), 7 * 24)
+    params = forecaster.linear_parameters(torch.zeros(2, 24, forecaster.design()[2].shape[-1]).double(), 4)
+
+    mape, rmse = validation.errors(params)
+
+    actual = readings[:, WINDOW:].reshape(2, 7, 24).numpy()
+    forecast = (forecaster.forward(params, validation.windows) * 2.0 + mean[:, None, None]).numpy()
+    for c in range(2):
+        observed = ~np.isnan(actual[c])
+        expected = evaluate._scores(forecast[c], actual[c], observed, observed & (actual[c] != 0))
+        assert mape[c].item() == pytest.approx(expected.mape, rel=1e-5)
+        assert rmse[c].item() == pytest.approx(expected.rmse, rel=1e-5)
+
+
+def test_selection_by_mape_and_rmse_weighs_both_relative_to_the_prior(monkeypatch):
+    hours = WINDOW + 7 * 24
+    readings = 10 + torch.sin(torch.arange(hours) / 3.0)[None, :].repeat(1, 1)
+    validation = forecaster.Validation(readings, readings.mean(1), torch.ones(1), torch.tensor([WINDOW]), 7 * 24)
+    size = forecaster.design()[2].shape[-1]
+    prior = forecaster.linear_parameters(torch.zeros(1, 24, size).double(), 4)
+    shifted = torch.zeros(1, 24, size).double()
+    shifted[..., -1] = 0.5  # a constant offset: worse on both metrics
+    candidates = [prior, forecaster.linear_parameters(shifted, 4)]
+    (mape_prior, rmse_prior), (mape_shifted, rmse_shifted) = (validation.errors(c) for c in candidates)
+
+    monkeypatch.setattr(forecaster, "SELECTION", "mape+rmse")
+    scores, mapes = validation.scores(candidates)
+
+    assert scores[0, 0].item() == pytest.approx(2.0)
+    assert scores[0, 1].item() == pytest.approx((mape_shifted / mape_prior + rmse_shifted / rmse_prior).item())
+    assert torch.equal(mapes, torch.stack([mape_prior, mape_shifted], 1))
+    monkeypatch.setattr(forecaster, "SELECTION", "rmse only")
+    with pytest.raises(ValueError, match="SELECTION"):
+        validation.scores(candidates)
