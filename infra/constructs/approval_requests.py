@@ -8,7 +8,7 @@ by the previous environment's post-inference Lambda or by `modelgate request-pro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
@@ -64,6 +64,7 @@ class ApprovalRequests(Construct):
         registry: tuple[str, str],
         previous_account: str | None,
         environ: dict[str, str],
+        files: Mapping[str, str],  # the functions' settings files (ApprovalSettings.bundled_files)
         layer: lambda_.ILayerVersion,
         failures: sqs.IQueue,
     ) -> None:
@@ -78,6 +79,7 @@ class ApprovalRequests(Construct):
             handler="lambdas.request_approval.handler",
             description=f"ModelGate: e-mail approval links ({environment})",
             environment=environ,
+            files=files,
             layer=layer,
             timeout_seconds=60,
             on_failure=failures,

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from infra.config import load_config
+from modelgate.approval.settings import MODELS_FILE
 
 CHAIN = load_config().chain  # the shipped config's promotion chain
 ENVIRONMENTS = CHAIN.names
@@ -120,7 +121,7 @@ def test_api_serves_the_link_pages_and_sign_in_behind_waf_with_access_logs(templ
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, env, config):
+def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, synth, env, config):
     approval = template(env, "Approval")
     (group,) = of_type(approval, "AWS::Cognito::UserPoolGroup").values()
     assert group["Properties"]["GroupName"] == config.environments[env].approvers.group
@@ -139,7 +140,8 @@ def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, 
     assert not writable & {"email", "email_verified", "custom:groups", "preferred_username"}, writable
     (api_fn,) = [f for h, f in functions(approval).items() if h == "lambdas.approval_api.handler"]
     variables = api_fn["Properties"]["Environment"]["Variables"]
-    (model,) = json.loads(variables["MODELGATE_MODELS"])
+    assert "MODELGATE_MODELS" not in variables, "the models' list ships in the code package, not the 4 KB environment"
+    (model,) = json.loads(synth.package_file(api_fn, MODELS_FILE))
     assert model["approvers_group"] == config.environments[env].approvers.group
     assert variables["MODELGATE_SIGNIN_GROUPS_CLAIM"] == "cognito:groups"
     # The pages show the training gate's threshold: the same number the pipeline's condition used.
