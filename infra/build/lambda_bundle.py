@@ -45,7 +45,7 @@ _CODE_EXCLUDE = ("__pycache__", "*.pyc", "requirements*.txt")
 
 # Lambda's limit on a function's unzipped deployment package, its layers included (250 MB): with the model lists in
 # the package, the next limit on the number of models (at a few hundred bytes a model: far beyond any stack's).
-PACKAGE_LIMIT = 262_144_000
+PACKAGE_LIMIT = 262_144_000  # 250 MiB: "Unzipped size must be smaller than 262144000 bytes"
 
 # Never used: local bundling always succeeds or raises, but CDK requires an image in BundlingOptions.
 _NO_DOCKER = DockerImage.from_registry("modelgate/no-docker-bundling")
