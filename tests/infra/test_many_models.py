@@ -12,6 +12,7 @@ import yaml
 
 from infra.config import ConfigError, load_config, parse_config
 from infra.constructs.promotion_gate import gate_step_id
+from modelgate.approval.settings import MODELS_FILE
 from modelgate.parameters import pipeline_name
 from stacks.stage import pipeline_stack_id
 from tests.infra.conftest import MANY_MODELS
@@ -134,7 +135,8 @@ def test_one_approval_stack_serves_every_model_with_its_own_settings(many_synth,
     functions = {f["Properties"]["Handler"]: f for f in resources(approval, "AWS::Lambda::Function").values()}
     variables = functions["lambdas.approval_api.handler"]["Properties"]["Environment"]["Variables"]
     assert variables["MODELGATE_CHAIN"] == ",".join(CHAIN)
-    models = {m["group"]: m for m in json.loads(variables["MODELGATE_MODELS"])}
+    shipped = many_synth.package_file(functions["lambdas.approval_api.handler"], MODELS_FILE)
+    models = {m["group"]: m for m in json.loads(shipped)}
     assert set(models) == set(GROUPS.values())
     for model in many_config.models:
         settings = model.environments[env].approvers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -88,3 +89,14 @@ def test_the_environment_size_check_refuses_what_lambda_would_and_says_what_to_d
     assert names.check_environ_size("f", {"A": "x" * 4095}) == 4096
     with pytest.raises(names.EnvironmentTooLarge, match=r"f: environment variables take 4097 bytes .* shorten"):
         names.check_environ_size("f", {"A": "x" * 4096})
+
+
+def test_endpoint_names_are_readable_unique_and_within_sagemakers_63_characters():
+    from infra.constructs.triton_endpoint import endpoint_name
+
+    name = endpoint_name("modelgate-staging-Serving", "energy-forecast", "0123456789abcdef")
+    assert name == "modelgate-staging-Serving-energy-forecast-01234567"
+    long = endpoint_name("a-project-name-of-some-length-prod-Serving", "a-model-package-group-name" * 3, "fedcba98")
+    assert len(long) == names.ENDPOINT_NAME_MAX
+    assert long.endswith("-fedcba98")
+    assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", long), "SageMaker's EndpointName pattern"
