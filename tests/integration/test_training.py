@@ -228,7 +228,7 @@ def test_customers_without_enough_data_are_skipped_with_a_reason(data):
     [
         ({"batch_size": 0}, "batch_size must be in 1..4096"),
         ({"holdout_hours": 30}, "multiple of 24"),
-        ({"min_coverage": 2.0}, "min_coverage must be in [0, 1]"),
+        ({"min_coverage": 2.0}, r"min_coverage must be in \[0, 1\]"),
     ],
 )
 def test_bad_hyperparameters_are_refused(changes, message):
