@@ -30,7 +30,7 @@ from pipelines.steps import paths as step_paths
 ROOT = Path(__file__).resolve().parent.parent
 SHARD_CUSTOMERS = 500  # training shard: evaluation and packaging follow the artifact's shards
 SHARD_MB = 16  # prep's de-duplication shard (raw input per shard)
-TRAIN_ARGS = ["--epochs", "1", "--steps-per-epoch", "4", "--holdout-hours", "24", "--validation-hours", "24"]
+TRAIN_ARGS = ["--holdout-hours", "24", "--validation-hours", "24"]
 TARGET = 1.5
 
 

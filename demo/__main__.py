@@ -73,7 +73,6 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--outdir", type=Path, default=ROOT / "cdk.out", help="cloud assembly of step 1")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".demo", help="everything the lifecycle writes")
     parser.add_argument("--customers", type=int, default=24, help="customers in the generated data set")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs")
     return parser
 
 
@@ -96,7 +95,6 @@ def run(args: argparse.Namespace) -> DemoOutcome | None:
         assembly=workdir / "cdk.out",
         auto_approve=args.auto_approve,
         customers=args.customers,
-        epochs=args.epochs,
     )
     try:
         outcome = Lifecycle(config, settings).run()

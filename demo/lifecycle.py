@@ -70,7 +70,6 @@ class DemoSettings:
     auto_approve: bool = False
     customers: int = 24
     days: int = 35
-    epochs: int = 4
     # On five weeks the closed-form models beat the best cheap peer (the four-week seasonal window average:
     # aggregate MAPE ratio 0.973 and 0.981 measured for the demo's two data sets), so config's
     # training.metric_threshold applies as it is.
@@ -302,7 +301,6 @@ class Lifecycle:
             work_dir=self.settings.workdir / "pipeline" / model.name,
             model_package_group=group,
             dataset=datagen.DatasetSpec(customers=customers, days=self.settings.days, seed=7 + index),
-            hyperparameters={"epochs": self.settings.epochs},
             metric_threshold=self.threshold(model),
             image_uri=image_uri(first.region, first.serving.triton_version),
             model_data_url=f"s3://{artifacts}/models/{group}/{run_id}/",

@@ -11,6 +11,7 @@ import difflib
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +41,17 @@ _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 
 class ConfigError(ValueError):
     """A configuration problem a platform engineer can fix by editing the named key."""
+
+
+class ConfigDeprecationWarning(UserWarning):
+    """A key that is still accepted but does nothing: synth goes on, and says to remove it."""
+
+
+# Keys accepted for old configs only: (section, key) -> why they do nothing. Removed before validation.
+DEPRECATED_KEYS = {
+    ("training", "epochs"): "has no effect since the closed-form fit (pipelines/steps/forecaster.py: one pass, no "
+    "epochs); remove it",
+}
 
 
 def _check(pattern: str, what: str):
@@ -146,7 +158,6 @@ class Training(_Frozen):
     instance_type: GpuInstanceType
     instance_count: Annotated[int, Field(ge=1, le=64)]
     max_runtime_minutes: Annotated[int, Field(ge=10, le=28 * 24 * 60)]
-    epochs: Annotated[int, Field(ge=1, le=10_000)]
     metric_threshold: Annotated[float, Field(gt=0)]
 
 
@@ -460,11 +471,35 @@ def _models(source: str, raw: dict, chain: dict[str, dict]) -> list[dict]:
     return models
 
 
+def _without_deprecated(source: str, raw: dict) -> dict:
+    """`raw` without the DEPRECATED_KEYS, a ConfigDeprecationWarning naming each place one was set."""
+    raw = copy.deepcopy(raw)
+
+    def strip(settings: Any, where: str) -> None:
+        for (section, key), why in DEPRECATED_KEYS.items():
+            block = settings.get(section) if isinstance(settings, dict) else None
+            if isinstance(block, dict) and key in block:
+                del block[key]
+                warnings.warn(f"{source}: {where}{section}.{key} {why}", ConfigDeprecationWarning, stacklevel=4)
+
+    strip(raw.get("defaults"), "defaults.")
+    for env in raw.get("environments") or []:
+        if isinstance(env, dict):
+            strip(env, f"environments.{env.get('name')}.")
+    for model in raw.get("models") or []:
+        if isinstance(model, dict):
+            strip(model, f"models.{model.get('name')}.")
+            overrides = model.get("environments")
+            for name, settings in overrides.items() if isinstance(overrides, dict) else ():
+                strip(settings, f"models.{model.get('name')}.environments.{name}.")
+    return raw
+
+
 def parse_config(raw: Any, source: str) -> ModelGateConfig:
     """Validate an already-loaded YAML document; raise ConfigError naming every bad key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
-    raw = dict(raw)
+    raw = _without_deprecated(source, raw)
     _unknown_key(source, "", raw, ("project", "cicd", "defaults", "environments", "models"))
     defaults = raw.pop("defaults", {}) or {}
     chain = _chain(source, raw.get("environments"))

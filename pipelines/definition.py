@@ -149,13 +149,12 @@ def build_pipeline(settings: DefinitionSettings):
     processing_type = ParameterString("ProcessingInstanceType", default_value=settings.processing_instance_type)
     training_type = ParameterString("TrainingInstanceType", default_value=settings.training_instance_type)
     training_count = ParameterInteger("TrainingInstanceCount", default_value=settings.training_instance_count)
-    epochs = ParameterInteger("Epochs", default_value=settings.epochs)
     threshold = ParameterFloat("MetricThreshold", default_value=settings.metric_threshold)
     group = ParameterString("ModelPackageGroup", default_value=settings.model_package_group)
     # Who starts the run (e-mail), recorded on the model version: approvers may not approve their own models, and
     # a version without it is not eligible for approval. No default, so every execution must say it.
     registered_by = ParameterString("RegisteredBy")
-    parameters = [input_uri, processing_type, training_type, training_count, epochs, threshold, group, registered_by]
+    parameters = [input_uri, processing_type, training_type, training_count, threshold, group, registered_by]
 
     cpu_image = image_uri(settings.region, settings.processing_instance_type)
     code = ProcessingInput(
@@ -258,7 +257,6 @@ def build_pipeline(settings: DefinitionSettings):
             s3_uri=_s3("ArtifactsBucket", "checkpoints"), local_path=paths.container_path(paths.CHECKPOINTS)
         ),
         hyperparameters={
-            "epochs": epochs,
             "sagemaker_program": paths.STEP_SCRIPTS["train"],
             "sagemaker_submit_directory": f"/opt/ml/input/data/{CODE_CHANNEL}/{placeholder('CodeKey')}",
         },

@@ -29,7 +29,6 @@ class DefinitionSettings:
     training_instance_type: str
     training_instance_count: int
     max_runtime_seconds: int
-    epochs: int
     metric_threshold: float
     triton_image_uri: str  # the registered model's inference container (infra.triton_images)
     inference_instance_type: str  # serving.instance_type: what the model package says it runs on

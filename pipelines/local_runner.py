@@ -16,7 +16,7 @@ objects, as SageMaker does), the archives are uploaded as the Package job's role
 as the pipeline's execution role: a grant the real jobs would lack fails the local run too.
 
 Library: `run_pipeline(LocalRunSettings(...), sagemaker=..., s3=...) -> LocalRunResult`.
-CLI: `python -m pipelines.local_runner --work-dir .demo/pipeline --customers 100 --epochs 5` (see --help).
+CLI: `python -m pipelines.local_runner --work-dir .demo/pipeline --customers 100` (see --help).
 The Glue prep engine needs AWS Glue; locally prep always runs the Processing script (same transformation).
 """
 
@@ -56,7 +56,7 @@ class LocalRunSettings:
     model_package_group: str
     raw: Path | None = None  # existing raw JSON lines; default: generate `dataset` into the work directory
     dataset: datagen.DatasetSpec = field(default_factory=datagen.DatasetSpec)
-    hyperparameters: Mapping[str, Any] = field(default_factory=dict)  # train.py's, e.g. {"epochs": 5}
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)  # train.py's, e.g. {"shard-customers": 50}
     instance_count: int = 1
     metric_threshold: float = 1.0  # the condition: aggregate MAPE ratio <= threshold
     image_uri: str | None = None  # the Triton image recorded in the registry (needed to register)
@@ -358,14 +358,13 @@ def _registry_clients(parser: argparse.ArgumentParser, config_region: str) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.local_runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path(".demo/pipeline"))
-    parser.add_argument("--env", help="take group, threshold, epochs and Triton image from config/modelgate.yaml")
+    parser.add_argument("--env", help="take group, threshold and Triton image from config/modelgate.yaml")
     parser.add_argument("--model", help="with --env: the config's model (name or group); default: the only one")
     parser.add_argument("--group", default="energy-forecast", help="model package group (without --env)")
     parser.add_argument("--raw", type=Path, help="existing raw JSON lines (default: generate a data set)")
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--days", type=int, default=42)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--epochs", type=int, help="training epochs (default: config, or 10)")
     parser.add_argument("--instance-count", type=int, default=1, help="training hosts to simulate")
     parser.add_argument("--threshold", type=float, help="max aggregate MAPE ratio (default: config, or 1.0)")
     parser.add_argument("--register", action="store_true", help="upload and register (boto3 from the environment)")
@@ -373,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registered-by", help="e-mail of the person registering (with --register)")
     args = parser.parse_args(argv)
 
-    group, threshold, epochs, image, instance_types = args.group, 1.0, 10, None, ()
+    group, threshold, image, instance_types = args.group, 1.0, None, ()
     if args.env:
         from infra.config import ConfigError, load_config
         from infra.triton_images import image_uri
@@ -389,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         environment = model.environments[args.env]  # the model's own settings there
         group = model.model_package_group
-        threshold, epochs = environment.training.metric_threshold, environment.training.epochs
+        threshold = environment.training.metric_threshold
         image = image_uri(environment.region, environment.serving.triton_version)
         instance_types = (environment.serving.instance_type,)
     run_id = datetime.datetime.now(datetime.UTC).strftime("local-%Y%m%dT%H%M%S")
@@ -398,7 +397,6 @@ def main(argv: list[str] | None = None) -> int:
         model_package_group=group,
         raw=args.raw,
         dataset=datagen.DatasetSpec(customers=args.customers, days=args.days, seed=args.seed),
-        hyperparameters={"epochs": args.epochs or epochs},
         instance_count=args.instance_count,
         metric_threshold=args.threshold if args.threshold is not None else threshold,
         image_uri=image,

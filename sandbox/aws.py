@@ -12,6 +12,7 @@ and returns the account as that role, so a function or a job can do exactly what
 
 from __future__ import annotations
 
+import email
 import logging
 import threading
 import urllib.request
@@ -52,6 +53,31 @@ def _accept_current_instance_types() -> None:
 
     validate_instance_type.modelgate = True  # type: ignore[attr-defined]
     FakeEndpointConfig.validate_instance_type = validate_instance_type
+
+
+def _ses_envelope_is_destinations() -> None:
+    """SendRawEmail with `Destinations` delivers to those addresses only (the envelope; the To/Cc headers are then
+    not read: a Bcc is simply a destination missing from the headers). moto 5 adds the headers' addresses to the
+    given Destinations, so a mail sent to `a` with `To: a` was recorded with recipients (a, a). Here it keeps the
+    headers only when no Destinations are given, as SES does."""
+    from moto.ses.models import SESBackend
+
+    original = SESBackend.send_raw_email
+    if getattr(original, "modelgate", False):
+        return
+
+    def send_raw_email(self: SESBackend, source: str, destinations: list[str], raw_data: str):
+        if not destinations:
+            return original(self, source, destinations, raw_data)
+        without_headers = email.message_from_string(raw_data)
+        for header in ("To", "Cc", "Bcc"):
+            del without_headers[header]
+        message = original(self, source, list(destinations), without_headers.as_string())
+        message.raw_data = raw_data  # what was sent, headers included
+        return message
+
+    send_raw_email.modelgate = True  # type: ignore[attr-defined]
+    SESBackend.send_raw_email = send_raw_email
 
 
 class LocalAccount:
@@ -163,6 +189,7 @@ class LocalAws:
         logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message="Tried to parse .* not supported by moto", category=UserWarning)
         _accept_current_instance_types()
+        _ses_envelope_is_destinations()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         # moto keeps its backends per process, not per server: start from nothing, whatever ran here before.

@@ -15,11 +15,12 @@ import io
 import json
 import secrets
 import zipfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelgate.function_settings import TASK_ROOT
 from sandbox.aws import LocalAccount
 
 BOOTSTRAP_QUALIFIER = "hnb659fds"
@@ -281,18 +282,23 @@ def _zip_directory(directory: Path) -> bytes:  # each stage of an app ships the 
     return buffer.getvalue()
 
 
-def _publish_assets(aws: LocalAccount, assembly: Path, assets_file: Path) -> None:
+def _publish_assets(aws: LocalAccount, assembly: Path, assets_file: Path) -> dict[str, Path]:
+    """Put the stack's file assets into the local bootstrap bucket; {object key: the folder zipped into it}."""
     s3 = aws.client("s3")
     manifest = json.loads(assets_file.read_text())
+    published = {}
     for asset in manifest.get("files", {}).values():
         source = assembly / asset["source"]["path"]
         for destination in asset["destinations"].values():
             bucket, key = _substitute(destination["bucketName"], aws), _substitute(destination["objectKey"], aws)
+            if source.is_dir():
+                published[key] = source
             _ensure_bucket(s3, bucket, aws.region)
             if _exists(s3, bucket, key):  # keys are content hashes: another stage published it already
                 continue
             zipped = asset["source"].get("packaging") == "zip"
             s3.put_object(Bucket=bucket, Key=key, Body=_zip_directory(source) if zipped else source.read_bytes())
+    return published
 
 
 def _exists(s3, bucket: str, key: str) -> bool:
@@ -370,7 +376,10 @@ def _resolve_stack_outputs(node: Any, aws: LocalAccount, cache: dict[str, dict[s
     return node
 
 
-def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
+def deploy_stack(aws: LocalAccount, name: str, template: dict, code: Mapping[str, Path] | None = None) -> DeployedStack:
+    """`code`: {asset object key: its folder}, from publishing the stage's assets. A function whose code package is
+    one of them runs with LAMBDA_TASK_ROOT at that folder, as Lambda runs it from its unpacked package: the files
+    the stack ships in the package (e.g. the model lists) are read from what was deployed."""
     template = _resolve_stack_outputs(template, aws, {})
     deployed = DeployedStack(name=name, template=template)
     values: dict[str, tuple[str, dict[str, str]]] = {}
@@ -379,7 +388,8 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
     for logical, resource in resources.items():
         kind = resource["Type"]
         if kind in DEFERRED:
-            physical = f"{logical[:40]}-{secrets.token_hex(4)}"
+            given = resource.get("Properties", {}).get(DEFERRED[kind].name_attribute)
+            physical = given if isinstance(given, str) else f"{logical[:40]}-{secrets.token_hex(4)}"
             arn = f"arn:aws:sagemaker:{aws.region}:{aws.account}:{DEFERRED[kind].arn_kind}/{physical.lower()}"
             values[logical] = (arn, {DEFERRED[kind].name_attribute: physical})
             deployed.physical_ids[logical] = arn
@@ -417,11 +427,15 @@ def deploy_stack(aws: LocalAccount, name: str, template: dict) -> DeployedStack:
     for logical, resource in body["Resources"].items():
         if resource["Type"] == "AWS::Lambda::Function" and logical in deployed.physical_ids:
             config = functions.get_function_configuration(FunctionName=deployed.physical_ids[logical])
+            environment = dict(config.get("Environment", {}).get("Variables", {}))
+            package = (code or {}).get(resource.get("Properties", {}).get("Code", {}).get("S3Key"))
+            if package is not None:
+                environment[TASK_ROOT] = str(package)  # Lambda's own variable: never one of the template's
             deployed.functions[logical] = LocalFunctionSpec(
                 logical_id=logical,
                 name=config["FunctionName"],
                 handler=config["Handler"],
-                environment=config.get("Environment", {}).get("Variables", {}),
+                environment=environment,
                 role=config["Role"],
             )
     return deployed
@@ -439,15 +453,16 @@ def deploy_stage(
     assembly_dir = Path(assembly_dir)
     _ensure_bucket(aws.client("s3"), f"cdk-{BOOTSTRAP_QUALIFIER}-assets-{aws.account}-{aws.region}", aws.region)
     deployed = {}
+    code: dict[str, Path] = {}
     stage = assembly_dir.name.removeprefix("assembly-")
     for name, template_path, assets in stage_stacks(assembly_dir):
         stack_id = name.removeprefix(f"{stage}-")  # e.g. Pipeline-energy-forecast (model names have '-' too)
         if only is not None and stack_id not in only:
             continue
         if assets is not None:
-            _publish_assets(aws, assembly_dir, assets)
+            code.update(_publish_assets(aws, assembly_dir, assets))
         template = json.loads(template_path.read_text())
         if edit is not None:
             template = edit(stack_id, template)
-        deployed[stack_id] = deploy_stack(aws, name, template)
+        deployed[stack_id] = deploy_stack(aws, name, template, code)
     return deployed

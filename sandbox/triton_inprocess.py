@@ -14,6 +14,7 @@ import itertools
 import json
 import sys
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,18 +161,49 @@ def load_model(directory: Path) -> LoadedModel:
     raise ValueError(f"{directory}: unsupported platform/backend {config.platform or config.backend!r}")
 
 
+class InvalidInferenceRequest(ValueError):
+    """What Triton answers with 400 (INVALID_ARG): here an output name the model does not declare, or one named
+    twice."""
+
+
+class UnknownModel(LookupError):
+    """What Triton answers with 404: a request for a model the repository does not hold."""
+
+
+def requested_outputs(config, outputs: Sequence[str] | None) -> list[str]:
+    """The outputs a KServe v2 request gets: the ones it names (`outputs`, in its order), or every declared output
+    when it names none. Triton refuses a name the model does not declare, and one named twice."""
+    declared = [output.name for output in config.output]
+    if not outputs:
+        return declared
+    for name in outputs:
+        if name not in declared:
+            raise InvalidInferenceRequest(f"unexpected inference output '{name}' for model '{config.name}'")
+    duplicated = sorted({name for name in outputs if list(outputs).count(name) > 1})
+    if duplicated:
+        raise InvalidInferenceRequest(f"output '{duplicated[0]}' already exists in request to model '{config.name}'")
+    return list(outputs)
+
+
 class Repository:
     """Every model of one unpacked repository directory."""
 
     def __init__(self, root: Path) -> None:
         self.models = {d.name: load_model(d) for d in sorted(root.iterdir()) if (d / "config.pbtxt").is_file()}
 
-    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The model's answer: only the `outputs` named (KServe v2 request `outputs`), all declared ones if none."""
+        if model not in self.models:
+            raise UnknownModel(f"Request for unknown model: '{model}' is not found")
         loaded = self.models[model]
+        wanted = requested_outputs(loaded.config, outputs)
         if loaded.config.platform != "ensemble":
-            return loaded.infer(inputs)
+            answer = loaded.infer(inputs)
+            return {name: answer[name] for name in wanted}
         tensors = dict(inputs)
         for step in loaded.config.ensemble_scheduling.step:
-            outputs = self.infer(step.model_name, {key: tensors[value] for key, value in step.input_map.items()})
-            tensors.update({value: outputs[key] for key, value in step.output_map.items()})
-        return {output.name: tensors[output.name] for output in loaded.config.output}
+            answer = self.infer(step.model_name, {key: tensors[value] for key, value in step.input_map.items()})
+            tensors.update({value: answer[key] for key, value in step.output_map.items()})
+        return {name: tensors[name] for name in wanted}

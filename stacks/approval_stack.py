@@ -12,8 +12,9 @@ A list of parts and the grants between them:
   models;
 - the approval store (infra/constructs/approval_store.py, in the Storage stack): `grant_issue_links`, `grant_decide`.
 
-Every flow is keyed by (model package group, environment); the Lambdas learn the models and the chain from
-`ApprovalSettings.environ()` (checked at synth against Lambda's 4 KB environment limit).
+Every flow is keyed by (model package group, environment); the Lambdas learn the chain from
+`ApprovalSettings.environ()` (checked at synth against Lambda's 4 KB environment limit) and the models from
+`ApprovalSettings.bundled_files()`, a JSON file in their code package (no limit that a platform reaches).
 Multi-account: the Model Registry lives in the first environment's account; this stack reaches it by ARN (each
 group's resource policy grants the later environments' accounts, stacks/topology.py). Each environment signs
 links with its own KMS key and writes only its own parameters.
@@ -140,6 +141,7 @@ class ApprovalStack(Stack):
             registry=(topology.registry_account, topology.registry_region),
             previous_account=topology.previous_account,
             environ=settings.environ(),
+            files=settings.bundled_files(),
             layer=layer,
             failures=self.failures.queue,
         )
@@ -155,6 +157,7 @@ class ApprovalStack(Stack):
             api=api,
             environment=env,
             environ={**settings.environ(), **self.sign_in.settings().environ()},
+            files=settings.bundled_files(),
             layer=layer,
         )
         role = self.links.function.role
@@ -185,6 +188,7 @@ class ApprovalStack(Stack):
                 packages_arns=packages,
                 artifacts=storage.artifacts,
                 environ=settings.environ(),
+                files=settings.bundled_files(),
                 layer=layer,
                 failures=self.failures.queue,
             )
@@ -200,14 +204,14 @@ class ApprovalStack(Stack):
         self._suppressions(reads_other_accounts=bool(topology.other_accounts))
 
     def _check_environment_size(self, settings: ApprovalSettings, env: str) -> None:
-        """Lambda refuses a function whose environment exceeds 4 KB; every model adds its approvers to it."""
+        """Lambda refuses a function whose environment exceeds 4 KB. The models' list ships in the code package
+        (ApprovalSettings.bundled_files), so what is left does not grow with the number of models."""
         size = deployed_environ_size(settings, self.sign_in.settings(), self.region, self.account)
         if size > LAMBDA_ENVIRONMENT_LIMIT:
             raise ConfigError(
-                f"environments.{env}: the approval functions' environment would be {size} bytes with "
-                f"{len(settings.models)} models, over Lambda's {LAMBDA_ENVIRONMENT_LIMIT}-byte limit. Give models "
-                "one distribution list as approvers.emails instead of many addresses (set it in `defaults` or "
-                "the environment, not per model), or split the models across two projects (project.name)."
+                f"environments.{env}: the approval functions' environment would be {size} bytes, over Lambda's "
+                f"{LAMBDA_ENVIRONMENT_LIMIT}-byte limit: shorten project.name, sender_email or the identity "
+                "provider's settings."
             )
 
     def _suppressions(self, *, reads_other_accounts: bool) -> None:

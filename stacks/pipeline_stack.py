@@ -41,7 +41,6 @@ def definition_settings(
         training_instance_type=environment.training.instance_type,
         training_instance_count=environment.training.instance_count,
         max_runtime_seconds=environment.training.max_runtime_minutes * 60,
-        epochs=environment.training.epochs,
         metric_threshold=environment.training.metric_threshold,
         triton_image_uri=image_uri(environment.region, environment.serving.triton_version),
         inference_instance_type=environment.serving.instance_type,

@@ -69,6 +69,12 @@ class SynthResult:
         order = {stage: index for index, stage in enumerate(self.stage_order)}
         return sorted(names, key=lambda stage: (order.get(stage, len(order)), stage))
 
+    def package_file(self, function: dict, name: str) -> str:
+        """The text of file `name` in the code package of `function` (an AWS::Lambda::Function resource of one of
+        the templates): the asset folder the package is zipped from."""
+        key = function["Properties"]["Code"]["S3Key"]
+        return (self.outdir / f"asset.{key.removesuffix('.zip')}" / name).read_text()
+
     def stack(self, stage: str, name: str) -> StackSummary:
         for stack in self.stacks:
             if stack.stage == stage and stack.name == name:

@@ -5,6 +5,8 @@ The links' model package group says whose settings (approvers group, quorum) app
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aws_cdk import Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_lambda as lambda_
@@ -65,6 +67,7 @@ class ApprovalLinks(Construct):
         api: apigateway.RestApi,
         environment: str,
         environ: dict[str, str],
+        files: Mapping[str, str],  # the functions' settings files (ApprovalSettings.bundled_files)
         layer: lambda_.ILayerVersion,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -77,6 +80,7 @@ class ApprovalLinks(Construct):
             handler="lambdas.approval_api.handler",
             description=f"ModelGate: approval pages and decisions ({environment})",
             environment=environ,
+            files=files,
             layer=layer,
         )
         # No test-invoke permissions: the console test button is not how these pages are used.

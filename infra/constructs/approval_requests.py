@@ -8,7 +8,8 @@ by the previous environment's post-inference Lambda or by `modelgate request-pro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
@@ -18,9 +19,45 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.config import ConfigError
 from infra.constructs.event_bus_statement import EventBusStatement
 from infra.constructs.modelgate_function import ModelGateFunction
 from modelgate.approval import events as approval_events
+
+# EventBridge's limits on a rule: its event pattern (2,048 characters by default; a quota raises it to 4,096) and
+# its description (512 characters), which CloudFormation refuses at deploy.
+EVENT_PATTERN_LIMIT = 2048
+RULE_DESCRIPTION_LIMIT = 512
+
+
+def described(groups: Sequence[str], limit: int = 300) -> str:
+    """The groups for a rule's description: their names while short enough, else their number."""
+    listed = ", ".join(groups)
+    return listed if len(listed) <= limit else f"{len(groups)} model groups"
+
+
+def pattern_size(*, groups: Sequence[str]) -> int:
+    """Characters of the registry rule's pattern (the same JSON as the template's, compact)."""
+    return len(
+        json.dumps(
+            {
+                "detail": {"ModelApprovalStatus": ["PendingManualApproval"], "ModelPackageGroupName": list(groups)},
+                "detail-type": [approval_events.REGISTRY_DETAIL_TYPE],
+                "source": [approval_events.REGISTRY_SOURCE],
+            },
+            separators=(",", ":"),
+        )
+    )
+
+
+def check_pattern_size(rule: str, groups: Sequence[str], size: int) -> None:
+    if size > EVENT_PATTERN_LIMIT:
+        raise ConfigError(
+            f"models: {rule} names every model group ({len(groups)}) in its event pattern: {size} characters, over "
+            f"EventBridge's {EVENT_PATTERN_LIMIT}. Shorten model_package_group names, or split the models over two "
+            "projects (project.name); an account can also ask for the 4,096-character quota (then raise "
+            "EVENT_PATTERN_LIMIT)."
+        )
 
 
 def route(
@@ -33,6 +70,8 @@ def route(
     bus: events.IEventBus | None = None,
 ) -> events.Rule:
     """An EventBridge rule to an asynchronously invoked function; undeliverable events go to `dead_letters`."""
+    if len(what) > RULE_DESCRIPTION_LIMIT:
+        raise ValueError(f"{construct_id}: rule description over {RULE_DESCRIPTION_LIMIT} characters: {what[:80]}...")
     return events.Rule(
         scope,
         construct_id,
@@ -64,6 +103,7 @@ class ApprovalRequests(Construct):
         registry: tuple[str, str],
         previous_account: str | None,
         environ: dict[str, str],
+        files: Mapping[str, str],  # the functions' settings files (ApprovalSettings.bundled_files)
         layer: lambda_.ILayerVersion,
         failures: sqs.IQueue,
     ) -> None:
@@ -78,6 +118,7 @@ class ApprovalRequests(Construct):
             handler="lambdas.request_approval.handler",
             description=f"ModelGate: e-mail approval links ({environment})",
             environment=environ,
+            files=files,
             layer=layer,
             timeout_seconds=60,
             on_failure=failures,
@@ -105,22 +146,25 @@ class ApprovalRequests(Construct):
                 detail_type=[approval_events.REGISTRY_DETAIL_TYPE],
                 detail={"ModelPackageGroupName": list(groups), "ModelApprovalStatus": ["PendingManualApproval"]},
             )
+            check_pattern_size("the registry rule", groups, pattern_size(groups=groups))
         else:
             self.promotion_bus = self._promotion_bus(project, environment, previous_account)
+            # Versions of the platform's registry: one prefix, whatever the number of models (a prefix per group
+            # outgrew EventBridge's 2,048-character pattern at about 20 models). Only ModelGate puts events on
+            # this bus; the function refuses a group it does not serve (UnknownModelGroupError -> alarmed queue).
+            registry_account, registry_region = registry
+            packages = f"arn:aws:sagemaker:{registry_region}:{registry_account}:model-package/"
             pattern = events.EventPattern(
                 source=[approval_events.PROMOTION_SOURCE],
                 detail_type=[approval_events.PROMOTION_DETAIL_TYPE],
-                detail={
-                    "target_environment": [environment],
-                    "model_package_arn": [{"prefix": arn.removesuffix("*")} for arn in packages_arns],
-                },
+                detail={"target_environment": [environment], "model_package_arn": [{"prefix": packages}]},
             )
         route(
             self,
             "Requested",
             pattern,
             self.function,
-            f"Approval requests for {', '.join(groups)} in {environment} -> approval e-mails",
+            f"Approval requests for {described(groups)} in {environment} -> approval e-mails",
             dead_letters=failures,
             bus=self.promotion_bus,
         )

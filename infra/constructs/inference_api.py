@@ -89,21 +89,12 @@ class InferenceApi(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         served = [names.ServedModel(model, group, endpoint.endpoint_name) for model, group, endpoint in endpoints]
-        environ = {
-            names.BUCKET: model_repository.bucket_name,
-            names.ENVIRONMENT: environment,
-            names.SERVED_MODELS: names.served_models_value(served),
-        }
-        # Endpoint and bucket names are generated at deploy time: check Lambda's limit with the longest they can be.
-        longest = [names.ServedModel(m.model, m.group, "x" * names.ENDPOINT_NAME_MAX) for m in served]
+        # The models' list ships in the function's code package (it grows with every model; Lambda caps the
+        # environment at 4 KB). The bucket's name is generated at deploy time: checked at its longest.
+        environ = {names.BUCKET: model_repository.bucket_name, names.ENVIRONMENT: environment}
         names.check_environ_size(
             f"{construct_id} ({environment}) invoke function",
-            {
-                **environ,
-                names.BUCKET: "x" * 63,
-                names.SERVED_MODELS: names.served_models_value(longest),
-                "POWERTOOLS_LOG_LEVEL": "INFO",
-            },
+            {**environ, names.BUCKET: "x" * 63, "POWERTOOLS_LOG_LEVEL": "INFO"},
         )
         self.invoke = ModelGateFunction(
             self,
@@ -111,10 +102,13 @@ class InferenceApi(Construct):
             handler="lambdas.inference_api.handler",
             description=f"ModelGate inference API ({environment}): KServe v2 request -> its group's Triton endpoint",
             environment=environ,
+            files=names.served_models_files(served),
             layer=layer,
             timeout_seconds=29,  # API Gateway's integration limit
             memory_size=1024,  # CPU for base64 and JSON of 4 MiB bodies
         )
+        for _, _, endpoint in endpoints:  # names in a file are no references: the order CloudFormation needs
+            self.invoke.function.node.add_dependency(endpoint.endpoint)
         model_repository.grant_read(self.invoke.role, f"{DEPLOYMENTS_PREFIX}*")
         self.invoke.role.add_to_policy(
             iam.PolicyStatement(

@@ -1,10 +1,16 @@
 """A ModelGate Lambda function: the shared code asset and dependency layer, its own role and log group.
 
+`files` ({name: text}) ship at the root of the function's code package: settings that grow with the number of
+models (the model lists), which would not fit Lambda's 4 KB environment. The handler reads them at
+$LAMBDA_TASK_ROOT (modelgate.function_settings.bundled_json).
+
 The role gets no AWS managed policy (nag IAM4): only write access to the function's own log group, plus what
 the caller grants. Asynchronous functions get an on-failure destination so no event is ever dropped silently.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -31,6 +37,7 @@ class ModelGateFunction(Construct):
         description: str,
         environment: dict[str, str],
         layer: lambda_.ILayerVersion,
+        files: Mapping[str, str] | None = None,
         timeout_seconds: int = 30,
         memory_size: int = 512,
         on_failure: sqs.IQueue | None = None,
@@ -51,7 +58,7 @@ class ModelGateFunction(Construct):
             "Function",
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
-            code=function_code(),
+            code=function_code(self.node.path, files),
             handler=handler,
             layers=[layer],
             role=self.role,

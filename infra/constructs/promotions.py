@@ -4,7 +4,7 @@ inference run of any model -> the post-inference Lambda -> a promotion request o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Stack, Tags
 from aws_cdk import aws_events as events
@@ -31,6 +31,7 @@ class Promotions(Construct):
         packages_arns: Sequence[str],
         artifacts: s3.IBucket,
         environ: dict[str, str],
+        files: Mapping[str, str],  # the functions' settings files (ApprovalSettings.bundled_files)
         layer: lambda_.ILayerVersion,
         failures: sqs.IQueue,
     ) -> None:
@@ -44,6 +45,7 @@ class Promotions(Construct):
             handler="lambdas.post_inference.handler",
             description=f"ModelGate: request promotion after inference ({environment})",
             environment=environ,
+            files=files,
             layer=layer,
             timeout_seconds=60,
             on_failure=failures,

@@ -19,6 +19,8 @@ default GPU host of ml.g4dn/ml.g5 has driver 470 (CUDA 11.4), too old for every 
 
 from __future__ import annotations
 
+import re
+
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -31,6 +33,7 @@ from constructs import Construct
 from infra.config import Serving
 from infra.instance_types import gpu_count, has_instance_store
 from infra.triton_images import REGISTRIES, REPOSITORY, image_uri
+from modelgate.serving.settings import ENDPOINT_NAME_MAX
 
 VARIANT = "AllTraffic"
 DATA_CAPTURE_PREFIX = "data-capture/"  # + the group: each endpoint writes (and may write) only its own captures
@@ -45,6 +48,13 @@ GPU_MEMORY_PERCENT = 90  # of each GPU: MME unloads models under memory pressure
 def endpoint_id(instance_type: str) -> str:
     """Construct id of the endpoint: a new instance type is a new endpoint (see the module docstring)."""
     return "Endpoint" + "".join(part.capitalize() for part in instance_type.removeprefix("ml.").split("."))
+
+
+def endpoint_name(stack_name: str, group: str, unique: str) -> str:
+    """`<stack name>-<group>-<8 hex of the construct path>`, shortened to SageMaker's 63 characters: readable in
+    the console, unique in the account (the stack name holds the project and the environment)."""
+    readable = re.sub(r"[^A-Za-z0-9-]+", "-", f"{stack_name}-{group}")[: ENDPOINT_NAME_MAX - 9].strip("-")
+    return f"{readable}-{unique[:8]}"
 
 
 class TritonMultiModelEndpoint(Construct):
@@ -149,7 +159,12 @@ class TritonMultiModelEndpoint(Construct):
                 sagemaker.CfnEndpoint.VariantPropertyProperty(variant_property_type="DataCaptureConfig")
             ],
         )
-        self.endpoint_name = self.endpoint.attr_endpoint_name
+        # Named at synth: the inference API's invoke function gets every endpoint's name in a file of its code
+        # package, which CloudFormation cannot fill in. A new instance type is a new construct path, hence a new
+        # name (see above): the old endpoint serves until the new one is in service.
+        path_hash = self.endpoint.node.addr[2:]  # addr: "c8" + a hash of the path
+        self.endpoint.endpoint_name = endpoint_name(stack.stack_name, label, path_hash)
+        self.endpoint_name: str = self.endpoint.endpoint_name
         self.endpoint_arn = self.endpoint.ref  # Ref of AWS::SageMaker::Endpoint is its ARN
 
         self._autoscaling(serving)

@@ -1,4 +1,5 @@
-"""What the approval Lambdas are told by their stack, as environment variables (names owned here).
+"""What the approval Lambdas are told by their stack: environment variables (names owned here) and the models'
+list, a JSON file in the functions' code package (it grows with every model: Lambda caps environments at 4 KB).
 
 The CDK approval stack writes these (stacks/approval_stack.py imports the names); handlers read them once per
 container; tests and the demo build the same objects directly.
@@ -12,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelgate.chain import CHAIN, Chain
-from modelgate.function_settings import SettingsError, required
+from modelgate.function_settings import SettingsError, bundled_json, required
 
 PROJECT = "MODELGATE_PROJECT"
 ENVIRONMENT = "MODELGATE_ENVIRONMENT"
-# CHAIN ("a,b,c", modelgate/chain.py) and MODELS (JSON list of ModelApproval.document()) make one approval
-# stack serve every model of the platform through any promotion chain.
-MODELS = "MODELGATE_MODELS"
+# CHAIN ("a,b,c", modelgate/chain.py) and MODELS_FILE (JSON list of ModelApproval.document(), at the root of the
+# functions' code package) make one approval stack serve every model of the platform through any promotion chain.
+MODELS_FILE = "modelgate-approval-models.json"
 REGISTRY_ACCOUNT = "MODELGATE_REGISTRY_ACCOUNT"
 REGISTRY_REGION = "MODELGATE_REGISTRY_REGION"
 SIGNING_KEY = "MODELGATE_SIGNING_KEY_ID"
@@ -35,7 +36,8 @@ SIGNIN_CLIENT_ID = "MODELGATE_SIGNIN_CLIENT_ID"
 SIGNIN_GROUPS_CLAIM = "MODELGATE_SIGNIN_GROUPS_CLAIM"
 
 # Lambda refuses a function whose environment variables exceed 4 KB in total (keys and values); the stack
-# checks the approval functions' at synth (see ApprovalSettings.environ_size).
+# checks the approval functions' at synth (environ_size). The models' list is not in it: its size does not
+# depend on the number of models.
 LAMBDA_ENVIRONMENT_LIMIT = 4096
 
 SET_BY = "the approval stack"
@@ -43,7 +45,6 @@ _REQUIRED = (
     PROJECT,
     ENVIRONMENT,
     CHAIN,
-    MODELS,
     REGISTRY_ACCOUNT,
     REGISTRY_REGION,
     SIGNING_KEY,
@@ -102,9 +103,11 @@ class ModelApproval:
                 ),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise SettingsError(f"{MODELS}: each model needs model, group, emails, approvers_group ({error})") from None
+            raise SettingsError(
+                f"{MODELS_FILE}: each model needs model, group, emails, approvers_group ({error})"
+            ) from None
         if model.quorum < 1 or not model.approver_emails:
-            raise SettingsError(f"{MODELS}: {model.group}: quorum must be >= 1 and emails not empty")
+            raise SettingsError(f"{MODELS_FILE}: {model.group}: quorum must be >= 1 and emails not empty")
         return model
 
 
@@ -148,7 +151,7 @@ class ApprovalSettings:
         self.chain.check(self.environment)
         groups = [model.group for model in self.models]
         if not groups or len(set(groups)) != len(groups):
-            raise SettingsError(f"{MODELS}: at least one model, each group once (got {groups})")
+            raise SettingsError(f"{MODELS_FILE}: at least one model, each group once (got {groups})")
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -181,10 +184,10 @@ class ApprovalSettings:
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ApprovalSettings:
         env = os.environ if environ is None else environ
         need = dict(zip(_REQUIRED, required(env, *_REQUIRED, set_by=SET_BY), strict=True))
-        try:
-            models = tuple(ModelApproval.from_document(item) for item in json.loads(need[MODELS]))
-        except (json.JSONDecodeError, TypeError):
-            raise SettingsError(f"{MODELS} must be a JSON list of models (set by {SET_BY})") from None
+        documents = bundled_json(env, MODELS_FILE, set_by=SET_BY)
+        if not isinstance(documents, list) or not all(isinstance(item, Mapping) for item in documents):
+            raise SettingsError(f"{MODELS_FILE} must be a JSON list of models (written by {SET_BY}): redeploy")
+        models = tuple(ModelApproval.from_document(item) for item in documents)
         try:
             chain = Chain.parse(need[CHAIN])
             return cls(
@@ -205,12 +208,11 @@ class ApprovalSettings:
             raise SettingsError(str(error)) from None
 
     def environ(self) -> dict[str, str]:
-        """The inverse of from_environ (tests, the demo and the CDK stack use it)."""
+        """With `bundled_files()`, the inverse of from_environ (tests, the demo and the CDK stack use it)."""
         values = {
             PROJECT: self.project,
             ENVIRONMENT: self.environment,
             CHAIN: self.chain.value(),
-            MODELS: json.dumps([model.document() for model in self.models], separators=(",", ":")),
             REGISTRY_ACCOUNT: self.registry_account,
             REGISTRY_REGION: self.registry_region,
             SIGNING_KEY: self.signing_key_id,
@@ -222,6 +224,10 @@ class ApprovalSettings:
         if self.next_event_bus:
             values[NEXT_EVENT_BUS] = self.next_event_bus
         return values
+
+    def bundled_files(self) -> dict[str, str]:
+        """{file name: text} the stack ships at the root of the approval functions' code package."""
+        return {MODELS_FILE: json.dumps([model.document() for model in self.models], separators=(",", ":"))}
 
 
 def environ_size(environ: Mapping[str, str]) -> int:

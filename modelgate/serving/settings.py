@@ -1,9 +1,10 @@
 """The serving Lambdas' settings: environment variable names (the stack sets them, the handlers read them).
 
 One deploy function per (model, environment) knows its one group (MODEL_PACKAGE_GROUP); the one invoke Lambda
-of an environment's inference API serves every model of that environment and is told them as JSON
-(MODELGATE_SERVED_MODELS: `[{"model": ..., "group": ..., "endpoint": ...}]`), checked at synth against
-Lambda's 4 KB limit on a function's environment (`check_environ_size`).
+of an environment's inference API serves every model of that environment and is told them in a JSON file at
+the root of its code package (SERVED_MODELS_FILE: `[{"model": ..., "group": ..., "endpoint": ...}]`), not in
+its environment: that grows with every model, and Lambda caps a function's environment at 4 KB (what stays
+there is checked at synth, `check_environ_size`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from modelgate.approval.settings import LAMBDA_ENVIRONMENT_LIMIT, environ_size
-from modelgate.function_settings import SettingsError, required
+from modelgate.function_settings import SettingsError, bundled_json, required
 
 BUCKET = "MODEL_REPOSITORY_BUCKET"
-SERVED_MODELS = "MODELGATE_SERVED_MODELS"  # JSON list of ServedModel.document(): the models the API routes to
+# JSON list of ServedModel.document(), at the root of the invoke function's code package: the models it routes to.
+SERVED_MODELS_FILE = "modelgate-served-models.json"
 GROUP = "MODEL_PACKAGE_GROUP"
 ENVIRONMENT = "MODELGATE_ENVIRONMENT"
 PARAMETER = "APPROVED_MODEL_PARAMETER"
@@ -29,9 +31,7 @@ JWKS_URL = "JWKS_URL"
 USAGE_PLAN_KEY_ID = "USAGE_PLAN_KEY_ID"  # optional: the API key the authorizer hands API Gateway for metering
 DEPLOYMENT_CACHE_SECONDS = "DEPLOYMENT_CACHE_SECONDS"  # optional: how long the invoke Lambda trusts its copy
 
-# SageMaker endpoint names are at most 63 characters; CloudFormation generates them, so at synth the stack
-# checks the environment's size with names this long.
-ENDPOINT_NAME_MAX = 63
+ENDPOINT_NAME_MAX = 63  # SageMaker's limit on an endpoint's name
 
 SET_BY = "the serving stack"
 
@@ -54,8 +54,7 @@ def check_environ_size(function: str, environ: Mapping[str, str]) -> int:
     if size > LAMBDA_ENVIRONMENT_LIMIT:
         raise EnvironmentTooLarge(
             f"{function}: environment variables take {size} bytes (at most {LAMBDA_ENVIRONMENT_LIMIT}, Lambda's "
-            "limit): too many models for one inference API; shorten model names/groups or split the models over "
-            "two projects"
+            "limit): shorten the values set in its environment"
         )
     return size
 
@@ -73,19 +72,28 @@ class ServedModel:
 
 
 def served_models_value(models: Iterable[ServedModel]) -> str:
-    """What SERVED_MODELS holds (compact JSON: every byte counts against the 4 KB)."""
+    """What SERVED_MODELS_FILE holds."""
     return json.dumps([model.document() for model in models], separators=(",", ":"))
 
 
-def _served_models(value: str) -> tuple[ServedModel, ...]:
+def served_models_files(models: Iterable[ServedModel]) -> dict[str, str]:
+    """{file name: text} the stack ships at the root of the invoke function's code package."""
+    return {SERVED_MODELS_FILE: served_models_value(models)}
+
+
+def _served_models(documents: object) -> tuple[ServedModel, ...]:
     try:
-        documents = json.loads(value)
-        models = tuple(ServedModel(d["model"], d["group"], d["endpoint"]) for d in documents)
-    except (json.JSONDecodeError, TypeError, KeyError) as error:
-        raise SettingsError(f"{SERVED_MODELS} is not a JSON list of {{model, group, endpoint}}: {error}") from None
+        models = tuple(ServedModel(d["model"], d["group"], d["endpoint"]) for d in documents)  # type: ignore[union-attr]
+    except (TypeError, KeyError) as error:
+        raise SettingsError(
+            f"{SERVED_MODELS_FILE} is not a JSON list of {{model, group, endpoint}} ({error!r}); "
+            f"{SET_BY} writes it: redeploy"
+        ) from None
     groups = [model.group for model in models]
     if not models or len(set(groups)) != len(groups) or not all(isinstance(g, str) and g for g in groups):
-        raise SettingsError(f"{SERVED_MODELS} must list each model group once, at least one, got {groups!r}")
+        raise SettingsError(f"{SERVED_MODELS_FILE} must list each model group once, at least one, got {groups!r}")
+    if not all(isinstance(m.endpoint_name, str) and 0 < len(m.endpoint_name) <= ENDPOINT_NAME_MAX for m in models):
+        raise SettingsError(f"{SERVED_MODELS_FILE}: every model needs its endpoint's name (1-63 characters)")
     return models
 
 
@@ -125,12 +133,13 @@ class InferenceSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> InferenceSettings:
-        bucket, environment, served = required(environ, BUCKET, ENVIRONMENT, SERVED_MODELS, set_by=SET_BY)
+        bucket, environment = required(environ, BUCKET, ENVIRONMENT, set_by=SET_BY)
         try:
             seconds = float(environ.get(DEPLOYMENT_CACHE_SECONDS, "10"))
         except ValueError:
             raise SettingsError(f"{DEPLOYMENT_CACHE_SECONDS} must be a number of seconds") from None
-        return cls(bucket, environment, _served_models(served), seconds)
+        served = _served_models(bundled_json(environ, SERVED_MODELS_FILE, set_by=SET_BY))
+        return cls(bucket, environment, served, seconds)
 
 
 @dataclass(frozen=True)

@@ -63,15 +63,10 @@ _LOW31 = _M31 - 1
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    # The fit is closed-form (one pass over the training windows): `epochs`, `learning_rate`, `steps_per_epoch`
-    # and `correction_hours` were the Adam trainer's and are still accepted (and checked) so that configs and
-    # step arguments stay valid; the fit does not read them.
-    epochs: int = 1
-    learning_rate: float = 1e-3
+    # The fit is closed-form (one pass over the training windows): the Adam trainer's epochs, learning rate,
+    # steps per epoch and correction hours are gone, not kept as knobs that do nothing.
     batch_size: int = 64  # training windows per customer per chunk of the pass: bounds the pass's memory
-    steps_per_epoch: int = 32
     hidden: int = 16  # width of the served graph's ReLU correction (its weights are zero: off)
-    correction_hours: int = 0
     seed: int = 1
     holdout_hours: int = 7 * 24  # the tail of each series kept for evaluation
     validation_hours: int = 7 * 24  # the week before it: picks each customer's candidate, then joins the refit
@@ -79,18 +74,10 @@ class Hyperparameters:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if not 0 < self.learning_rate < 1:
-            problems.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if not 1 <= self.batch_size <= 4096:
             problems.append(f"batch_size must be in 1..4096, got {self.batch_size}")
-        if not 1 <= self.steps_per_epoch <= 100_000:
-            problems.append(f"steps_per_epoch must be in 1..100000, got {self.steps_per_epoch}")
         if not 1 <= self.hidden <= 512:
             problems.append(f"hidden must be in 1..512, got {self.hidden}")
-        if not 0 <= self.correction_hours <= WINDOW:
-            problems.append(f"correction_hours must be in 0..{WINDOW}, got {self.correction_hours}")
         if self.holdout_hours < HORIZON or self.holdout_hours % HORIZON:
             problems.append(f"holdout_hours must be a positive multiple of {HORIZON}, got {self.holdout_hours}")
         if self.validation_hours < HORIZON or self.validation_hours % HORIZON:

@@ -14,8 +14,9 @@ with the job's checkpoint S3 URI: use one URI per pipeline execution): a restart
 Hyperparameters (SageMaker passes them as `--name value`; dashes or underscores): batch-size (training windows
 per customer per chunk of the fit's pass), hidden, seed, holdout-hours, validation-hours, min-coverage, device
 (auto|cuda|cpu), checkpoint-minutes, shard-customers (default SHARD_CUSTOMERS). The fit is closed-form
-(forecaster.py): epochs, learning-rate, steps-per-epoch and correction-hours, the former Adam trainer's, are still
-accepted and checked, so pipelines and configs that pass them stay valid, and change nothing.
+(forecaster.py): the former Adam trainer's epochs, learning-rate, steps-per-epoch and correction-hours are refused
+as unknown arguments. An execution started before a deploy that removed them runs the code of its own definition
+(the source bundle's S3 key is content-addressed), so no running pipeline passes them to this script.
 
 Runtime: `python pipelines/steps/train.py ...` from the source bundle (pipelines/steps/paths.py RUNTIME_SOURCES);
 needs torch (in the image), numpy, pandas, pyarrow, tqdm.
@@ -43,6 +44,7 @@ from pipelines.steps.paths import StepInputError, TrainPaths, fail
 # Customers per shard: 500 customers x 2 years (the longest history used) is ~35 M hours, ~3.5 GB of training
 # state on the host (bench/bench_scale.py measures it), whatever the number of customers.
 SHARD_CUSTOMERS = 500
+REMOVED = "epochs, learning-rate, steps-per-epoch and correction-hours went with the closed-form fit: remove them"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,7 +136,9 @@ def _empty_params(hp: forecaster.Hyperparameters) -> forecaster.ForecasterParame
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
-    args = parser().parse_args(argv)
+    args, unknown = parser().parse_known_args(argv)
+    if unknown:  # in the job's failure reason, not only its log
+        return fail(f"train: unknown hyperparameters: {' '.join(unknown)} ({REMOVED})", environ)
     try:
         models = run(args, TrainPaths.from_environ(environ))
     except StepInputError as error:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from infra.config import load_config
+from modelgate.approval.settings import MODELS_FILE
 
 CHAIN = load_config().chain  # the shipped config's promotion chain
 ENVIRONMENTS = CHAIN.names
@@ -64,8 +65,10 @@ def test_approval_requests_come_from_the_registry_in_dev_and_from_promotions_lat
         registry = config.environments["dev"]
         (promotion,) = [p for p in patterns if p["source"] == ["modelgate.promotion"]]
         assert promotion["detail"]["target_environment"] == [env], "only requests for this environment"
-        prefix = f"arn:aws:sagemaker:{registry.region}:{registry.account}:model-package/{GROUP}/"
-        assert promotion["detail"]["model_package_arn"] == [{"prefix": prefix}], "only versions of our group"
+        # One prefix however many models (EventBridge caps a pattern at 2,048 characters); the function refuses
+        # groups it does not serve.
+        prefix = f"arn:aws:sagemaker:{registry.region}:{registry.account}:model-package/"
+        assert promotion["detail"]["model_package_arn"] == [{"prefix": prefix}], "only versions of our registry"
         assert not any(p.get("detail-type") == ["SageMaker Model Package State Change"] for p in patterns)
 
 
@@ -120,7 +123,7 @@ def test_api_serves_the_link_pages_and_sign_in_behind_waf_with_access_logs(templ
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, env, config):
+def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, synth, env, config):
     approval = template(env, "Approval")
     (group,) = of_type(approval, "AWS::Cognito::UserPoolGroup").values()
     assert group["Properties"]["GroupName"] == config.environments[env].approvers.group
@@ -139,7 +142,8 @@ def test_approvers_sign_in_with_the_cognito_pool_of_their_environment(template, 
     assert not writable & {"email", "email_verified", "custom:groups", "preferred_username"}, writable
     (api_fn,) = [f for h, f in functions(approval).items() if h == "lambdas.approval_api.handler"]
     variables = api_fn["Properties"]["Environment"]["Variables"]
-    (model,) = json.loads(variables["MODELGATE_MODELS"])
+    assert "MODELGATE_MODELS" not in variables, "the models' list ships in the code package, not the 4 KB environment"
+    (model,) = json.loads(synth.package_file(api_fn, MODELS_FILE))
     assert model["approvers_group"] == config.environments[env].approvers.group
     assert variables["MODELGATE_SIGNIN_GROUPS_CLAIM"] == "cognito:groups"
     # The pages show the training gate's threshold: the same number the pipeline's condition used.

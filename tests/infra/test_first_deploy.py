@@ -142,13 +142,19 @@ def test_problem7_a_new_instance_type_is_a_new_endpoint_and_scalable_target_othe
 
     def endpoint_and_target(template: Template) -> tuple[str, dict]:
         (endpoint,) = template.find_resources("AWS::SageMaker::Endpoint")
-        target = only(template.find_resources("AWS::ApplicationAutoScaling::ScalableTarget"))["Properties"]
+        target = only(template.find_resources("AWS::ApplicationAutoScaling::ScalableTarget"))
         return endpoint, target
 
+    def name(template: Template, endpoint: str) -> str:
+        return template.to_json()["Resources"][endpoint]["Properties"]["EndpointName"]
+
     (old, _), (new, new_target) = endpoint_and_target(before), endpoint_and_target(bigger)
-    # A new logical id: CloudFormation creates the new endpoint, then deletes the old one (and its scaling).
+    # A new logical id and a new name (endpoints are named at synth, by construct path): CloudFormation creates
+    # the new endpoint, then deletes the old one (and its scaling).
     assert old != new
-    assert json.dumps(new_target["ResourceId"]).count(new) == 1
+    assert name(before, old) != name(bigger, new)
+    assert new_target["Properties"]["ResourceId"] == f"endpoint/{name(bigger, new)}/variant/AllTraffic"
+    assert new in new_target["DependsOn"], "the target registers an endpoint that exists"
     # Capacity and target changes keep the endpoint: UpdateEndpoint with the retained instance count.
     assert endpoint_and_target(rescaled)[0] == old
 

@@ -12,7 +12,7 @@ import yaml
 
 from infra.config import ConfigError, load_config, parse_config
 from infra.constructs.promotion_gate import gate_step_id
-from modelgate.approval.settings import LAMBDA_ENVIRONMENT_LIMIT
+from modelgate.approval.settings import MODELS_FILE
 from modelgate.parameters import pipeline_name
 from stacks.stage import pipeline_stack_id
 from tests.infra.conftest import MANY_MODELS
@@ -27,7 +27,8 @@ def stage(config, env: str) -> str:
 
 
 def resources(stack, kind: str) -> dict:
-    return {k: r for k, r in stack.template["Resources"].items() if r["Type"] == kind}
+    template = stack["template"] if isinstance(stack, dict) else stack.template
+    return {k: r for k, r in template["Resources"].items() if r["Type"] == kind}
 
 
 def test_the_example_is_what_the_issue_asks_for():
@@ -134,7 +135,8 @@ def test_one_approval_stack_serves_every_model_with_its_own_settings(many_synth,
     functions = {f["Properties"]["Handler"]: f for f in resources(approval, "AWS::Lambda::Function").values()}
     variables = functions["lambdas.approval_api.handler"]["Properties"]["Environment"]["Variables"]
     assert variables["MODELGATE_CHAIN"] == ",".join(CHAIN)
-    models = {m["group"]: m for m in json.loads(variables["MODELGATE_MODELS"])}
+    shipped = many_synth.package_file(functions["lambdas.approval_api.handler"], MODELS_FILE)
+    models = {m["group"]: m for m in json.loads(shipped)}
     assert set(models) == set(GROUPS.values())
     for model in many_config.models:
         settings = model.environments[env].approvers
@@ -158,8 +160,9 @@ def test_registry_events_of_every_group_arrive_in_the_first_environment_only(man
     else:
         assert registry == []
         (pattern,) = promotions
-        prefixes = [p["prefix"] for p in pattern["detail"]["model_package_arn"]]
-        assert sorted(prefix.rsplit("/", 2)[-2] for prefix in prefixes) == sorted(GROUPS.values())
+        registry = many_config.environments[CHAIN[0]]
+        prefix = f"arn:aws:sagemaker:{registry.region}:{registry.account}:model-package/"
+        assert pattern["detail"]["model_package_arn"] == [{"prefix": prefix}], "the registry's, one for every model"
         assert pattern["detail"]["target_environment"] == [env]
 
 
@@ -181,10 +184,9 @@ def test_the_gate_role_reads_every_models_approved_parameter_of_its_environment_
     )
 
 
-def test_an_approval_environment_over_lambdas_4_kb_is_a_config_error_naming_the_remedy():
-    """Lambda refuses functions whose environment variables exceed 4 KB: every model adds its approvers to the
-    approval functions' MODELGATE_MODELS, so too many models with long approver lists must fail at synth, not at
-    deploy."""
+def _approval_stack(models: list[dict], env_name: str = "prod"):
+    """The Approval stack of `env_name` for the example with `models` instead of its own (constructed, not
+    synthesized: the checks run at construction)."""
     from aws_cdk import App
     from aws_cdk import Environment as CdkEnvironment
 
@@ -194,35 +196,74 @@ def test_an_approval_environment_over_lambdas_4_kb_is_a_config_error_naming_the_
     from stacks.topology import Topology
 
     raw = yaml.safe_load(Path(MANY_MODELS).read_text())
-    raw["models"] = [
-        {
-            "name": f"customer-model-{index:02d}",
-            "model_package_group": f"customer-model-{index:02d}",
-            "approvers": {"emails": [f"approver-{n}-of-model-{index}@example.com" for n in range(3)]},
-        }
-        for index in range(12)
-    ]
+    raw["models"] = models
     config = parse_config(raw, "many.yaml")
-    env = config.environments["prod"]
+    env = config.environments[env_name]
     app = App(context=feature_flags())
     where = CdkEnvironment(account=env.account, region=env.region)
     storage = StorageStack(app, "Storage", env=where)
+    return ApprovalStack(
+        app,
+        "Approval",
+        project=config.project,
+        environment=env,
+        models=config.models,
+        storage=storage,
+        topology=Topology.from_config(config, env_name),
+        env=where,
+    )
+
+
+def _models(count: int, group: str = "customer-model", approvers: int = 3) -> list[dict]:
+    return [
+        {
+            "name": f"customer-model-{index:02d}",
+            "model_package_group": f"{group}-{index:02d}",
+            "approvers": {"emails": [f"approver-{n}-of-model-{index}@example.com" for n in range(approvers)]},
+        }
+        for index in range(count)
+    ]
+
+
+def test_sixty_models_with_long_approver_lists_fit_the_approval_functions():
+    """Was the 4 KB ceiling: 12 models with three approvers each overflowed Lambda's environment limit, because the
+    approval functions got the models' list in MODELGATE_MODELS. The list ships in their code package now
+    (ApprovalSettings.bundled_files), so the environment no longer grows with the models: 60 models construct, and
+    the next limit on the list is Lambda's 250 MB deployment package (a model takes ~200 bytes). (Deployed and
+    loaded in the local world: tests/integration/approval/test_sixty_models.py.)"""
+    from aws_cdk.assertions import Template
+
+    from modelgate.approval.settings import MODELS_FILE
+
+    def functions(count: int) -> tuple[Path, dict]:
+        stack = _approval_stack(_models(count))
+        template = Template.from_stack(stack).to_json()
+        return Path(stack.node.root.outdir), resources({"template": template}, "AWS::Lambda::Function")
+
+    (outdir, sixty), (_, two) = functions(60), functions(2)
+    assert sixty.keys() == two.keys()
+    for logical, function in sixty.items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables == two[logical]["Properties"]["Environment"]["Variables"], "as with 2 models"
+        assert not [name for name in variables if "MODELS" in name]
+        if function["Properties"]["Handler"] in ("lambdas.approval_api.handler", "lambdas.request_approval.handler"):
+            package = outdir / f"asset.{function['Properties']['Code']['S3Key'].removesuffix('.zip')}"
+            models = json.loads((package / MODELS_FILE).read_text())
+            assert [m["group"] for m in models] == [f"customer-model-{i:02d}" for i in range(60)]
+            assert models[59]["emails"] == [f"approver-{n}-of-model-59@example.com" for n in range(3)]
+
+
+def test_a_registry_rule_over_eventbridges_pattern_limit_is_a_config_error_naming_the_remedy():
+    """The first environment's rule names every model group in its event pattern (registry events of other groups
+    of the account must not reach the function); EventBridge refuses a pattern over 2,048 characters at deploy,
+    so synth says so first: about 95 models with 20-character group names."""
     with pytest.raises(ConfigError) as refused:
-        ApprovalStack(
-            app,
-            "Approval",
-            project=config.project,
-            environment=env,
-            models=config.models,
-            storage=storage,
-            topology=Topology.from_config(config, "prod"),
-            env=where,
-        )
+        _approval_stack(_models(80, group="a-model-package-group-with-a-rather-long-name", approvers=1), "sandbox")
     message = str(refused.value)
-    assert f"over Lambda's {LAMBDA_ENVIRONMENT_LIMIT}-byte limit" in message
-    assert "12 models" in message
-    assert "distribution list" in message
+    assert "the registry rule names every model group (80) in its event pattern" in message
+    assert "over EventBridge's 2048" in message
     assert "two projects" in message
+    _approval_stack(_models(60, approvers=1), "sandbox")  # 60 models with 17-character groups fit
 
 
 def test_the_approval_api_may_make_a_quorums_condition_check_on_the_state_table(many_synth, many_config):

@@ -22,7 +22,6 @@ PARAMETERS = {
     "ProcessingInstanceType",
     "TrainingInstanceType",
     "TrainingInstanceCount",
-    "Epochs",
     "MetricThreshold",
     "ModelPackageGroup",
     "RegisteredBy",
@@ -117,7 +116,6 @@ def test_parameters_default_to_the_environment_config(definition, config, env):
     assert parameters["ProcessingInstanceType"]["DefaultValue"] == settings.prep.processing_instance_type
     assert parameters["TrainingInstanceType"]["DefaultValue"] == settings.training.instance_type
     assert parameters["TrainingInstanceCount"]["DefaultValue"] == settings.training.instance_count
-    assert parameters["Epochs"]["DefaultValue"] == settings.training.epochs
     assert parameters["MetricThreshold"] == {
         "Name": "MetricThreshold",
         "Type": "Float",
@@ -132,13 +130,17 @@ def test_parameters_default_to_the_environment_config(definition, config, env):
     assert "DefaultValue" not in parameters["RegisteredBy"], "whoever starts a run must say who they are"
 
 
-def test_environments_differ_where_their_config_does(definition, config):
-    """dev trains 10 epochs on ml.g5.xlarge per config/modelgate.yaml; the others 30: values come from config."""
-    epochs = {
-        env: {p["Name"]: p for p in definition(env)["Parameters"]}["Epochs"]["DefaultValue"] for env in ENVIRONMENTS
-    }
-    assert epochs == {env: config.environments[env].training.epochs for env in ENVIRONMENTS}
-    assert len(set(epochs.values())) > 1, "the shipped config should exercise a per-environment override"
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_training_hyperparameter_is_one_train_py_reads(definition, env):
+    """No knob that does nothing: the closed-form fit has no epochs, so neither the pipeline (no `Epochs`
+    parameter) nor the training job passes one; train.py would refuse it (tests/integration/test_training.py)."""
+    from pipelines.steps import train as train_step
+
+    hyperparameters = steps(definition(env))["Train"]["Arguments"]["HyperParameters"]
+    accepted = {action.dest for action in train_step.parser()._actions}
+    toolkit = {"sagemaker_program", "sagemaker_submit_directory"}
+    assert set(hyperparameters) - toolkit <= accepted, set(hyperparameters) - toolkit - accepted
+    assert "epochs" not in hyperparameters
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -192,7 +194,6 @@ def test_training_runs_on_the_configured_gpu_sharded_checkpointed_and_encrypted(
     assert train["ResourceConfig"]["VolumeKmsKeyId"].startswith("<Output PublishOutputFnGetAttDataKey")
     assert train["AlgorithmSpecification"]["TrainingImage"].endswith("-gpu-py312")
     assert train["StoppingCondition"]["MaxRuntimeInSeconds"] == settings.training.max_runtime_minutes * 60
-    assert train["HyperParameters"]["epochs"] == {"Get": "Parameters.Epochs"}
     assert train["HyperParameters"]["sagemaker_program"] == paths.STEP_SCRIPTS["train"]
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in train["InputDataConfig"]}
     assert channels[paths.TRAIN_CHANNEL]["S3DataDistributionType"] == "ShardedByS3Key"

@@ -195,9 +195,8 @@ def test_each_endpoint_runs_its_models_instance_type_capacity_autoscaling_and_da
         target = only(of_model(template.find_resources("AWS::ApplicationAutoScaling::ScalableTarget"), model.name))
         target = target["Properties"]
         assert (target["MinCapacity"], target["MaxCapacity"]) == (settings.min_instances, settings.max_instances)
-        assert {"Fn::GetAtt": [endpoint_of(template, model.name), "EndpointName"]} in target["ResourceId"]["Fn::Join"][
-            1
-        ], "it scales its own endpoint"
+        name = template.to_json()["Resources"][endpoint_of(template, model.name)]["Properties"]["EndpointName"]
+        assert target["ResourceId"] == f"endpoint/{name}/variant/AllTraffic", "it scales its own endpoint"
         policies = of_model(template.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy"), model.name)
         targets = sorted(
             p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] for p in policies.values()
@@ -208,10 +207,11 @@ def test_each_endpoint_runs_its_models_instance_type_capacity_autoscaling_and_da
                 settings.target_gpu_utilization * gpu_count(settings.instance_type),
             ]
         )
+        # Models and configs are replaced on every change: CloudFormation names them. The endpoint is named at
+        # synth (the invoke function's package names it), by its construct path: a new instance type, a new name.
         for kind, name in (
             ("AWS::SageMaker::Model", "ModelName"),
             ("AWS::SageMaker::EndpointConfig", "EndpointConfigName"),
-            ("AWS::SageMaker::Endpoint", "EndpointName"),
         ):
             assert name not in only(of_model(template.find_resources(kind), model.name))["Properties"], kind
 
@@ -320,7 +320,7 @@ def test_one_inference_api_routes_by_group_and_every_route_is_authorized_validat
 
 
 @pytest.mark.parametrize("env", CHAIN)
-def test_the_invoke_lambda_knows_every_group_and_may_call_exactly_their_endpoints(serving, example, env):
+def test_the_invoke_lambda_knows_every_group_and_may_call_exactly_their_endpoints(serving, synthesized, example, env):
     template = serving(env)
     _name, function = function_with_handler(template, "lambdas.inference_api.handler")
     endpoints = {model.model_package_group: endpoint_of(template, model.name) for model in example.models}
@@ -334,13 +334,21 @@ def test_the_invoke_lambda_knows_every_group_and_may_call_exactly_their_endpoint
     ]
     variables = function["Properties"]["Environment"]["Variables"]
     assert variables[names.ENVIRONMENT] == env
-    # MODELGATE_SERVED_MODELS: JSON joined around each endpoint's generated name.
-    parts = variables[names.SERVED_MODELS]["Fn::Join"][1]
-    served = json.loads("".join(p if isinstance(p, str) else json.dumps(p["Fn::GetAtt"][0])[1:-1] for p in parts))
+    assert not [name for name in variables if "MODELS" in name], "the models' list is not in the 4 KB environment"
+    # The served models ship in the function's code package, each with its endpoint's name (set at synth).
+    served = json.loads(synthesized.package_file(function, names.SERVED_MODELS_FILE))
+    endpoint_names = {
+        group: template.to_json()["Resources"][endpoint]["Properties"]["EndpointName"]
+        for group, endpoint in endpoints.items()
+    }
     assert served == [
-        {"model": model.name, "group": model.model_package_group, "endpoint": endpoints[model.model_package_group]}
+        {"model": model.name, "group": model.model_package_group, "endpoint": endpoint_names[model.model_package_group]}
         for model in example.models
     ]
+    for group, name in endpoint_names.items():
+        assert name.startswith(f"modelgate-{env}-Serving-{group}-"), name
+        assert len(name) <= names.ENDPOINT_NAME_MAX
+    assert set(endpoints.values()) <= set(function.get("DependsOn", [])), "the endpoints exist before the function"
     reads = [k for s in statements(template, role_of(function)) for k in s3_keys(s)]
     assert reads == ["/deployments/*"], "deployment records only, never archives"
 
@@ -441,8 +449,8 @@ def test_gateway_refusals_are_clear_json_and_retryable_ones_say_when(serving, en
         assert set(json.loads(body.replace("$context.error.messageString", '"x"'))) == {"error", "code"}
 
 
-def _api_with(models: int) -> None:
-    """An InferenceApi for `models` groups with long names, in a bare stack (fails before any function exists)."""
+def _api_with(models: int) -> Template:
+    """The template of an InferenceApi for `models` groups with long names, in a bare stack."""
     stack = Stack(
         App(context=feature_flags()), "Limits", env=CdkEnvironment(account="222222222222", region="eu-west-1")
     )
@@ -452,9 +460,9 @@ def _api_with(models: int) -> None:
     )
     endpoints = [
         (
-            f"model-{i:02d}",
-            f"model-package-group-with-a-long-name-{i:02d}",
-            SimpleNamespace(endpoint_name="x", endpoint_arn="y"),
+            f"model-{i:03d}",
+            f"model-package-group-with-a-long-name-{i:03d}",
+            SimpleNamespace(endpoint_name="x" * names.ENDPOINT_NAME_MAX, endpoint_arn="y", endpoint=bucket),
         )
         for i in range(models)
     ]
@@ -462,18 +470,24 @@ def _api_with(models: int) -> None:
     InferenceApi(
         stack, "InferenceApi", api=api, environment="sandbox", endpoints=endpoints, model_repository=bucket, layer=layer
     )
+    return Template.from_stack(stack)
 
 
-def test_lambdas_4_kb_environment_limit_is_checked_at_synth_with_the_longest_generated_names():
-    """Lambda refuses a function whose environment variables exceed 4 KB: synth says so first, and what to do."""
-    with pytest.raises(names.EnvironmentTooLarge, match=r"InferenceApi \(sandbox\) invoke function: .*\(at most 4096"):
-        _api_with(models=30)
-    # What a platform of a dozen models needs is far below it.
-    served = [
-        names.ServedModel(f"model-{i:02d}", f"model-package-group-with-a-long-name-{i:02d}", "x" * 63)
-        for i in range(12)
-    ]
-    assert names.check_environ_size("f", {names.SERVED_MODELS: names.served_models_value(served)}) < 2500
+def test_the_invoke_functions_environment_does_not_grow_with_the_models():
+    """Lambda refuses a function whose environment variables exceed 4 KB. The served models' list (~150 bytes a
+    model with long names: over 4 KB from about 28 models on, the old ceiling) ships in the code package, so the
+    environment of 200 models is that of one; Lambda's limit is still checked at synth for what stays in it."""
+    environments = []
+    for models in (1, 200):
+        _name, function = function_with_handler(_api_with(models), "lambdas.inference_api.handler")
+        environments.append(function["Properties"]["Environment"]["Variables"])
+    assert environments[0] == environments[1]
+    assert set(environments[0]) == {names.BUCKET, names.ENVIRONMENT, "POWERTOOLS_LOG_LEVEL"}
+    group = "model-package-group-with-a-long-name"
+    served = [names.ServedModel(f"m-{i:03d}", f"{group}-{i:03d}", "x" * 63) for i in range(30)]
+    assert len(names.served_models_value(served)) > 4096, "what no longer has to fit"
+    with pytest.raises(names.EnvironmentTooLarge, match=r"f: environment variables take 4097 bytes .*\(at most 4096"):
+        names.check_environ_size("f", {"A": "x" * 4096})
 
 
 def test_two_model_names_that_would_share_construct_ids_are_refused_naming_both():

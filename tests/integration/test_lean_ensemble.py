@@ -29,7 +29,7 @@ from pipelines.packaging.triton_repository import Packager, example_models, pack
 from pipelines.steps import evaluate, forecaster, quantiles
 from pipelines.steps.forecaster import WEEK, Hyperparameters
 from pipelines.steps.series import HOUR_US, SeriesSet
-from sandbox.triton_inprocess import Repository, parse_config
+from sandbox.triton_inprocess import InvalidInferenceRequest, Repository, UnknownModel, parse_config
 
 CUSTOMERS = ("lean-1", "lean-2", "lean-3")
 
@@ -187,6 +187,29 @@ def test_the_archive_has_no_python_backend_step(models, packager, tmp_path):
     assert archive_name(customer) == f"{customer}.tar.gz"
 
 
+def test_the_in_process_triton_answers_only_the_outputs_a_request_names_as_triton_does(models, packager, tmp_path):
+    """KServe v2 `outputs`: named outputs alone, in the request's order; none named: every declared one. An
+    undeclared or repeated name and an unknown model are refused (Triton: 400 / 404), as the real server
+    (test_the_real_triton_serves_the_one_step_ensemble) refuses an undeclared one."""
+    customer = "lean-2"
+    with tarfile.open(fileobj=io.BytesIO(pack(packager.files(customer)))) as archive:
+        archive.extractall(tmp_path, filter="data")
+    repository, entry = Repository(tmp_path), model_names(customer)["ensemble"]
+    readings = {ENSEMBLE_INPUT: gap_patterns(models, 1, np.random.default_rng(8))[:4]}
+    everything = repository.infer(entry, readings)
+    assert sorted(everything) == sorted(ENSEMBLE_OUTPUTS)
+    assert list(repository.infer(entry, readings, outputs=[ENSEMBLE_OUTPUT])) == [ENSEMBLE_OUTPUT]
+    named = repository.infer(entry, readings, outputs=[ENSEMBLE_P90, ENSEMBLE_P10])
+    assert list(named) == [ENSEMBLE_P90, ENSEMBLE_P10]
+    np.testing.assert_array_equal(named[ENSEMBLE_P10], everything[ENSEMBLE_P10])
+    with pytest.raises(InvalidInferenceRequest, match=f"unexpected inference output 'P50' for model '{entry}'"):
+        repository.infer(entry, readings, outputs=[ENSEMBLE_OUTPUT, "P50"])
+    with pytest.raises(InvalidInferenceRequest, match=f"output '{ENSEMBLE_OUTPUT}' already exists"):
+        repository.infer(entry, readings, outputs=[ENSEMBLE_OUTPUT, ENSEMBLE_OUTPUT])
+    with pytest.raises(UnknownModel, match="'lean-9_ensemble' is not found"):
+        repository.infer("lean-9_ensemble", readings)
+
+
 def test_the_package_step_refuses_a_graph_that_differs_from_what_was_evaluated(models, packager):
     """verify (run by package_models on a sample) compares the served graph with forecaster.predict and the
     trained normalisation: a graph with another customer's mean and std is refused, not shipped."""
@@ -254,6 +277,10 @@ def test_the_real_triton_serves_the_one_step_ensemble(models, packager, tmp_path
         low, high = reference_bounds(models, 0, expected)
         np.testing.assert_allclose(result.as_numpy(ENSEMBLE_P10), low, atol=1e-4)
         np.testing.assert_allclose(result.as_numpy(ENSEMBLE_P90), high, atol=1e-4)
+        unknown = httpclient.InferRequestedOutput("P50", binary_data=True)
+        with pytest.raises(InferenceServerException, match="unexpected inference output 'P50'") as refused:
+            client.infer(local.entry, [tensor], outputs=[unknown])
+        assert refused.value.status() == "400"
         short = httpclient.InferInput(ENSEMBLE_INPUT, [1, WINDOW - 1], "FP32")
         short.set_data_from_numpy(readings[:1, 1:], binary_data=True)
         with pytest.raises(InferenceServerException, match="unexpected shape") as refused:

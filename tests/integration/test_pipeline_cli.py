@@ -39,7 +39,9 @@ def deployed_pipeline():
 
 
 def test_start_finds_the_models_pipeline_by_name_and_passes_the_parameters(deployed_pipeline, capsys):
-    code = main(["pipeline", "start", "--env", FIRST, "--registered-by", "me@example.com", "--param", "Epochs=20"])
+    code = main(
+        ["pipeline", "start", "--env", FIRST, "--registered-by", "me@example.com", "--param", "MetricThreshold=0.9"]
+    )
     assert code == EXIT_OK
     out = capsys.readouterr().out
     name = pipeline_name("modelgate", "energy-forecast", FIRST)
@@ -49,7 +51,7 @@ def test_start_finds_the_models_pipeline_by_name_and_passes_the_parameters(deplo
     parameters = deployed_pipeline.list_pipeline_parameters_for_execution(
         PipelineExecutionArn=execution["PipelineExecutionArn"]
     )["PipelineParameters"]
-    assert {p["Name"]: p["Value"] for p in parameters} == {"RegisteredBy": "me@example.com", "Epochs": "20"}
+    assert {p["Name"]: p["Value"] for p in parameters} == {"RegisteredBy": "me@example.com", "MetricThreshold": "0.9"}
 
 
 def test_start_without_a_deployed_pipeline_says_so(deployed_pipeline, capsys):

@@ -25,7 +25,7 @@ from pipelines.steps.paths import (
     StepInputError,
 )
 
-HP = forecaster.Hyperparameters(epochs=3, steps_per_epoch=4, batch_size=16, holdout_hours=48)
+HP = forecaster.Hyperparameters(batch_size=16, holdout_hours=48)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -226,9 +226,9 @@ def test_customers_without_enough_data_are_skipped_with_a_reason(data):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"batch_size": 0}, "batch_size must be in 1..4096"),
         ({"holdout_hours": 30}, "multiple of 24"),
-        ({"learning_rate": 2.0}, "(0, 1)"),
+        ({"min_coverage": 2.0}, r"min_coverage must be in \[0, 1\]"),
     ],
 )
 def test_bad_hyperparameters_are_refused(changes, message):
@@ -260,7 +260,7 @@ def environ(base, host: str, hosts: list[str], channel) -> dict[str, str]:
     }
 
 
-ARGS = ["--epochs", "3", "--steps-per-epoch", "4", "--batch_size", "16", "--holdout-hours", "48", "--device", "cpu"]
+ARGS = ["--batch_size", "16", "--holdout-hours", "48", "--device", "cpu"]
 
 
 def test_sharded_by_s3_key_hosts_produce_the_models_of_one_host(curated, tmp_path):
@@ -333,7 +333,8 @@ def test_a_host_without_customers_writes_an_empty_shard(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--epochs", "0"], "bad hyperparameters: epochs must be >= 1"),
+        (["--batch-size", "0"], "bad hyperparameters: batch_size must be in 1..4096"),
+        (["--epochs", "3", "--steps-per-epoch", "4"], "unknown hyperparameters: --epochs 3 --steps-per-epoch 4"),
         (["--device", "cuda"], "no CUDA GPU"),
     ],
 )

@@ -25,6 +25,7 @@ from modelgate.approval.sealed import SealBroken, peek, seal, unseal
 from modelgate.approval.signin import approver_from_claims
 from modelgate.approval.web import HttpRequest, read_cookies, same_origin, set_cookie
 from modelgate.chain import Chain
+from modelgate.function_settings import TASK_ROOT
 from modelgate.registry import customer_metadata
 
 ARN = "arn:aws:sagemaker:eu-west-1:222222222222:model-package/energy-forecast/3"
@@ -279,7 +280,7 @@ def test_http_plumbing():
     assert same_origin({}, "https://api.example/v1")
 
 
-def test_settings_round_trip_and_name_what_is_missing():
+def test_settings_round_trip_and_name_what_is_missing(tmp_path):
     from modelgate.approval.settings import ApprovalSettings, ModelApproval, SettingsError
 
     models = (
@@ -291,12 +292,46 @@ def test_settings_round_trip_and_name_what_is_missing():
         registry_account="222222222222", registry_region="eu-west-1", signing_key_id="k", state_table="s",
         history_table="h", sender_email="m@example.com", api_url="https://x/v1", next_event_bus="arn:bus",
     )  # fmt: skip
-    assert ApprovalSettings.from_environ(settings.environ()) == settings
+    for name, text in settings.bundled_files().items():  # what the stack ships in the code package
+        (tmp_path / name).write_text(text)
+    environ = {**settings.environ(), TASK_ROOT: str(tmp_path)}
+    assert ApprovalSettings.from_environ(environ) == settings
     assert settings.model_package_arn("energy-forecast", 3) == ARN
     assert settings.model("churn-scores").quorum == 2
-    broken = {k: v for k, v in settings.environ().items() if k != "MODELGATE_STATE_TABLE"}
+    broken = {k: v for k, v in environ.items() if k != "MODELGATE_STATE_TABLE"}
     with pytest.raises(SettingsError, match=r"not set: MODELGATE_STATE_TABLE \(the approval stack sets them\)"):
         ApprovalSettings.from_environ(broken)
+
+
+def test_the_models_come_from_the_code_package_and_a_bad_file_names_what_to_fix(tmp_path):
+    """The models' list grows with every model: it ships as MODELS_FILE in the functions' code package, not in
+    the 4 KB environment; a missing or malformed file is a deployment error that says to redeploy."""
+    from modelgate.approval.settings import MODELS_FILE, ApprovalSettings, ModelApproval, SettingsError, environ_size
+
+    models = tuple(
+        ModelApproval(f"model-{i:03d}", f"group-{i:03d}", (f"approvers-{i}@example.com",), "g") for i in range(300)
+    )
+    settings = ApprovalSettings(
+        project="modelgate", environment="test", chain=CHAIN, models=models,
+        registry_account="222222222222", registry_region="eu-west-1", signing_key_id="k", state_table="s",
+        history_table="h", sender_email="m@example.com", api_url="https://x/v1",
+    )  # fmt: skip
+    assert environ_size(settings.environ()) < 500, "the environment does not grow with the models"
+    environ = {**settings.environ(), TASK_ROOT: str(tmp_path)}
+    with pytest.raises(SettingsError, match=rf"{MODELS_FILE} is missing: the approval stack ships .* redeploy"):
+        ApprovalSettings.from_environ(environ)
+    for text, fragment in (
+        ("{not json", "not a readable JSON file"),
+        ('{"model": "m"}', "must be a JSON list of models"),
+        ('[{"model": "m"}]', "each model needs model, group, emails, approvers_group"),
+        ("[]", "at least one model"),
+    ):
+        (tmp_path / MODELS_FILE).write_text(text)
+        with pytest.raises(SettingsError, match=MODELS_FILE) as refused:
+            ApprovalSettings.from_environ(environ)
+        assert fragment in str(refused.value)
+    (tmp_path / MODELS_FILE).write_text(settings.bundled_files()[MODELS_FILE])
+    assert ApprovalSettings.from_environ(environ).models == models
 
 
 class FakeS3:

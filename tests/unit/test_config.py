@@ -44,7 +44,7 @@ def test_shipped_config_is_valid_and_defaults_are_merged():
 def test_config_objects_are_frozen():
     config = load_config()
     with pytest.raises(Exception, match="frozen"):
-        config.environments["dev"].training.epochs = 99
+        config.environments["dev"].training.max_runtime_minutes = 99
 
 
 @pytest.mark.parametrize(
@@ -155,20 +155,20 @@ def test_the_mapping_form_of_earlier_releases_still_reads_in_its_order(raw):
 
 
 def test_a_model_overrides_in_order_defaults_environment_model_model_environment(raw):
-    raw["defaults"]["training"]["epochs"] = 30
-    env(raw, "dev")["training"]["epochs"] = 10
+    raw["defaults"]["training"]["max_runtime_minutes"] = 300
+    env(raw, "dev").setdefault("training", {})["max_runtime_minutes"] = 100
     raw["models"].append(
         {
             "name": "churn",
             "model_package_group": "churn-scores",
-            "training": {"epochs": 5},
-            "environments": {"prod": {"training": {"epochs": 3}, "approvers": {"quorum": 2}}},
+            "training": {"max_runtime_minutes": 50},
+            "environments": {"prod": {"training": {"max_runtime_minutes": 30}, "approvers": {"quorum": 2}}},
         }
     )
     config = parse_config(raw, SOURCE)
     energy, churn = config.models
-    assert [energy.environments[e].training.epochs for e in CHAIN] == [10, 30, 30, 30]
-    assert [churn.environments[e].training.epochs for e in CHAIN] == [5, 5, 5, 3]
+    assert [energy.environments[e].training.max_runtime_minutes for e in CHAIN] == [100, 300, 300, 300]
+    assert [churn.environments[e].training.max_runtime_minutes for e in CHAIN] == [50, 50, 50, 30]
     assert [churn.environments[e].approvers.quorum for e in CHAIN] == [1, 1, 1, 2]
     assert churn.environments["prod"].approvers.group == "modelgate-approvers-prod"  # the environment's, merged
     assert config.model("churn-scores") is churn
@@ -195,8 +195,8 @@ def test_a_model_overrides_in_order_defaults_environment_model_model_environment
             "models.churn.environments.prod.approvers.quorum: Input should be greater than or equal to 1",
         ),
         (
-            {"name": "churn", "model_package_group": "c", "training": {"epochs": 0}},
-            "models.churn.training.epochs: Input should be greater than or equal to 1",
+            {"name": "churn", "model_package_group": "c", "training": {"max_runtime_minutes": 0}},
+            "models.churn.training.max_runtime_minutes: Input should be greater than or equal to 10",
         ),
         ({"name": "Churn!", "model_package_group": "c"}, "models.Churn!.name: must be 2-31 lowercase"),
     ],
@@ -256,7 +256,7 @@ def test_missing_and_malformed_files(tmp_path):
             "enviroments: unknown top-level key (did you mean 'environments'?)",
         ),
         (
-            lambda r: env(r, "prod").update(trainig={"epochs": 3}),
+            lambda r: env(r, "prod").update(trainig={"instance_count": 3}),
             "environments.prod.trainig: unknown key (did you mean 'training'?)",
         ),
         (
@@ -290,3 +290,34 @@ def test_a_value_missing_in_one_environment_only_is_reported_there(raw):
     assert error_for(raw) == (
         f"{SOURCE}: environments.uat.approvers.group: required value is missing (not in defaults either)"
     )
+
+
+def test_training_epochs_still_synthesizes_with_a_warning_to_remove_it(raw):
+    """`training.epochs` did nothing since the closed-form fit: it is no knob any more. An old config that sets it
+    is accepted, with one warning per place it is set, saying why and what to do; the settings carry no epochs."""
+    from infra.config import ConfigDeprecationWarning
+
+    raw["defaults"]["training"]["epochs"] = 30
+    env(raw, "dev").setdefault("training", {})["epochs"] = 10
+    raw["models"][0]["environments"] = {"prod": {"training": {"epochs": 3}}}
+    with pytest.warns(ConfigDeprecationWarning) as warned:
+        config = parse_config(raw, SOURCE)
+    messages = [str(w.message) for w in warned if issubclass(w.category, ConfigDeprecationWarning)]
+    assert messages == [
+        f"{SOURCE}: {where}training.epochs has no effect since the closed-form fit (pipelines/steps/forecaster.py: "
+        "one pass, no epochs); remove it"
+        for where in ("defaults.", "environments.dev.", "models.energy-forecast.environments.prod.")
+    ]
+    assert not hasattr(config.environments["dev"].training, "epochs")
+    assert raw["defaults"]["training"]["epochs"] == 30, "the caller's document is left as it was"
+
+
+def test_the_shipped_configs_set_no_deprecated_key():
+    import warnings
+
+    from infra.config import ConfigDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigDeprecationWarning)
+        for path in ("config/modelgate.yaml", "config/examples/many-models.yaml"):
+            load_config(path)

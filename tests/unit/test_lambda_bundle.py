@@ -78,3 +78,19 @@ def test_an_uninstallable_requirement_fails_with_a_clear_message(tmp_path, monke
     with pytest.raises(lambda_bundle.BundlingError, match="could not install"):
         lambda_bundle.build_dependencies()
     assert not list((tmp_path / "cache" / "lambda-layer").iterdir()), "no half-built layer is left behind"
+
+
+def test_a_package_over_lambdas_250_mb_fails_synth_naming_its_parts():
+    """With the model lists in the code package, Lambda's unzipped package limit (code + layers, 250 MB) is what
+    bounds them: synth says so before a deploy would."""
+    sizes = {"code": 1_000_000, "settings files": 200 * 60, "dependencies layer": 40_000_000}
+    assert lambda_bundle.check_package_size("f", sizes) == 41_012_000
+    with pytest.raises(lambda_bundle.BundlingError, match=r"f: .* 41,012,000 bytes unzipped \(code 1,000,000, "):
+        lambda_bundle.check_package_size("f", sizes, limit=41_000_000)
+    assert lambda_bundle.PACKAGE_LIMIT == 250 * 1024 * 1024  # 262,144,000 bytes, as Lambda's refusal says
+
+
+def test_settings_files_are_plain_json_names_at_the_package_root():
+    for name in ("../escape.json", "lambdas", "models.txt"):
+        with pytest.raises(lambda_bundle.BundlingError, match="not a settings file name"):
+            lambda_bundle.function_code("f", {name: "[]"})

@@ -31,7 +31,6 @@ SETTINGS = definition_inputs.DefinitionSettings(
     training_instance_type="ml.g5.xlarge",
     training_instance_count=2,
     max_runtime_seconds=3600,
-    epochs=3,
     metric_threshold=0.9,
     triton_image_uri="763104351884.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-tritonserver:25.09-py3",
     inference_instance_type="ml.g5.xlarge",
@@ -146,7 +145,7 @@ def test_definition_is_built_without_a_single_network_request(counting_proxy):
     definition = json.loads(text)
     parameters = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
     assert parameters["TrainingInstanceCount"] == 2
-    assert parameters["Epochs"] == 3
+    assert "Epochs" not in parameters, "the closed-form fit has no epochs: no knob that does nothing"
     assert parameters["MetricThreshold"] == 0.9
     assert connections == [], f"the SDK tried the network: {connections}"
     assert pipeline_assets.generate_definition(SETTINGS) == text, "deterministic: same settings, same definition"
@@ -186,7 +185,7 @@ def test_definition_failures_name_the_settings_and_the_cause():
 
 def test_the_definition_cache_is_keyed_by_every_input():
     base = pipeline_assets.definition_hash(SETTINGS)
-    other = definition_inputs.DefinitionSettings(**{**SETTINGS.__dict__, "epochs": 4})
+    other = definition_inputs.DefinitionSettings(**{**SETTINGS.__dict__, "metric_threshold": 0.8})
     assert pipeline_assets.definition_hash(other) != base
     assert pipeline_assets.definition_hash(SETTINGS) == base
 

@@ -16,6 +16,7 @@ import uuid
 import numpy as np
 import pytest
 
+from modelgate.function_settings import TASK_ROOT
 from modelgate.model_repository import (
     ENSEMBLE_INPUT,
     ENSEMBLE_OUTPUT,
@@ -112,9 +113,10 @@ def stack(triton, versions, tmp_path_factory):
                 names.ServedModel("energy-forecast", GROUP, endpoint_name),
                 names.ServedModel("churn", OTHER, other_endpoint_name),
             ]
-            api_env = account.environ(
-                **common, **runtime.environ(), **{names.SERVED_MODELS: names.served_models_value(served)}
-            )
+            package = tmp_path_factory.mktemp("invoke-package")  # what the stack ships in the function's package
+            for name, text in names.served_models_files(served).items():
+                (package / name).write_text(text)
+            api_env = account.environ(**common, **runtime.environ(), **{TASK_ROOT: str(package)})
             api_env[names.DEPLOYMENT_CACHE_SECONDS] = "0"  # see each deploy at once (the retry path: unit tests)
             jwt_env = {
                 names.JWT_ISSUER: issuer.issuer,
