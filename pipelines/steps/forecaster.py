@@ -553,7 +553,7 @@ class NormalEquations:
             self.gram[index, rows].add_(weighted.transpose(-1, -2) @ x)  # float32 product, float64 sum
             self.moment[index, rows].add_((weighted.transpose(-1, -2) @ residual[..., None]).squeeze(-1))
 
-    def add_late(self, late: NormalEquations, rows: slice, later_by: int) -> None:
+    def add_late(self, late: NormalEquations, rows: slice | torch.Tensor, later_by: int) -> None:
         """Fold the late windows' sums of the customers `rows` in: older windows' weights decay by `later_by`
         hours more (their ages counted from the end of the validation week)."""
         if self.later_by not in (None, later_by):
@@ -585,7 +585,7 @@ class NormalEquations:
         return solutions
 
 
-def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice, begin: torch.Tensor,
+def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice | torch.Tensor, begin: torch.Tensor,
                 end: torch.Tensor, chunks: range, into: slice = slice(None)) -> None:  # fmt: skip
     """Add to `equations` (at `into`) the windows of the customers `rows` that start in [begin, end) ([C] each,
     hours), each aged from end - 1, in chunks of the fixed start ranges `chunks` (k: hours k * B .. k * B + B - 1,
@@ -606,14 +606,18 @@ def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice,
         equations.add(windows, target, weight * inside[..., None], age, into)
 
 
-def add_validation_windows(sampler: WindowSampler, equations: NormalEquations, blocks: list[slice],
-                           early_starts: torch.Tensor, late_starts: torch.Tensor, later_by: int) -> None:  # fmt: skip
+def add_validation_windows(sampler: WindowSampler, equations: NormalEquations, early_starts: torch.Tensor,
+                           late_starts: torch.Tensor, later_by: int) -> None:  # fmt: skip
     """The refit's sums: the windows that reach into the validation week, summed a customer block at a time
     apart (aged from the week's end) and folded into `equations` (`add_late`), so that the pass never holds two
-    sets of [C, HORIZON, F, F] sums. The candidates must have been solved before this."""
-    batch = sampler.batch_size
-    for rows in blocks:
-        late = NormalEquations(rows.stop - rows.start, equations.gram.device)
+    sets of [C, HORIZON, F, F] sums. The candidates must have been solved before this. Blocks group customers by
+    where their validation week lies (histories differ in length), so a block reads a few chunks, not each of
+    its customers' own; a customer's sums do not depend on its block."""
+    batch, count = sampler.batch_size, len(early_starts)
+    order = torch.argsort(early_starts.cpu(), stable=True).to(early_starts.device)
+    for first in range(0, count, BLOCK_CUSTOMERS):
+        rows = order[first : first + BLOCK_CUSTOMERS]
+        late = NormalEquations(len(rows), equations.gram.device)
         chunks = range(int(early_starts[rows].min()) // batch, -(-int(late_starts[rows].max()) // batch))
         sum_windows(sampler, late, rows, early_starts, late_starts, chunks)
         equations.add_late(late, rows, later_by)
@@ -668,7 +672,7 @@ def train(
         strengths = torch.full((count,), strength, dtype=torch.float64, device=device)
         candidates.append(equations.solve(strengths, lives, False, 0))
     errors = [validation.score(linear_parameters(beta, hp.hidden).to(device)) for beta in candidates]
-    add_validation_windows(sampler, equations, blocks, early_starts, late_starts, hp.validation_hours)
+    add_validation_windows(sampler, equations, early_starts, late_starts, hp.validation_hours)
     # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; the mean
     # is less at the mercy of one week's noise than the single best), each fitted again with the validation
     # week's windows too (the most recent data; the held-out tail is never seen).

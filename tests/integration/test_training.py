@@ -214,7 +214,7 @@ def test_the_refit_adds_the_validation_windows_and_decays_the_older_ones(data):
     strength, life = torch.tensor([1e-2], dtype=torch.float64), torch.tensor([1])  # HALF_LIVES[1]: decays
     with pytest.raises(ValueError, match="without the validation windows"):
         equations.solve(strength, life, True, hp.validation_hours)
-    forecaster.add_validation_windows(sampler, equations, [slice(0, 1)], early, late, hp.validation_hours)
+    forecaster.add_validation_windows(sampler, equations, early, late, hp.validation_hours)
     with pytest.raises(ValueError, match="solve them before add_late"):
         equations.solve(strength, life, False, 0)
     got = equations.solve(strength, life, True, hp.validation_hours)[0]
