@@ -6,22 +6,27 @@ once) in one call: one pass over the training windows summing every customer's n
 solves, their validation scores, the validation week's windows and the refit. The sequential arm calls the same
 function once per customer. Both give the same models (checked below: each customer's sums read only its own
 windows, in the same order), so the ratio is the cost of looping. The sequential arm is timed on a sample of
-customers spread over the set, interleaved with the batched runs so machine noise hits both, and extrapolated
-linearly: every customer has the same hours and candidates, so its fit costs the same.
+customers spread over the set (some histories start later: shorter), interleaved with the batched runs so
+machine noise hits both, and extrapolated linearly (a customer's fit costs what its own windows and candidates
+do, whoever else is in the shard).
 
-The batched run's time is broken down by phase (wrapping forecaster's functions: the pass, the solves, the
-validation scoring), so the rows show where a fit's time goes. Target: >= TARGET. A per-customer fit here is ~27
-small torch calls per chunk of the pass plus ~20 solves and scorings; batched, each call does the work of the
-whole shard, so the loop pays the per-call overhead C times over, the batched run once; what is left in both is
-the arithmetic, the same in both arms. A ratio below TARGET would mean batching buys too little to justify
-holding a shard at once; above it, the batched fit is bounded by its arithmetic (the solves' LAPACK calls do not
-batch on the CPU).
+The batched run's time is broken down by phase (wrapping forecaster's functions: the pass over the training
+windows, the candidate solves, the validation scoring, the validation week's windows, the refit), so the rows show
+where a fit's time goes.
+
+Target: the speed-up must be at least the number of cores this process may use. Both arms run one torch thread,
+and a per-customer loop parallelises trivially (one process per core, customers split between them), so a
+batched fit that gained less than that over the loop would lose to the loop spread over the machine: holding a
+whole shard in one process would not pay for itself. (The Adam trainer's ">= 20" was set against its per-step
+model floor; the closed-form fit has no steps, and its solves are LAPACK calls per matrix that batch no better
+on the CPU than alone, so the same bar does not carry over.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import tempfile
 import time
 from collections import Counter
@@ -36,7 +41,7 @@ from pipelines.steps import forecaster, prep, series, train
 from pipelines.steps.paths import OPT_ML_ENV, PrepPaths
 
 CUSTOMERS = train.SHARD_CUSTOMERS
-TARGET = 10.0
+TARGET = float(len(os.sched_getaffinity(0)))  # cores: what a per-customer loop over processes would gain
 
 
 def _data(days: int) -> series.SeriesSet:
