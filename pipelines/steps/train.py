@@ -6,10 +6,11 @@ instance the channel must be distributed ShardedByS3Key: each host then receives
 customers (prep writes one object per customer, so a customer is never split). A customer's model does not
 depend on the host it lands on, so instance_count changes speed, not results.
 Bounded memory: a host reads and trains its customers in shards of at most --shard-customers (sorted by id), one
-after the other, so its peak memory is set by the shard size, not by how many customers it has; a customer's
-model does not depend on its shard either. Writes SM_MODEL_DIR/shard-<host>-<part>.{pt,json} per shard
-(pipelines/steps/artifact.py). Checkpoints each shard's finished fit to /opt/ml/checkpoints (SageMaker syncs it
-with the job's checkpoint S3 URI: use one URI per pipeline execution): a restarted job reads finished shards back.
+after the other (each read READ_CUSTOMERS at a time), so its peak memory is set by the shard size, not by how
+many customers it has; a customer's model does not depend on its shard either. Writes
+SM_MODEL_DIR/shard-<host>-<part>.{pt,json} per shard (pipelines/steps/artifact.py). Checkpoints each shard's
+finished fit to /opt/ml/checkpoints (SageMaker syncs it with the job's checkpoint S3 URI: use one URI per pipeline
+execution): a restarted job reads finished shards back.
 
 Hyperparameters (SageMaker passes them as `--name value`; dashes or underscores): batch-size (training windows
 per customer per chunk of the fit's pass), hidden, seed, holdout-hours, validation-hours, min-coverage, device
