@@ -5,8 +5,9 @@ Each step is its own process (`python pipelines/steps/<step>.py`, as SageMaker a
 so its peak RSS is the kernel's own figure for that process (ru_maxrss, through GNU time). Prep runs with one worker, so
 the figure is the step's whole footprint, not one of several workers'. The short cases use the shortest history
 the trainer accepts with a one-day holdout and validation (12 days), so 10,000 customers fit in a few minutes on
-two cores; the long case is two years (the longest history training uses) for a few customers. Training runs one
-epoch of a few steps: memory is set by the shard's data and weights, not by how long it trains.
+two cores; the long case is two years (the longest history training uses) for a few customers. Training is the
+closed-form fit (forecaster.py): its memory is set by the shard's data, its normal-equation sums and one customer
+block's temporaries, not by the number of customers.
 
 Ratio: the largest step's peak RSS at 10,000 customers over the same at 1,000 (flat in customers: <= 1.5).
 """

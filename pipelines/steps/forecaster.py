@@ -25,7 +25,9 @@ learning rate, exact.
 
 Sharding: each customer's sums read only its own windows, chunked by fixed ranges of start hours, so a customer's
 model does not depend on which other customers (or host) it was fitted with: tests/integration/test_training.py
-checks this. Memory: one chunk of `batch_size` windows per customer at a time, plus F x F sums per customer.
+checks this. Memory: the F x F float64 sums per customer, forecast hour and half-life (one set: the validation
+week's windows are summed a customer block at a time and folded in after the candidates are solved), plus one
+block of BLOCK_CUSTOMERS customers' temporaries at a time (a chunk's windows and features, a block's systems).
 
 Short histories: windows may reach before a customer's first reading (`padded`: those hours are gaps, filled as
 any leading gap), so a customer needs MIN_CONTEXT (one week) of real hours per window, not all of WINDOW.
@@ -43,6 +45,7 @@ import math
 import os
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -277,12 +280,16 @@ def normalisation(data: SeriesSet, hp: Hyperparameters) -> tuple[np.ndarray, np.
 
 
 def fingerprint(data: SeriesSet, hp: Hyperparameters) -> str:
-    """Identifies a training run, for resuming from a checkpoint: same customers, data and settings (epochs
-    may grow: a resumed run can train longer)."""
+    """Identifies a training run, for resuming from a checkpoint: same customers, data, settings, and the same
+    fit: this module's source and its design constants as they are now (the accuracy bench's variants change
+    them at run time), so a checkpoint of another fit is never taken for this one."""
     digest = zlib.crc32(np.ascontiguousarray(data.values).tobytes())
     digest = zlib.crc32("|".join(data.customers).encode(), digest)
-    settings = {k: v for k, v in asdict(hp).items() if k != "epochs"}
-    return f"{digest:08x}-{zlib.crc32(repr(sorted(settings.items())).encode()):08x}"
+    design_constants = (RIDGE_STRENGTHS, HALF_LIVES, TOP, DEVIATION_SPANS, SELECTION, LEVEL_CANDIDATES,
+                        VALIDATION_STRIDE)  # fmt: skip
+    fit = zlib.crc32(Path(__file__).read_bytes())
+    fit = zlib.crc32(repr((sorted(asdict(hp).items()), design_constants)).encode(), fit)
+    return f"{digest:08x}-{fit:08x}"
 
 
 class Checkpointer:
@@ -346,7 +353,7 @@ class Validation:
         rmse = ((forecast - self.observed_actual).square() * self.squared_weight).sum((1, 2)).sqrt()
         return mape, rmse
 
-    def scores(self, candidates: list[ForecasterParameters]) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores(self, candidates: Iterable[ForecasterParameters]) -> tuple[torch.Tensor, torch.Tensor]:
         """[C, candidates] selection scores, lower is better, and validation MAPEs. SELECTION "mape": the score is
         the validation MAPE; "mape+rmse": MAPE and RMSE each relative to the first candidate's (the seasonal
         window average), summed, so a candidate that buys MAPE with large squared errors is not preferred. 0 for a
@@ -370,12 +377,14 @@ class WindowSampler:
     gaps as 0, and the loss weight of every hour (0 for a gap), so a step is a few row copies. Windows are rows of
     strided views over the flat [C * T] series (row o holds hours o .. o + width - 1): a step builds only [C, B]
     flat offsets and copies each window as one contiguous row (index_select); a customer's windows never reach
-    the next customer's hours, because starts stay below length - SPAN.
+    the next customer's hours, because starts stay below length - SPAN. A call may ask for any `block` of the
+    customers (B windows each): what one call copies, and its temporaries, is set by the block, not by C.
     """
 
-    def __init__(self, readings: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int) -> None:
+    def __init__(self, readings: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int,
+                 block: int | None = None) -> None:  # fmt: skip
         count, hours = readings.shape
-        self.shape = (count, batch_size)
+        self.batch_size = batch_size
         series = (readings - mean[:, None]) / std[:, None]
         carried, _ = carried_forward(series)
         self.carried_rows, self.raw_rows = _rows(carried, WINDOW), _rows(series, WINDOW)
@@ -390,8 +399,12 @@ class WindowSampler:
         before_first = positions < first
         ahead = torch.where(before_first, WEEK * ((first - positions + WEEK - 1) // WEEK), 0)
         lead_filled = torch.gather(carried, -1, (positions + ahead).clamp_max(hours - 1))
+        # `ahead` only matters against the window hours left (<= WINDOW): int16, clipped there (a copy of a
+        # block's rows is then a quarter of int64's).
+        ahead = ahead.clamp_max(WINDOW).to(torch.int16)
         self.lead_rows, self.ahead_rows = _rows(torch.nan_to_num(lead_filled), WINDOW), _rows(ahead, WINDOW)
-        self.room = WINDOW - torch.arange(WINDOW, device=series.device)  # window hours left from each position
+        room = WINDOW - torch.arange(WINDOW, device=series.device)  # window hours left from each position
+        self.room = room.to(torch.int16)
         self.before_first = before_first.reshape(-1)
         self.gap_after_first = ~observed.reshape(-1) & ~self.before_first
         # Loss weight: a normalised error times std / |reading| is the error relative to the reading (MAPE, what
@@ -405,12 +418,14 @@ class WindowSampler:
         cumulative = torch.cat([cumulative.new_zeros(1), cumulative, cumulative[-1:].expand(HORIZON)])
         self.observed_ahead = (cumulative[HORIZON:-1] - cumulative[: -HORIZON - 1]).to(torch.uint8)  # <= HORIZON
         self.row_of_customer = (torch.arange(count, device=series.device) * hours)[:, None]
-        self.window_buffer = torch.empty(count * batch_size, WINDOW, device=series.device)  # reused every step
+        # reused every call: up to `block` customers' windows
+        self.window_buffer = torch.empty((block or count) * batch_size, WINDOW, device=series.device)
 
     def at(self, offsets: torch.Tensor):
-        """Flat `offsets` [C * B] (customer c's start s is c * T + s) -> windows [C, B, WINDOW], targets and
-        weights [C, B, HORIZON], observed target hours [C]."""
-        windows = torch.index_select(self.carried_rows, 0, offsets, out=self.window_buffer)
+        """Flat `offsets` [K * B] of K customers (customer c's start s is c * T + s) -> windows [K, B, WINDOW],
+        targets and weights [K, B, HORIZON], observed target hours [K]."""
+        shape = (len(offsets) // self.batch_size, self.batch_size)
+        windows = torch.index_select(self.carried_rows, 0, offsets, out=self.window_buffer[: len(offsets)])
         # Only a window whose first hour is a gap can have hours with nothing to carry forward. Those that start
         # before the first reading take the precomputed rows; the others (an outage at their start) are filled
         # from the window itself (`fill_gaps`: the same hour of a later week); the rest are the carried rows.
@@ -426,14 +441,18 @@ class WindowSampler:
             windows.index_copy_(0, gap_first, fill_gaps(self.raw_rows.index_select(0, starts)))
         ahead = offsets + WINDOW
         return (
-            windows.view(*self.shape, WINDOW),
-            self.target_rows.index_select(0, ahead).view(*self.shape, HORIZON),
-            self.weight_rows.index_select(0, ahead).view(*self.shape, HORIZON),
-            self.observed_ahead.index_select(0, ahead).view(self.shape).sum(1),
+            windows.view(*shape, WINDOW),
+            self.target_rows.index_select(0, ahead).view(*shape, HORIZON),
+            self.weight_rows.index_select(0, ahead).view(*shape, HORIZON),
+            self.observed_ahead.index_select(0, ahead).view(shape).sum(1),
         )
 
 
 # ---- the closed-form fit -----------------------------------------------------------------------------------------
+
+# Customers per block of the pass and of the solves: a block's temporaries (its windows' features, products and
+# systems: about 1.5 MB per customer at 64 windows per chunk) are what the fit holds besides its sums.
+BLOCK_CUSTOMERS = 32
 
 # Ridge strengths tried per customer, relative to the mean diagonal of its Gram matrix (for each forecast hour),
 # and half-lives (hours) of the weight of older training windows (0: all weigh the same); each customer picks on
@@ -524,55 +543,118 @@ def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:
     """Feature weights [C, HORIZON, F] (float64) -> the served model's weights: W_lin = seasonal window average +
     the features' columns, b_lin = the constant's weight; the ReLU correction's weights are zero (off)."""
     _, _, basis = design()
-    count = beta.shape[0]
-    w_lin = seasonal_window_average() + torch.einsum("hwf,chf->cwh", basis, beta.cpu())
-    w_in = torch.cat([w_lin, torch.zeros(count, WINDOW, hidden, dtype=torch.float64)], 2)
-    b_in = torch.cat([beta[..., -1].cpu(), torch.zeros(count, hidden, dtype=torch.float64)], 1)[:, None, :]
-    return ForecasterParameters(w_in.float(), b_in.float(), torch.zeros(count, hidden, HORIZON))
+    count, beta = beta.shape[0], beta.cpu()
+    prior = seasonal_window_average()
+    w_in = torch.zeros(count, WINDOW, HORIZON + hidden)
+    b_in = torch.zeros(count, 1, HORIZON + hidden)
+    for first in range(0, count, BLOCK_CUSTOMERS):  # W_lin in float64 a block at a time, stored as float32
+        rows = slice(first, first + BLOCK_CUSTOMERS)
+        w_in[rows, :, :HORIZON] = prior + torch.einsum("hwf,chf->cwh", basis, beta[rows])
+    b_in[:, 0, :HORIZON] = beta[..., -1]
+    return ForecasterParameters(w_in, b_in, torch.zeros(count, hidden, HORIZON))
 
 
 class NormalEquations:
     """Per customer, forecast hour and half-life: X' V X and X' V r over training windows, where r is the target
     minus the seasonal window average's forecast and V weighs each target hour by (std / |reading|)^2, the
     squared error relative to the reading (readings below 5 % of the mean count as 5 % of it; gaps weigh 0),
-    times 0.5^(age / half-life). Windows whose forecast reaches into the validation week are summed apart (`late`)
-    so the fit can be made with or without them. Each customer's sums read only its own windows, in the same
-    order whatever the other customers are (chunks are fixed ranges of start hours; a customer's starts past its
-    own end weigh exactly 0), so sharding changes nothing."""
+    times 0.5^(age / half-life). The sums first hold the windows before the validation week; `add_late` then
+    folds in, a customer block at a time, the sums of the windows that reach into it (summed apart, as one
+    block's own NormalEquations), with the older windows' weights decayed by the validation week's length: the
+    candidates are solved before, the refit after. Each customer's sums read only its own windows, in the same
+    order whatever the other customers are (chunks are fixed ranges of start hours; a window outside a
+    customer's range weighs exactly 0), so sharding changes nothing.
+
+    Memory: the sums are float64 (their float32 products per chunk and block are added in), one [C, HORIZON, F, F]
+    per half-life; the rest is per customer block (`BLOCK_CUSTOMERS`)."""
 
     def __init__(self, count: int, device: torch.device) -> None:
         size = len(design()[0][0]) + design()[1].shape[1] + 1
         shape = (len(HALF_LIVES), count, HORIZON)
-        self.gram = {
-            part: torch.zeros(*shape, size, size, dtype=torch.float64, device=device) for part in ("early", "late")
-        }
-        self.moment = {
-            part: torch.zeros(*shape, size, dtype=torch.float64, device=device) for part in ("early", "late")
-        }
+        self.gram = torch.zeros(*shape, size, size, dtype=torch.float64, device=device)
+        self.moment = torch.zeros(*shape, size, dtype=torch.float64, device=device)
+        self.later_by: int | None = None  # hours the late windows were folded in with (None: not yet)
+        self.prior = seasonal_window_average().to(device, torch.float32)  # once: `add` runs per chunk and block
 
-    def add(self, part: str, windows, target, weight, age) -> None:
-        x = features(windows)  # [C, HORIZON, N, F]
-        residual = (target - windows @ seasonal_window_average().to(windows)).transpose(1, 2)  # [C, HORIZON, N]
+    def add(self, windows, target, weight, age, rows: slice = slice(None)) -> None:
+        """Windows [K, N, WINDOW] of the K customers `rows`, their targets, weights [K, N, HORIZON], ages [K, N]."""
+        x = features(windows).contiguous()  # [K, HORIZON, N, F]; contiguous: the products below are faster
+        residual = (target - windows @ self.prior.to(windows)).transpose(1, 2)  # [K, HORIZON, N]
         for index, half_life in enumerate(HALF_LIVES):
             decay = 0.5 ** (age / half_life) if half_life else torch.ones_like(age)
-            v = (weight.square() * decay[..., None]).transpose(1, 2)  # [C, HORIZON, N]
+            v = (weight.square() * decay[..., None]).transpose(1, 2)  # [K, HORIZON, N]
             weighted = x * v[..., None]
-            self.gram[part][index] += (weighted.transpose(-1, -2) @ x).double()
-            self.moment[part][index] += (weighted.transpose(-1, -2) @ residual[..., None]).squeeze(-1).double()
+            self.gram[index, rows].add_(weighted.transpose(-1, -2) @ x)  # float32 product, float64 sum
+            self.moment[index, rows].add_((weighted.transpose(-1, -2) @ residual[..., None]).squeeze(-1))
+
+    def add_late(self, late: NormalEquations, rows: slice | torch.Tensor, later_by: int) -> None:
+        """Fold the late windows' sums of the customers `rows` in: older windows' weights decay by `later_by`
+        hours more (their ages counted from the end of the validation week)."""
+        if self.later_by not in (None, later_by):
+            raise ValueError(f"late windows were folded in {self.later_by} hours later, not {later_by}")
+        lives = torch.tensor(HALF_LIVES, dtype=torch.float64, device=self.gram.device)
+        factor = torch.where(lives > 0, 0.5 ** (later_by / lives.clamp_min(1)), 1.0)
+        for index in range(len(HALF_LIVES)):
+            self.gram[index, rows] = self.gram[index, rows] * factor[index] + late.gram[index]
+            self.moment[index, rows] = self.moment[index, rows] * factor[index] + late.moment[index]
+        self.later_by = later_by
 
     def solve(self, strength: torch.Tensor, half_life: torch.Tensor, late: bool, later_by: int) -> torch.Tensor:
         """Ridge solutions [C, HORIZON, F] for per-customer strengths [C] and half-life indices [C]; `late`:
-        with the validation windows, older windows' weights then decay by `later_by` hours more."""
-        rows = torch.arange(len(strength), device=strength.device)
-        gram, moment = self.gram["early"][half_life, rows], self.moment["early"][half_life, rows]
-        if late:
-            lives = torch.tensor(HALF_LIVES, dtype=torch.float64, device=gram.device)[half_life]
-            factor = torch.where(lives > 0, 0.5 ** (later_by / lives.clamp_min(1)), 1.0)[:, None, None]
-            gram = gram * factor[..., None] + self.gram["late"][half_life, rows]
-            moment = moment * factor + self.moment["late"][half_life, rows]
-        scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        return torch.linalg.solve(gram + strength[:, None, None, None] * scale * eye, moment)
+        with the validation windows (`add_late` must have folded them in, `later_by` hours later), else
+        without them (before `add_late`). Solved a block of customers at a time (a customer's solution does
+        not depend on its block)."""
+        if late != (self.later_by is not None) or (late and later_by != self.later_by):
+            held = "without" if self.later_by is None else f"with (folded in {self.later_by} hours later)"
+            raise ValueError(f"the sums are {held} the validation windows; solve them before add_late for the "
+                             "candidates, after it for the refit")  # fmt: skip
+        count = len(strength)
+        solutions = torch.empty(*self.moment.shape[1:], dtype=torch.float64, device=self.gram.device)
+        eye = torch.eye(self.gram.shape[-1], dtype=self.gram.dtype, device=self.gram.device)
+        for first in range(0, count, BLOCK_CUSTOMERS):
+            rows = torch.arange(first, min(first + BLOCK_CUSTOMERS, count), device=strength.device)
+            gram, moment = self.gram[half_life[rows], rows], self.moment[half_life[rows], rows]
+            scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
+            solutions[rows] = torch.linalg.solve(gram + strength[rows, None, None, None] * scale * eye, moment)
+        return solutions
+
+
+def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice | torch.Tensor, begin: torch.Tensor,
+                end: torch.Tensor, chunks: range, into: slice = slice(None)) -> None:  # fmt: skip
+    """Add to `equations` (at `into`) the windows of the customers `rows` that start in [begin, end) ([C] each,
+    hours), each aged from end - 1, in chunks of the fixed start ranges `chunks` (k: hours k * B .. k * B + B - 1,
+    the same for every customer). A chunk none of the block's windows lies in is skipped: it would add 0."""
+    batch = sampler.batch_size
+    device = begin.device
+    lows, highs = begin[rows].tolist(), end[rows].tolist()  # once per block: the skips are decided on the host
+    offsets = torch.arange(batch, device=device)[None, :]
+    block_begin, block_end, block_rows = begin[rows, None], end[rows, None], sampler.row_of_customer[rows]
+    for chunk in chunks:
+        first = chunk * batch
+        if not any(low <= first + batch - 1 and first < high for low, high in zip(lows, highs, strict=True)):
+            continue
+        start = first + offsets  # [1, B]: the same for everyone
+        windows, target, weight, _ = sampler.at((block_rows + torch.minimum(start, block_end - 1)).reshape(-1))
+        inside = (start >= block_begin) & (start < block_end)
+        age = (block_end - 1 - start).clamp_min(0).to(windows.dtype)
+        equations.add(windows, target, weight * inside[..., None], age, into)
+
+
+def add_validation_windows(sampler: WindowSampler, equations: NormalEquations, early_starts: torch.Tensor,
+                           late_starts: torch.Tensor, later_by: int) -> None:  # fmt: skip
+    """The refit's sums: the windows that reach into the validation week, summed a customer block at a time
+    apart (aged from the week's end) and folded into `equations` (`add_late`), so that the pass never holds two
+    sets of [C, HORIZON, F, F] sums. The candidates must have been solved before this. Blocks group customers by
+    where their validation week lies (histories differ in length), so a block reads a few chunks, not each of
+    its customers' own; a customer's sums do not depend on its block."""
+    batch, count = sampler.batch_size, len(early_starts)
+    order = torch.argsort(early_starts.cpu(), stable=True).to(early_starts.device)
+    for first in range(0, count, BLOCK_CUSTOMERS):
+        rows = order[first : first + BLOCK_CUSTOMERS]
+        late = NormalEquations(len(rows), equations.gram.device)
+        chunks = range(int(early_starts[rows].min()) // batch, -(-int(late_starts[rows].max()) // batch))
+        sum_windows(sampler, late, rows, early_starts, late_starts, chunks)
+        equations.add_late(late, rows, later_by)
 
 
 def train(
@@ -602,27 +684,21 @@ def train(
     readings = torch.as_tensor(data.values, device=device)
     mean, std = torch.as_tensor(mean_np, device=device), torch.as_tensor(std_np, device=device)
     count = len(data.customers)
-    sampler = WindowSampler(readings, mean, std, hp.batch_size)
+    sampler = WindowSampler(readings, mean, std, hp.batch_size, BLOCK_CUSTOMERS)
     equations = NormalEquations(count, device)
     early_starts = train_lengths - SPAN + 1  # windows whose forecast ends before the validation week
     late_starts = early_starts + hp.validation_hours  # ... and those that reach into it (the refit's)
-    chunks = range(0, int(late_starts.max()), hp.batch_size)
-    for first in tqdm(chunks, desc=f"train: {count} customers on {device}", unit="chunk", disable=not progress,
-                      mininterval=2):  # fmt: skip
-        start = first + torch.arange(hp.batch_size, device=device)[None, :]  # [1, B]: the same for everyone
-        clamped = torch.minimum(start, late_starts[:, None] - 1)
-        windows, target, weight, _ = sampler.at((sampler.row_of_customer + clamped).reshape(-1))
-        early = start < early_starts[:, None]
-        late = ~early & (start < late_starts[:, None])
-        for part, inside, end in (("early", early, early_starts), ("late", late, late_starts)):
-            if inside.any():  # ages from the part's own end: `solve` shifts the early ones when it adds the late
-                age = (end[:, None] - 1 - start).clamp_min(0).to(windows.dtype)
-                equations.add(part, windows, target, weight * inside[..., None], age)
+    blocks = [slice(first, min(first + BLOCK_CUSTOMERS, count)) for first in range(0, count, BLOCK_CUSTOMERS)]
+    zero = torch.zeros_like(early_starts)
+    for rows in tqdm(blocks, desc=f"train: {count} customers on {device}", unit="block", disable=not progress,
+                     mininterval=2):  # fmt: skip
+        chunks = range(-(-int(early_starts[rows].max()) // hp.batch_size))  # from start hour 0
+        sum_windows(sampler, equations, rows, zero, early_starts, chunks, into=rows)
 
     # Candidates, each scored on the validation week: the fixed ones first (0 is the seasonal window average, the
     # prior; then LEVEL_CANDIDATES), then every (half-life, strength) fitted on the windows before the validation week.
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
-    size = equations.gram["early"].shape[-1]
+    size = equations.gram.shape[-1]
     fixed = fixed_candidates(count, size, device)
     grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
     candidates = list(fixed)  # [C, H, F] each
@@ -630,10 +706,13 @@ def train(
         lives = torch.full((count,), life, device=device)
         strengths = torch.full((count,), strength, dtype=torch.float64, device=device)
         candidates.append(equations.solve(strengths, lives, False, 0))
-    scores, mapes = validation.scores([linear_parameters(beta, hp.hidden).to(device) for beta in candidates])
-    # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; the mean
-    # is less at the mercy of one week's noise than the single best), each fitted again with the validation
-    # week's windows too (the most recent data; the held-out tail is never seen). Fixed candidates stay as they are.
+    # One candidate's served weights at a time ([C, WINDOW, HORIZON] each: all of them at once would be the
+    # fit's largest allocation).
+    scores, mapes = validation.scores(linear_parameters(beta, hp.hidden).to(device) for beta in candidates)
+    add_validation_windows(sampler, equations, early_starts, late_starts, hp.validation_hours)
+    # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; TOP = 1:
+    # the best), the fitted ones fitted again with the validation week's windows too (the most recent data; the
+    # held-out tail is never seen). Fixed candidates stay as they are.
     ranked = scores.argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     rows = torch.arange(count, device=device)
@@ -645,6 +724,7 @@ def train(
         is_fixed = column.to(device) < len(fixed)
         refit[is_fixed] = torch.stack(fixed)[column.to(device).clamp_max(len(fixed) - 1), rows][is_fixed]
         beta += refit / ranked.shape[1]
+    del equations, sampler  # solved: what follows reuses their memory
     # The same mean of the candidates as fitted before the refit: P10/P90 are estimated with it (out of sample).
     chosen_fits = torch.stack(candidates)[ranked.T.to(device), rows]  # [TOP, C, H, F]
     before_validation = chosen_fits.sum(0) / ranked.shape[1]

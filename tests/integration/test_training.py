@@ -185,7 +185,7 @@ def test_the_fit_is_the_weighted_ridge_solution_on_every_training_window(data):
         chunk = starts[first : first + hp.batch_size]
         sampler = forecaster.WindowSampler(readings, mean[None], std[None], len(chunk))
         w, t, wt, _ = sampler.at(chunk)
-        equations.add("early", w, t, wt, torch.zeros(1, len(chunk)))
+        equations.add(w, t, wt, torch.zeros(1, len(chunk)))
     strength = torch.tensor([1e-2], dtype=torch.float64)
     got = equations.solve(strength, torch.tensor([0]), False, 0)[0]
     for h in range(HORIZON):
@@ -194,6 +194,60 @@ def test_the_fit_is_the_weighted_ridge_solution_on_every_training_window(data):
         expected = torch.linalg.solve(gram + 1e-2 * scale * torch.eye(len(gram), dtype=torch.float64),
                                       (x[h] * weight[:, h, None]).T @ residual[:, h])  # fmt: skip
         assert (got[h] - expected).abs().max() <= 1e-3 * expected.abs().max()  # float32 sums, float64 solve
+
+
+def test_the_refit_adds_the_validation_windows_and_decays_the_older_ones(data):
+    """The refit's sums (the pass's, then `add_validation_windows` folding in the windows that reach into the
+    validation week) equal one weighted least-squares problem over all of them, with every window's weight
+    decayed by its age from the end of the validation week; and each set of sums is only solved as what it is."""
+    hp = forecaster.Hyperparameters(holdout_hours=48, batch_size=16)
+    one = forecaster.padded(data.subset([3]))
+    mean, std = (torch.as_tensor(v) for v in forecaster.normalisation(one, hp))
+    readings = torch.as_tensor(one.values)
+    early_end = int(one.lengths[0]) - hp.holdout_hours - hp.validation_hours - forecaster.SPAN + 1
+    late_end = early_end + hp.validation_hours
+    sampler = forecaster.WindowSampler(readings, mean[None], std[None], hp.batch_size, block=1)
+    equations = forecaster.NormalEquations(1, torch.device("cpu"))
+    early, late = torch.tensor([early_end]), torch.tensor([late_end])
+    chunks = range(-(-early_end // hp.batch_size))
+    forecaster.sum_windows(sampler, equations, slice(0, 1), torch.zeros(1, dtype=torch.int64), early, chunks)
+    strength, life = torch.tensor([1e-2], dtype=torch.float64), torch.tensor([1])  # HALF_LIVES[1]: decays
+    with pytest.raises(ValueError, match="without the validation windows"):
+        equations.solve(strength, life, True, hp.validation_hours)
+    forecaster.add_validation_windows(sampler, equations, early, late, hp.validation_hours)
+    with pytest.raises(ValueError, match="solve them before add_late"):
+        equations.solve(strength, life, False, 0)
+    got = equations.solve(strength, life, True, hp.validation_hours)[0]
+
+    starts = torch.arange(late_end)
+    spans = torch.stack([readings[0, s : s + forecaster.SPAN] for s in starts])
+    windows = forecaster.fill_gaps((spans[:, :WINDOW] - mean) / std)
+    reading = spans[:, WINDOW:]
+    floor = 0.05 * mean.abs() + 1e-6
+    weight = torch.where(torch.isnan(reading), 0.0, (std / torch.maximum(reading.abs(), floor)) ** 2).double()
+    weight = weight * 0.5 ** ((late_end - 1 - starts) / forecaster.HALF_LIVES[1]).double()[:, None]
+    residual = (
+        torch.nan_to_num((reading - mean) / std).double() - windows.double() @ forecaster.seasonal_window_average()
+    )
+    x = forecaster.features(windows[None])[0].double()  # [HORIZON, N, F]
+    for h in range(HORIZON):
+        gram = (x[h] * weight[:, h, None]).T @ x[h]
+        expected = torch.linalg.solve(gram + 1e-2 * gram.diagonal().mean() * torch.eye(len(gram), dtype=torch.float64),
+                                      (x[h] * weight[:, h, None]).T @ residual[:, h])  # fmt: skip
+        assert (got[h] - expected).abs().max() <= 1e-3 * expected.abs().max()  # float32 sums, float64 solve
+
+
+def test_the_models_do_not_depend_on_the_customer_blocks_of_the_fit(data, monkeypatch):
+    """The pass, the solves and the weights are computed a block of customers at a time (bounded memory): any
+    block size gives the same models, bit for bit (customers of different lengths share blocks here)."""
+    assert len(set(data.lengths.tolist())) > 1
+    whole = forecaster.train(data, HP, progress=False)
+    monkeypatch.setattr(forecaster, "BLOCK_CUSTOMERS", 3)
+    blocks = forecaster.train(data, HP, progress=False)
+    for got, expected in zip(blocks.params.tensors() + blocks.validation_params.tensors(),
+                             whole.params.tensors() + whole.validation_params.tensors(), strict=True):  # fmt: skip
+        assert torch.equal(got, expected)
+    assert torch.equal(blocks.chosen_epochs, whole.chosen_epochs)
 
 
 def test_a_finished_fit_is_read_back_from_its_checkpoint(data, tmp_path, capsys):
@@ -210,6 +264,19 @@ def test_a_checkpoint_of_other_data_is_ignored(data, tmp_path, capsys):
     checkpointer = forecaster.Checkpointer(tmp_path, "train-algo-1", every_seconds=0)
     forecaster.train(data.subset([0, 1]), HP, checkpointer=checkpointer, progress=False)
     forecaster.train(data.subset([0, 2]), HP, checkpointer=checkpointer, progress=False)
+    output = capsys.readouterr().out
+    assert "ignoring checkpoint" in output
+    assert "not fitting again" not in output
+
+
+def test_a_checkpoint_of_another_fit_design_is_ignored(data, tmp_path, capsys, monkeypatch):
+    """A design constant changed (a new release, or the accuracy bench's variants) is another fit: the old
+    checkpoint must not be served as this one's models."""
+    checkpointer = forecaster.Checkpointer(tmp_path, "train-algo-1", every_seconds=0)
+    part = data.subset([0, 1])
+    forecaster.train(part, HP, checkpointer=checkpointer, progress=False)
+    monkeypatch.setattr(forecaster, "TOP", forecaster.TOP + 1)
+    forecaster.train(part, HP, checkpointer=checkpointer, progress=False)
     output = capsys.readouterr().out
     assert "ignoring checkpoint" in output
     assert "not fitting again" not in output
@@ -307,6 +374,18 @@ def test_training_in_shards_gives_the_models_of_one_unsharded_run(data, curated,
     # The step stores the P10/P90 offsets of quantiles.fit (the trained models' validation errors) with them.
     assert close_intervals(sharded.intervals, quantiles.fit(unsharded, data))
     assert torch.equal(sharded.mean, unsharded.mean)
+
+
+def test_a_shard_read_in_groups_of_customers_is_the_series_of_one_read(data, curated, monkeypatch):
+    """The step reads a shard READ_CUSTOMERS at a time (the Parquet-to-series step's memory is per record):
+    the same customers, values, lengths and starts as one read (customers of different lengths here)."""
+    monkeypatch.setattr(train, "READ_CUSTOMERS", 3)
+    files = series.curated_files(curated)
+    grouped = train.read_shard(curated, tuple(files), files)
+    assert grouped.customers == data.customers
+    np.testing.assert_array_equal(grouped.values, data.values)  # NaN where no reading, padded to the longest
+    np.testing.assert_array_equal(grouped.lengths, data.lengths)
+    np.testing.assert_array_equal(grouped.starts, data.starts)
 
 
 def test_a_shard_size_below_one_is_refused(curated, tmp_path):
