@@ -86,7 +86,7 @@ class Phases:
         self._wrap(forecaster, "add_validation_windows", "validation week's windows (summed and folded in)")
         self._wrap(forecaster.NormalEquations, "solve", _solve_label)
         self._wrap(forecaster, "linear_parameters", "weights (W_lin) and validation scoring")
-        self._wrap(forecaster.Validation, "score", "weights (W_lin) and validation scoring")
+        self._wrap(forecaster.Validation, "scores", "weights (W_lin) and validation scoring")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -150,13 +150,16 @@ def run(quick: bool = False) -> BenchResult:
         int(batched_models.chosen_epochs[index]) == int(models.chosen_epochs[0])
         for index, models in sequential_models.items()
     )
-    candidates = 1 + len(forecaster.HALF_LIVES) * len(forecaster.RIDGE_STRENGTHS)
+    size = forecaster.design()[0].shape[1] + forecaster.design()[1].shape[1] + 1  # features per forecast hour
+    fixed = len(forecaster.fixed_candidates(1, size, torch.device("cpu")))
+    fitted = len(forecaster.HALF_LIVES) * len(forecaster.RIDGE_STRENGTHS)
     rows = [
         ("customers (one training shard), hours of data per customer", f"{count}, up to {data.values.shape[1]}"),
         (
             "fit",
-            f"{candidates} candidates (seasonal prior + {len(forecaster.HALF_LIVES)} half-lives x"
-            f" {len(forecaster.RIDGE_STRENGTHS)} ridge strengths), mean of the best {forecaster.TOP} refitted;"
+            f"{fixed + fitted} candidates ({fixed} fixed: the seasonal prior and its level-following variants;"
+            f" {len(forecaster.HALF_LIVES)} half-lives x {len(forecaster.RIDGE_STRENGTHS)} ridge strengths fitted),"
+            f" mean of the best {forecaster.TOP}, refitted if fitted;"
             f" {hp.batch_size} windows per customer per chunk, {forecaster.BLOCK_CUSTOMERS} customers per block",
         ),
         ("device, torch threads (both arms)", f"cpu, {torch.get_num_threads()}"),
