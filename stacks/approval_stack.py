@@ -121,6 +121,7 @@ class ApprovalStack(Stack):
             next_event_bus=topology.next_event_bus,
         )
         self._check_environment_size(settings, env)
+        files = settings.bundled_files()  # the same models' list in each function's package
         self.failures = FailureQueue(
             self,
             "Failures",
@@ -141,7 +142,7 @@ class ApprovalStack(Stack):
             registry=(topology.registry_account, topology.registry_region),
             previous_account=topology.previous_account,
             environ=settings.environ(),
-            files=settings.bundled_files(),
+            files=files,
             layer=layer,
             failures=self.failures.queue,
         )
@@ -157,7 +158,7 @@ class ApprovalStack(Stack):
             api=api,
             environment=env,
             environ={**settings.environ(), **self.sign_in.settings().environ()},
-            files=settings.bundled_files(),
+            files=files,
             layer=layer,
         )
         role = self.links.function.role
@@ -188,7 +189,7 @@ class ApprovalStack(Stack):
                 packages_arns=packages,
                 artifacts=storage.artifacts,
                 environ=settings.environ(),
-                files=settings.bundled_files(),
+                files=files,
                 layer=layer,
                 failures=self.failures.queue,
             )
