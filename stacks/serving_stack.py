@@ -1,6 +1,15 @@
-"""Serving of one environment, for every model of the platform: per model group a Triton multi-model GPU
-endpoint with that model's serving settings and a deploy step that fills it with exactly the group's approved
-version (`ModelServing`), and one JWT-authorized inference API in front of all of them, routing by group.
+"""Serving of one environment, split so that no stack grows with the number of models:
+
+- `ModelServingStack` (`Serving-<model>`, one per model): the model group's Triton multi-model GPU endpoint with
+  that model's serving settings, its deploy step that fills it with exactly the group's approved version
+  (`ModelServing`), and its own failure queue and alarm topic (e-mailing the model's approvers). About 30
+  resources whatever the number of models; it references only the Storage stack.
+- `ServingStack` (`Serving`, one per environment): the JWT-authorized inference API in front of every model's
+  endpoint, routing by group, and the sharing of this environment's registered versions with the other accounts.
+  It names the endpoints (their names are fixed at synth) instead of referencing them, and deploys after the
+  model stacks (a stack dependency without exports): a model's endpoint exists before the API routes to it, and
+  adding or removing a model never touches an export another stack imports.
+
 Stateless: every byte it serves lives in the Storage stack (model-repository bucket, KMS key) and comes back on
 redeploy.
 """
@@ -16,20 +25,25 @@ from constructs import Construct
 from infra.build.lambda_bundle import dependencies_layer
 from infra.build.nag import KMS_GRANT_ACTIONS, S3_GRANT_ACTIONS, regex, suppress
 from infra.config import Environment, ModelProject, Project
-from infra.constructs.failure_alarm import FailureQueue
+from infra.constructs.failure_alarm import AlarmTopic, FailureQueue
 from infra.constructs.inference_api import InferenceApi
 from infra.constructs.model_artifacts import CROSS_ACCOUNT_READ_FINDINGS, ArtifactsSharing
 from infra.constructs.model_deployment import ApprovedModelDeployment
 from infra.constructs.triton_endpoint import DATA_CAPTURE_PREFIX, TritonMultiModelEndpoint
 from modelgate.parameters import parameter_name
+from modelgate.serving import settings as names
 from modelgate.serving.deployment import model_prefix
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
 
 
 def model_construct_id(model: str) -> str:
-    """`ModelServing` id of a model: `energy-forecast` -> `ModelEnergyForecast` (config names are unique)."""
+    """`ModelServing` id of a model in its stack: `energy-forecast` -> `ModelEnergyForecast`."""
     return "Model" + "".join(part.capitalize() for part in model.split("-"))
+
+
+def model_serving_stack_id(model: ModelProject) -> str:
+    return f"Serving-{model.name}"
 
 
 class ModelServing(Construct):
@@ -121,7 +135,9 @@ class ModelServing(Construct):
         )
 
 
-class ServingStack(Stack):
+class ModelServingStack(Stack):
+    """One model's serving in one environment (`Serving-<model>`): its `ModelServing` and its own failure queue."""
+
     def __init__(
         self,
         scope: Construct,
@@ -129,7 +145,7 @@ class ServingStack(Stack):
         *,
         project: Project,
         environment: Environment,
-        models: Sequence[ModelProject],
+        model: ModelProject,
         storage: StorageStack,
         topology: Topology | None = None,
         **kwargs,
@@ -137,32 +153,53 @@ class ServingStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         env = environment.name
         topology = topology or Topology.standalone(environment)
-        layer = dependencies_layer(self)
-
-        # One queue + topic for everything of serving that needs a person: failed deploys and every alarm.
+        # Failed deploys and the endpoint's alarms go to the people who approve this model here.
         self.failures = FailureQueue(
+            self,
+            "Failures",
+            key=storage.key,
+            notify=model.environments[env].approvers.emails,
+            what=f"ModelGate serving of {model.model_package_group} ({env})",
+        )
+        self.serving = ModelServing(
+            self,
+            model_construct_id(model.name),
+            project=project,
+            model=model,
+            environment=env,
+            storage=storage,
+            layer=dependencies_layer(self),
+            failures=self.failures,
+            other_accounts=topology.other_accounts,
+        )
+        self.failures.notify_on(*self.serving.endpoint.alarms)
+        self.served = names.ServedModel(model.name, model.model_package_group, self.serving.endpoint.endpoint_name)
+
+
+class ServingStack(Stack):
+    """The environment's inference API over every model's endpoint (`served`, from the `ModelServingStack`s)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: Environment,
+        served: Sequence[names.ServedModel],
+        storage: StorageStack,
+        topology: Topology | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        env = environment.name
+        topology = topology or Topology.standalone(environment)
+        if not served:
+            raise ValueError(f"{construct_id} ({env}): no models to serve; pass config.models (at least one)")
+        # The inference API's alarms (same construct path as before the split: the topic and its confirmed
+        # subscriptions stay).
+        self.alarms = AlarmTopic(
             self, "Failures", key=storage.key, notify=environment.approvers.emails, what=f"ModelGate serving ({env})"
         )
-        if not models:
-            raise ValueError(f"{construct_id} ({env}): no models to serve; pass config.models (at least one)")
-        ids = [model_construct_id(model.name) for model in models]
-        if len(set(ids)) != len(ids):
-            clash = [model.name for model, i in zip(models, ids, strict=True) if ids.count(i) > 1]
-            raise ValueError(f"models {', '.join(clash)} map to the same construct id: rename one (e.g. no '--')")
-        self.models = {
-            model.model_package_group: ModelServing(
-                self,
-                model_construct_id(model.name),
-                project=project,
-                model=model,
-                environment=env,
-                storage=storage,
-                layer=layer,
-                failures=self.failures,
-                other_accounts=topology.other_accounts,
-            )
-            for model in models
-        }
         # Versions trained here may be approved and served in the other environments
         # (infra/constructs/model_artifacts.py).
         ArtifactsSharing(
@@ -177,11 +214,11 @@ class ServingStack(Stack):
             "InferenceApi",
             api=environment.api,
             environment=env,
-            endpoints=[(m.model, m.group, m.endpoint) for m in self.models.values()],
+            served=served,
             model_repository=storage.model_repository,
-            layer=layer,
+            layer=dependencies_layer(self),
         )
-        self.failures.notify_on(*(a for m in self.models.values() for a in m.endpoint.alarms), *self.api.alarms)
+        self.alarms.notify_on(*self.api.alarms)
         self._suppressions()
 
     def _suppressions(self) -> None:

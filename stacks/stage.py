@@ -2,7 +2,8 @@
 
 It composes, for every model of the config: Storage (shared; in the first environment of the chain it holds one
 Model Registry group per model), one Pipeline stack per model, the Approval stack (one per environment for all
-models) and the Serving stack (every model's endpoint and the environment's inference API).
+models), one Serving-<model> stack per model (its endpoint and deploy step) and the Serving stack (the
+environment's inference API over every model's endpoint, deployed after them). No stack grows with the models.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from infra.build.nag import apply_nag
 from infra.config import Environment, ModelProject, Project
 from stacks.approval_stack import ApprovalStack
 from stacks.pipeline_stack import PipelineStack
-from stacks.serving_stack import ServingStack
+from stacks.serving_stack import ModelServingStack, ServingStack, model_serving_stack_id
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
 
@@ -78,15 +79,31 @@ class ModelGateStage(Stage):
             storage=self.storage,
             topology=topology,
         )
+        self.model_serving = {
+            model.name: ModelServingStack(
+                self,
+                model_serving_stack_id(model),
+                project=project,
+                environment=environment,
+                model=model,
+                storage=self.storage,
+                topology=topology,
+            )
+            for model in self.models
+        }
         self.serving = ServingStack(
             self,
             "Serving",
-            project=project,
             environment=environment,
-            models=self.models,
+            served=[stack.served for stack in self.model_serving.values()],
             storage=self.storage,
             topology=topology,
         )
+        # The API names the endpoints (no references): it is updated once they exist. On an upgrade from the one
+        # Serving stack of earlier releases, the model stacks create new endpoints (new names) first; the Serving
+        # update then routes to them and deletes the old ones.
+        for stack in self.model_serving.values():
+            self.serving.add_stack_dependency(stack, "the inference API routes to the model's endpoint by name")
         # REST API stages with logging fail to deploy before API Gateway's account has its CloudWatch role (set
         # by Storage, or by an earlier environment's Storage in the same account and region).
         for api_stack in (self.approval, self.serving):

@@ -29,14 +29,32 @@ def alarm_on_waiting_messages(scope: Construct, construct_id: str, queue: sqs.IQ
     )
 
 
-class FailureQueue(Construct):
+class AlarmTopic(Construct):
+    """`topic`: an encrypted SNS topic that e-mails `notify`; alarms given to `notify_on` publish to it."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, key: kms.IKey, notify: tuple[str, ...], what: str
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.topic = sns.Topic(self, "Alarms", master_key=key, enforce_ssl=True, display_name=f"ModelGate: {what}")
+        # CloudWatch publishes alarm notifications to the KMS-encrypted topic.
+        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        for address in notify:
+            self.topic.add_subscription(subscriptions.EmailSubscription(address))
+
+    def notify_on(self, *alarms: cloudwatch.IAlarm) -> None:
+        for alarm in alarms:
+            alarm.add_alarm_action(actions.SnsAction(self.topic))
+
+
+class FailureQueue(AlarmTopic):
     """`queue`: the on-failure destination / DLQ; any message in it raises the alarm, which e-mails `notify`
     through `topic` (callers add their own alarms' actions to it: `notify_on`)."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, key: kms.IKey, notify: tuple[str, ...], what: str
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, key=key, notify=notify, what=what)
         # SSE-SQS: EventBridge can deliver to it as a DLQ without a key policy for events.amazonaws.com.
         self.queue = sqs.Queue(
             self,
@@ -45,11 +63,6 @@ class FailureQueue(Construct):
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
-        self.topic = sns.Topic(self, "Alarms", master_key=key, enforce_ssl=True, display_name=f"ModelGate: {what}")
-        # CloudWatch publishes alarm notifications to the KMS-encrypted topic.
-        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
-        for address in notify:
-            self.topic.add_subscription(subscriptions.EmailSubscription(address))
         self.alarm = alarm_on_waiting_messages(
             self, "Alarm", self.queue, f"{what}: events failed after retries and wait in {construct_id}'s queue"
         )
@@ -62,7 +75,3 @@ class FailureQueue(Construct):
                 "asynchronous Lambdas and the DLQ of EventBridge targets (alarmed when not empty)."
             },
         )
-
-    def notify_on(self, *alarms: cloudwatch.IAlarm) -> None:
-        for alarm in alarms:
-            alarm.add_alarm_action(actions.SnsAction(self.topic))

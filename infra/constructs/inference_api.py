@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -31,7 +31,6 @@ from constructs import Construct
 from infra.config import Api
 from infra.constructs.firewall import WINDOW_SECONDS, ManagedRuleGroup, protect_stage
 from infra.constructs.modelgate_function import ModelGateFunction
-from infra.constructs.triton_endpoint import TritonMultiModelEndpoint
 from modelgate.serving import settings as names
 from modelgate.serving.access import GROUP_HEALTH_ROUTE, HEALTH_ROUTE, INVOKE_ROUTE
 from modelgate.serving.deployment import DEPLOYMENTS_PREFIX
@@ -83,12 +82,12 @@ class InferenceApi(Construct):
         *,
         api: Api,
         environment: str,
-        endpoints: Sequence[tuple[str, str, TritonMultiModelEndpoint]],  # (model, group, its endpoint)
+        served: Sequence[names.ServedModel],  # (model, group, endpoint name), each endpoint in its model's stack
         model_repository: s3.IBucket,
         layer: lambda_.ILayerVersion,
     ) -> None:
         super().__init__(scope, construct_id)
-        served = [names.ServedModel(model, group, endpoint.endpoint_name) for model, group, endpoint in endpoints]
+        stack = Stack.of(self)
         # The models' list ships in the function's code package (it grows with every model; Lambda caps the
         # environment at 4 KB). The bucket's name is generated at deploy time: checked at its longest.
         environ = {names.BUCKET: model_repository.bucket_name, names.ENVIRONMENT: environment}
@@ -107,13 +106,17 @@ class InferenceApi(Construct):
             timeout_seconds=29,  # API Gateway's integration limit
             memory_size=1024,  # CPU for base64 and JSON of 4 MiB bodies
         )
-        for _, _, endpoint in endpoints:  # names in a file are no references: the order CloudFormation needs
-            self.invoke.function.node.add_dependency(endpoint.endpoint)
         model_repository.grant_read(self.invoke.role, f"{DEPLOYMENTS_PREFIX}*")
+        # By name, not by reference: the endpoints live in the models' stacks, which must not export anything to
+        # this one (stacks/stage.py orders the deploys instead). SageMaker lower-cases the name in its ARNs.
         self.invoke.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"],
-                resources=[endpoint.endpoint_arn for _, _, endpoint in endpoints],
+                resources=[
+                    f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}:endpoint/"
+                    f"{model.endpoint_name.lower()}"
+                    for model in served
+                ],
             )
         )
 

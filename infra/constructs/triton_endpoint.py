@@ -52,8 +52,10 @@ def endpoint_id(instance_type: str) -> str:
 
 def endpoint_name(stack_name: str, group: str, unique: str) -> str:
     """`<stack name>-<group>-<8 hex of the construct path>`, shortened to SageMaker's 63 characters: readable in
-    the console, unique in the account (the stack name holds the project and the environment)."""
-    readable = re.sub(r"[^A-Za-z0-9-]+", "-", f"{stack_name}-{group}")[: ENDPOINT_NAME_MAX - 9].strip("-")
+    the console, unique in the account (the stack name holds the project and the environment). The group is left
+    out where the stack name already ends with it (`Serving-<model>` of a model named like its group)."""
+    readable = stack_name if stack_name.endswith(f"-{group}") else f"{stack_name}-{group}"
+    readable = re.sub(r"[^A-Za-z0-9-]+", "-", readable)[: ENDPOINT_NAME_MAX - 9].strip("-")
     return f"{readable}-{unique[:8]}"
 
 

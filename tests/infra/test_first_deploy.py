@@ -21,9 +21,12 @@ from infra.constructs.model_artifacts import REGISTERED_MODEL_KEYS
 from infra.constructs.triton_endpoint import TritonMultiModelEndpoint
 from infra.gpu_hosts import AMIS_BY_NAME, minimum_driver
 from modelgate.serving import settings as names
+from stacks.serving_stack import model_serving_stack_id
 
 CHAIN = load_config().chain  # the shipped config's promotion chain
 ENVIRONMENTS = CHAIN.names
+(MODEL,) = load_config().models  # the shipped config's one model
+MODEL_SERVING = model_serving_stack_id(MODEL)  # its endpoint and deploy step
 
 
 def only(resources: dict) -> dict:
@@ -57,7 +60,7 @@ def function_by_handler(template: Template, handler: str) -> tuple[str, dict]:
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_problem1_the_variant_names_an_inference_ami_with_the_driver_triton_needs(template, config, env):
     serving = config.environments[env].serving
-    props = only(template(env, "Serving").find_resources("AWS::SageMaker::EndpointConfig"))["Properties"]
+    props = only(template(env, MODEL_SERVING).find_resources("AWS::SageMaker::EndpointConfig"))["Properties"]
     (variant,) = props["ProductionVariants"]
     ami = variant["InferenceAmiVersion"]
     model = botocore.session.get_session().get_service_model("sagemaker")
@@ -96,7 +99,7 @@ def test_problem6_no_function_reserves_concurrency(synth):
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_problem6_the_deploy_step_holds_a_lease_as_long_as_its_timeout(template, env):
-    serving = template(env, "Serving")
+    serving = template(env, MODEL_SERVING)
     _, function = function_by_handler(serving, "lambdas.serving_deploy.handler")
     variables = function["Properties"]["Environment"]["Variables"]
     (table,) = serving.find_resources("AWS::DynamoDB::Table")
@@ -110,7 +113,7 @@ def test_problem6_the_deploy_step_holds_a_lease_as_long_as_its_timeout(template,
 # -- 7. updates keep capacity; an instance-type change is a new endpoint, not UpdateEndpoint --------------------
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_problem7_an_update_keeps_the_autoscaled_count_but_takes_new_data_capture(template, env):
-    props = only(template(env, "Serving").find_resources("AWS::SageMaker::Endpoint"))["Properties"]
+    props = only(template(env, MODEL_SERVING).find_resources("AWS::SageMaker::Endpoint"))["Properties"]
     assert props["RetainAllVariantProperties"] is True
     assert props["ExcludeRetainedVariantProperties"] == [{"VariantPropertyType": "DataCaptureConfig"}]
 
@@ -194,7 +197,7 @@ def test_problem8_every_environments_registered_models_are_readable_by_every_oth
 @pytest.mark.parametrize(
     ("stack", "handler"),
     [
-        ("Serving", "lambdas.serving_deploy.handler"),
+        (MODEL_SERVING, "lambdas.serving_deploy.handler"),
         ("Approval", "lambdas.request_approval.handler"),
         ("Approval", "lambdas.approval_api.handler"),
     ],
@@ -220,7 +223,7 @@ def test_problem8_readers_of_a_version_may_read_it_in_every_other_account(templa
 # -- 10. hardening ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_problem10_the_triton_model_runs_network_isolated(template, env):
-    props = only(template(env, "Serving").find_resources("AWS::SageMaker::Model"))["Properties"]
+    props = only(template(env, MODEL_SERVING).find_resources("AWS::SageMaker::Model"))["Properties"]
     assert props["EnableNetworkIsolation"] is True
 
 

@@ -1,15 +1,16 @@
-"""The Serving stack of every environment of config/examples/many-models.yaml (sandbox -> staging -> prod, models
-energy-forecast and churn), with churn serving differently in prod: one endpoint and one deploy step per model
-with that model's settings, nothing of one model reachable by another's, one inference API routing by group.
+"""The serving stacks of every environment of config/examples/many-models.yaml (sandbox -> staging -> prod, models
+energy-forecast and churn), with churn serving differently in prod: per model a `Serving-<model>` stack with its
+endpoint and deploy step (that model's settings, nothing of one model reachable by another's), and one `Serving`
+stack with the inference API routing by group.
 
-Synthesized here (Storage + Serving per environment, cdk-nag on), once per session, so these assertions depend on
-no other stack."""
+Synthesized here (Storage + the serving stacks per environment, cdk-nag on), once per session, so these
+assertions depend on no other stack."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -29,7 +30,7 @@ from modelgate.parameters import parameter_name
 from modelgate.serving import settings as names
 from modelgate.serving.access import GROUP_HEALTH_ROUTE, HEALTH_ROUTE, INVOKE_ROUTE
 from stacks.app_builder import feature_flags
-from stacks.serving_stack import ServingStack, model_construct_id
+from stacks.serving_stack import ModelServingStack, ServingStack, model_construct_id, model_serving_stack_id
 from stacks.storage_stack import StorageStack
 from stacks.topology import Topology
 from tests.conftest import once_per_run
@@ -50,8 +51,9 @@ def example_config():
     return parse_config(raw, str(EXAMPLE))
 
 
-def synthesize_example(example, outdir: Path, environments: tuple[str, ...] | None = None):
-    """Storage + Serving of each (selected) environment of `example`, cdk-nag on; `assembly-modelgate-<env>`."""
+def synthesize_example(example, outdir: Path, environments: tuple[str, ...] | None = None, nag: bool = True):
+    """Storage + the serving stacks of each (selected) environment of `example`, wired as stacks/stage.py wires
+    them, cdk-nag on; `assembly-modelgate-<env>`."""
     app = App(context=feature_flags(), outdir=str(outdir))
     for env in example.environments.values():
         if environments is not None and env.name not in environments:
@@ -61,16 +63,26 @@ def synthesize_example(example, outdir: Path, environments: tuple[str, ...] | No
         )
         storage = StorageStack(stage, "Storage")
         others = tuple(sorted({e.account for e in example.environments.values() if e.name != env.name}))
-        ServingStack(
-            stage,
-            "Serving",
-            project=example.project,
-            environment=env,
-            models=example.models,
-            storage=storage,
-            topology=Topology(example.chain, env.account, env.region, other_accounts=others),
+        topology = Topology(example.chain, env.account, env.region, other_accounts=others)
+        models = [
+            ModelServingStack(
+                stage,
+                model_serving_stack_id(model),
+                project=example.project,
+                environment=env,
+                model=model,
+                storage=storage,
+                topology=topology,
+            )
+            for model in example.models
+        ]
+        api = ServingStack(
+            stage, "Serving", environment=env, served=[m.served for m in models], storage=storage, topology=topology
         )
-        apply_nag(stage)
+        for model in models:
+            api.add_stack_dependency(model)
+        if nag:
+            apply_nag(stage)
     return synthesize_app(app, outdir)  # raises NagViolations on any unsuppressed nag error
 
 
@@ -93,6 +105,20 @@ def serving(synthesized, example):
             stack = synthesized.stack(f"{example.project.name}-{env}", "Serving")
             cache[env] = Template.from_json(stack.template)
         return cache[env]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def model_serving(synthesized, example):
+    """model_serving(env, model) -> Template of the model's `Serving-<model>` stack."""
+    cache: dict[tuple[str, str], Template] = {}
+
+    def get(env: str, model: str) -> Template:
+        if (env, model) not in cache:
+            stack = synthesized.stack(f"{example.project.name}-{env}", model_serving_stack_id(example.model(model)))
+            cache[(env, model)] = Template.from_json(stack.template)
+        return cache[(env, model)]
 
     return get
 
@@ -153,16 +179,18 @@ def endpoint_of(template, model: str) -> str:
     return logical(of_model(template.find_resources("AWS::SageMaker::Endpoint"), model))
 
 
-def test_nag_is_clean_and_every_environment_has_a_serving_stack(synthesized, example):
+def test_nag_is_clean_and_every_environment_has_the_serving_stacks(synthesized, example):
     assert synthesized.findings == [], [str(f) for f in synthesized.findings]
-    assert {s.stage for s in synthesized.stacks if s.name == "Serving"} == {f"modelgate-{env}" for env in CHAIN}
+    for env in CHAIN:
+        names_here = {s.name for s in synthesized.stacks if s.stage == f"modelgate-{env}"}
+        assert names_here == {"Storage", "Serving", *(f"Serving-{model}" for model in MODELS)}, env
 
 
 @pytest.mark.parametrize("env", CHAIN)
-def test_each_model_has_its_own_multimodel_triton_endpoint_reading_only_its_own_prefix(serving, example, env):
-    template = serving(env)
-    assert len(template.find_resources("AWS::SageMaker::Endpoint")) == len(MODELS)
+def test_each_model_has_its_own_multimodel_triton_endpoint_reading_only_its_own_prefix(model_serving, example, env):
     for model in example.models:
+        template = model_serving(env, model.name)
+        assert len(template.find_resources("AWS::SageMaker::Endpoint")) == 1, "its own endpoint, no other"
         settings = model.environments[env]
         container = only(of_model(template.find_resources("AWS::SageMaker::Model"), model.name))["Properties"]
         container = container["PrimaryContainer"]
@@ -179,9 +207,9 @@ def test_each_model_has_its_own_multimodel_triton_endpoint_reading_only_its_own_
 
 
 @pytest.mark.parametrize("env", CHAIN)
-def test_each_endpoint_runs_its_models_instance_type_capacity_autoscaling_and_data_capture(serving, example, env):
-    template = serving(env)
+def test_each_endpoint_runs_its_models_instance_type_capacity_autoscaling_and_data_capture(model_serving, example, env):
     for model in example.models:
+        template = model_serving(env, model.name)
         settings = model.environments[env].serving
         props = only(of_model(template.find_resources("AWS::SageMaker::EndpointConfig"), model.name))["Properties"]
         (variant,) = props["ProductionVariants"]
@@ -216,30 +244,32 @@ def test_each_endpoint_runs_its_models_instance_type_capacity_autoscaling_and_da
             assert name not in only(of_model(template.find_resources(kind), model.name))["Properties"], kind
 
 
-def test_a_models_own_serving_settings_reach_only_its_endpoint(serving, example):
+def test_a_models_own_serving_settings_reach_only_its_endpoint(model_serving, example):
     """The override of churn in prod changes churn's prod endpoint and nothing else."""
     last = CHAIN[-1]
     churn = example.model("churn").environments[last].serving
     assert churn.instance_type == CHURN_LAST["serving"]["instance_type"]
     assert churn.data_capture
-    template = serving(last)
-    configs = template.find_resources("AWS::SageMaker::EndpointConfig")
-    churn_variant = only(of_model(configs, "churn"))["Properties"]["ProductionVariants"][0]
-    energy_variant = only(of_model(configs, "energy-forecast"))["Properties"]["ProductionVariants"][0]
+
+    def configs(env: str, model: str) -> dict:
+        return only(of_model(model_serving(env, model).find_resources("AWS::SageMaker::EndpointConfig"), model))
+
+    churn_variant = configs(last, "churn")["Properties"]["ProductionVariants"][0]
+    energy_variant = configs(last, "energy-forecast")["Properties"]["ProductionVariants"][0]
     assert churn_variant["InstanceType"] == "ml.g4dn.xlarge"
     assert energy_variant["InstanceType"] == example.environments[last].serving.instance_type != "ml.g4dn.xlarge"
-    assert "DataCaptureConfig" not in only(of_model(configs, "energy-forecast"))["Properties"]
-    capture = only(of_model(configs, "churn"))["Properties"]["DataCaptureConfig"]
+    assert "DataCaptureConfig" not in configs(last, "energy-forecast")["Properties"]
+    capture = configs(last, "churn")["Properties"]["DataCaptureConfig"]
     assert capture["DestinationS3Uri"]["Fn::Join"][1][-1] == "/data-capture/churn-scores/", "its own captures"
-    churn_earlier = only(of_model(serving(CHAIN[0]).find_resources("AWS::SageMaker::EndpointConfig"), "churn"))
+    churn_earlier = configs(CHAIN[0], "churn")
     assert churn_earlier["Properties"]["ProductionVariants"][0]["InstanceType"] != "ml.g4dn.xlarge"
 
 
 @pytest.mark.parametrize("env", CHAIN)
-def test_each_model_has_its_own_deploy_step_parameter_lease_and_grants(serving, example, env):
-    template = serving(env)
-    queue = logical(template.find_resources("AWS::SQS::Queue"))
+def test_each_model_has_its_own_deploy_step_parameter_lease_and_grants(model_serving, example, env):
     for model in example.models:
+        template = model_serving(env, model.name)
+        queue = logical(template.find_resources("AWS::SQS::Queue"))
         group = model.model_package_group
         name, function = function_with_handler(template, "lambdas.serving_deploy.handler", model.name)
         variables = function["Properties"]["Environment"]["Variables"]
@@ -320,16 +350,27 @@ def test_one_inference_api_routes_by_group_and_every_route_is_authorized_validat
 
 
 @pytest.mark.parametrize("env", CHAIN)
-def test_the_invoke_lambda_knows_every_group_and_may_call_exactly_their_endpoints(serving, synthesized, example, env):
+def test_the_invoke_lambda_knows_every_group_and_may_call_exactly_their_endpoints(
+    serving, model_serving, synthesized, example, env
+):
     template = serving(env)
     _name, function = function_with_handler(template, "lambdas.inference_api.handler")
-    endpoints = {model.model_package_group: endpoint_of(template, model.name) for model in example.models}
+    endpoint_names = {}
+    for model in example.models:
+        own = model_serving(env, model.name)
+        endpoint = endpoint_of(own, model.name)
+        endpoint_names[model.model_package_group] = own.to_json()["Resources"][endpoint]["Properties"]["EndpointName"]
     sagemaker = [s for s in statements(template, role_of(function)) if "sagemaker" in json.dumps(s["Action"])]
+    settings = example.environments[env]
+    # By name (SageMaker lower-cases it in the ARN), not by reference: nothing of a model stack is imported here.
     assert sagemaker == [
         {
             "Action": ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"],
             "Effect": "Allow",
-            "Resource": sorted(({"Ref": endpoint} for endpoint in endpoints.values()), key=json.dumps),
+            "Resource": sorted(
+                f"arn:aws:sagemaker:{settings.region}:{settings.account}:endpoint/{name.lower()}"
+                for name in endpoint_names.values()
+            ),
         }
     ]
     variables = function["Properties"]["Environment"]["Variables"]
@@ -337,20 +378,56 @@ def test_the_invoke_lambda_knows_every_group_and_may_call_exactly_their_endpoint
     assert not [name for name in variables if "MODELS" in name], "the models' list is not in the 4 KB environment"
     # The served models ship in the function's code package, each with its endpoint's name (set at synth).
     served = json.loads(synthesized.package_file(function, names.SERVED_MODELS_FILE))
-    endpoint_names = {
-        group: template.to_json()["Resources"][endpoint]["Properties"]["EndpointName"]
-        for group, endpoint in endpoints.items()
-    }
     assert served == [
         {"model": model.name, "group": model.model_package_group, "endpoint": endpoint_names[model.model_package_group]}
         for model in example.models
     ]
-    for group, name in endpoint_names.items():
-        assert name.startswith(f"modelgate-{env}-Serving-{group}-"), name
+    for model in example.models:
+        name = endpoint_names[model.model_package_group]
+        # Its stack's name (project, environment, model), the group where the model is named otherwise, a hash.
+        readable = f"modelgate-{env}-Serving-{model.name}"
+        if model.name != model.model_package_group:
+            readable += f"-{model.model_package_group}"
+        assert re.fullmatch(f"{readable}-[0-9a-f]{{8}}", name), name
         assert len(name) <= names.ENDPOINT_NAME_MAX
-    assert set(endpoints.values()) <= set(function.get("DependsOn", [])), "the endpoints exist before the function"
     reads = [k for s in statements(template, role_of(function)) for k in s3_keys(s)]
     assert reads == ["/deployments/*"], "deployment records only, never archives"
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_the_api_stack_deploys_after_the_model_stacks_and_imports_nothing_of_theirs(synthesized, example, env):
+    """The API names the endpoints, so it must be updated after they exist (a new model's endpoint, or the new
+    endpoints of an upgrade from the one Serving stack, are created before the API routes to them and before the
+    old ones are deleted). Ordering only: a model stack exports nothing, so adding or removing a model never
+    touches an export that another stack imports (CloudFormation refuses to change those)."""
+    stage = f"{example.project.name}-{env}"
+    model_stacks = {model_serving_stack_id(model) for model in example.models}
+    api = synthesized.stack(stage, "Serving")
+    assert model_stacks | {"Storage"} <= set(api.depends_on)
+    assert _referenced_stacks(api.template) == {f"{stage}-Storage"}, "only Storage's outputs"
+    for model in example.models:
+        own = synthesized.stack(stage, model_serving_stack_id(model))
+        assert not own.template.get("Outputs"), f"{own.name} exports nothing"
+        assert _referenced_stacks(own.template) == {f"{stage}-Storage"}
+        assert set(own.depends_on) == {"Storage"}, "a model's serving needs only the stateful stack"
+
+
+def _referenced_stacks(template: dict) -> set[str]:
+    """Stacks whose outputs `template` reads (CDK's cross-stack references: Fn::GetStackOutput / Fn::ImportValue)."""
+    found = set()
+    for node in _nodes(template):
+        if isinstance(node, dict) and "Fn::GetStackOutput" in node:
+            found.add(node["Fn::GetStackOutput"]["StackName"])
+        elif isinstance(node, dict) and "Fn::ImportValue" in node:
+            found.add(str(node["Fn::ImportValue"]).split(":")[0])
+    return found
+
+
+def _nodes(node):
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        yield from _nodes(child)
 
 
 @pytest.mark.parametrize("env", CHAIN)
@@ -373,22 +450,38 @@ def test_api_gateway_may_invoke_the_lambda_only_through_the_deployed_routes(serv
 
 
 @pytest.mark.parametrize("env", CHAIN)
-def test_alarms_of_every_endpoint_and_the_api_notify_the_one_topic(serving, example, env):
-    template = serving(env)
-    alarms = template.find_resources("AWS::CloudWatch::Alarm")
+def test_a_models_alarms_and_failed_deploys_notify_its_approvers_and_the_apis_the_environments(
+    serving, model_serving, example, env
+):
+    """Each model stack has its own failure queue and alarm topic (no reference to another serving stack), whose
+    subscribers are the people who approve that model in this environment; the API's alarms e-mail the
+    environment's approvers."""
     for model in example.models:
+        template = model_serving(env, model.name)
+        alarms = template.find_resources("AWS::CloudWatch::Alarm")
         metrics = {a["Properties"].get("MetricName") for a in of_model(alarms, model.name).values()}
         assert {"Invocation5XXErrors", "ModelLatency", "ModelLoadingWaitTime", "ModelCacheHit"} <= metrics, model.name
-        for alarm in of_model(alarms, model.name).values():  # one topic for all: each alarm says whose it is
+        for alarm in of_model(alarms, model.name).values():
             assert alarm["Properties"]["AlarmDescription"].startswith(
                 f"Triton endpoint of {model.model_package_group}:"
             )
-    assert {"5XXError", "Errors", "ApproximateNumberOfMessagesVisible"} <= {
-        a["Properties"].get("MetricName") for a in alarms.values()
-    }
+        assert "ApproximateNumberOfMessagesVisible" in {a["Properties"].get("MetricName") for a in alarms.values()}
+        topic = logical(template.find_resources("AWS::SNS::Topic"))
+        for alarm in alarms.values():
+            assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}], alarm["Properties"]["AlarmDescription"]
+        subscribers = {
+            sub["Properties"]["Endpoint"] for sub in template.find_resources("AWS::SNS::Subscription").values()
+        }
+        assert subscribers == set(model.environments[env].approvers.emails)
+    template = serving(env)
+    alarms = template.find_resources("AWS::CloudWatch::Alarm")
+    assert {a["Properties"].get("MetricName") for a in alarms.values()} == {"5XXError", "Errors"}
+    assert template.find_resources("AWS::SQS::Queue") == {}, "nothing of the API fails asynchronously"
     topic = logical(template.find_resources("AWS::SNS::Topic"))
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}], alarm["Properties"]["AlarmDescription"]
+    subscribers = {sub["Properties"]["Endpoint"] for sub in template.find_resources("AWS::SNS::Subscription").values()}
+    assert subscribers == set(example.environments[env].approvers.emails)
 
 
 @pytest.mark.parametrize("env", CHAIN)
@@ -458,17 +551,15 @@ def _api_with(models: int) -> Template:
     layer = lambda_.LayerVersion.from_layer_version_arn(
         stack, "Layer", "arn:aws:lambda:eu-west-1:222222222222:layer:deps:1"
     )
-    endpoints = [
-        (
-            f"model-{i:03d}",
-            f"model-package-group-with-a-long-name-{i:03d}",
-            SimpleNamespace(endpoint_name="x" * names.ENDPOINT_NAME_MAX, endpoint_arn="y", endpoint=bucket),
+    served = [
+        names.ServedModel(
+            f"model-{i:03d}", f"model-package-group-with-a-long-name-{i:03d}", "x" * names.ENDPOINT_NAME_MAX
         )
         for i in range(models)
     ]
     api = parse_config(yaml.safe_load(EXAMPLE.read_text()), str(EXAMPLE)).environments["sandbox"].api
     InferenceApi(
-        stack, "InferenceApi", api=api, environment="sandbox", endpoints=endpoints, model_repository=bucket, layer=layer
+        stack, "InferenceApi", api=api, environment="sandbox", served=served, model_repository=bucket, layer=layer
     )
     return Template.from_stack(stack)
 
@@ -490,23 +581,56 @@ def test_the_invoke_functions_environment_does_not_grow_with_the_models():
         names.check_environ_size("f", {"A": "x" * 4096})
 
 
-def test_two_model_names_that_would_share_construct_ids_are_refused_naming_both():
-    raw = yaml.safe_load(EXAMPLE.read_text())
-    raw["models"] = [
-        {"name": "churn-eu", "model_package_group": "churn-eu"},
-        {"name": "churn--eu", "model_package_group": "churn-eu2"},
-    ]
-    config = parse_config(raw, "example")
-    env = config.environments["sandbox"]
-    stage = Stage(App(context=feature_flags()), "Clash", env=CdkEnvironment(account=env.account, region=env.region))
-    storage = StorageStack(stage, "Storage")
-    with pytest.raises(ValueError, match=r"models churn-eu, churn--eu map to the same construct id"):
-        ServingStack(stage, "Serving", project=config.project, environment=env, models=config.models, storage=storage)
-
-
 def test_a_serving_stack_without_models_is_refused_saying_what_to_pass(example):
     env = example.environments["sandbox"]
     stage = Stage(App(context=feature_flags()), "Empty", env=CdkEnvironment(account=env.account, region=env.region))
     storage = StorageStack(stage, "Storage")
     with pytest.raises(ValueError, match=r"Serving \(sandbox\): no models to serve; pass config.models"):
-        ServingStack(stage, "Serving", project=example.project, environment=env, models=(), storage=storage)
+        ServingStack(stage, "Serving", environment=env, served=(), storage=storage)
+
+
+# -- the 500-resource ceiling: no serving stack grows with the models -------------------------------------------
+MANY = 40  # the one Serving stack of earlier releases (51 + 24 resources a model) stopped at 18
+
+
+def many_models_config(count: int = MANY):
+    """The example with `count` models (two-digit indices: no group name is a substring of another)."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["models"] = [{"name": f"model-{i:02d}", "model_package_group": f"customer-group-{i:02d}"} for i in range(count)]
+    return parse_config(raw, f"{EXAMPLE} with {count} models")
+
+
+@pytest.fixture(scope="session")
+def many_serving(tmp_path_factory):
+    config = many_models_config()
+    first = config.chain.first
+    synthesized = once_per_run(
+        tmp_path_factory, "serving-many.out", lambda out: synthesize_example(config, out, environments=(first,))
+    )
+    return config, first, synthesized
+
+
+def test_forty_models_synthesize_nag_clean_with_every_stack_far_under_500_resources(many_serving, synthesized, example):
+    """The binding limit of the one Serving stack is gone: the API stack has as many resources with 40 models as
+    with 2, each model stack as many as any other (the example's energy-forecast in the same environment), and
+    nothing of a model is in another model's stack."""
+    config, env, many = many_serving
+    assert many.findings == [], [str(f) for f in many.findings]
+    stage = f"{config.project.name}-{env}"
+    stacks = {s.name: s for s in many.stacks if s.stage == stage}
+    assert set(stacks) == {"Storage", "Serving", *(model_serving_stack_id(m) for m in config.models)}
+    assert max(sum(s.resources.values()) for s in stacks.values()) < 100, {
+        name: sum(s.resources.values()) for name, s in stacks.items()
+    }
+    two = {s.name: s for s in synthesized.stacks if s.stage == stage}
+    assert stacks["Serving"].resources == two["Serving"].resources, "the API stack does not grow with the models"
+    one_model = two[model_serving_stack_id(example.model("energy-forecast"))].resources  # no overrides
+    groups = [model.model_package_group for model in config.models]
+    for model in config.models:
+        stack = stacks[model_serving_stack_id(model)]
+        assert stack.resources == one_model, model.name
+        text = json.dumps(stack.template)
+        assert [group for group in groups if group in text] == [model.model_package_group], "only its own model"
+    _, invoke = function_with_handler(Template.from_json(stacks["Serving"].template), "lambdas.inference_api.handler")
+    served = json.loads(many.package_file(invoke, names.SERVED_MODELS_FILE))
+    assert [entry["group"] for entry in served] == groups, "and the API routes to all of them"

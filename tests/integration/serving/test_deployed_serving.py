@@ -1,5 +1,6 @@
-"""Two model groups served by the Serving stack as synthesized from config/examples/many-models.yaml, deployed into
-the local AWS with IAM enforced: every Lambda runs with its own role's credentials, the inference API's routes come
+"""Two model groups served by the serving stacks (one `Serving-<model>` stack per model with its endpoint and deploy
+function, the `Serving` stack with the inference API) as synthesized from config/examples/many-models.yaml, deployed
+into the local AWS with IAM enforced: every Lambda runs with its own role's credentials, the inference API's routes come
 from the template, each group's endpoint stand-in reads its ModelDataUrl with its execution role. What a grant
 does not allow fails here as it would on AWS: one group's deploy role cannot touch another group's endpoint."""
 
@@ -45,6 +46,7 @@ def world(triton, tmp_path_factory):
         account = aws.account(env.account)
         stacks = deploy_stage(account, outdir / f"assembly-{example.project.name}-{ENV}")
         storage, serving = stacks["Storage"], stacks["Serving"]
+        model_stacks = [stacks[f"Serving-{model.name}"] for model in example.models]
         s3 = account.client("s3")
         artifacts = storage.physical_id("Artifacts")
         for group, version in versions.items():
@@ -57,6 +59,8 @@ def world(triton, tmp_path_factory):
         assert sorted(runtime.endpoints) == sorted(model.endpoint_name for model in served)
         functions = DeployedFunctions(account, outdir / "logs")
         with runtime, LocalApiGateway([]) as gateway:
+            for stack in model_stacks:
+                functions.add(stack)
             functions.add(
                 serving,
                 **runtime.environ(),
@@ -69,25 +73,36 @@ def world(triton, tmp_path_factory):
             gateway.routes = routes_from_template(serving, functions.handler(serving.name))
             try:
                 yield World(
-                    account, serving, functions, gateway, issuer, storage.physical_id("ModelRepository"), versions
+                    account,
+                    [serving, *model_stacks],
+                    functions,
+                    gateway,
+                    issuer,
+                    storage.physical_id("ModelRepository"),
+                    versions,
                 )
             finally:
                 functions.close()
 
 
 class World:
-    def __init__(self, account, serving, functions, gateway, issuer, repository, versions) -> None:
-        self.account, self.serving, self.functions, self.gateway = account, serving, functions, gateway
+    def __init__(self, account, stacks, functions, gateway, issuer, repository, versions) -> None:
+        self.account, self.stacks, self.functions, self.gateway = account, stacks, functions, gateway
         self.issuer, self.repository, self.versions = issuer, repository, versions
 
-    def deploy_function(self, group: str) -> str:
-        """Logical id of the group's deploy function (the one whose environment names the group)."""
-        (logical,) = [
-            logical
-            for logical, spec in self.serving.functions.items()
+    def deploy_function(self, group: str) -> tuple[str, str]:
+        """(stack name, logical id) of the group's deploy function (the one whose environment names the group)."""
+        (found,) = [
+            (stack.name, logical)
+            for stack in self.stacks
+            for logical, spec in stack.functions.items()
             if spec.handler == "lambdas.serving_deploy.handler" and spec.environment[names.GROUP] == group
         ]
-        return logical
+        return found
+
+    def deploy_spec(self, group: str):
+        stack, logical = self.deploy_function(group)
+        return next(s for s in self.stacks if s.name == stack).functions[logical]
 
     def call(self, path: str, body: dict | None = None, method: str = "POST") -> tuple[int, bytes]:
         token = self.issuer.mint(scope="inference:invoke")
@@ -124,7 +139,7 @@ def _request(values: np.ndarray) -> dict:
 
 def test_each_groups_deploy_function_fills_its_own_prefix_with_its_own_role(world):
     for group, customers in GROUPS.items():
-        report = world.functions.invoke(world.serving.name, world.deploy_function(group), {"action": "deploy"})
+        report = world.functions.invoke(*world.deploy_function(group), {"action": "deploy"})
         assert (report["model_package_group"], report["copied"]) == (group, len(customers))
     s3 = world.account.client("s3")
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket=world.repository)["Contents"]}
@@ -161,7 +176,8 @@ def test_both_groups_answer_through_the_templates_routes_each_with_its_own_model
 
 def test_one_groups_deploy_role_cannot_touch_the_other_groups_endpoint(world):
     """IAM, not only code: energy-forecast's deploy role may not write, delete or read the approval of churn-scores."""
-    spec = world.serving.functions[world.deploy_function("energy-forecast")]
+    spec = world.deploy_spec("energy-forecast")
+    assert world.deploy_function("energy-forecast")[0].endswith("-Serving-energy-forecast"), "in its model's stack"
     as_role = world.account.assume(spec.role, "lambda.amazonaws.com", session_name="deploy")
     s3, ssm = as_role.client("s3"), as_role.client("ssm")
     other = "churn-scores"
