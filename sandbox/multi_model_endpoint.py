@@ -347,7 +347,7 @@ class LocalSageMakerRuntime:
     def of_endpoints(
         cls, triton: LocalTriton, endpoint_names: Iterable[str], sagemaker: Any, s3_for: Callable[[str], Any]
     ) -> LocalSageMakerRuntime:
-        """Stand-ins for endpoints recorded in the (local) SageMaker, as deployed from a Serving stack: each reads
+        """Stand-ins for endpoints recorded in the (local) SageMaker, as deployed from the models' stacks: each reads
         its archives from its model's ModelDataUrl with an S3 client of its execution role (`s3_for(role_arn)`),
         and callers need sagemaker:InvokeEndpoint on its ARN. E.g. the names of the invoke Lambda's
         `InferenceSettings.from_environ(environment).models`."""
@@ -367,8 +367,9 @@ class LocalSageMakerRuntime:
 
     @classmethod
     def of_serving_stack(cls, triton: LocalTriton, serving: Any, account: Any) -> LocalSageMakerRuntime:
-        """Every model's endpoint of a Serving stack deployed into the local AWS (`sandbox.cloudformation`), as
-        its invoke Lambda names them; SageMaker loads archives with each endpoint's execution role."""
+        """Every model's endpoint that a Serving stack deployed into the local AWS (`sandbox.cloudformation`) routes
+        to, as its invoke Lambda names them (the endpoints themselves are in the `Serving-<model>` stacks); SageMaker
+        loads archives with each endpoint's execution role."""
         from modelgate.serving.settings import InferenceSettings
 
         invoke = next(spec for spec in serving.functions.values() if spec.handler == "lambdas.inference_api.handler")

@@ -7,8 +7,10 @@
 - `ServingStack` (`Serving`, one per environment): the JWT-authorized inference API in front of every model's
   endpoint, routing by group, and the sharing of this environment's registered versions with the other accounts.
   It names the endpoints (their names are fixed at synth) instead of referencing them, and deploys after the
-  model stacks (a stack dependency without exports): a model's endpoint exists before the API routes to it, and
-  adding or removing a model never touches an export another stack imports.
+  model stacks (a stack dependency, no reference): a model's endpoint exists before the API routes to it, and
+  adding or removing a model never changes an output another stack reads. On an upgrade from the one Serving
+  stack of earlier releases, the model stacks create new endpoints (new names) before the Serving update deletes
+  the old ones.
 
 Stateless: every byte it serves lives in the Storage stack (model-repository bucket, KMS key) and comes back on
 redeploy.
