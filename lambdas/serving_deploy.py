@@ -39,7 +39,7 @@ def trigger(event: object, parameter_name: str, group: str) -> str:
         if event.get("group", group) != group:
             raise UnexpectedEvent(
                 f"this function deploys model group {group!r}, not {event.get('group')!r}: invoke that group's "
-                "deploy function (one per model group, see the Serving stack)"
+                "deploy function (one per model group, in its Serving-<model> stack)"
             )
         return f"manual: {event.get('reason') or 'no reason given'}"
     source, kind, detail = event.get("source"), event.get("detail-type"), event.get("detail")

@@ -404,6 +404,12 @@ def test_the_api_stack_deploys_after_the_model_stacks_and_imports_nothing_of_the
     model_stacks = {model_serving_stack_id(model) for model in example.models}
     api = synthesized.stack(stage, "Serving")
     assert model_stacks | {"Storage"} <= set(api.depends_on)
+    assert not [kind for kind in api.resources if kind.startswith("AWS::SageMaker::")], "no endpoint of any model"
+    assert not [
+        r
+        for r in api.template["Resources"].values()
+        if r["Properties"].get("Handler") == "lambdas.serving_deploy.handler"
+    ], "no deploy step either"
     assert _referenced_stacks(api.template) == {f"{stage}-Storage"}, "only Storage's outputs"
     for model in example.models:
         own = synthesized.stack(stage, model_serving_stack_id(model))
