@@ -86,7 +86,7 @@ def stack(triton, versions, tmp_path_factory):
             BillingMode="PAY_PER_REQUEST",
         )
         lease = {names.DEPLOY_LOCK_TABLE: locks, names.DEPLOY_LEASE_SECONDS: "900"}
-        # One deploy function per group (the Serving stack's ModelServing), one lease table each.
+        # One deploy function per group (each model's Serving-<model> stack), one lease table each.
         deploy = LocalFunction(
             "deploy",
             "lambdas.serving_deploy.handler",
