@@ -640,3 +640,24 @@ def test_forty_models_synthesize_nag_clean_with_every_stack_far_under_500_resour
     _, invoke = function_with_handler(Template.from_json(stacks["Serving"].template), "lambdas.inference_api.handler")
     served = json.loads(many.package_file(invoke, names.SERVED_MODELS_FILE))
     assert [entry["group"] for entry in served] == groups, "and the API routes to all of them"
+
+
+@pytest.mark.parametrize("env", CHAIN)
+def test_no_endpoint_name_is_one_the_single_serving_stack_of_earlier_releases_gave(model_serving, example, env):
+    """On the upgrade, each model stack creates its endpoint while the old Serving stack's still exists (it is
+    deleted by the Serving update that follows): a name both would use would make the create fail. The old names
+    were `endpoint_name(<stage>-Serving, group, hash of <stage>/Serving/Model<Name>/Triton/Endpoint<type>)`."""
+    from constructs import Construct
+
+    from infra.constructs.triton_endpoint import endpoint_id, endpoint_name
+
+    old_stage = Stage(App(), f"{example.project.name}-{env}")
+    old_stack = Stack(old_stage, "Serving")
+    for model in example.models:
+        template = model_serving(env, model.name)
+        new = template.to_json()["Resources"][endpoint_of(template, model.name)]["Properties"]["EndpointName"]
+        triton = Construct(Construct(old_stack, model_construct_id(model.name)), "Triton")
+        old_endpoint = Construct(triton, endpoint_id(model.environments[env].serving.instance_type))
+        old = endpoint_name(old_stack.stack_name, model.model_package_group, old_endpoint.node.addr[2:])
+        assert old.startswith(f"modelgate-{env}-Serving-{model.model_package_group}-"), old
+        assert new != old, model.name
