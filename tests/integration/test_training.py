@@ -376,18 +376,6 @@ def test_training_in_shards_gives_the_models_of_one_unsharded_run(data, curated,
     assert torch.equal(sharded.mean, unsharded.mean)
 
 
-def test_a_shard_read_in_groups_of_customers_is_the_series_of_one_read(data, curated, monkeypatch):
-    """The step reads a shard READ_CUSTOMERS at a time (the Parquet-to-series step's memory is per record):
-    the same customers, values, lengths and starts as one read (customers of different lengths here)."""
-    monkeypatch.setattr(train, "READ_CUSTOMERS", 3)
-    files = series.curated_files(curated)
-    grouped = train.read_shard(curated, tuple(files), files)
-    assert grouped.customers == data.customers
-    np.testing.assert_array_equal(grouped.values, data.values)  # NaN where no reading, padded to the longest
-    np.testing.assert_array_equal(grouped.lengths, data.lengths)
-    np.testing.assert_array_equal(grouped.starts, data.starts)
-
-
 def test_a_shard_size_below_one_is_refused(curated, tmp_path):
     argv = [*ARGS, "--shard-customers", "0"]
     assert train.main(argv, environ(tmp_path, "algo-1", ["algo-1"], curated)) == 1
