@@ -688,12 +688,20 @@ def train(
     equations = NormalEquations(count, device)
     early_starts = train_lengths - SPAN + 1  # windows whose forecast ends before the validation week
     late_starts = early_starts + hp.validation_hours  # ... and those that reach into it (the refit's)
-    blocks = [slice(first, min(first + BLOCK_CUSTOMERS, count)) for first in range(0, count, BLOCK_CUSTOMERS)]
+    # Blocks of customers of similar lengths, as add_validation_windows groups them: a block reads every chunk up
+    # to its longest customer's last window, so a short history in a block of long ones would ride along for
+    # nothing. A block sums into its own NormalEquations, put in place after (a customer's sums do not depend on
+    # its block; equal lengths keep the id order).
+    order = torch.argsort(early_starts.cpu(), stable=True).to(device)
+    blocks = [order[first : first + BLOCK_CUSTOMERS] for first in range(0, count, BLOCK_CUSTOMERS)]
     zero = torch.zeros_like(early_starts)
     for rows in tqdm(blocks, desc=f"train: {count} customers on {device}", unit="block", disable=not progress,
                      mininterval=2):  # fmt: skip
         chunks = range(-(-int(early_starts[rows].max()) // hp.batch_size))  # from start hour 0
-        sum_windows(sampler, equations, rows, zero, early_starts, chunks, into=rows)
+        block = NormalEquations(len(rows), device)
+        sum_windows(sampler, block, rows, zero, early_starts, chunks)
+        equations.gram[:, rows], equations.moment[:, rows] = block.gram, block.moment
+        del block
 
     # Candidates, each scored on the validation week: the fixed ones first (0 is the seasonal window average, the
     # prior; then LEVEL_CANDIDATES), then every (half-life, strength) fitted on the windows before the validation week.
