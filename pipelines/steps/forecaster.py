@@ -620,10 +620,11 @@ class NormalEquations:
 
 
 def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice | torch.Tensor, begin: torch.Tensor,
-                end: torch.Tensor, chunks: range, into: slice = slice(None)) -> None:  # fmt: skip
-    """Add to `equations` (at `into`) the windows of the customers `rows` that start in [begin, end) ([C] each,
-    hours), each aged from end - 1, in chunks of the fixed start ranges `chunks` (k: hours k * B .. k * B + B - 1,
-    the same for every customer). A chunk none of the block's windows lies in is skipped: it would add 0."""
+                end: torch.Tensor, chunks: range) -> None:  # fmt: skip
+    """Add to `equations` (one row per customer of `rows`: a block's own sums) the windows of the customers
+    `rows` that start in [begin, end) ([C] each, hours), each aged from end - 1, in chunks of the fixed start ranges
+    `chunks` (k: hours k * B .. k * B + B - 1, the same for every customer). A chunk none of the block's windows
+    lies in is skipped: it would add 0."""
     batch = sampler.batch_size
     device = begin.device
     lows, highs = begin[rows].tolist(), end[rows].tolist()  # once per block: the skips are decided on the host
@@ -637,7 +638,7 @@ def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice 
         windows, target, weight, _ = sampler.at((block_rows + torch.minimum(start, block_end - 1)).reshape(-1))
         inside = (start >= block_begin) & (start < block_end)
         age = (block_end - 1 - start).clamp_min(0).to(windows.dtype)
-        equations.add(windows, target, weight * inside[..., None], age, into)
+        equations.add(windows, target, weight * inside[..., None], age)
 
 
 def add_validation_windows(sampler: WindowSampler, equations: NormalEquations, early_starts: torch.Tensor,
