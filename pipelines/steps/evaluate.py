@@ -31,8 +31,9 @@ held-out hours, per customer and as the mean over customers: the P10-P90 coverag
 pinball loss of P10, P50 and P90 (evaluation_report.IntervalScore). The plot shades the P10-P90 band.
 
 Bounded memory: the step goes through the training artifact shard by shard (pipelines/steps/artifact.py: one
-per training shard of customers), reading only that shard's weights and series; it keeps the scores, and makes
-the plotted customers' forecasts again at the end. Peak memory is set by the training shard size.
+per training shard of customers), reading only that shard's weights and series (pipelines/steps/series.py reads
+them a customer at a time); it keeps the scores, and makes the plotted customers' forecasts again at the end. Peak
+memory is set by the training shard size.
 
 Arguments: --model-package-group NAME (required), --plot-customers N (default 4).
 Runtime: `python pipelines/steps/evaluate.py ...` from the source bundle (pipelines/steps/paths.py

@@ -620,10 +620,11 @@ class NormalEquations:
 
 
 def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice | torch.Tensor, begin: torch.Tensor,
-                end: torch.Tensor, chunks: range, into: slice = slice(None)) -> None:  # fmt: skip
-    """Add to `equations` (at `into`) the windows of the customers `rows` that start in [begin, end) ([C] each,
-    hours), each aged from end - 1, in chunks of the fixed start ranges `chunks` (k: hours k * B .. k * B + B - 1,
-    the same for every customer). A chunk none of the block's windows lies in is skipped: it would add 0."""
+                end: torch.Tensor, chunks: range) -> None:  # fmt: skip
+    """Add to `equations` (one row per customer of `rows`: a block's own sums) the windows of the customers
+    `rows` that start in [begin, end) ([C] each, hours), each aged from end - 1, in chunks of the fixed start ranges
+    `chunks` (k: hours k * B .. k * B + B - 1, the same for every customer). A chunk none of the block's windows
+    lies in is skipped: it would add 0."""
     batch = sampler.batch_size
     device = begin.device
     lows, highs = begin[rows].tolist(), end[rows].tolist()  # once per block: the skips are decided on the host
@@ -637,7 +638,7 @@ def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice 
         windows, target, weight, _ = sampler.at((block_rows + torch.minimum(start, block_end - 1)).reshape(-1))
         inside = (start >= block_begin) & (start < block_end)
         age = (block_end - 1 - start).clamp_min(0).to(windows.dtype)
-        equations.add(windows, target, weight * inside[..., None], age, into)
+        equations.add(windows, target, weight * inside[..., None], age)
 
 
 def add_validation_windows(sampler: WindowSampler, equations: NormalEquations, early_starts: torch.Tensor,
@@ -688,12 +689,20 @@ def train(
     equations = NormalEquations(count, device)
     early_starts = train_lengths - SPAN + 1  # windows whose forecast ends before the validation week
     late_starts = early_starts + hp.validation_hours  # ... and those that reach into it (the refit's)
-    blocks = [slice(first, min(first + BLOCK_CUSTOMERS, count)) for first in range(0, count, BLOCK_CUSTOMERS)]
+    # Blocks of customers of similar lengths, as add_validation_windows groups them: a block reads every chunk up
+    # to its longest customer's last window, so a short history in a block of long ones would ride along for
+    # nothing. A block sums into its own NormalEquations, put in place after (a customer's sums do not depend on
+    # its block; equal lengths keep the id order).
+    order = torch.argsort(early_starts.cpu(), stable=True).to(device)
+    blocks = [order[first : first + BLOCK_CUSTOMERS] for first in range(0, count, BLOCK_CUSTOMERS)]
     zero = torch.zeros_like(early_starts)
     for rows in tqdm(blocks, desc=f"train: {count} customers on {device}", unit="block", disable=not progress,
                      mininterval=2):  # fmt: skip
         chunks = range(-(-int(early_starts[rows].max()) // hp.batch_size))  # from start hour 0
-        sum_windows(sampler, equations, rows, zero, early_starts, chunks, into=rows)
+        block = NormalEquations(len(rows), device)
+        sum_windows(sampler, block, rows, zero, early_starts, chunks)
+        equations.gram[:, rows], equations.moment[:, rows] = block.gram, block.moment
+        del block
 
     # Candidates, each scored on the validation week: the fixed ones first (0 is the seasonal window average, the
     # prior; then LEVEL_CANDIDATES), then every (half-life, strength) fitted on the windows before the validation week.

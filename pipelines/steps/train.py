@@ -6,8 +6,8 @@ instance the channel must be distributed ShardedByS3Key: each host then receives
 customers (prep writes one object per customer, so a customer is never split). A customer's model does not
 depend on the host it lands on, so instance_count changes speed, not results.
 Bounded memory: a host reads and trains its customers in shards of at most --shard-customers (sorted by id), one
-after the other (each read READ_CUSTOMERS at a time), so its peak memory is set by the shard size, not by how
-many customers it has; a customer's model does not depend on its shard either. Writes
+after the other (series.read_curated reads a customer at a time), so its peak memory is set by the shard size, not
+by how many customers it has; a customer's model does not depend on its shard either. Writes
 SM_MODEL_DIR/shard-<host>-<part>.{pt,json} per shard (pipelines/steps/artifact.py). Checkpoints each shard's
 finished fit to /opt/ml/checkpoints (SageMaker syncs it with the job's checkpoint S3 URI: use one URI per pipeline
 execution): a restarted job reads finished shards back.
@@ -37,7 +37,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (SageMaker): make the source bundle's root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np
 import torch
 
 from pipelines.steps import artifact, forecaster, quantiles, series
@@ -47,10 +46,6 @@ from pipelines.steps.paths import StepInputError, TrainPaths, fail
 # a shard's peak memory at short and two-year histories).
 SHARD_CUSTOMERS = 500
 REMOVED = "epochs, learning-rate, steps-per-epoch and correction-hours went with the closed-form fit: remove them"
-# Customers per Parquet read within a shard: turning the table into series holds ~250 B per record for a moment
-# (Arrow's columns and their NumPy copies: ~4.6 MB per customer-two-years, more than the fit's own state per
-# customer), so a shard is read in groups and its peak is set by the group, not by the shard.
-READ_CUSTOMERS = 50
 
 
 def parser() -> argparse.ArgumentParser:
@@ -115,7 +110,7 @@ def run(args: argparse.Namespace, paths: TrainPaths) -> TrainSummary:
         empty = forecaster.TrainedModels((), _empty_params(hp), torch.zeros(0), torch.zeros(0), hp)
         artifact.save(empty, paths.model_dir, paths.current_host)
     for part, customers in enumerate(parts):
-        data = read_shard(paths.train, customers, files)
+        data = series.read_curated(paths.train, customers, files)
         name = f"train-{artifact.shard_name(paths.current_host, part)}"
         checkpointer = forecaster.Checkpointer(paths.checkpoints, name, 60 * args.checkpoint_minutes)
         models = forecaster.train(data, hp, device, checkpointer)
@@ -133,25 +128,6 @@ def run(args: argparse.Namespace, paths: TrainPaths) -> TrainSummary:
         count = len(summary.skipped)
         raise StepInputError(f"no customer has enough data to train a model ({count} skipped: {reasons})")
     return summary
-
-
-def read_shard(directory: Path, customers: tuple[str, ...], files: dict) -> series.SeriesSet:
-    """The series of a shard's sorted `customers`, READ_CUSTOMERS at a time: the SeriesSet one read gives."""
-    groups = [customers[i : i + READ_CUSTOMERS] for i in range(0, len(customers), READ_CUSTOMERS)]
-    parts = [series.read_curated(directory, group, files) for group in groups]
-    if len(parts) == 1:
-        return parts[0]
-    values = np.full((sum(map(len, parts)), max(p.values.shape[1] for p in parts)), np.nan, dtype=np.float32)
-    row = 0
-    for part in parts:
-        values[row : row + len(part), : part.values.shape[1]] = part.values
-        row += len(part)
-    return series.SeriesSet(
-        tuple(c for part in parts for c in part.customers),
-        values,
-        np.concatenate([part.lengths for part in parts]),
-        np.concatenate([part.starts for part in parts]),
-    )
 
 
 def _empty_params(hp: forecaster.Hyperparameters) -> forecaster.ForecasterParameters:

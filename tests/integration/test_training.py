@@ -250,6 +250,33 @@ def test_the_models_do_not_depend_on_the_customer_blocks_of_the_fit(data, monkey
     assert torch.equal(blocks.chosen_epochs, whole.chosen_epochs)
 
 
+def test_the_early_pass_blocks_customers_of_similar_lengths(monkeypatch):
+    """A block reads every chunk of start hours up to its longest customer's last window: blocks group customers
+    by length (as the late pass does), so short histories whose ids lie between long ones do not ride along
+    through the long ones' chunks. Ids alternate long (4 weeks) and short (19 days) here, blocks of 2."""
+    full = weekly_with_level_shifts(customers=8, weeks=4, seed=5)
+    cut = np.where(np.arange(8) % 2, full.lengths[0] - 19 * 24, 0)
+    values = np.full_like(full.values, np.nan)
+    for row, hours in enumerate(cut):
+        values[row, : full.lengths[row] - hours] = full.values[row, hours:]
+    data = series.SeriesSet(full.customers, values, full.lengths - cut, full.starts + cut * series.HOUR_US)
+    monkeypatch.setattr(forecaster, "BLOCK_CUSTOMERS", 2)
+    passes = []
+    sum_windows = forecaster.sum_windows
+
+    def spy(sampler, equations, rows, begin, end, chunks):
+        if not begin.any():  # the early pass: windows from start hour 0
+            index = rows if isinstance(rows, slice) else rows.cpu().numpy()
+            passes.append((data.lengths[index].tolist(), len(chunks)))
+        sum_windows(sampler, equations, rows, begin, end, chunks)
+
+    monkeypatch.setattr(forecaster, "sum_windows", spy)
+    forecaster.train(data, HP, progress=False)
+    short, long = 19 * 24, 4 * 168
+    assert [lengths for lengths, _ in passes] == [[short, short], [short, short], [long, long], [long, long]]
+    assert passes[0][1] < passes[-1][1]  # the short blocks read fewer chunks
+
+
 def test_a_finished_fit_is_read_back_from_its_checkpoint(data, tmp_path, capsys):
     checkpointer = forecaster.Checkpointer(tmp_path, "train-algo-1", every_seconds=0)
     first = forecaster.train(data, HP, checkpointer=checkpointer, progress=False)
@@ -374,18 +401,6 @@ def test_training_in_shards_gives_the_models_of_one_unsharded_run(data, curated,
     # The step stores the P10/P90 offsets of quantiles.fit (the trained models' validation errors) with them.
     assert close_intervals(sharded.intervals, quantiles.fit(unsharded, data))
     assert torch.equal(sharded.mean, unsharded.mean)
-
-
-def test_a_shard_read_in_groups_of_customers_is_the_series_of_one_read(data, curated, monkeypatch):
-    """The step reads a shard READ_CUSTOMERS at a time (the Parquet-to-series step's memory is per record):
-    the same customers, values, lengths and starts as one read (customers of different lengths here)."""
-    monkeypatch.setattr(train, "READ_CUSTOMERS", 3)
-    files = series.curated_files(curated)
-    grouped = train.read_shard(curated, tuple(files), files)
-    assert grouped.customers == data.customers
-    np.testing.assert_array_equal(grouped.values, data.values)  # NaN where no reading, padded to the longest
-    np.testing.assert_array_equal(grouped.lengths, data.lengths)
-    np.testing.assert_array_equal(grouped.starts, data.starts)
 
 
 def test_a_shard_size_below_one_is_refused(curated, tmp_path):
