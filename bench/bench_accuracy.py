@@ -280,6 +280,13 @@ VARIANTS: dict[str, dict[str, object]] = {
     # candidates, trained on flat weeks, do not carry forward; MSTL's level does): fixed level-following candidates.
     "level-candidates": {"LEVEL_CANDIDATES": (24, 168)},
     "level-candidates-every-span": {"LEVEL_CANDIDATES": None},
+    # Second round (bench/RESULTS.md), written before its first number: ways to cut the noise of one validation
+    # week picking one candidate, and an exponential-smoothing level.
+    "combine-fixed-fitted": {"COMBINE": "fixed+fitted"},
+    "combine-fixed-fitted-inverse": {"COMBINE": "fixed+fitted-inverse"},
+    "fixed-scored-4-weeks": {"FIXED_SCORING_WEEKS": 4},
+    "level-smoothing": {"LEVEL_SMOOTHING": (12, 48)},
+    "level-half-move": {"LEVEL_WEIGHT": 0.5},
 }
 # The rule (fixed before the dev runs): the variant with the lowest worst ratio (ModelGate / best peer, MAPE and
 # RMSE, over the dev tables); one within TIE of the lowest is as good, and the earliest such in the run's order

@@ -286,7 +286,7 @@ def fingerprint(data: SeriesSet, hp: Hyperparameters) -> str:
     digest = zlib.crc32(np.ascontiguousarray(data.values).tobytes())
     digest = zlib.crc32("|".join(data.customers).encode(), digest)
     design_constants = (RIDGE_STRENGTHS, HALF_LIVES, TOP, DEVIATION_SPANS, SELECTION, LEVEL_CANDIDATES,
-                        VALIDATION_STRIDE)  # fmt: skip
+                        VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE, LEVEL_SMOOTHING, LEVEL_WEIGHT)  # fmt: skip
     fit = zlib.crc32(Path(__file__).read_bytes())
     fit = zlib.crc32(repr((sorted(asdict(hp).items()), design_constants)).encode(), fit)
     return f"{digest:08x}-{fit:08x}"
@@ -331,12 +331,16 @@ class Validation:
         device = readings.device
         steps = torch.arange((hours - HORIZON) // VALIDATION_STRIDE + 1, device=device)
         origins = ends[:, None] + VALIDATION_STRIDE * steps  # [C, K]: forecasts that end inside the validation hours
+        # An origin without WINDOW hours of the (padded) series before it is not scored (a long scoring period
+        # on a short history: FIXED_SCORING_WEEKS); the validation week itself always has them (`min_hours`).
+        inside = origins >= WINDOW
+        origins = torch.where(inside, origins, WINDOW)
         rows = torch.arange(len(readings), device=device)[:, None, None]
         self.scale, self.shift = std[:, None, None], mean[:, None, None]
         raw = readings[rows, origins[..., None] - WINDOW + torch.arange(WINDOW, device=device)]
         self.windows = fill_gaps((raw - self.shift) / self.scale)  # [C, K, WINDOW]
         actual = readings[rows, origins[..., None] + torch.arange(HORIZON, device=device)]
-        observed = ~torch.isnan(actual)
+        observed = ~torch.isnan(actual) & inside[..., None]
         scored = observed & (actual != 0)
         self.actual = torch.where(scored, actual, 1.0)
         self.weight = scored.float() / scored.sum((1, 2), keepdim=True).clamp_min(1)
@@ -467,6 +471,20 @@ SELECTION = "mape"  # how candidates are ranked on the validation week (`Validat
 # learns not to, and the dev real series' held-out weeks follow a level drop (MSTL's level follows it).
 LEVEL_CANDIDATES: tuple[int, ...] | None = None  # spans (hours, each one of DEVIATION_SPANS); None: every span
 VALIDATION_STRIDE = HORIZON  # hours between the validation forecasts' origins (HORIZON: daily, as evaluated)
+# Weeks of daily origins, ending with the validation week, that rank the fixed candidates among themselves (they
+# are not fitted, so every origin before the held-out tail is fair; 1: the validation week alone). The fitted
+# ones can only be scored on the validation week.
+FIXED_SCORING_WEEKS = 1
+# How a customer's members are chosen and weighed (`members`): "top": the mean of the TOP best by validation
+# score; "fixed+fitted": the mean of the best fixed and the best fitted candidate (a forecast combination:
+# their errors differ, the mean's spread is smaller); "fixed+fitted-inverse": the same two, weighted by the
+# inverse of their validation scores.
+COMBINE = "top"
+# Half-lives (hours) of exponentially weighted level candidates: the seasonal window average plus the
+# deviation of the recent level from the same hours of earlier weeks, each of the last week's hours weighted
+# 0.5^(age / half-life), as an exponential-smoothing level (MSTL's) weighs them. Each adds a `design` column.
+LEVEL_SMOOTHING: tuple[int, ...] = ()
+LEVEL_WEIGHT = 1.0  # the share of the level's move the level candidates carry forward (1: all of it)
 
 
 @functools.cache
@@ -475,8 +493,9 @@ def design() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     - `picks` [HORIZON, P]: the window hour it reads: the same hour of the week in the first three weeks, and the
       same hour of the day on each of the last seven days (the weekly and daily shape);
     - `shared` [WINDOW, Q] (every h): the recent level's deviation from the weekly shape: x[t] minus the mean of
-      x[t - 168 k], k = 1..3, for each of the last 24 hours t and averaged over the last DEVIATION_SPANS hours
-      (what MSTL's level forecast reads off the deseasonalised series);
+      x[t - 168 k], k = 1..3, averaged over the last DEVIATION_SPANS hours, for each of the last 24 hours t, and
+      weighted exponentially over the last week by each LEVEL_SMOOTHING half-life (what MSTL's level forecast
+      reads off the deseasonalised series);
     - a constant.
     Returns (picks, shared, basis [HORIZON, WINDOW, P + Q + 1]: feature f of hour h as a column of W_lin; the
     constant's column is zero, it is b_lin)."""
@@ -487,6 +506,9 @@ def design() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         columns.append(_deviation(WINDOW - 1 - torch.arange(span)))
     for hour in range(WINDOW - 24, WINDOW):
         columns.append(_deviation(torch.tensor([hour])))
+    ages = torch.arange(WEEK)
+    for half_life in LEVEL_SMOOTHING:
+        columns.append(_deviation(WINDOW - 1 - ages, 0.5 ** (ages / half_life)))
     shared = torch.stack(columns, 1)
     count = picks.shape[1] + shared.shape[1] + 1
     basis = torch.zeros(HORIZON, WINDOW, count, dtype=torch.float64)
@@ -496,11 +518,14 @@ def design() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return picks, shared, basis
 
 
-def _deviation(recent: torch.Tensor) -> torch.Tensor:
+def _deviation(recent: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The (weighted) mean of the window hours `recent` minus that of the same hours 1, 2 and 3 weeks earlier."""
+    weights = torch.ones(len(recent)) if weights is None else weights.float()
+    weights = weights / weights.sum()
     column = torch.zeros(WINDOW)
-    column[recent] += 1.0 / len(recent)
+    column.index_add_(0, recent, weights)
     for week in (1, 2, 3):
-        column[recent - WEEK * week] -= 1.0 / len(recent) / 3
+        column.index_add_(0, recent - WEEK * week, -weights / 3)
     return column
 
 
@@ -530,13 +555,48 @@ def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.
     prior = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     chosen = [prior]
     picks = design()[0].shape[1]
+    columns = []
     for span in DEVIATION_SPANS if LEVEL_CANDIDATES is None else LEVEL_CANDIDATES:
         if span not in DEVIATION_SPANS:
             raise ValueError(f"LEVEL_CANDIDATES span {span} is not one of DEVIATION_SPANS {DEVIATION_SPANS}")
+        columns.append(picks + DEVIATION_SPANS.index(span))
+    first_smoothed = picks + len(DEVIATION_SPANS) + 24  # after the spans' and the last 24 hours' columns
+    columns += [first_smoothed + index for index in range(len(LEVEL_SMOOTHING))]
+    for column in columns:
         level = prior.clone()
-        level[..., picks + DEVIATION_SPANS.index(span)] = 1.0
+        level[..., column] = LEVEL_WEIGHT
         chosen.append(level)
     return chosen
+
+
+def members(scores: torch.Tensor, fixed_scores: torch.Tensor | None, fixed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each customer's model as a weighted mean of its candidates (COMBINE): (indices [C, M], weights [C, M]
+    float64, summing to 1 per customer). `scores` [C, N]: every candidate's validation score (the `fixed` fixed
+    ones first); `fixed_scores` [C, fixed]: the fixed ones' scores over FIXED_SCORING_WEEKS, which then pick the
+    one fixed candidate that competes (None: the validation week picks). Ties go to the earlier candidate; per
+    customer, so a customer's model never depends on the others."""
+    ranking = scores.clone()
+    if fixed_scores is not None:
+        best = fixed_scores.argsort(dim=1, stable=True)[:, :1]
+        others = torch.ones_like(fixed_scores, dtype=torch.bool).scatter_(1, best, False)
+        ranking[:, :fixed] = torch.where(others, torch.inf, ranking[:, :fixed])
+    if COMBINE == "top":
+        chosen = ranking.argsort(dim=1, stable=True)[:, :TOP]
+        return chosen, torch.full(chosen.shape, 1.0 / TOP, dtype=torch.float64, device=scores.device)
+    if COMBINE not in ("fixed+fitted", "fixed+fitted-inverse"):
+        raise ValueError(f"COMBINE must be 'top', 'fixed+fitted' or 'fixed+fitted-inverse', got {COMBINE!r}")
+    best_fixed = ranking[:, :fixed].argsort(dim=1, stable=True)[:, :1]
+    best_fitted = fixed + ranking[:, fixed:].argsort(dim=1, stable=True)[:, :1]
+    chosen = torch.cat([best_fixed, best_fitted], 1)
+    weights = torch.full(chosen.shape, 0.5, dtype=torch.float64, device=scores.device)
+    if COMBINE == "fixed+fitted-inverse":
+        error = scores.gather(1, chosen).double()
+        usable = (error > 0).all(1, keepdim=True)  # a customer without validation points: equal weights
+        inverse = 1.0 / error.clamp_min(1e-12)
+        weights = torch.where(usable, inverse / inverse.sum(1, keepdim=True), weights)
+    # The better of the two by validation score first (the artifact's `chosen_epochs`).
+    order = scores.gather(1, chosen).argsort(dim=1, stable=True)
+    return chosen.gather(1, order), weights.gather(1, order)
 
 
 def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:
@@ -696,7 +756,7 @@ def train(
         sum_windows(sampler, equations, rows, zero, early_starts, chunks, into=rows)
 
     # Candidates, each scored on the validation week: the fixed ones first (0 is the seasonal window average, the
-    # prior; then LEVEL_CANDIDATES), then every (half-life, strength) fitted on the windows before the validation week.
+    # prior; then the level candidates), then every (half-life, strength) fitted on the windows before it.
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
     size = equations.gram.shape[-1]
     fixed = fixed_candidates(count, size, device)
@@ -708,26 +768,37 @@ def train(
         candidates.append(equations.solve(strengths, lives, False, 0))
     # One candidate's served weights at a time ([C, WINDOW, HORIZON] each: all of them at once would be the
     # fit's largest allocation).
-    scores, mapes = validation.scores(linear_parameters(beta, hp.hidden).to(device) for beta in candidates)
+    scores, _ = validation.scores(linear_parameters(beta, hp.hidden).to(device) for beta in candidates)
+    fixed_scores = None
+    if FIXED_SCORING_WEEKS > 1:  # the fixed candidates are not fitted: any origin before the held-out tail is fair
+        hours = FIXED_SCORING_WEEKS * WEEK
+        longer = Validation(readings, mean, std, train_lengths + hp.validation_hours - hours, hours)
+        fixed_scores, _ = longer.scores(linear_parameters(beta, hp.hidden).to(device) for beta in fixed)
+        del longer
     add_validation_windows(sampler, equations, early_starts, late_starts, hp.validation_hours)
-    # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; TOP = 1:
-    # the best), the fitted ones fitted again with the validation week's windows too (the most recent data; the
-    # held-out tail is never seen). Fixed candidates stay as they are.
-    ranked = scores.argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
+    # Each customer's model is a weighted mean of its members (`members`: a linear map still), the fitted ones
+    # fitted again with the validation week's windows too (the most recent data; the held-out tail is never
+    # seen). Fixed candidates stay as they are.
+    ranked, weights = members(scores, fixed_scores, len(fixed))  # [C, M] each
+    ranked, weights = ranked.to(device), weights.to(device)
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     rows = torch.arange(count, device=device)
-    for column in ranked.T:
+    for column, weight in zip(ranked.T, weights.T, strict=True):
         fitted = [max(c - len(fixed), 0) for c in column.tolist()]
         life = torch.tensor([grid[g][0] for g in fitted], device=device)
         strength = torch.tensor([grid[g][1] for g in fitted], dtype=torch.float64, device=device)
         refit = equations.solve(strength, life, True, hp.validation_hours)
-        is_fixed = column.to(device) < len(fixed)
-        refit[is_fixed] = torch.stack(fixed)[column.to(device).clamp_max(len(fixed) - 1), rows][is_fixed]
-        beta += refit / ranked.shape[1]
+        is_fixed = column < len(fixed)
+        refit[is_fixed] = torch.stack(fixed)[column.clamp_max(len(fixed) - 1), rows][is_fixed]
+        beta += refit * weight[:, None, None]
     del equations, sampler  # solved: what follows reuses their memory
     # The same mean of the candidates as fitted before the refit: P10/P90 are estimated with it (out of sample).
-    chosen_fits = torch.stack(candidates)[ranked.T.to(device), rows]  # [TOP, C, H, F]
-    before_validation = chosen_fits.sum(0) / ranked.shape[1]
+    chosen_fits = torch.stack(candidates)[ranked.T, rows]  # [M, C, H, F]
+    before_validation = (chosen_fits * weights.T[..., None, None]).sum(0)
+    # The validation MAPE of that model (what the artifact's history reports), and its leading member.
+    mapes, _ = validation.errors(linear_parameters(before_validation, hp.hidden).to(device))
+    mapes = torch.where(validation.has_points, mapes, 0.0)
+    ranked = ranked.cpu()
     chosen = ranked[:, 0]
     params = linear_parameters(beta, hp.hidden)
     if device.type == "cuda":
@@ -739,7 +810,7 @@ def train(
         std=std.cpu(),
         hyperparameters=hp,
         skipped=skipped,
-        history=[float(mapes.gather(1, ranked[:, :1].to(device)).mean())],
+        history=[float(mapes.mean())],
         chosen_epochs=chosen,
         device=str(device),
         seconds=time.perf_counter() - started,
