@@ -287,6 +287,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "fixed-scored-4-weeks": {"FIXED_SCORING_WEEKS": 4},
     "level-smoothing": {"LEVEL_SMOOTHING": (12, 48)},
     "level-half-move": {"LEVEL_WEIGHT": 0.5},
+    # Added after the first sweep of the second round (its full dev's sampled table: one large customer whose
+    # window holds long outages, forward filled, where seasonal naive 168 is far ahead of every candidate).
+    "baseline-candidates": {"BASELINE_CANDIDATES": (168, 24)},
 }
 # The rule (fixed before the dev runs): the variant with the lowest worst ratio (ModelGate / best peer, MAPE and
 # RMSE, over the dev tables); one within TIE of the lowest is as good, and the earliest such in the run's order

@@ -286,7 +286,8 @@ def fingerprint(data: SeriesSet, hp: Hyperparameters) -> str:
     digest = zlib.crc32(np.ascontiguousarray(data.values).tobytes())
     digest = zlib.crc32("|".join(data.customers).encode(), digest)
     design_constants = (RIDGE_STRENGTHS, HALF_LIVES, TOP, DEVIATION_SPANS, SELECTION, LEVEL_CANDIDATES,
-                        VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE, LEVEL_SMOOTHING, LEVEL_WEIGHT)  # fmt: skip
+                        VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE, LEVEL_SMOOTHING, LEVEL_WEIGHT,
+                        BASELINE_CANDIDATES)  # fmt: skip
     fit = zlib.crc32(Path(__file__).read_bytes())
     fit = zlib.crc32(repr((sorted(asdict(hp).items()), design_constants)).encode(), fit)
     return f"{digest:08x}-{fit:08x}"
@@ -485,6 +486,10 @@ COMBINE = "top"
 # 0.5^(age / half-life), as an exponential-smoothing level (MSTL's) weighs them. Each adds a `design` column.
 LEVEL_SMOOTHING: tuple[int, ...] = ()
 LEVEL_WEIGHT = 1.0  # the share of the level's move the level candidates carry forward (1: all of it)
+# Seasonal naive forecasts as fixed candidates, by lag (hours: 24 or 168): the evaluation step's own baselines,
+# so a customer whose last week says more than the four-week average (e.g. earlier weeks' long outages, forward
+# filled) can pick what the condition compares with.
+BASELINE_CANDIDATES: tuple[int, ...] = ()
 
 
 @functools.cache
@@ -566,6 +571,13 @@ def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.
         level = prior.clone()
         level[..., column] = LEVEL_WEIGHT
         chosen.append(level)
+    for lag in BASELINE_CANDIDATES:  # x[WINDOW - lag + h] minus the seasonal window average, in the picks
+        if lag not in (24, 168):
+            raise ValueError(f"BASELINE_CANDIDATES lag {lag} must be 24 or 168 (a seasonal naive baseline)")
+        naive = prior.clone()
+        naive[..., :4] = -1.0 / 4  # the same hour of the week in each of the four weeks (the last: pick 3)
+        naive[..., 10 - lag // 24] += 1.0  # picks 3..9: the same hour on the last seven days
+        chosen.append(naive)
     return chosen
 
 

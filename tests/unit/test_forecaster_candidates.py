@@ -82,3 +82,75 @@ def test_selection_by_mape_and_rmse_weighs_both_relative_to_the_prior(monkeypatc
     monkeypatch.setattr(forecaster, "SELECTION", "rmse only")
     with pytest.raises(ValueError, match="SELECTION"):
         validation.scores(candidates)
+
+
+def test_members_are_the_top_candidates_by_validation_score_ties_to_the_earlier(monkeypatch):
+    scores = torch.tensor([[0.3, 0.1, 0.2, 0.1], [0.0, 0.0, 0.0, 0.0]])  # the second: no validation points
+    monkeypatch.setattr(forecaster, "TOP", 2)
+    chosen, weights = forecaster.members(scores, None, fixed=2)
+    assert chosen.tolist() == [[1, 3], [0, 1]]
+    assert weights.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
+def test_a_longer_scoring_period_picks_the_one_fixed_candidate_that_competes(monkeypatch):
+    """FIXED_SCORING_WEEKS: the fixed candidates are ranked on their longer scores; only the best of them
+    competes with the fitted ones on the validation week."""
+    monkeypatch.setattr(forecaster, "TOP", 2)
+    scores = torch.tensor([[0.10, 0.20, 0.30, 0.40]])  # validation week: fixed 0 best, then fixed 1
+    longer = torch.tensor([[0.5, 0.4]])  # over more weeks the second fixed candidate is better
+    chosen, _ = forecaster.members(scores, longer, fixed=2)
+    assert chosen.tolist() == [[1, 2]]
+
+
+def test_a_combination_is_the_best_fixed_and_the_best_fitted_candidate(monkeypatch):
+    scores = torch.tensor([[0.30, 0.20, 0.25, 0.10, 0.40], [0.10, 0.30, 0.50, 0.20, 0.15]])
+    monkeypatch.setattr(forecaster, "COMBINE", "fixed+fitted")
+    chosen, weights = forecaster.members(scores, None, fixed=2)
+    assert chosen.tolist() == [[3, 1], [0, 4]]  # the better of the two first
+    assert weights.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    monkeypatch.setattr(forecaster, "COMBINE", "fixed+fitted-inverse")
+    chosen, weights = forecaster.members(scores, None, fixed=2)
+    assert chosen.tolist() == [[3, 1], [0, 4]]
+    torch.testing.assert_close(weights[0], torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
+    torch.testing.assert_close(weights.sum(1), torch.ones(2, dtype=torch.float64))
+    monkeypatch.setattr(forecaster, "COMBINE", "median")
+    with pytest.raises(ValueError, match="COMBINE must be"):
+        forecaster.members(scores, None, fixed=2)
+
+
+def test_an_exponentially_weighted_level_candidate_reads_the_last_weeks_deseasonalised_level(monkeypatch):
+    monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", ())
+    monkeypatch.setattr(forecaster, "LEVEL_SMOOTHING", (12,))
+    forecaster.design.cache_clear()
+    try:
+        size = forecaster.design()[2].shape[-1]
+        window = torch.rand(WINDOW, generator=torch.Generator().manual_seed(3), dtype=torch.float64).float()
+        _, smoothed = forecaster.fixed_candidates(1, size, torch.device("cpu"))
+        got = forecast(smoothed, window)
+    finally:  # the design is cached: the other tests must see the shipped one
+        forecaster.design.cache_clear()
+    ages = torch.arange(WEEK, dtype=torch.float64)
+    weights = 0.5 ** (ages / 12) / (0.5 ** (ages / 12)).sum()
+    hours = WINDOW - 1 - torch.arange(WEEK)
+    deseasonalised = window.double()[hours] - torch.stack([window.double()[hours - WEEK * k] for k in (1, 2, 3)]).mean(
+        0
+    )
+    seasonal = window.reshape(4, WEEK)[:, :HORIZON].mean(0)
+    expected = seasonal + (weights * deseasonalised).sum().float()
+    torch.testing.assert_close(got, expected)
+
+
+def test_the_baseline_candidates_are_the_evaluation_steps_seasonal_naive_forecasts(monkeypatch):
+    monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", ())
+    monkeypatch.setattr(forecaster, "BASELINE_CANDIDATES", (168, 24))
+    size = forecaster.design()[2].shape[-1]
+    window = torch.rand(WINDOW, generator=torch.Generator().manual_seed(4), dtype=torch.float64).float()
+
+    _, weekly, daily = forecaster.fixed_candidates(1, size, torch.device("cpu"))
+
+    baselines = evaluate.baseline_forecasts(window.numpy()[None, None])
+    for beta, name in ((weekly, evaluate.SEASONAL_NAIVE_168), (daily, evaluate.SEASONAL_NAIVE_24)):
+        torch.testing.assert_close(forecast(beta, window), torch.as_tensor(baselines[name][0, 0]))
+    monkeypatch.setattr(forecaster, "BASELINE_CANDIDATES", (48,))
+    with pytest.raises(ValueError, match="lag 48 must be 24 or 168"):
+        forecaster.fixed_candidates(1, size, torch.device("cpu"))
