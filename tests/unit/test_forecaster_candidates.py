@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modelgate.model_repository import HORIZON, WINDOW
-from pipelines.steps import evaluate, forecaster
+from pipelines.steps import evaluate, forecaster, series
 
 WEEK = 7 * 24
 
@@ -154,3 +154,22 @@ def test_the_baseline_candidates_are_the_evaluation_steps_seasonal_naive_forecas
     monkeypatch.setattr(forecaster, "BASELINE_CANDIDATES", (48,))
     with pytest.raises(ValueError, match="lag 48 must be 24 or 168"):
         forecaster.fixed_candidates(1, size, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FIXED_SCORING_WEEKS", 4),
+        ("COMBINE", "fixed+fitted"),
+        ("LEVEL_SMOOTHING", (12,)),
+        ("LEVEL_WEIGHT", 0.5),
+        ("BASELINE_CANDIDATES", (168,)),
+    ],
+)
+def test_the_checkpoint_fingerprint_covers_each_design_constant(monkeypatch, name, value):
+    """A checkpoint of a fit with other design constants is another fit (forecaster.fingerprint)."""
+    data = series.SeriesSet(("c0",), np.ones((1, 48), dtype=np.float32), np.array([48]), np.zeros(1, dtype=np.int64))
+    hp = forecaster.Hyperparameters()
+    before = forecaster.fingerprint(data, hp)
+    monkeypatch.setattr(forecaster, name, value)
+    assert forecaster.fingerprint(data, hp) != before
