@@ -467,7 +467,7 @@ RIDGE_STRENGTHS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 HALF_LIVES = (0, 336)
 TOP = 1  # candidates averaged per customer (dev: 1 beat 3 and 5 with the level candidates, by the real series)
 DEVIATION_SPANS = (1, 2, 4, 8, 24, 72, 168)  # hours: the recent level against the same hours of earlier weeks
-SELECTION = "mape"  # how candidates are ranked on the validation week (`Validation.scores`)
+SELECTION = "mape+rmse"  # how candidates are ranked on the validation week (`Validation.scores`)
 # Fixed candidates that carry the recent level's move forward (`fixed_candidates`): a fit on weeks of flat level
 # learns not to, and the dev real series' held-out weeks follow a level drop (MSTL's level follows it).
 LEVEL_CANDIDATES: tuple[int, ...] | None = None  # spans (hours, each one of DEVIATION_SPANS); None: every span
@@ -475,12 +475,12 @@ VALIDATION_STRIDE = HORIZON  # hours between the validation forecasts' origins (
 # Weeks of daily origins, ending with the validation week, that rank the fixed candidates among themselves (they
 # are not fitted, so every origin before the held-out tail is fair; 1: the validation week alone). The fitted
 # ones can only be scored on the validation week.
-FIXED_SCORING_WEEKS = 1
+FIXED_SCORING_WEEKS = 4
 # How a customer's members are chosen and weighed (`members`): "top": the mean of the TOP best by validation
 # score; "fixed+fitted": the mean of the best fixed and the best fitted candidate (a forecast combination:
 # their errors differ, the mean's spread is smaller); "fixed+fitted-inverse": the same two, weighted by the
 # inverse of their validation scores.
-COMBINE = "top"
+COMBINE = "fixed+fitted"
 # Half-lives (hours) of exponentially weighted level candidates: the seasonal window average plus the
 # deviation of the recent level from the same hours of earlier weeks, each of the last week's hours weighted
 # 0.5^(age / half-life), as an exponential-smoothing level (MSTL's) weighs them. Each adds a `design` column.
