@@ -263,7 +263,7 @@ OURS = "ModelGate (per-customer ridge, selected on validation)"
 # "level-candidates-every-span+top-1", which is "current" since.
 VARIANTS: dict[str, dict[str, object]] = {
     "current": {},
-    "before-dev": {"TOP": 3, "LEVEL_CANDIDATES": ()},
+    "before-dev": {"TOP": 3, "LEVEL_CANDIDATES": (), "COMBINE": "top", "SELECTION": "mape", "FIXED_SCORING_WEEKS": 1},
     "select-mape-and-rmse": {"SELECTION": "mape+rmse"},
     "top-1": {"TOP": 1},
     "top-3": {"TOP": 3},
@@ -281,15 +281,14 @@ VARIANTS: dict[str, dict[str, object]] = {
     "level-candidates": {"LEVEL_CANDIDATES": (24, 168)},
     "level-candidates-every-span": {"LEVEL_CANDIDATES": None},
     # Second round (bench/RESULTS.md), written before its first number: ways to cut the noise of one validation
-    # week picking one candidate, and an exponential-smoothing level.
+    # week picking one candidate. The rule chose combine-fixed-fitted+select-mape-and-rmse+fixed-scored-4-weeks,
+    # "current" since. Tried and not chosen, removed after (commit 1183cc0 has them): combine-fixed-fitted-inverse
+    # (the two weighted by inverse validation score), level-smoothing (exponentially weighted level candidates,
+    # half-lives 12 and 48 h), level-half-move (level candidates carrying half the move), baseline-candidates
+    # (seasonal naive 168 and 24 as fixed candidates).
     "combine-fixed-fitted": {"COMBINE": "fixed+fitted"},
-    "combine-fixed-fitted-inverse": {"COMBINE": "fixed+fitted-inverse"},
     "fixed-scored-4-weeks": {"FIXED_SCORING_WEEKS": 4},
-    "level-smoothing": {"LEVEL_SMOOTHING": (12, 48)},
-    "level-half-move": {"LEVEL_WEIGHT": 0.5},
-    # Added after the first sweep of the second round (its full dev's sampled table: one large customer whose
-    # window holds long outages, forward filled, where seasonal naive 168 is far ahead of every candidate).
-    "baseline-candidates": {"BASELINE_CANDIDATES": (168, 24)},
+    "round-1": {"COMBINE": "top", "SELECTION": "mape", "FIXED_SCORING_WEEKS": 1},  # the constants before round 2
 }
 # The rule (fixed before the dev runs): the variant with the lowest worst ratio (ModelGate / best peer, MAPE and
 # RMSE, over the dev tables); one within TIE of the lowest is as good, and the earliest such in the run's order

@@ -286,8 +286,7 @@ def fingerprint(data: SeriesSet, hp: Hyperparameters) -> str:
     digest = zlib.crc32(np.ascontiguousarray(data.values).tobytes())
     digest = zlib.crc32("|".join(data.customers).encode(), digest)
     design_constants = (RIDGE_STRENGTHS, HALF_LIVES, TOP, DEVIATION_SPANS, SELECTION, LEVEL_CANDIDATES,
-                        VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE, LEVEL_SMOOTHING, LEVEL_WEIGHT,
-                        BASELINE_CANDIDATES)  # fmt: skip
+                        VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE)  # fmt: skip
     fit = zlib.crc32(Path(__file__).read_bytes())
     fit = zlib.crc32(repr((sorted(asdict(hp).items()), design_constants)).encode(), fit)
     return f"{digest:08x}-{fit:08x}"
@@ -476,20 +475,10 @@ VALIDATION_STRIDE = HORIZON  # hours between the validation forecasts' origins (
 # are not fitted, so every origin before the held-out tail is fair; 1: the validation week alone). The fitted
 # ones can only be scored on the validation week.
 FIXED_SCORING_WEEKS = 4
-# How a customer's members are chosen and weighed (`members`): "top": the mean of the TOP best by validation
-# score; "fixed+fitted": the mean of the best fixed and the best fitted candidate (a forecast combination:
-# their errors differ, the mean's spread is smaller); "fixed+fitted-inverse": the same two, weighted by the
-# inverse of their validation scores.
+# How a customer's members are chosen (`members`): "fixed+fitted": the mean of the best fixed and the best fitted
+# candidate (a forecast combination: their errors differ, so the mean's spread is smaller; dev: it cut the
+# worst ratio most of all single changes); "top": the mean of the TOP best by validation score (the first round's).
 COMBINE = "fixed+fitted"
-# Half-lives (hours) of exponentially weighted level candidates: the seasonal window average plus the
-# deviation of the recent level from the same hours of earlier weeks, each of the last week's hours weighted
-# 0.5^(age / half-life), as an exponential-smoothing level (MSTL's) weighs them. Each adds a `design` column.
-LEVEL_SMOOTHING: tuple[int, ...] = ()
-LEVEL_WEIGHT = 1.0  # the share of the level's move the level candidates carry forward (1: all of it)
-# Seasonal naive forecasts as fixed candidates, by lag (hours: 24 or 168): the evaluation step's own baselines,
-# so a customer whose last week says more than the four-week average (e.g. earlier weeks' long outages, forward
-# filled) can pick what the condition compares with.
-BASELINE_CANDIDATES: tuple[int, ...] = ()
 
 
 @functools.cache
@@ -498,9 +487,8 @@ def design() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     - `picks` [HORIZON, P]: the window hour it reads: the same hour of the week in the first three weeks, and the
       same hour of the day on each of the last seven days (the weekly and daily shape);
     - `shared` [WINDOW, Q] (every h): the recent level's deviation from the weekly shape: x[t] minus the mean of
-      x[t - 168 k], k = 1..3, averaged over the last DEVIATION_SPANS hours, for each of the last 24 hours t, and
-      weighted exponentially over the last week by each LEVEL_SMOOTHING half-life (what MSTL's level forecast
-      reads off the deseasonalised series);
+      x[t - 168 k], k = 1..3, for each of the last 24 hours t and averaged over the last DEVIATION_SPANS hours
+      (what MSTL's level forecast reads off the deseasonalised series);
     - a constant.
     Returns (picks, shared, basis [HORIZON, WINDOW, P + Q + 1]: feature f of hour h as a column of W_lin; the
     constant's column is zero, it is b_lin)."""
@@ -511,9 +499,6 @@ def design() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         columns.append(_deviation(WINDOW - 1 - torch.arange(span)))
     for hour in range(WINDOW - 24, WINDOW):
         columns.append(_deviation(torch.tensor([hour])))
-    ages = torch.arange(WEEK)
-    for half_life in LEVEL_SMOOTHING:
-        columns.append(_deviation(WINDOW - 1 - ages, 0.5 ** (ages / half_life)))
     shared = torch.stack(columns, 1)
     count = picks.shape[1] + shared.shape[1] + 1
     basis = torch.zeros(HORIZON, WINDOW, count, dtype=torch.float64)
@@ -523,14 +508,11 @@ def design() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return picks, shared, basis
 
 
-def _deviation(recent: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The (weighted) mean of the window hours `recent` minus that of the same hours 1, 2 and 3 weeks earlier."""
-    weights = torch.ones(len(recent)) if weights is None else weights.float()
-    weights = weights / weights.sum()
+def _deviation(recent: torch.Tensor) -> torch.Tensor:
     column = torch.zeros(WINDOW)
-    column.index_add_(0, recent, weights)
+    column[recent] += 1.0 / len(recent)
     for week in (1, 2, 3):
-        column.index_add_(0, recent - WEEK * week, -weights / 3)
+        column[recent - WEEK * week] -= 1.0 / len(recent) / 3
     return column
 
 
@@ -560,24 +542,12 @@ def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.
     prior = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     chosen = [prior]
     picks = design()[0].shape[1]
-    columns = []
     for span in DEVIATION_SPANS if LEVEL_CANDIDATES is None else LEVEL_CANDIDATES:
         if span not in DEVIATION_SPANS:
             raise ValueError(f"LEVEL_CANDIDATES span {span} is not one of DEVIATION_SPANS {DEVIATION_SPANS}")
-        columns.append(picks + DEVIATION_SPANS.index(span))
-    first_smoothed = picks + len(DEVIATION_SPANS) + 24  # after the spans' and the last 24 hours' columns
-    columns += [first_smoothed + index for index in range(len(LEVEL_SMOOTHING))]
-    for column in columns:
         level = prior.clone()
-        level[..., column] = LEVEL_WEIGHT
+        level[..., picks + DEVIATION_SPANS.index(span)] = 1.0
         chosen.append(level)
-    for lag in BASELINE_CANDIDATES:  # x[WINDOW - lag + h] minus the seasonal window average, in the picks
-        if lag not in (24, 168):
-            raise ValueError(f"BASELINE_CANDIDATES lag {lag} must be 24 or 168 (a seasonal naive baseline)")
-        naive = prior.clone()
-        naive[..., :4] = -1.0 / 4  # the same hour of the week in each of the four weeks (the last: pick 3)
-        naive[..., 10 - lag // 24] += 1.0  # picks 3..9: the same hour on the last seven days
-        chosen.append(naive)
     return chosen
 
 
@@ -595,20 +565,14 @@ def members(scores: torch.Tensor, fixed_scores: torch.Tensor | None, fixed: int)
     if COMBINE == "top":
         chosen = ranking.argsort(dim=1, stable=True)[:, :TOP]
         return chosen, torch.full(chosen.shape, 1.0 / TOP, dtype=torch.float64, device=scores.device)
-    if COMBINE not in ("fixed+fitted", "fixed+fitted-inverse"):
-        raise ValueError(f"COMBINE must be 'top', 'fixed+fitted' or 'fixed+fitted-inverse', got {COMBINE!r}")
+    if COMBINE != "fixed+fitted":
+        raise ValueError(f"COMBINE must be 'fixed+fitted' or 'top', got {COMBINE!r}")
     best_fixed = ranking[:, :fixed].argsort(dim=1, stable=True)[:, :1]
     best_fitted = fixed + ranking[:, fixed:].argsort(dim=1, stable=True)[:, :1]
     chosen = torch.cat([best_fixed, best_fitted], 1)
-    weights = torch.full(chosen.shape, 0.5, dtype=torch.float64, device=scores.device)
-    if COMBINE == "fixed+fitted-inverse":
-        error = scores.gather(1, chosen).double()
-        usable = (error > 0).all(1, keepdim=True)  # a customer without validation points: equal weights
-        inverse = 1.0 / error.clamp_min(1e-12)
-        weights = torch.where(usable, inverse / inverse.sum(1, keepdim=True), weights)
     # The better of the two by validation score first (the artifact's `chosen_epochs`).
-    order = scores.gather(1, chosen).argsort(dim=1, stable=True)
-    return chosen.gather(1, order), weights.gather(1, order)
+    chosen = chosen.gather(1, scores.gather(1, chosen).argsort(dim=1, stable=True))
+    return chosen, torch.full(chosen.shape, 0.5, dtype=torch.float64, device=scores.device)
 
 
 def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:

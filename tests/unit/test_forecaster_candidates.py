@@ -86,6 +86,7 @@ def test_selection_by_mape_and_rmse_weighs_both_relative_to_the_prior(monkeypatc
 
 def test_members_are_the_top_candidates_by_validation_score_ties_to_the_earlier(monkeypatch):
     scores = torch.tensor([[0.3, 0.1, 0.2, 0.1], [0.0, 0.0, 0.0, 0.0]])  # the second: no validation points
+    monkeypatch.setattr(forecaster, "COMBINE", "top")
     monkeypatch.setattr(forecaster, "TOP", 2)
     chosen, weights = forecaster.members(scores, None, fixed=2)
     assert chosen.tolist() == [[1, 3], [0, 1]]
@@ -95,77 +96,40 @@ def test_members_are_the_top_candidates_by_validation_score_ties_to_the_earlier(
 def test_a_longer_scoring_period_picks_the_one_fixed_candidate_that_competes(monkeypatch):
     """FIXED_SCORING_WEEKS: the fixed candidates are ranked on their longer scores; only the best of them
     competes with the fitted ones on the validation week."""
+    monkeypatch.setattr(forecaster, "COMBINE", "top")
     monkeypatch.setattr(forecaster, "TOP", 2)
     scores = torch.tensor([[0.10, 0.20, 0.30, 0.40]])  # validation week: fixed 0 best, then fixed 1
     longer = torch.tensor([[0.5, 0.4]])  # over more weeks the second fixed candidate is better
     chosen, _ = forecaster.members(scores, longer, fixed=2)
     assert chosen.tolist() == [[1, 2]]
+    monkeypatch.setattr(forecaster, "COMBINE", "fixed+fitted")
+    chosen, _ = forecaster.members(scores, longer, fixed=2)
+    assert chosen.tolist() == [[1, 2]]  # fixed 1 (longer scores), then the best fitted
 
 
-def test_a_combination_is_the_best_fixed_and_the_best_fitted_candidate(monkeypatch):
+def test_the_model_is_the_mean_of_the_best_fixed_and_the_best_fitted_candidate(monkeypatch):
     scores = torch.tensor([[0.30, 0.20, 0.25, 0.10, 0.40], [0.10, 0.30, 0.50, 0.20, 0.15]])
     monkeypatch.setattr(forecaster, "COMBINE", "fixed+fitted")
     chosen, weights = forecaster.members(scores, None, fixed=2)
     assert chosen.tolist() == [[3, 1], [0, 4]]  # the better of the two first
     assert weights.tolist() == [[0.5, 0.5], [0.5, 0.5]]
-    monkeypatch.setattr(forecaster, "COMBINE", "fixed+fitted-inverse")
-    chosen, weights = forecaster.members(scores, None, fixed=2)
-    assert chosen.tolist() == [[3, 1], [0, 4]]
-    torch.testing.assert_close(weights[0], torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
-    torch.testing.assert_close(weights.sum(1), torch.ones(2, dtype=torch.float64))
     monkeypatch.setattr(forecaster, "COMBINE", "median")
     with pytest.raises(ValueError, match="COMBINE must be"):
         forecaster.members(scores, None, fixed=2)
 
 
-def test_an_exponentially_weighted_level_candidate_reads_the_last_weeks_deseasonalised_level(monkeypatch):
-    monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", ())
-    monkeypatch.setattr(forecaster, "LEVEL_SMOOTHING", (12,))
-    forecaster.design.cache_clear()
-    try:
-        size = forecaster.design()[2].shape[-1]
-        window = torch.rand(WINDOW, generator=torch.Generator().manual_seed(3), dtype=torch.float64).float()
-        _, smoothed = forecaster.fixed_candidates(1, size, torch.device("cpu"))
-        got = forecast(smoothed, window)
-    finally:  # the design is cached: the other tests must see the shipped one
-        forecaster.design.cache_clear()
-    ages = torch.arange(WEEK, dtype=torch.float64)
-    weights = 0.5 ** (ages / 12) / (0.5 ** (ages / 12)).sum()
-    hours = WINDOW - 1 - torch.arange(WEEK)
-    deseasonalised = window.double()[hours] - torch.stack([window.double()[hours - WEEK * k] for k in (1, 2, 3)]).mean(
-        0
-    )
-    seasonal = window.reshape(4, WEEK)[:, :HORIZON].mean(0)
-    expected = seasonal + (weights * deseasonalised).sum().float()
-    torch.testing.assert_close(got, expected)
+def test_a_longer_scoring_period_leaves_out_origins_without_a_full_window():
+    """Validation over more weeks than a short history has: origins with fewer than WINDOW hours before them
+    (in the padded series) are not scored, so no index reaches before the series."""
+    hours = WINDOW + 2 * WEEK
+    readings = 10 + torch.sin(torch.arange(hours) / 3.0)[None, :]
+    ends = torch.tensor([WINDOW + 2 * WEEK - 4 * WEEK])  # four weeks of origins, two of them too early
+    validation = forecaster.Validation(readings, readings.mean(1), torch.ones(1), ends, 4 * WEEK)
+    scored_days = validation.weight.reshape(-1, HORIZON).sum(1) > 0
+    assert scored_days.tolist() == [False] * 14 + [True] * 14
 
 
-def test_the_baseline_candidates_are_the_evaluation_steps_seasonal_naive_forecasts(monkeypatch):
-    monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", ())
-    monkeypatch.setattr(forecaster, "BASELINE_CANDIDATES", (168, 24))
-    size = forecaster.design()[2].shape[-1]
-    window = torch.rand(WINDOW, generator=torch.Generator().manual_seed(4), dtype=torch.float64).float()
-
-    _, weekly, daily = forecaster.fixed_candidates(1, size, torch.device("cpu"))
-
-    baselines = evaluate.baseline_forecasts(window.numpy()[None, None])
-    for beta, name in ((weekly, evaluate.SEASONAL_NAIVE_168), (daily, evaluate.SEASONAL_NAIVE_24)):
-        torch.testing.assert_close(forecast(beta, window), torch.as_tensor(baselines[name][0, 0]))
-    monkeypatch.setattr(forecaster, "BASELINE_CANDIDATES", (48,))
-    with pytest.raises(ValueError, match="lag 48 must be 24 or 168"):
-        forecaster.fixed_candidates(1, size, torch.device("cpu"))
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("FIXED_SCORING_WEEKS", 4),
-        ("COMBINE", "fixed+fitted"),
-        ("LEVEL_SMOOTHING", (12,)),
-        ("LEVEL_WEIGHT", 0.5),
-        ("BASELINE_CANDIDATES", (168,)),
-    ],
-)
+@pytest.mark.parametrize(("name", "value"), [("FIXED_SCORING_WEEKS", 1), ("COMBINE", "top")])
 def test_the_checkpoint_fingerprint_covers_each_design_constant(monkeypatch, name, value):
     """A checkpoint of a fit with other design constants is another fit (forecaster.fingerprint)."""
     data = series.SeriesSet(("c0",), np.ones((1, 48), dtype=np.float32), np.array([48]), np.zeros(1, dtype=np.int64))
