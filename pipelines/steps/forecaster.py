@@ -16,10 +16,13 @@ average; V weighs each hour by the squared error relative to the reading, what M
 less by the half-life). Candidates per customer: the fixed ones (`fixed_candidates`: the seasonal window average
 itself, and the same plus the recent level's move over each LEVEL_CANDIDATES span) and the ridge solutions for
 every (half-life, strength) in HALF_LIVES x RIDGE_STRENGTHS, fitted on the windows before the validation week
-(`Validation`); all are scored on it (SELECTION: MAPE); the customer's model is the mean of its TOP (1) candidates,
-the fitted ones solved again with the validation week's windows added (the most recent data). The constants were
-chosen on the accuracy bench's development protocol only (`python -m bench accuracy --dev`: data that ends
-before the test protocol's held-out periods; bench/RESULTS.md records the variants tried).
+(`Validation`). The fitted ones are scored on the validation week (SELECTION: MAPE and RMSE, each relative to
+the seasonal window average's); the fixed ones, which are not fitted, on the FIXED_SCORING_WEEKS (4) weeks of
+daily origins ending with it. The customer's model is the mean of its best fixed and its best fitted candidate
+(COMBINE: a forecast combination, whose errors spread less than either's), the fitted one solved again with the
+validation week's windows added (the most recent data). The constants were chosen on the accuracy bench's
+development protocol only (`python -m bench accuracy --dev`: data that ends before the test protocol's held-out
+periods; bench/RESULTS.md records the variants tried, the rule and the choice).
 The held-out tail is never read. The solves are batched torch.linalg calls on [C, HORIZON, F, F]: no epochs, no
 learning rate, exact.
 
@@ -229,9 +232,10 @@ class TrainedModels:
     std: torch.Tensor  # [C]
     hyperparameters: Hyperparameters
     skipped: dict[str, str] = field(default_factory=dict)
-    history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the best candidate]
-    # [C] each customer's best validation candidate (0: the seasonal window average; then LEVEL_CANDIDATES; then
-    # HALF_LIVES x RIDGE_STRENGTHS); the name is the Adam trainer's, kept for the artifact and its readers.
+    history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the model]
+    # [C] each customer's leading member, the better of its model's members on the validation week (0: the
+    # seasonal window average; then LEVEL_CANDIDATES; then HALF_LIVES x RIDGE_STRENGTHS); the name is the Adam
+    # trainer's, kept for the artifact and its readers.
     chosen_epochs: torch.Tensor | None = None
     device: str = "cpu"
     seconds: float = 0.0
@@ -464,7 +468,7 @@ BLOCK_CUSTOMERS = 32
 # (`python -m bench accuracy --dev --variant ...`, bench/RESULTS.md: the variants tried, the rule, the choice).
 RIDGE_STRENGTHS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 HALF_LIVES = (0, 336)
-TOP = 1  # candidates averaged per customer (dev: 1 beat 3 and 5 with the level candidates, by the real series)
+TOP = 1  # with COMBINE "top" only: candidates averaged per customer (the first round chose 1)
 DEVIATION_SPANS = (1, 2, 4, 8, 24, 72, 168)  # hours: the recent level against the same hours of earlier weeks
 SELECTION = "mape+rmse"  # how candidates are ranked on the validation week (`Validation.scores`)
 # Fixed candidates that carry the recent level's move forward (`fixed_candidates`): a fit on weeks of flat level
