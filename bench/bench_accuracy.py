@@ -19,9 +19,11 @@ CPU time is the process's (all threads) for fit + predict, scaled to 1,000 serie
 (the closed-form pass, the candidates' validation and the refit) and the held-out forecasts.
 
 Two protocols (`datasets`): the test protocol above (`python -m bench accuracy`), and the development protocol
-(`python -m bench accuracy --dev`): another draw of generated customers and taylor's first 8 weeks, both cut
-(`before`) ahead of the test protocol's held-out periods, so that design choices are made without them. Design
-variants (`VARIANTS`, `--variant`) run on the dev protocol only, and `choose` applies the rule that picks one.
+(`python -m bench accuracy --dev`): another draw of generated customers and taylor's first 8 weeks as four
+rolling weekly folds (`taylor_folds`), both cut (`before`) ahead of the test protocol's held-out periods, so
+that design choices are made without them, and short histories scored as the evaluation step scores them
+(`short_history_ratio`). Design variants (`VARIANTS`, `--variant`) run on the dev protocol only, and `choose`
+applies the rule that picks one.
 """
 
 from __future__ import annotations
