@@ -153,13 +153,15 @@ def run(quick: bool = False) -> BenchResult:
     size = forecaster.design()[0].shape[1] + forecaster.design()[1].shape[1] + 1  # features per forecast hour
     fixed = len(forecaster.fixed_candidates(1, size, torch.device("cpu")))
     fitted = len(forecaster.HALF_LIVES) * len(forecaster.RIDGE_STRENGTHS)
+    combined = (f"mean of the best {forecaster.TOP}" if forecaster.COMBINE == "top"
+                else "mean of the best fixed and the best fitted")  # fmt: skip
     rows = [
         ("customers (one training shard), hours of data per customer", f"{count}, up to {data.values.shape[1]}"),
         (
             "fit",
             f"{fixed + fitted} candidates ({fixed} fixed: the seasonal prior and its level-following variants;"
             f" {len(forecaster.HALF_LIVES)} half-lives x {len(forecaster.RIDGE_STRENGTHS)} ridge strengths fitted),"
-            f" mean of the best {forecaster.TOP}, refitted if fitted;"
+            f" {combined}, refitted if fitted;"
             f" {hp.batch_size} windows per customer per chunk, {forecaster.BLOCK_CUSTOMERS} customers per block",
         ),
         ("device, torch threads (both arms)", f"cpu, {torch.get_num_threads()}"),

@@ -16,10 +16,13 @@ average; V weighs each hour by the squared error relative to the reading, what M
 less by the half-life). Candidates per customer: the fixed ones (`fixed_candidates`: the seasonal window average
 itself, and the same plus the recent level's move over each LEVEL_CANDIDATES span) and the ridge solutions for
 every (half-life, strength) in HALF_LIVES x RIDGE_STRENGTHS, fitted on the windows before the validation week
-(`Validation`); all are scored on it (SELECTION: MAPE); the customer's model is the mean of its TOP (1) candidates,
-the fitted ones solved again with the validation week's windows added (the most recent data). The constants were
-chosen on the accuracy bench's development protocol only (`python -m bench accuracy --dev`: data that ends
-before the test protocol's held-out periods; bench/RESULTS.md records the variants tried).
+(`Validation`). The fitted ones are scored on the validation week (SELECTION: MAPE and RMSE, each relative to
+the seasonal window average's); the fixed ones, which are not fitted, on the FIXED_SCORING_WEEKS (4) weeks of
+daily origins ending with it. The customer's model is the mean of its best fixed and its best fitted candidate
+(COMBINE: a forecast combination, whose errors spread less than either's), the fitted one solved again with the
+validation week's windows added (the most recent data). The constants were chosen on the accuracy bench's
+development protocol only (`python -m bench accuracy --dev`: data that ends before the test protocol's held-out
+periods; bench/RESULTS.md records the variants tried, the rule and the choice).
 The held-out tail is never read. The solves are batched torch.linalg calls on [C, HORIZON, F, F]: no epochs, no
 learning rate, exact.
 
@@ -229,9 +232,10 @@ class TrainedModels:
     std: torch.Tensor  # [C]
     hyperparameters: Hyperparameters
     skipped: dict[str, str] = field(default_factory=dict)
-    history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the best candidate]
-    # [C] each customer's best validation candidate (0: the seasonal window average; then LEVEL_CANDIDATES; then
-    # HALF_LIVES x RIDGE_STRENGTHS); the name is the Adam trainer's, kept for the artifact and its readers.
+    history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the model]
+    # [C] each customer's leading member, the better of its model's members on the validation week (0: the
+    # seasonal window average; then LEVEL_CANDIDATES; then HALF_LIVES x RIDGE_STRENGTHS); the name is the Adam
+    # trainer's, kept for the artifact and its readers.
     chosen_epochs: torch.Tensor | None = None
     device: str = "cpu"
     seconds: float = 0.0
@@ -286,7 +290,7 @@ def fingerprint(data: SeriesSet, hp: Hyperparameters) -> str:
     digest = zlib.crc32(np.ascontiguousarray(data.values).tobytes())
     digest = zlib.crc32("|".join(data.customers).encode(), digest)
     design_constants = (RIDGE_STRENGTHS, HALF_LIVES, TOP, DEVIATION_SPANS, SELECTION, LEVEL_CANDIDATES,
-                        VALIDATION_STRIDE)  # fmt: skip
+                        VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE)  # fmt: skip
     fit = zlib.crc32(Path(__file__).read_bytes())
     fit = zlib.crc32(repr((sorted(asdict(hp).items()), design_constants)).encode(), fit)
     return f"{digest:08x}-{fit:08x}"
@@ -331,12 +335,16 @@ class Validation:
         device = readings.device
         steps = torch.arange((hours - HORIZON) // VALIDATION_STRIDE + 1, device=device)
         origins = ends[:, None] + VALIDATION_STRIDE * steps  # [C, K]: forecasts that end inside the validation hours
+        # An origin without WINDOW hours of the (padded) series before it is not scored (a long scoring period
+        # on a short history: FIXED_SCORING_WEEKS); the validation week itself always has them (`min_hours`).
+        inside = origins >= WINDOW
+        origins = torch.where(inside, origins, WINDOW)
         rows = torch.arange(len(readings), device=device)[:, None, None]
         self.scale, self.shift = std[:, None, None], mean[:, None, None]
         raw = readings[rows, origins[..., None] - WINDOW + torch.arange(WINDOW, device=device)]
         self.windows = fill_gaps((raw - self.shift) / self.scale)  # [C, K, WINDOW]
         actual = readings[rows, origins[..., None] + torch.arange(HORIZON, device=device)]
-        observed = ~torch.isnan(actual)
+        observed = ~torch.isnan(actual) & inside[..., None]
         scored = observed & (actual != 0)
         self.actual = torch.where(scored, actual, 1.0)
         self.weight = scored.float() / scored.sum((1, 2), keepdim=True).clamp_min(1)
@@ -460,13 +468,21 @@ BLOCK_CUSTOMERS = 32
 # (`python -m bench accuracy --dev --variant ...`, bench/RESULTS.md: the variants tried, the rule, the choice).
 RIDGE_STRENGTHS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 HALF_LIVES = (0, 336)
-TOP = 1  # candidates averaged per customer (dev: 1 beat 3 and 5 with the level candidates, by the real series)
+TOP = 1  # with COMBINE "top" only: candidates averaged per customer (the first round chose 1)
 DEVIATION_SPANS = (1, 2, 4, 8, 24, 72, 168)  # hours: the recent level against the same hours of earlier weeks
-SELECTION = "mape"  # how candidates are ranked on the validation week (`Validation.scores`)
+SELECTION = "mape+rmse"  # how candidates are ranked on the validation week (`Validation.scores`)
 # Fixed candidates that carry the recent level's move forward (`fixed_candidates`): a fit on weeks of flat level
 # learns not to, and the dev real series' held-out weeks follow a level drop (MSTL's level follows it).
 LEVEL_CANDIDATES: tuple[int, ...] | None = None  # spans (hours, each one of DEVIATION_SPANS); None: every span
 VALIDATION_STRIDE = HORIZON  # hours between the validation forecasts' origins (HORIZON: daily, as evaluated)
+# Weeks of daily origins, ending with the validation week, that rank the fixed candidates among themselves (they
+# are not fitted, so every origin before the held-out tail is fair; 1: the validation week alone). The fitted
+# ones can only be scored on the validation week.
+FIXED_SCORING_WEEKS = 4
+# How a customer's members are chosen (`members`): "fixed+fitted": the mean of the best fixed and the best fitted
+# candidate (a forecast combination: their errors differ, so the mean's spread is smaller; dev: it cut the
+# worst ratio most of all single changes); "top": the mean of the TOP best by validation score (the first round's).
+COMBINE = "fixed+fitted"
 
 
 @functools.cache
@@ -537,6 +553,30 @@ def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.
         level[..., picks + DEVIATION_SPANS.index(span)] = 1.0
         chosen.append(level)
     return chosen
+
+
+def members(scores: torch.Tensor, fixed_scores: torch.Tensor | None, fixed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each customer's model as a weighted mean of its candidates (COMBINE): (indices [C, M], weights [C, M]
+    float64, summing to 1 per customer). `scores` [C, N]: every candidate's validation score (the `fixed` fixed
+    ones first); `fixed_scores` [C, fixed]: the fixed ones' scores over FIXED_SCORING_WEEKS, which then pick the
+    one fixed candidate that competes (None: the validation week picks). Ties go to the earlier candidate; per
+    customer, so a customer's model never depends on the others."""
+    ranking = scores.clone()
+    if fixed_scores is not None:
+        best = fixed_scores.argsort(dim=1, stable=True)[:, :1]
+        others = torch.ones_like(fixed_scores, dtype=torch.bool).scatter_(1, best, False)
+        ranking[:, :fixed] = torch.where(others, torch.inf, ranking[:, :fixed])
+    if COMBINE == "top":
+        chosen = ranking.argsort(dim=1, stable=True)[:, :TOP]
+        return chosen, torch.full(chosen.shape, 1.0 / TOP, dtype=torch.float64, device=scores.device)
+    if COMBINE != "fixed+fitted":
+        raise ValueError(f"COMBINE must be 'fixed+fitted' or 'top', got {COMBINE!r}")
+    best_fixed = ranking[:, :fixed].argsort(dim=1, stable=True)[:, :1]
+    best_fitted = fixed + ranking[:, fixed:].argsort(dim=1, stable=True)[:, :1]
+    chosen = torch.cat([best_fixed, best_fitted], 1)
+    # The better of the two by validation score first (the artifact's `chosen_epochs`).
+    chosen = chosen.gather(1, scores.gather(1, chosen).argsort(dim=1, stable=True))
+    return chosen, torch.full(chosen.shape, 0.5, dtype=torch.float64, device=scores.device)
 
 
 def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:
@@ -705,7 +745,7 @@ def train(
         del block
 
     # Candidates, each scored on the validation week: the fixed ones first (0 is the seasonal window average, the
-    # prior; then LEVEL_CANDIDATES), then every (half-life, strength) fitted on the windows before the validation week.
+    # prior; then the level candidates), then every (half-life, strength) fitted on the windows before it.
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
     size = equations.gram.shape[-1]
     fixed = fixed_candidates(count, size, device)
@@ -717,26 +757,37 @@ def train(
         candidates.append(equations.solve(strengths, lives, False, 0))
     # One candidate's served weights at a time ([C, WINDOW, HORIZON] each: all of them at once would be the
     # fit's largest allocation).
-    scores, mapes = validation.scores(linear_parameters(beta, hp.hidden).to(device) for beta in candidates)
+    scores, _ = validation.scores(linear_parameters(beta, hp.hidden).to(device) for beta in candidates)
+    fixed_scores = None
+    if FIXED_SCORING_WEEKS > 1:  # the fixed candidates are not fitted: any origin before the held-out tail is fair
+        hours = FIXED_SCORING_WEEKS * WEEK
+        longer = Validation(readings, mean, std, train_lengths + hp.validation_hours - hours, hours)
+        fixed_scores, _ = longer.scores(linear_parameters(beta, hp.hidden).to(device) for beta in fixed)
+        del longer
     add_validation_windows(sampler, equations, early_starts, late_starts, hp.validation_hours)
-    # Each customer's model is the mean of its TOP candidates by validation error (a linear map still; TOP = 1:
-    # the best), the fitted ones fitted again with the validation week's windows too (the most recent data; the
-    # held-out tail is never seen). Fixed candidates stay as they are.
-    ranked = scores.argsort(dim=1, stable=True)[:, :TOP].cpu()  # [C, TOP]; ties: the earlier candidate
+    # Each customer's model is a weighted mean of its members (`members`: a linear map still), the fitted ones
+    # fitted again with the validation week's windows too (the most recent data; the held-out tail is never
+    # seen). Fixed candidates stay as they are.
+    ranked, weights = members(scores, fixed_scores, len(fixed))  # [C, M] each
+    ranked, weights = ranked.to(device), weights.to(device)
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     rows = torch.arange(count, device=device)
-    for column in ranked.T:
+    for column, weight in zip(ranked.T, weights.T, strict=True):
         fitted = [max(c - len(fixed), 0) for c in column.tolist()]
         life = torch.tensor([grid[g][0] for g in fitted], device=device)
         strength = torch.tensor([grid[g][1] for g in fitted], dtype=torch.float64, device=device)
         refit = equations.solve(strength, life, True, hp.validation_hours)
-        is_fixed = column.to(device) < len(fixed)
-        refit[is_fixed] = torch.stack(fixed)[column.to(device).clamp_max(len(fixed) - 1), rows][is_fixed]
-        beta += refit / ranked.shape[1]
+        is_fixed = column < len(fixed)
+        refit[is_fixed] = torch.stack(fixed)[column.clamp_max(len(fixed) - 1), rows][is_fixed]
+        beta += refit * weight[:, None, None]
     del equations, sampler  # solved: what follows reuses their memory
     # The same mean of the candidates as fitted before the refit: P10/P90 are estimated with it (out of sample).
-    chosen_fits = torch.stack(candidates)[ranked.T.to(device), rows]  # [TOP, C, H, F]
-    before_validation = chosen_fits.sum(0) / ranked.shape[1]
+    chosen_fits = torch.stack(candidates)[ranked.T, rows]  # [M, C, H, F]
+    before_validation = (chosen_fits * weights.T[..., None, None]).sum(0)
+    # The validation MAPE of that model (what the artifact's history reports), and its leading member.
+    mapes, _ = validation.errors(linear_parameters(before_validation, hp.hidden).to(device))
+    mapes = torch.where(validation.has_points, mapes, 0.0)
+    ranked = ranked.cpu()
     chosen = ranked[:, 0]
     params = linear_parameters(beta, hp.hidden)
     if device.type == "cuda":
@@ -748,7 +799,7 @@ def train(
         std=std.cpu(),
         hyperparameters=hp,
         skipped=skipped,
-        history=[float(mapes.gather(1, ranked[:, :1].to(device)).mean())],
+        history=[float(mapes.mean())],
         chosen_epochs=chosen,
         device=str(device),
         seconds=time.perf_counter() - started,

@@ -53,13 +53,44 @@ def test_the_dev_data_ends_before_the_test_periods_first_hour(monkeypatch):
     generated_test_start = bench_accuracy.first_held_out_hour(full, bench_accuracy.GENERATED_HOLDOUT)
     assert generated_test_start == bench_accuracy.generated_test_start()
     assert last_hour(dev_generated.data) <= generated_test_start - 7 * 24 * HOUR
-    # The real series: the test protocol holds out its last 4 weeks; dev sees only the weeks before them.
+    # The real series: the test protocol holds out its last 4 weeks; dev sees only the weeks before them, as
+    # rolling folds each cut at its held-out week's end.
     real = bench_accuracy.taylor()
     taylor_test_start = bench_accuracy.first_held_out_hour(real, bench_accuracy.TAYLOR_HOLDOUT)
     assert last_hour(dev_taylor.data) == taylor_test_start
-    assert dev_taylor.data.values.shape[1] == real.lengths[0] - bench_accuracy.TAYLOR_HOLDOUT
-    np.testing.assert_array_equal(dev_taylor.data.values[0], real.values[0, : dev_taylor.data.values.shape[1]])
-    assert dev_taylor.holdout == bench_accuracy.TAYLOR_DEV_HOLDOUT
+    folds = dev_taylor.data
+    assert folds.values.shape[1] == real.lengths[0] - bench_accuracy.TAYLOR_HOLDOUT
+    assert folds.lengths.tolist() == [7 * 24 * week for week in bench_accuracy.TAYLOR_DEV_FOLDS]
+    for row, length in enumerate(folds.lengths):
+        np.testing.assert_array_equal(folds.values[row, :length], real.values[0, :length])
+        assert np.isnan(folds.values[row, length:]).all()
+    assert dev_taylor.holdout == bench_accuracy.TAYLOR_DEV_HOLDOUT == 7 * 24
+    assert dev_taylor.folds
+    assert dev_taylor.sample == len(bench_accuracy.TAYLOR_DEV_FOLDS)
+
+
+def test_a_global_peer_is_fitted_per_fold_so_no_fold_sees_another_folds_held_out_week(monkeypatch):
+    # Two folds of one series: the later fold's training holds the earlier fold's held-out week.
+    week = 7 * 24
+    values = np.arange(1, 4 * week + 1, dtype=np.float32)
+    early = np.where(np.arange(4 * week) < 3 * week, values, np.nan)
+    data = series.SeriesSet(("early", "late"), np.stack([early, values]), np.array([3 * week, 4 * week]),
+                            np.zeros(2, dtype=np.int64))  # fmt: skip
+    seen = []
+
+    def lightgbm(part, origins, holdout, objective):
+        seen.append(part.lengths.tolist())
+        return np.zeros((len(part), origins.shape[1], 24), dtype=np.float32)
+
+    monkeypatch.setattr(bench_accuracy, "_lightgbm", lightgbm)
+    monkeypatch.setattr(bench_accuracy, "_statsforecast", lambda part, origins, *a: np.zeros((*origins.shape, 24)))
+    origins = bench_accuracy._origins(data, week)
+    everyone, _ = bench_accuracy._peers(data, week, 1, lightgbm=True, folds=True)
+    assert seen == [[3 * week], [4 * week]] * 2  # each fold alone, for L1 and L2
+    assert everyone[0].forecasts.shape == (2, *origins.shape[1:], 24)
+    seen.clear()
+    bench_accuracy._peers(data, week, 1, lightgbm=True, folds=False)
+    assert seen == [[3 * week, 4 * week]] * 2  # independent customers: one global model
 
 
 def test_variants_run_on_the_dev_protocol_only():
@@ -98,3 +129,15 @@ def test_the_rule_picks_the_lowest_worst_ratio_prefers_current_on_a_tie_and_drop
     assert bench_accuracy.choose(summary) == "better"
     summary["better"] = tables((0.96, 0.99), (1.199, 1.05))
     assert bench_accuracy.choose(summary) == "current"
+
+
+def test_the_rule_drops_a_variant_the_short_history_condition_would_refuse():
+    def tables(*ratios):
+        return [{"mape": m, "rmse": r, "cpu": 0.5} for m, r in ratios]
+
+    summary = {"current": tables((0.95, 0.97), (1.20, 1.10)), "better": tables((0.96, 0.99), (1.10, 1.05))}
+    assert bench_accuracy.choose(summary, {"current": 0.99, "better": 1.0}) == "better"  # at the gate: in
+    assert bench_accuracy.choose(summary, {"current": 0.99, "better": 1.01}) == "current"
+    # None passes: the short-history ratio joins the worst ratio (better: 1.10 -> 1.30; current: 1.20).
+    assert bench_accuracy.choose(summary, {"current": 1.02, "better": 1.30}) == "current"
+    assert bench_accuracy.choose(summary, {"current": 1.02, "better": 1.04}) == "better"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modelgate.model_repository import HORIZON, WINDOW
-from pipelines.steps import evaluate, forecaster
+from pipelines.steps import evaluate, forecaster, series
 
 WEEK = 7 * 24
 
@@ -82,3 +82,58 @@ def test_selection_by_mape_and_rmse_weighs_both_relative_to_the_prior(monkeypatc
     monkeypatch.setattr(forecaster, "SELECTION", "rmse only")
     with pytest.raises(ValueError, match="SELECTION"):
         validation.scores(candidates)
+
+
+def test_members_are_the_top_candidates_by_validation_score_ties_to_the_earlier(monkeypatch):
+    scores = torch.tensor([[0.3, 0.1, 0.2, 0.1], [0.0, 0.0, 0.0, 0.0]])  # the second: no validation points
+    monkeypatch.setattr(forecaster, "COMBINE", "top")
+    monkeypatch.setattr(forecaster, "TOP", 2)
+    chosen, weights = forecaster.members(scores, None, fixed=2)
+    assert chosen.tolist() == [[1, 3], [0, 1]]
+    assert weights.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
+def test_a_longer_scoring_period_picks_the_one_fixed_candidate_that_competes(monkeypatch):
+    """FIXED_SCORING_WEEKS: the fixed candidates are ranked on their longer scores; only the best of them
+    competes with the fitted ones on the validation week."""
+    monkeypatch.setattr(forecaster, "COMBINE", "top")
+    monkeypatch.setattr(forecaster, "TOP", 2)
+    scores = torch.tensor([[0.10, 0.20, 0.30, 0.40]])  # validation week: fixed 0 best, then fixed 1
+    longer = torch.tensor([[0.5, 0.4]])  # over more weeks the second fixed candidate is better
+    chosen, _ = forecaster.members(scores, longer, fixed=2)
+    assert chosen.tolist() == [[1, 2]]
+    monkeypatch.setattr(forecaster, "COMBINE", "fixed+fitted")
+    chosen, _ = forecaster.members(scores, longer, fixed=2)
+    assert chosen.tolist() == [[1, 2]]  # fixed 1 (longer scores), then the best fitted
+
+
+def test_the_model_is_the_mean_of_the_best_fixed_and_the_best_fitted_candidate(monkeypatch):
+    scores = torch.tensor([[0.30, 0.20, 0.25, 0.10, 0.40], [0.10, 0.30, 0.50, 0.20, 0.15]])
+    monkeypatch.setattr(forecaster, "COMBINE", "fixed+fitted")
+    chosen, weights = forecaster.members(scores, None, fixed=2)
+    assert chosen.tolist() == [[3, 1], [0, 4]]  # the better of the two first
+    assert weights.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    monkeypatch.setattr(forecaster, "COMBINE", "median")
+    with pytest.raises(ValueError, match="COMBINE must be"):
+        forecaster.members(scores, None, fixed=2)
+
+
+def test_a_longer_scoring_period_leaves_out_origins_without_a_full_window():
+    """Validation over more weeks than a short history has: origins with fewer than WINDOW hours before them
+    (in the padded series) are not scored, so no index reaches before the series."""
+    hours = WINDOW + 2 * WEEK
+    readings = 10 + torch.sin(torch.arange(hours) / 3.0)[None, :]
+    ends = torch.tensor([WINDOW + 2 * WEEK - 4 * WEEK])  # four weeks of origins, two of them too early
+    validation = forecaster.Validation(readings, readings.mean(1), torch.ones(1), ends, 4 * WEEK)
+    scored_days = validation.weight.reshape(-1, HORIZON).sum(1) > 0
+    assert scored_days.tolist() == [False] * 14 + [True] * 14
+
+
+@pytest.mark.parametrize(("name", "value"), [("FIXED_SCORING_WEEKS", 1), ("COMBINE", "top")])
+def test_the_checkpoint_fingerprint_covers_each_design_constant(monkeypatch, name, value):
+    """A checkpoint of a fit with other design constants is another fit (forecaster.fingerprint)."""
+    data = series.SeriesSet(("c0",), np.ones((1, 48), dtype=np.float32), np.array([48]), np.zeros(1, dtype=np.int64))
+    hp = forecaster.Hyperparameters()
+    before = forecaster.fingerprint(data, hp)
+    monkeypatch.setattr(forecaster, name, value)
+    assert forecaster.fingerprint(data, hp) != before
