@@ -681,6 +681,13 @@ def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice 
         equations.add(windows, target, weight * inside[..., None], age)
 
 
+def length_blocks(starts: torch.Tensor) -> list[torch.Tensor]:
+    """Customer rows in blocks of BLOCK_CUSTOMERS, ordered by `starts` (where each history's windows end; equal
+    ones keep the id order), so that a block's customers read the same chunks of start hours."""
+    order = torch.argsort(starts.cpu(), stable=True).to(starts.device)
+    return [order[first : first + BLOCK_CUSTOMERS] for first in range(0, len(starts), BLOCK_CUSTOMERS)]
+
+
 def add_validation_windows(sampler: WindowSampler, equations: NormalEquations, early_starts: torch.Tensor,
                            late_starts: torch.Tensor, later_by: int) -> None:  # fmt: skip
     """The refit's sums: the windows that reach into the validation week, summed a customer block at a time
@@ -688,10 +695,8 @@ def add_validation_windows(sampler: WindowSampler, equations: NormalEquations, e
     sets of [C, HORIZON, F, F] sums. The candidates must have been solved before this. Blocks group customers by
     where their validation week lies (histories differ in length), so a block reads a few chunks, not each of
     its customers' own; a customer's sums do not depend on its block."""
-    batch, count = sampler.batch_size, len(early_starts)
-    order = torch.argsort(early_starts.cpu(), stable=True).to(early_starts.device)
-    for first in range(0, count, BLOCK_CUSTOMERS):
-        rows = order[first : first + BLOCK_CUSTOMERS]
+    batch = sampler.batch_size
+    for rows in length_blocks(early_starts):
         late = NormalEquations(len(rows), equations.gram.device)
         chunks = range(int(early_starts[rows].min()) // batch, -(-int(late_starts[rows].max()) // batch))
         sum_windows(sampler, late, rows, early_starts, late_starts, chunks)
@@ -733,8 +738,7 @@ def train(
     # to its longest customer's last window, so a short history in a block of long ones would ride along for
     # nothing. A block sums into its own NormalEquations, put in place after (a customer's sums do not depend on
     # its block; equal lengths keep the id order).
-    order = torch.argsort(early_starts.cpu(), stable=True).to(device)
-    blocks = [order[first : first + BLOCK_CUSTOMERS] for first in range(0, count, BLOCK_CUSTOMERS)]
+    blocks = length_blocks(early_starts)
     zero = torch.zeros_like(early_starts)
     for rows in tqdm(blocks, desc=f"train: {count} customers on {device}", unit="block", disable=not progress,
                      mininterval=2):  # fmt: skip
