@@ -113,8 +113,9 @@ class InferenceApi(Construct):
             iam.PolicyStatement(
                 actions=["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"],
                 resources=[
-                    f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}:endpoint/"
-                    f"{model.endpoint_name.lower()}"
+                    stack.format_arn(
+                        service="sagemaker", resource="endpoint", resource_name=model.endpoint_name.lower()
+                    )
                     for model in served
                 ],
             )
