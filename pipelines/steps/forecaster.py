@@ -538,6 +538,27 @@ def features(windows: torch.Tensor) -> torch.Tensor:
     return torch.cat([picked, common[:, :, None, :].expand(-1, -1, HORIZON, -1)], -1).permute(0, 2, 1, 3)
 
 
+def _deviations(windows: torch.Tensor) -> torch.Tensor:
+    """windows @ design()'s `shared` [.., Q]: each column reads the last week's hours minus the mean of the same
+    hours in the three weeks before, so it is computed from those deviations (a week of hours, not the window's
+    four: a quarter of the product)."""
+    last_week = _last_week_map(design()[1])
+    if last_week is None:  # a design whose columns read otherwise (a variant): the full product
+        return windows @ design()[1].to(windows)
+    weeks = windows.view(*windows.shape[:-1], WINDOW // WEEK, WEEK)
+    deviation = weeks[..., -1, :] - weeks[..., :-1, :].sum(-2) / (WINDOW // WEEK - 1)
+    return deviation @ last_week.to(windows)
+
+
+@functools.cache  # keyed by the tensor itself: a variant's design() (cache cleared) is another tensor
+def _last_week_map(shared: torch.Tensor) -> torch.Tensor | None:
+    """`shared`'s rows for the window's last week, if every earlier week's rows are minus a third of them."""
+    recent = shared[-WEEK:]
+    earlier = shared[:-WEEK].view(WINDOW // WEEK - 1, WEEK, -1)
+    expected = (-recent / (WINDOW // WEEK - 1)).expand_as(earlier)
+    return recent.contiguous() if torch.allclose(earlier, expected, rtol=0, atol=1e-7) else None
+
+
 def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.Tensor]:
     """Feature weights [C, HORIZON, F] of the candidates that need no fit: the seasonal window average (all zero),
     then per level span (LEVEL_CANDIDATES) the seasonal window average plus the deviation of the last `span` hours'
@@ -617,15 +638,38 @@ class NormalEquations:
         self.prior = seasonal_window_average().to(device, torch.float32)  # once: `add` runs per chunk and block
 
     def add(self, windows, target, weight, age, rows: slice = slice(None)) -> None:
-        """Windows [K, N, WINDOW] of the K customers `rows`, their targets, weights [K, N, HORIZON], ages [K, N]."""
-        x = features(windows).contiguous()  # [K, HORIZON, N, F]; contiguous: the products below are faster
-        residual = (target - windows @ self.prior.to(windows)).transpose(1, 2)  # [K, HORIZON, N]
+        """Windows [K, N, WINDOW] of the K customers `rows`, their targets, weights [K, N, HORIZON], ages [K, N].
+
+        The features (`features`) are the P picked hours of each forecast hour and S columns shared by every
+        hour (the level's deviations and the constant), so X'VX is summed by blocks instead of as HORIZON full
+        F x F products: the shared block from the windows' outer products (its upper triangle: symmetric), one
+        product for every hour and half-life at once; the picked rows against the shared columns as one
+        product; only the P x P block per hour. About half the arithmetic of the full products, and the
+        [K, HORIZON, N, F] features are never built."""
+        picks, shared, _ = design()
+        p, s = picks.shape[1], shared.shape[1] + 1
+        count, n = windows.shape[:2]
+        common = torch.cat([_deviations(windows), torch.ones_like(windows[..., :1])], -1)  # [K, N, S]
+        outer = (common[..., :, None] * common[..., None, :]).view(count, n, s * s)  # [K, N, S * S]
+        # Hour h's picks are h + the same offsets for every h: slices, not a gather (contiguous: faster products).
+        offsets = (picks[0] - picks[0, 0]).tolist()
+        picked = torch.stack([windows[..., o : o + HORIZON].transpose(1, 2) for o in offsets], 2)  # [K, HORIZON, P, N]
+        weeks = windows.view(count, n, WINDOW // WEEK, WEEK)[..., :HORIZON]  # the seasonal window average's hours
+        residual = (target - weeks.sum(2) / (WINDOW // WEEK)).transpose(1, 2)  # [K, HORIZON, N]
+        squared = weight.square().transpose(1, 2)  # [K, HORIZON, N]
+        gram = windows.new_empty(count, HORIZON, p + s, p + s)  # one half-life's, float32
         for index, half_life in enumerate(HALF_LIVES):
-            decay = 0.5 ** (age / half_life) if half_life else torch.ones_like(age)
-            v = (weight.square() * decay[..., None]).transpose(1, 2)  # [K, HORIZON, N]
-            weighted = x * v[..., None]
-            self.gram[index, rows].add_(weighted.transpose(-1, -2) @ x)  # float32 product, float64 sum
-            self.moment[index, rows].add_((weighted.transpose(-1, -2) @ residual[..., None]).squeeze(-1))
+            v = squared * (0.5 ** (age / half_life))[:, None, :] if half_life else squared  # [K, HORIZON, N]
+            weighted = picked * v[:, :, None, :]  # [K, HORIZON, P, N]
+            gram[..., p:, p:] = (v @ outer).view(count, HORIZON, s, s)
+            gram[..., :p, p:] = (weighted.reshape(count, HORIZON * p, n) @ common).view(count, HORIZON, p, s)
+            gram[..., p:, :p] = gram[..., :p, p:].transpose(-1, -2)
+            gram[..., :p, :p] = weighted @ picked.transpose(-1, -2)
+            self.gram[index, rows].add_(gram)  # float32 products, float64 sums
+            moment = self.moment[index, rows]
+            vr = v * residual
+            moment[..., :p].add_((weighted @ residual[..., None]).squeeze(-1))
+            moment[..., p:].add_((vr @ common))
 
     def add_late(self, late: NormalEquations, rows: slice | torch.Tensor, later_by: int) -> None:
         """Fold the late windows' sums of the customers `rows` in: older windows' weights decay by `later_by`
