@@ -85,6 +85,7 @@ class Phases:
         self._wrap(forecaster, "sum_windows", "pass over the training windows")
         self._wrap(forecaster, "add_validation_windows", "validation week's windows (summed and folded in)")
         self._wrap(forecaster.NormalEquations, "solve", _solve_label)
+        self._wrap(forecaster.NormalEquations, "candidates", "candidate solves")
         self._wrap(forecaster, "linear_parameters", "weights (W_lin) and validation scoring")
         self._wrap(forecaster.Validation, "scores", "weights (W_lin) and validation scoring")
         return self

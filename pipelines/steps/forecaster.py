@@ -640,12 +640,11 @@ class NormalEquations:
     def add(self, windows, target, weight, age, rows: slice = slice(None)) -> None:
         """Windows [K, N, WINDOW] of the K customers `rows`, their targets, weights [K, N, HORIZON], ages [K, N].
 
-        The features (`features`) are the P picked hours of each forecast hour and S columns shared by every
-        hour (the level's deviations and the constant), so X'VX is summed by blocks instead of as HORIZON full
-        F x F products: the shared block from the windows' outer products (its upper triangle: symmetric), one
-        product for every hour and half-life at once; the picked rows against the shared columns as one
-        product; only the P x P block per hour. About half the arithmetic of the full products, and the
-        [K, HORIZON, N, F] features are never built."""
+        For forecast hour h the features (`features`) are its P picked window hours and S columns shared by
+        every hour (the level's deviations and the constant), so X'VX is built by blocks: the shared block from
+        each window's S x S outer product (one product for every hour), the picked rows against the shared
+        columns (one product), the P x P block per hour, all from slices of the windows; the [K, HORIZON, N, F]
+        features are never built (a third less CPU per chunk than HORIZON full F x F products)."""
         picks, shared, _ = design()
         p, s = picks.shape[1], shared.shape[1] + 1
         count, n = windows.shape[:2]
@@ -669,7 +668,7 @@ class NormalEquations:
             moment = self.moment[index, rows]
             vr = v * residual
             moment[..., :p].add_((weighted @ residual[..., None]).squeeze(-1))
-            moment[..., p:].add_((vr @ common))
+            moment[..., p:].add_(vr @ common)
 
     def add_late(self, late: NormalEquations, rows: slice | torch.Tensor, later_by: int) -> None:
         """Fold the late windows' sums of the customers `rows` in: older windows' weights decay by `later_by`
@@ -682,6 +681,30 @@ class NormalEquations:
             self.gram[index, rows] = self.gram[index, rows] * factor[index] + late.gram[index]
             self.moment[index, rows] = self.moment[index, rows] * factor[index] + late.moment[index]
         self.later_by = later_by
+
+    def candidates(self, strengths: tuple[float, ...]) -> list[torch.Tensor]:
+        """The ridge solutions [C, HORIZON, F] of every (half-life, strength) in HALF_LIVES x `strengths`, in that
+        order, from the sums before `add_late`: what `solve` gives for each, from one symmetric eigendecomposition
+        G = Q diag(l) Q' per customer, forecast hour and half-life, (G + s I)^-1 m = Q ((Q'm) / (l + s)) for every
+        strength s, where a solve per strength would factorise the same matrix again. A block of customers at a
+        time (a customer's solutions do not depend on its block)."""
+        if self.later_by is not None:
+            raise ValueError("the candidates are solved from the sums without the validation windows, before add_late")
+        count = self.gram.shape[1]
+        lives = len(HALF_LIVES)
+        solutions = torch.empty(lives, len(strengths), *self.moment.shape[1:], dtype=torch.float64,
+                                device=self.gram.device)  # fmt: skip
+        relative = torch.tensor(strengths, dtype=torch.float64, device=self.gram.device)
+        for first in range(0, count, BLOCK_CUSTOMERS):
+            rows = slice(first, min(first + BLOCK_CUSTOMERS, count))
+            for life in range(lives):
+                gram, moment = self.gram[life, rows], self.moment[life, rows]  # [B, HORIZON, F, F], [B, HORIZON, F]
+                scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)  # [B, HORIZON]
+                values, vectors = torch.linalg.eigh(gram)
+                projected = (moment[..., None, :] @ vectors).squeeze(-2)  # Q'm: [B, HORIZON, F]
+                shrunk = projected[..., None, :] / (values[..., None, :] + (relative * scale[..., None])[..., None])
+                solutions[life, :, rows] = (shrunk @ vectors.transpose(-1, -2)).movedim(-2, 0)  # [S, B, HORIZON, F]
+        return [solutions[life, index] for life in range(lives) for index in range(len(strengths))]
 
     def solve(self, strength: torch.Tensor, half_life: torch.Tensor, late: bool, later_by: int) -> torch.Tensor:
         """Ridge solutions [C, HORIZON, F] for per-customer strengths [C] and half-life indices [C]; `late`:
@@ -799,10 +822,7 @@ def train(
     fixed = fixed_candidates(count, size, device)
     grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
     candidates = list(fixed)  # [C, H, F] each
-    for life, strength in grid:
-        lives = torch.full((count,), life, device=device)
-        strengths = torch.full((count,), strength, dtype=torch.float64, device=device)
-        candidates.append(equations.solve(strengths, lives, False, 0))
+    candidates += equations.candidates(RIDGE_STRENGTHS)  # in `grid`'s order
     # One candidate's served weights at a time ([C, WINDOW, HORIZON] each: all of them at once would be the
     # fit's largest allocation).
     scores, _ = validation.scores(linear_parameters(beta, hp.hidden).to(device) for beta in candidates)
