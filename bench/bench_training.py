@@ -87,7 +87,7 @@ class Phases:
         self._wrap(forecaster.NormalEquations, "solve", _solve_label)
         self._wrap(forecaster.NormalEquations, "candidates", "candidate solves")
         self._wrap(forecaster, "linear_parameters", "weights (W_lin) and validation scoring")
-        self._wrap(forecaster.Validation, "scores", "weights (W_lin) and validation scoring")
+        self._wrap(forecaster.Validation, "errors", "weights (W_lin) and validation scoring")
         return self
 
     def __exit__(self, *exc) -> None:

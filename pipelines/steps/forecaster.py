@@ -366,7 +366,11 @@ class Validation:
         the validation MAPE; "mape+rmse": MAPE and RMSE each relative to the first candidate's (the seasonal
         window average), summed, so a candidate that buys MAPE with large squared errors is not preferred. 0 for a
         customer without a non-zero validation reading: its candidates tie, and the tie goes to the first."""
-        mape, rmse = (torch.stack(e, 1) for e in zip(*(self.errors(c) for c in candidates), strict=True))
+        return self.rank([self.errors(c) for c in candidates])
+
+    def rank(self, errors: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`scores` from the candidates' `errors`, in order."""
+        mape, rmse = (torch.stack(e, 1) for e in zip(*errors, strict=True))
         if SELECTION == "mape":
             score = mape
         elif SELECTION == "mape+rmse":
@@ -603,14 +607,27 @@ def members(scores: torch.Tensor, fixed_scores: torch.Tensor | None, fixed: int)
 def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:
     """Feature weights [C, HORIZON, F] (float64) -> the served model's weights: W_lin = seasonal window average +
     the features' columns, b_lin = the constant's weight; the ReLU correction's weights are zero (off)."""
-    _, _, basis = design()
+    picks, shared, basis = design()
     count, beta = beta.shape[0], beta.cpu()
     prior = seasonal_window_average()
+    last_week = _last_week_map(shared)
+    p, weeks = picks.shape[1], WINDOW // WEEK
+    hours = torch.arange(HORIZON)[:, None]
     w_in = torch.zeros(count, WINDOW, HORIZON + hidden)
     b_in = torch.zeros(count, 1, HORIZON + hidden)
     for first in range(0, count, BLOCK_CUSTOMERS):  # W_lin in float64 a block at a time, stored as float32
         rows = slice(first, first + BLOCK_CUSTOMERS)
-        w_in[rows, :, :HORIZON] = prior + torch.einsum("hwf,chf->cwh", basis, beta[rows])
+        if last_week is None:  # a design whose shared columns read otherwise (a variant): the dense product
+            w_in[rows, :, :HORIZON] = prior + torch.einsum("hwf,chf->cwh", basis, beta[rows])
+            continue
+        # `basis` by its parts: each hour's picked window hours, and the shared columns from their last week's
+        # rows (the earlier weeks' are minus a third of them): a fifth of the dense product's arithmetic.
+        w = prior.repeat(len(beta[rows]), 1, 1)
+        w[:, picks, hours] += beta[rows, :, :p]
+        level = last_week.double() @ beta[rows, :, p:-1].transpose(1, 2)  # [B, WEEK, HORIZON]
+        w.view(-1, weeks, WEEK, HORIZON)[:, -1] += level
+        w.view(-1, weeks, WEEK, HORIZON)[:, :-1] -= (level / (weeks - 1))[:, None]
+        w_in[rows, :, :HORIZON] = w
     b_in[:, 0, :HORIZON] = beta[..., -1]
     return ForecasterParameters(w_in, b_in, torch.zeros(count, hidden, HORIZON))
 
@@ -706,21 +723,25 @@ class NormalEquations:
                 solutions[life, :, rows] = (shrunk @ vectors.transpose(-1, -2)).movedim(-2, 0)  # [S, B, HORIZON, F]
         return [solutions[life, index] for life in range(lives) for index in range(len(strengths))]
 
-    def solve(self, strength: torch.Tensor, half_life: torch.Tensor, late: bool, later_by: int) -> torch.Tensor:
+    def solve(self, strength: torch.Tensor, half_life: torch.Tensor, late: bool, later_by: int,
+              customers: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Ridge solutions [C, HORIZON, F] for per-customer strengths [C] and half-life indices [C]; `late`:
         with the validation windows (`add_late` must have folded them in, `later_by` hours later), else
-        without them (before `add_late`). Solved a block of customers at a time (a customer's solution does
-        not depend on its block)."""
+        without them (before `add_late`). `customers` [C]: the rows of the sums to solve (default: all, in
+        order). Solved a block of customers at a time (a customer's solution does not depend on its block)."""
         if late != (self.later_by is not None) or (late and later_by != self.later_by):
             held = "without" if self.later_by is None else f"with (folded in {self.later_by} hours later)"
             raise ValueError(f"the sums are {held} the validation windows; solve them before add_late for the "
                              "candidates, after it for the refit")  # fmt: skip
         count = len(strength)
-        solutions = torch.empty(*self.moment.shape[1:], dtype=torch.float64, device=self.gram.device)
+        if customers is None:
+            customers = torch.arange(count, device=self.gram.device)
+        solutions = torch.empty(count, *self.moment.shape[2:], dtype=torch.float64, device=self.gram.device)
         eye = torch.eye(self.gram.shape[-1], dtype=self.gram.dtype, device=self.gram.device)
         for first in range(0, count, BLOCK_CUSTOMERS):
             rows = torch.arange(first, min(first + BLOCK_CUSTOMERS, count), device=strength.device)
-            gram, moment = self.gram[half_life[rows], rows], self.moment[half_life[rows], rows]
+            sums = customers[rows]
+            gram, moment = self.gram[half_life[rows], sums], self.moment[half_life[rows], sums]
             scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
             solutions[rows] = torch.linalg.solve(gram + strength[rows, None, None, None] * scale * eye, moment)
         return solutions
@@ -824,14 +845,21 @@ def train(
     candidates = list(fixed)  # [C, H, F] each
     candidates += equations.candidates(RIDGE_STRENGTHS)  # in `grid`'s order
     # One candidate's served weights at a time ([C, WINDOW, HORIZON] each: all of them at once would be the
-    # fit's largest allocation).
-    scores, _ = validation.scores(linear_parameters(beta, hp.hidden).to(device) for beta in candidates)
-    fixed_scores = None
+    # fit's largest allocation); a fixed one's serve both its scorings.
+    longer = None
     if FIXED_SCORING_WEEKS > 1:  # the fixed candidates are not fitted: any origin before the held-out tail is fair
         hours = FIXED_SCORING_WEEKS * WEEK
         longer = Validation(readings, mean, std, train_lengths + hp.validation_hours - hours, hours)
-        fixed_scores, _ = longer.scores(linear_parameters(beta, hp.hidden).to(device) for beta in fixed)
-        del longer
+    errors, longer_errors = [], []
+    for index, beta in enumerate(candidates):
+        params = linear_parameters(beta, hp.hidden).to(device)
+        errors.append(validation.errors(params))
+        if longer is not None and index < len(fixed):
+            longer_errors.append(longer.errors(params))
+        del params
+    scores, _ = validation.rank(errors)
+    fixed_scores = None if longer is None else longer.rank(longer_errors)[0]
+    del longer, errors, longer_errors
     add_validation_windows(sampler, equations, early_starts, late_starts, hp.validation_hours)
     # Each customer's model is a weighted mean of its members (`members`: a linear map still), the fitted ones
     # fitted again with the validation week's windows too (the most recent data; the held-out tail is never
@@ -839,18 +867,17 @@ def train(
     ranked, weights = members(scores, fixed_scores, len(fixed))  # [C, M] each
     ranked, weights = ranked.to(device), weights.to(device)
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
-    rows = torch.arange(count, device=device)
     for column, weight in zip(ranked.T, weights.T, strict=True):
-        fitted = [max(c - len(fixed), 0) for c in column.tolist()]
-        life = torch.tensor([grid[g][0] for g in fitted], device=device)
-        strength = torch.tensor([grid[g][1] for g in fitted], dtype=torch.float64, device=device)
-        refit = equations.solve(strength, life, True, hp.validation_hours)
-        is_fixed = column < len(fixed)
-        refit[is_fixed] = torch.stack(fixed)[column.clamp_max(len(fixed) - 1), rows][is_fixed]
+        refit = _gather(fixed, column)  # the fixed members as they are; the fitted ones solved again (only they)
+        solved = (column >= len(fixed)).nonzero().squeeze(1)
+        fitted = [grid[c - len(fixed)] for c in column[solved].tolist()]
+        life = torch.tensor([g[0] for g in fitted], dtype=torch.int64, device=device)
+        strength = torch.tensor([g[1] for g in fitted], dtype=torch.float64, device=device)
+        refit[solved] = equations.solve(strength, life, True, hp.validation_hours, solved)
         beta += refit * weight[:, None, None]
     del equations, sampler  # solved: what follows reuses their memory
     # The same mean of the candidates as fitted before the refit: P10/P90 are estimated with it (out of sample).
-    chosen_fits = torch.stack(candidates)[ranked.T, rows]  # [M, C, H, F]
+    chosen_fits = torch.stack([_gather(candidates, column) for column in ranked.T])  # [M, C, H, F]
     before_validation = (chosen_fits * weights.T[..., None, None]).sum(0)
     # The validation MAPE of that model (what the artifact's history reports), and its leading member.
     mapes, _ = validation.errors(linear_parameters(before_validation, hp.hidden).to(device))
@@ -876,6 +903,16 @@ def train(
     if checkpointer:
         checkpointer.maybe_save(_state(models, run_id), force=True)
     return models
+
+
+def _gather(candidates: list[torch.Tensor], column: torch.Tensor) -> torch.Tensor:
+    """[C, HORIZON, F]: customer c's row of candidates[column[c]] (a column past the list: zeros), without
+    stacking the list (20 candidates' copies to take one row each)."""
+    chosen = torch.zeros_like(candidates[0])
+    for index, candidate in enumerate(candidates):
+        rows = (column == index).nonzero().squeeze(1)
+        chosen[rows] = candidate[rows]
+    return chosen
 
 
 def padded(data: SeriesSet) -> SeriesSet:
