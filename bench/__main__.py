@@ -3,6 +3,7 @@
 `make bench ARGS="--quick"` runs fewer repetitions; `ARGS="synth"` runs only the benchmarks named.
 `python -m bench accuracy --dev [--variant all|NAME,...] [--no-lightgbm]`: the accuracy bench's development
 protocol (bench/bench_accuracy.py: data that ends before the test periods), where design variants are compared.
+`python -m bench accuracy --cpu [--baseline REV]`: its CPU comparison with LightGBM L1 alone (no score).
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", action="store_true", help="accuracy only: the development protocol")
     parser.add_argument("--variant", default="", help="accuracy --dev only: design variants to compare, or 'all'")
     parser.add_argument("--no-lightgbm", action="store_true", help="accuracy --dev only: skip the LightGBM peers")
+    parser.add_argument("--cpu", action="store_true", help="accuracy only: the CPU comparison with LightGBM L1")
+    parser.add_argument("--baseline", default="", help="accuracy --cpu only: a git revision's forecaster as an arm")
     args = parser.parse_args(argv)
     options = {}
+    if args.cpu or args.baseline:
+        if args.only != ["accuracy"] or not args.cpu or args.dev or args.variant or args.no_lightgbm:
+            parser.error("--cpu [--baseline REV] is the accuracy bench's CPU comparison alone: run "
+                         "`python -m bench accuracy --cpu [--baseline REV]`")  # fmt: skip
+        options = {"cpu": True, "baseline": args.baseline}
     if args.dev or args.variant or args.no_lightgbm:
         if args.only != ["accuracy"] or not args.dev:
             parser.error("--dev, --variant and --no-lightgbm apply to the accuracy bench's development protocol "

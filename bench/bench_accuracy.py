@@ -30,7 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -228,7 +232,8 @@ def _ffill(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(filled), np.nanmean(values), filled)
 
 
-def _lightgbm(data: series.SeriesSet, origins: np.ndarray, holdout: int, objective: str) -> np.ndarray:
+def _lightgbm(data: series.SeriesSet, origins: np.ndarray, holdout: int, objective: str,
+              threads: int | None = None) -> np.ndarray:  # fmt: skip
     import lightgbm
 
     lags = (24, 48, 168)
@@ -247,7 +252,8 @@ def _lightgbm(data: series.SeriesSet, origins: np.ndarray, holdout: int, objecti
         keep = ~np.isnan(scaled[c, targets])
         rows.append(features(c, targets[keep]))
         labels.append(scaled[c, targets[keep]])
-    model = lightgbm.LGBMRegressor(n_estimators=300, objective=objective, verbose=-1, n_jobs=os.cpu_count())
+    model = lightgbm.LGBMRegressor(n_estimators=300, objective=objective, verbose=-1,
+                                   n_jobs=threads or os.cpu_count())  # fmt: skip
     model.fit(np.concatenate(rows), np.concatenate(labels), categorical_feature=[3, 4])
     out = np.empty((*origins.shape, HORIZON), dtype=np.float32)
     for c in range(len(data)):
@@ -337,10 +343,11 @@ def parse_variants(text: str) -> dict[str, dict[str, object]]:
     return chosen
 
 
-def _ours(data: series.SeriesSet, holdout: int, validation_hours: int) -> tuple[Method, evaluate.Forecasts]:
+def _ours(data: series.SeriesSet, holdout: int, validation_hours: int,
+          fit: Callable = forecaster.train) -> tuple[Method, evaluate.Forecasts]:  # fmt: skip
     hp = forecaster.Hyperparameters(holdout_hours=holdout, validation_hours=validation_hours)
     started = time.process_time()
-    models = forecaster.train(data, hp, progress=False)
+    models = fit(data, hp, progress=False)
     held_out = evaluate.holdout_forecasts(models, data)
     return Method(OURS, held_out.model, time.process_time() - started, len(models.customers)), held_out
 
@@ -449,9 +456,13 @@ def choose(summary: dict[str, list[dict[str, float]]], short: dict[str, float] |
     return next(name for name in kept if worst[name] <= best + TIE)
 
 
-def run(quick: bool = False, dev: bool = False, variants: str = "", lightgbm: bool = True) -> BenchResult:
+def run(quick: bool = False, dev: bool = False, variants: str = "", lightgbm: bool = True, cpu: bool = False,
+        baseline: str = "") -> BenchResult:  # fmt: skip
     """The test protocol (default: the shipped constants, held-out periods scored), or with `dev` the dev
-    protocol (`datasets`), where `variants` (see `parse_variants`) may be compared."""
+    protocol (`datasets`), where `variants` (see `parse_variants`) may be compared; with `cpu`, `cpu_comparison`
+    instead (no score)."""
+    if cpu:
+        return cpu_comparison(quick, baseline)
     if variants and not dev:
         raise ValueError("design variants are compared on the dev protocol only: add --dev")
     torch.set_num_threads(os.cpu_count() or 1)
@@ -515,3 +526,96 @@ def run(quick: bool = False, dev: bool = False, variants: str = "", lightgbm: bo
         rows=rows,
         notes=notes,
     )
+
+
+LGBM_L1 = "LightGBM global (L1)"
+
+
+def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
+    """The CPU side of issue 15's promise, and nothing else (no held-out score is computed, so it chooses
+    nothing): ModelGate (fit + held-out forecasts, `_ours`) against LightGBM L1 (`_lightgbm`, fit + predict), on
+    the test protocol's generated customers, in process CPU seconds of all threads per 1,000 series, the arms
+    alternated in every round. Twice: at one thread each (the headline: a CPU-cost comparison gives both tools
+    the same thread budget, and on a loaded machine idle threads spinning for work inflate CPU time, LightGBM's
+    most), and at the bench's defaults (torch and LightGBM at os.cpu_count() threads). `baseline`: a git revision
+    whose pipelines/steps/forecaster.py runs as a third arm in the same rounds, its models checked against this
+    tree's (the candidates chosen, the largest W_lin / b_lin difference)."""
+    customers, rounds = (QUICK_CUSTOMERS, 2) if quick else (CUSTOMERS, 3)
+    load_before = os.getloadavg()
+    data = generated(customers)
+    origins = _origins(data, GENERATED_HOLDOUT)
+    with tempfile.TemporaryDirectory() as work:
+        arms: dict[str, Callable] = {OURS: forecaster.train}
+        if baseline:
+            arms[f"{OURS}, at {baseline}"] = _forecaster_at(baseline, Path(work)).train
+        rows: list[tuple[str, str]] = []
+        ratios: dict[str, float] = {}
+        models: dict[str, forecaster.TrainedModels] = {}
+        for threads in (1, os.cpu_count() or 1):
+            label = "1 thread each" if threads == 1 else f"{threads} threads each (the bench's default)"
+            torch.set_num_threads(threads)
+            cpu: dict[str, list[float]] = {name: [] for name in (*arms, LGBM_L1)}
+            warm = data.subset(range(8))  # first-call costs of the kernels and the allocator
+            for fit in arms.values():
+                _ours(warm, GENERATED_HOLDOUT, WEEK, fit)
+            _lightgbm(warm, origins[:8], GENERATED_HOLDOUT, "l1", threads)
+            for _ in range(rounds):
+                for name, fit in arms.items():
+                    method, _ = _ours(data, GENERATED_HOLDOUT, WEEK, fit)
+                    cpu[name].append(method.cpu_seconds * 1000 / method.series)
+                _, seconds = _cpu(lambda t=threads: _lightgbm(data, origins, GENERATED_HOLDOUT, "l1", t))
+                cpu[LGBM_L1].append(seconds * 1000 / len(data))
+            for name, values in cpu.items():
+                runs = ", ".join(f"{v:.1f}" for v in values)
+                rows.append((f"{label}: {name}", f"{statistics.median(values):.1f} CPU s per 1,000 series ({runs})"))
+            for name in arms:
+                per_round = [ours / peer for ours, peer in zip(cpu[name], cpu[LGBM_L1], strict=True)]
+                ratios[f"{name}, {label}"] = statistics.median(per_round)
+                rows.append((f"{label}: {name} / LightGBM L1, median of the rounds' ratios",
+                             f"{statistics.median(per_round):.2f}"))  # fmt: skip
+        for name, fit in arms.items():  # the models, once more (deterministic: the same at any thread count)
+            torch.set_num_threads(1)
+            models[name] = fit(data, forecaster.Hyperparameters(holdout_hours=GENERATED_HOLDOUT), progress=False)
+    if baseline:
+        ours, before = models.values()
+        rows.append(("this tree vs the baseline: customers whose candidates differ",
+                     f"{int((ours.chosen_epochs != before.chosen_epochs).sum())} of {len(ours.customers)}"))  # fmt: skip
+        for what, a, b in (("params", ours.params, before.params),
+                           ("validation_params", ours.validation_params, before.validation_params)):  # fmt: skip
+            w_lin = float((a.w_in[..., :HORIZON] - b.w_in[..., :HORIZON]).abs().max())
+            b_lin = float((a.b_in[..., :HORIZON] - b.b_in[..., :HORIZON]).abs().max())
+            rows.append((f"this tree vs the baseline: max |W_lin|, |b_lin| difference ({what}, normalised units)",
+                         f"{w_lin:.2e}, {b_lin:.2e}"))  # fmt: skip
+    load_after = os.getloadavg()
+    rows.insert(0, ("customers x days, rounds (arms alternated in each)", f"{len(data)} x {GENERATED_DAYS}, {rounds}"))
+    rows.insert(
+        1,
+        (
+            "load average (1, 5, 15 min) at start / end",
+            f"{', '.join(f'{v:.1f}' for v in load_before)} / {', '.join(f'{v:.1f}' for v in load_after)}",
+        ),
+    )
+    headline = ratios[f"{OURS}, 1 thread each"]
+    return BenchResult(
+        name="Accuracy bench, CPU only: ModelGate (fit + held-out forecasts) vs LightGBM L1 per 1,000 series",
+        ratio_label="ModelGate / LightGBM L1 CPU per series, 1 thread each (median of the rounds)",
+        ratio=headline,
+        target="<= 1.0",
+        met=headline <= 1.0,
+        rows=rows,
+        notes="Process CPU seconds of all threads (time.process_time). No forecast is scored: nothing is chosen.",
+    )
+
+
+def _forecaster_at(revision: str, directory: Path):
+    """pipelines/steps/forecaster.py as it was at git `revision`, imported as a module of its own."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{revision}:pipelines/steps/forecaster.py"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout  # fmt: skip
+    path = directory / "forecaster_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("forecaster_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

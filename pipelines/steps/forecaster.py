@@ -675,7 +675,7 @@ class NormalEquations:
         squared = weight.square().transpose(1, 2)  # [K, HORIZON, N]
         gram = windows.new_empty(count, HORIZON, p + s, p + s)  # one half-life's, float32
         for index, half_life in enumerate(HALF_LIVES):
-            v = squared * (0.5 ** (age / half_life))[:, None, :] if half_life else squared  # [K, HORIZON, N]
+            v = squared * _decay(age, half_life)[:, None, :] if half_life else squared  # [K, HORIZON, N]
             weighted = picked * v[:, :, None, :]  # [K, HORIZON, P, N]
             gram[..., p:, p:] = (v @ outer).view(count, HORIZON, s, s)
             gram[..., :p, p:] = (weighted.reshape(count, HORIZON * p, n) @ common).view(count, HORIZON, p, s)
@@ -745,6 +745,22 @@ class NormalEquations:
             scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
             solutions[rows] = torch.linalg.solve(gram + strength[rows, None, None, None] * scale * eye, moment)
         return solutions
+
+
+def _decay(age: torch.Tensor, half_life: int) -> torch.Tensor:
+    """0.5 ** (age / half_life), the same for a window whatever block it is summed in: a vectorised pow can round
+    a tensor's last elements (past its whole vectors) otherwise than the rest, and which elements those are
+    depends on the block. Whole-hour ages (all that `sum_windows` gives) read a table of libm's values instead."""
+    whole = age.round()
+    if not torch.equal(age, whole) or bool((age < 0).any()):
+        return 0.5 ** (age / half_life)
+    table = _decay_table(half_life, -(-(int(age.max()) + 1) // 4096) * 4096)  # sizes in steps: few tables
+    return table.to(age)[whole.long()]
+
+
+@functools.cache
+def _decay_table(half_life: int, size: int) -> torch.Tensor:
+    return torch.tensor([0.5 ** (hours / half_life) for hours in range(size)], dtype=torch.float64)
 
 
 def sum_windows(sampler: WindowSampler, equations: NormalEquations, rows: slice | torch.Tensor, begin: torch.Tensor,
