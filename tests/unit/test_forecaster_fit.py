@@ -1,0 +1,75 @@
+"""The closed-form fit's cheaper arithmetic computes what the plain formulas do (pipelines/steps/forecaster.py):
+the normal equations by blocks, the candidates from one eigendecomposition, W_lin from the basis's parts, and a
+window's decay whatever block it is summed in."""
+
+from __future__ import annotations
+
+import torch
+
+from modelgate.model_repository import HORIZON
+from pipelines.steps import forecaster
+
+
+def test_a_windows_decay_does_not_depend_on_the_block_it_is_summed_in():
+    # 8 customers x 16 windows, summed whole and in blocks of 3 (3, 3, 2): a plain vectorised pow rounds some
+    # elements of the shorter tensors otherwise (it did here: the block-size test of test_training.py failed).
+    generator = torch.Generator().manual_seed(0)
+    age = torch.randint(0, 2000, (8, 16), generator=generator).float()
+    whole = forecaster._decay(age, 336)
+    blocks = torch.cat([forecaster._decay(age[first : first + 3], 336) for first in range(0, 8, 3)])
+    assert torch.equal(whole, blocks)
+    assert torch.allclose(whole, 0.5 ** (age.double() / 336).float(), rtol=1e-6, atol=0)
+    fractional = age + 0.5  # not whole hours: the formula itself
+    assert torch.equal(forecaster._decay(fractional, 336), 0.5 ** (fractional / 336))
+
+
+def _problem(customers: int = 3, windows: int = 200):
+    generator = torch.Generator().manual_seed(1)
+    w = torch.randn(customers, windows, forecaster.WINDOW, generator=generator, dtype=torch.float64)
+    target = torch.randn(customers, windows, HORIZON, generator=generator, dtype=torch.float64)
+    weight = torch.rand(customers, windows, HORIZON, generator=generator, dtype=torch.float64)
+    age = torch.randint(0, 900, (customers, windows), generator=generator).double()
+    return w, target, weight, age
+
+
+def test_the_sums_by_blocks_are_the_full_feature_products():
+    w, target, weight, age = _problem()
+    equations = forecaster.NormalEquations(len(w), torch.device("cpu"))
+    equations.add(w, target, weight, age)
+    picks, shared, _ = forecaster.design()  # the features in float64 (`features` reads them in float32)
+    common = torch.cat([w @ shared.double(), torch.ones_like(w[..., :1])], -1)[:, :, None].expand(-1, -1, HORIZON, -1)
+    x = torch.cat([w[..., picks], common], -1).permute(0, 2, 1, 3)  # [C, HORIZON, N, F]
+    residual = (target - w @ forecaster.seasonal_window_average()).transpose(1, 2)
+    for index, half_life in enumerate(forecaster.HALF_LIVES):
+        decay = 0.5 ** (age / half_life) if half_life else torch.ones_like(age)
+        v = (weight.square() * decay[..., None]).transpose(1, 2)  # [C, HORIZON, N]
+        gram = (x * v[..., None]).transpose(-1, -2) @ x
+        moment = ((x * v[..., None]).transpose(-1, -2) @ residual[..., None]).squeeze(-1)
+        # `shared` holds its thirds in float32; the sums take the deviations' thirds exactly: 1e-7, not 1e-16
+        assert (equations.gram[index] - gram).abs().max() <= 1e-6 * gram.abs().max()
+        assert (equations.moment[index] - moment).abs().max() <= 1e-6 * moment.abs().max()
+
+
+def test_every_candidate_is_the_ridge_solve_of_its_half_life_and_strength():
+    w, target, weight, age = _problem()
+    equations = forecaster.NormalEquations(len(w), torch.device("cpu"))
+    equations.add(w, target, weight, age)
+    strengths = (1e-5, 1e-2, 1.0)
+    got = equations.candidates(strengths)
+    expected = [
+        equations.solve(torch.full((len(w),), s, dtype=torch.float64), torch.full((len(w),), life), False, 0)
+        for life in range(len(forecaster.HALF_LIVES))
+        for s in strengths
+    ]
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert (a - b).abs().max() <= 1e-9 * b.abs().max()
+
+
+def test_the_served_weights_from_the_basis_parts_are_the_dense_map():
+    beta = torch.randn(5, HORIZON, forecaster.design()[2].shape[-1], dtype=torch.float64)
+    params = forecaster.linear_parameters(beta, 4)
+    dense = forecaster.seasonal_window_average() + torch.einsum("hwf,chf->cwh", forecaster.design()[2], beta)
+    assert torch.allclose(params.w_in[..., :HORIZON].double(), dense, rtol=0, atol=1e-5)
+    assert torch.equal(params.b_in[:, 0, :HORIZON], beta[..., -1].float())
+    assert not params.w_in[..., HORIZON:].any()
