@@ -19,7 +19,7 @@ def test_a_windows_decay_does_not_depend_on_the_block_it_is_summed_in():
     whole = forecaster._decay(age, 336)
     blocks = torch.cat([forecaster._decay(age[first : first + 3], 336) for first in range(0, 8, 3)])
     assert torch.equal(whole, blocks)
-    assert torch.allclose(whole, 0.5 ** (age.double() / 336).float(), rtol=1e-6, atol=0)
+    assert torch.allclose(whole, (0.5 ** (age.double() / 336)).float(), rtol=1e-6, atol=0)
     fractional = age + 0.5  # not whole hours: the formula itself
     assert torch.equal(forecaster._decay(fractional, 336), 0.5 ** (fractional / 336))
 
