@@ -528,7 +528,7 @@ def run(quick: bool = False, dev: bool = False, variants: str = "", lightgbm: bo
     )
 
 
-LGBM_L1 = "LightGBM global (L1)"
+LGBM_L1 = "LightGBM L1"
 
 
 def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
@@ -545,9 +545,9 @@ def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
     data = generated(customers)
     origins = _origins(data, GENERATED_HOLDOUT)
     with tempfile.TemporaryDirectory() as work:
-        arms: dict[str, Callable] = {OURS: forecaster.train}
+        arms: dict[str, Callable] = {"ModelGate": forecaster.train}
         if baseline:
-            arms[f"{OURS}, at {baseline}"] = _forecaster_at(baseline, Path(work)).train
+            arms[f"ModelGate at {baseline}"] = _forecaster_at(baseline, Path(work)).train
         rows: list[tuple[str, str]] = []
         ratios: dict[str, float] = {}
         models: dict[str, forecaster.TrainedModels] = {}
@@ -571,15 +571,17 @@ def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
             for name in arms:
                 per_round = [ours / peer for ours, peer in zip(cpu[name], cpu[LGBM_L1], strict=True)]
                 ratios[f"{name}, {label}"] = statistics.median(per_round)
-                rows.append((f"{label}: {name} / LightGBM L1, median of the rounds' ratios",
+                rows.append((f"{label}: {name} / LightGBM L1 (median of the rounds' ratios)",
                              f"{statistics.median(per_round):.2f}"))  # fmt: skip
         for name, fit in arms.items():  # the models, once more (deterministic: the same at any thread count)
             torch.set_num_threads(1)
             models[name] = fit(data, forecaster.Hyperparameters(holdout_hours=GENERATED_HOLDOUT), progress=False)
     if baseline:
         ours, before = models.values()
-        rows.append(("this tree vs the baseline: customers whose candidates differ",
-                     f"{int((ours.chosen_epochs != before.chosen_epochs).sum())} of {len(ours.customers)}"))  # fmt: skip
+        differ = int((ours.chosen_epochs != before.chosen_epochs).sum())
+        rows.append(
+            ("this tree vs the baseline: customers whose candidates differ", f"{differ} of {len(ours.customers)}")
+        )
         for what, a, b in (("params", ours.params, before.params),
                            ("validation_params", ours.validation_params, before.validation_params)):  # fmt: skip
             w_lin = float((a.w_in[..., :HORIZON] - b.w_in[..., :HORIZON]).abs().max())
@@ -595,7 +597,7 @@ def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
             f"{', '.join(f'{v:.1f}' for v in load_before)} / {', '.join(f'{v:.1f}' for v in load_after)}",
         ),
     )
-    headline = ratios[f"{OURS}, 1 thread each"]
+    headline = ratios["ModelGate, 1 thread each"]
     return BenchResult(
         name="Accuracy bench, CPU only: ModelGate (fit + held-out forecasts) vs LightGBM L1 per 1,000 series",
         ratio_label="ModelGate / LightGBM L1 CPU per series, 1 thread each (median of the rounds)",

@@ -701,26 +701,27 @@ class NormalEquations:
 
     def candidates(self, strengths: tuple[float, ...]) -> list[torch.Tensor]:
         """The ridge solutions [C, HORIZON, F] of every (half-life, strength) in HALF_LIVES x `strengths`, in that
-        order, from the sums before `add_late`: what `solve` gives for each, from one symmetric eigendecomposition
-        G = Q diag(l) Q' per customer, forecast hour and half-life, (G + s I)^-1 m = Q ((Q'm) / (l + s)) for every
-        strength s, where a solve per strength would factorise the same matrix again. A block of customers at a
-        time (a customer's solutions do not depend on its block)."""
+        order, from the sums before `add_late`: the systems `solve` builds, solved as it solves them (the same
+        bits), read in place and shifted on the diagonal in one reused buffer where `solve` gathers a copy of
+        the sums and adds a full ridge matrix per call (it takes a half-life and a strength per customer; this
+        is most of its time). A block of customers at a time (a customer's solutions do not depend on it)."""
         if self.later_by is not None:
             raise ValueError("the candidates are solved from the sums without the validation windows, before add_late")
         count = self.gram.shape[1]
         lives = len(HALF_LIVES)
         solutions = torch.empty(lives, len(strengths), *self.moment.shape[1:], dtype=torch.float64,
                                 device=self.gram.device)  # fmt: skip
-        relative = torch.tensor(strengths, dtype=torch.float64, device=self.gram.device)
+        system = None
         for first in range(0, count, BLOCK_CUSTOMERS):
             rows = slice(first, min(first + BLOCK_CUSTOMERS, count))
             for life in range(lives):
-                gram, moment = self.gram[life, rows], self.moment[life, rows]  # [B, HORIZON, F, F], [B, HORIZON, F]
-                scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)  # [B, HORIZON]
-                values, vectors = torch.linalg.eigh(gram)
-                projected = (moment[..., None, :] @ vectors).squeeze(-2)  # Q'm: [B, HORIZON, F]
-                shrunk = projected[..., None, :] / (values[..., None, :] + (relative * scale[..., None])[..., None])
-                solutions[life, :, rows] = (shrunk @ vectors.transpose(-1, -2)).movedim(-2, 0)  # [S, B, HORIZON, F]
+                gram, moment = self.gram[life, rows], self.moment[life, rows]  # views
+                scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None]  # [B, HORIZON, 1]
+                if system is None or system.shape != gram.shape:
+                    system = torch.empty_like(gram)
+                for index, strength in enumerate(strengths):
+                    system.copy_(gram).diagonal(dim1=-2, dim2=-1).add_(strength * scale)
+                    solutions[life, index, rows] = torch.linalg.solve(system, moment)
         return [solutions[life, index] for life in range(lives) for index in range(len(strengths))]
 
     def solve(self, strength: torch.Tensor, half_life: torch.Tensor, late: bool, later_by: int,
