@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from bench import __main__ as bench_main
 from bench import bench_accuracy
@@ -141,3 +142,29 @@ def test_the_rule_drops_a_variant_the_short_history_condition_would_refuse():
     # None passes: the short-history ratio joins the worst ratio (better: 1.10 -> 1.30; current: 1.20).
     assert bench_accuracy.choose(summary, {"current": 1.02, "better": 1.30}) == "current"
     assert bench_accuracy.choose(summary, {"current": 1.02, "better": 1.04}) == "better"
+
+
+def test_the_cpu_comparison_runs_alone_and_reports_both_thread_budgets(monkeypatch):
+    for argv in (["accuracy", "--cpu", "--dev"], ["training", "--cpu"], ["accuracy", "--baseline", "main"]):
+        with pytest.raises(SystemExit):
+            bench_main.main(argv)
+    # The arms on tiny stand-ins (their CPU is whatever it is): the rows and the headline's thread budget.
+    data = series_set(3, 24 * 60, first_hour=0)
+    monkeypatch.setattr(bench_accuracy, "generated", lambda customers: data)
+    monkeypatch.setattr(bench_accuracy, "QUICK_CUSTOMERS", 3)
+    fits = []
+
+    def fake_ours(subset, holdout, validation_hours, fit):
+        fits.append(torch.get_num_threads())
+        return bench_accuracy.Method("ours", np.zeros(1), 2.0 * len(subset), len(subset)), None
+
+    monkeypatch.setattr(bench_accuracy, "_ours", fake_ours)
+    monkeypatch.setattr(bench_accuracy, "_lightgbm", lambda *args: None)
+    monkeypatch.setattr(bench_accuracy, "_cpu", lambda fn: (fn(), 1.0))
+    monkeypatch.setattr(forecaster, "train", lambda *args, **kwargs: None)
+    result = bench_accuracy.cpu_comparison(quick=True)
+    labels = [what for what, _ in result.rows]
+    assert any(label.startswith("1 thread each: ModelGate / LightGBM L1") for label in labels)
+    assert sum(label.endswith("(median of the rounds' ratios)") for label in labels) == 2  # both budgets
+    assert fits[:3] == [1, 1, 1]  # warm-up and the rounds at one thread first
+    assert result.ratio == pytest.approx((2.0 * 1000) / (1.0 * 1000 / 3))  # 2 s per series vs 1 s per 3
