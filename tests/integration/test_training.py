@@ -239,14 +239,15 @@ def test_the_refit_adds_the_validation_windows_and_decays_the_older_ones(data):
 
 def test_the_models_do_not_depend_on_the_customer_blocks_of_the_fit(data, monkeypatch):
     """The pass, the solves and the weights are computed a block of customers at a time (bounded memory): any
-    block size gives the same models, bit for bit (customers of different lengths share blocks here)."""
+    block size gives the same models and the same choices (customers of different lengths share blocks here).
+    To float32 round-off, not bit for bit: the BLAS may split a batched product differently by batch size (seen
+    on an AVX-512 EPYC: one customer's weights 1.5e-8 apart with blocks of 3)."""
     assert len(set(data.lengths.tolist())) > 1
     whole = forecaster.train(data, HP, progress=False)
     monkeypatch.setattr(forecaster, "BLOCK_CUSTOMERS", 3)
     blocks = forecaster.train(data, HP, progress=False)
-    for got, expected in zip(blocks.params.tensors() + blocks.validation_params.tensors(),
-                             whole.params.tensors() + whole.validation_params.tensors(), strict=True):  # fmt: skip
-        assert torch.equal(got, expected)
+    assert close(blocks.params, whole.params)
+    assert close(blocks.validation_params, whole.validation_params)
     assert torch.equal(blocks.chosen_epochs, whole.chosen_epochs)
 
 
