@@ -404,6 +404,22 @@ def test_training_in_shards_gives_the_models_of_one_unsharded_run(data, curated,
     assert torch.equal(sharded.mean, unsharded.mean)
 
 
+def test_a_customer_whose_files_hold_no_row_is_skipped_with_its_reason_not_failing_the_job(curated, tmp_path):
+    """Nothing dropped silently, no partial failure: a customer object whose Parquet files hold no row (alone in
+    its shard here) is listed among the skipped with why, and the others train as they would without it."""
+    channel = tmp_path / "train"
+    shutil.copytree(curated, channel)
+    table = pq.read_table(next(iter(sorted(channel.glob("customer=*/*.parquet")))))
+    (channel / "customer=aaa-empty").mkdir()
+    pq.write_table(table.slice(0, 0), channel / "customer=aaa-empty" / "part-00000.parquet")
+    argv = [*ARGS, "--shard-customers", "1"]
+    assert train.main(argv, environ(tmp_path, "algo-1", ["algo-1"], channel)) == 0
+    trained = artifact.load(tmp_path / "model")
+    assert "aaa-empty" not in trained.customers
+    assert len(trained.customers) == len(list(curated.iterdir()))
+    assert trained.skipped["aaa-empty"] == "its curated files hold no reading"
+
+
 def test_a_shard_size_below_one_is_refused(curated, tmp_path):
     argv = [*ARGS, "--shard-customers", "0"]
     assert train.main(argv, environ(tmp_path, "algo-1", ["algo-1"], curated)) == 1
