@@ -258,8 +258,9 @@ class TrainedModels:
 
 
 def eligible(data: SeriesSet, hp: Hyperparameters) -> tuple[list[int], dict[str, str]]:
-    """Customers with enough data to train and evaluate, and why the others are skipped."""
-    keep, skipped = [], {}
+    """Customers with enough data to train and evaluate, and why the others are skipped (those whose files held
+    no row too: nothing is dropped without a reason)."""
+    keep, skipped = [], dict.fromkeys(data.empty, "its curated files hold no reading")
     for index, customer in enumerate(data.customers):
         length = int(data.lengths[index])
         train = data.values[index, : max(length - hp.holdout_hours, 0)]

@@ -28,6 +28,7 @@ class SeriesSet:
     values: np.ndarray  # float32 [C, T], NaN = no reading
     lengths: np.ndarray  # int64 [C], hours from the first to the last reading, inclusive
     starts: np.ndarray  # int64 [C], first hour as microseconds since the epoch (UTC)
+    empty: tuple[str, ...] = ()  # customers read whose files hold no row: no series, skipped with that reason
 
     def __len__(self) -> int:
         return len(self.customers)
@@ -40,7 +41,7 @@ class SeriesSet:
             values=self.values[indices, :width],
             lengths=self.lengths[indices],
             starts=self.starts[indices],
-        )
+        )  # `empty` stays behind: it names no row of the set
 
     def hours(self, index: int) -> pd.DatetimeIndex:
         """The UTC timestamps of customer `index`'s series."""
@@ -82,7 +83,9 @@ def read_curated(
     directory: Path, customers: list[str] | tuple[str, ...] | None = None, files: dict[str, list[Path]] | None = None
 ) -> SeriesSet:
     """The series of `customers` (default: every customer) under `directory`, sorted by id; `files` is
-    `curated_files`'s answer when the caller already has it. A customer whose files hold no row has no series.
+    `curated_files`'s answer when the caller already has it. A customer whose files hold no row has no series and
+    is named in `empty` (a shard of such customers alone is an empty set, not an error: the train step skips them
+    with that reason, and fails only when no customer at all can be trained).
 
     Bounded memory: read one customer at a time (its files' two columns) and turned into its row of hours at once,
     so a read holds the series (4 B per hour) and one customer's records, whatever the number of customers: a
@@ -93,22 +96,21 @@ def read_curated(
     missing = [c for c in wanted if c not in files]
     if missing:
         raise StepInputError(f"curated input {directory} lacks {len(missing)} customer(s), e.g. {missing[:5]}")
-    names, firsts, rows = [], [], []
+    names, firsts, rows, empty = [], [], [], []
     for customer in sorted(set(wanted)):
         found = _customer_row(files[customer])
-        if found is not None:
+        if found is None:
+            empty.append(customer)
+        else:
             names.append(customer)
             firsts.append(found[0])
             rows.append(found[1])
-    if not rows:
-        count = sum(len(files[c]) for c in wanted)
-        raise StepInputError(f"curated input {directory} holds {count} Parquet file(s) but no rows")
     lengths = np.array([len(row) for row in rows], dtype=np.int64)
-    values = np.full((len(rows), int(lengths.max())), np.nan, dtype=np.float32)
+    values = np.full((len(rows), int(lengths.max(initial=0))), np.nan, dtype=np.float32)
     for index in range(len(rows)):
         values[index, : lengths[index]] = rows[index]
         rows[index] = None  # freed as copied
-    return SeriesSet(tuple(names), values, lengths, np.array(firsts, dtype=np.int64) * HOUR_US)
+    return SeriesSet(tuple(names), values, lengths, np.array(firsts, dtype=np.int64) * HOUR_US, tuple(empty))
 
 
 def _customer_row(paths: list[Path]) -> tuple[int, np.ndarray] | None:

@@ -239,14 +239,15 @@ def test_the_refit_adds_the_validation_windows_and_decays_the_older_ones(data):
 
 def test_the_models_do_not_depend_on_the_customer_blocks_of_the_fit(data, monkeypatch):
     """The pass, the solves and the weights are computed a block of customers at a time (bounded memory): any
-    block size gives the same models, bit for bit (customers of different lengths share blocks here)."""
+    block size gives the same models and the same choices (customers of different lengths share blocks here).
+    To float32 round-off, not bit for bit: the BLAS may split a batched product differently by batch size (seen
+    on an AVX-512 EPYC: one customer's weights 1.5e-8 apart with blocks of 3)."""
     assert len(set(data.lengths.tolist())) > 1
     whole = forecaster.train(data, HP, progress=False)
     monkeypatch.setattr(forecaster, "BLOCK_CUSTOMERS", 3)
     blocks = forecaster.train(data, HP, progress=False)
-    for got, expected in zip(blocks.params.tensors() + blocks.validation_params.tensors(),
-                             whole.params.tensors() + whole.validation_params.tensors(), strict=True):  # fmt: skip
-        assert torch.equal(got, expected)
+    assert close(blocks.params, whole.params)
+    assert close(blocks.validation_params, whole.validation_params)
     assert torch.equal(blocks.chosen_epochs, whole.chosen_epochs)
 
 
@@ -401,6 +402,22 @@ def test_training_in_shards_gives_the_models_of_one_unsharded_run(data, curated,
     # The step stores the P10/P90 offsets of quantiles.fit (the trained models' validation errors) with them.
     assert close_intervals(sharded.intervals, quantiles.fit(unsharded, data))
     assert torch.equal(sharded.mean, unsharded.mean)
+
+
+def test_a_customer_whose_files_hold_no_row_is_skipped_with_its_reason_not_failing_the_job(curated, tmp_path):
+    """Nothing dropped silently, no partial failure: a customer object whose Parquet files hold no row (alone in
+    its shard here) is listed among the skipped with why, and the others train as they would without it."""
+    channel = tmp_path / "train"
+    shutil.copytree(curated, channel)
+    table = pq.read_table(next(iter(sorted(channel.glob("customer=*/*.parquet")))))
+    (channel / "customer=aaa-empty").mkdir()
+    pq.write_table(table.slice(0, 0), channel / "customer=aaa-empty" / "part-00000.parquet")
+    argv = [*ARGS, "--shard-customers", "1"]
+    assert train.main(argv, environ(tmp_path, "algo-1", ["algo-1"], channel)) == 0
+    trained = artifact.load(tmp_path / "model")
+    assert "aaa-empty" not in trained.customers
+    assert len(trained.customers) == len(list(curated.iterdir()))
+    assert trained.skipped["aaa-empty"] == "its curated files hold no reading"
 
 
 def test_a_shard_size_below_one_is_refused(curated, tmp_path):

@@ -139,26 +139,20 @@ def counting_proxy():
     server.close()
 
 
-def test_definition_is_built_without_a_single_network_request(counting_proxy):
-    proxy, connections = counting_proxy
-    text = pipeline_assets.generate_definition(SETTINGS, proxy=proxy)
-    definition = json.loads(text)
-    parameters = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
-    assert parameters["TrainingInstanceCount"] == 2
-    assert "Epochs" not in parameters, "the closed-form fit has no epochs: no knob that does nothing"
-    assert parameters["MetricThreshold"] == 0.9
-    assert connections == [], f"the SDK tried the network: {connections}"
-    assert pipeline_assets.generate_definition(SETTINGS) == text, "deterministic: same settings, same definition"
-
-
 def test_one_builder_process_serves_a_synths_definitions_as_fresh_processes_build_them(counting_proxy):
     """`shared_builders` (build_app's): the SDK imported once for every definition of an app. Each definition must
-    be byte for byte what a fresh child builds, a refused one must not stop the next, a builder that died is
-    replaced, and none outlives the block."""
+    be byte for byte what a fresh child builds (deterministic: same settings, same definition), a refused one must
+    not stop the next, a builder that died is replaced, and none outlives the block. Neither a fresh child nor a
+    builder makes a single network request. (One test: a fresh child costs ~8 s of SDK import.)"""
     proxy, connections = counting_proxy
     glue = definition_inputs.DefinitionSettings(**{**SETTINGS.__dict__, "prep_engine": "glue"})
     spark = definition_inputs.DefinitionSettings(**{**SETTINGS.__dict__, "prep_engine": "spark"})
     fresh = pipeline_assets.generate_definition(SETTINGS, proxy=proxy)
+    assert connections == [], f"the SDK tried the network: {connections}"
+    parameters = {p["Name"]: p.get("DefaultValue") for p in json.loads(fresh)["Parameters"]}
+    assert parameters["TrainingInstanceCount"] == 2
+    assert "Epochs" not in parameters, "the closed-form fit has no epochs: no knob that does nothing"
+    assert parameters["MetricThreshold"] == 0.9
     with pipeline_assets.shared_builders():
         served = [pipeline_assets.generate_definition(s, proxy=proxy) for s in (SETTINGS, glue)]
         with pytest.raises(pipeline_assets.DefinitionBuildError, match="unknown prep engine 'spark'"):

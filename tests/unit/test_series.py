@@ -96,13 +96,15 @@ def test_only_the_last_two_years_of_a_longer_history_are_read(tmp_path):
     np.testing.assert_array_equal(data.values[0], np.arange(10, len(hours), dtype=np.float32))
 
 
-def test_a_customer_whose_files_hold_no_row_has_no_series(tmp_path):
+def test_a_customer_whose_files_hold_no_row_has_no_series_and_is_named(tmp_path):
     known = known_series(3, seed=7)
     write_series(tmp_path, known, files=1, row_group=100)
     write_customer(tmp_path, "empty", np.zeros(0, dtype=np.int64), np.zeros(0), files=2)
-    assert_series(series.read_curated(tmp_path), known)
-    with pytest.raises(StepInputError, match=r"holds 2 Parquet file\(s\) but no rows"):
-        series.read_curated(tmp_path, ["empty"])
+    whole = series.read_curated(tmp_path)
+    assert_series(whole, known)
+    assert whole.empty == ("empty",)
+    alone = series.read_curated(tmp_path, ["empty"])  # a shard of it alone: an empty set, not an error
+    assert (alone.customers, alone.values.shape, alone.empty) == ((), (0, 0), ("empty",))
 
 
 def test_a_read_holds_the_series_and_one_customers_records_not_every_record(tmp_path):

@@ -4,7 +4,7 @@ deployed in the local world, and its request-approval function (the real handler
 own role) mails the 60th model's approvers: the list it loads from its code package holds every model.
 
 The serving stacks are left out: none of them grows with the models (one `Serving-<model>` stack per model, one
-API stack; tests/infra/test_serving.py synthesizes 40 models)."""
+API stack; tests/infra/test_serving.py synthesizes 20 models)."""
 
 from __future__ import annotations
 
