@@ -653,7 +653,6 @@ class NormalEquations:
         self.gram = torch.zeros(*shape, size, size, dtype=torch.float64, device=device)
         self.moment = torch.zeros(*shape, size, dtype=torch.float64, device=device)
         self.later_by: int | None = None  # hours the late windows were folded in with (None: not yet)
-        self.prior = seasonal_window_average().to(device, torch.float32)  # once: `add` runs per chunk and block
 
     def add(self, windows, target, weight, age, rows: slice = slice(None)) -> None:
         """Windows [K, N, WINDOW] of the K customers `rows`, their targets, weights [K, N, HORIZON], ages [K, N].
@@ -704,8 +703,8 @@ class NormalEquations:
         """The ridge solutions [C, HORIZON, F] of every (half-life, strength) in HALF_LIVES x `strengths`, in that
         order, from the sums before `add_late`: the systems `solve` builds, solved as it solves them (the same
         bits), read in place and shifted on the diagonal in one reused buffer where `solve` gathers a copy of
-        the sums and adds a full ridge matrix per call (it takes a half-life and a strength per customer; this
-        is most of its time). A block of customers at a time (a customer's solutions do not depend on it)."""
+        the sums and adds a full ridge matrix per call (it takes a half-life and a strength per customer). A
+        block of customers at a time (a customer's solutions do not depend on it)."""
         if self.later_by is not None:
             raise ValueError("the candidates are solved from the sums without the validation windows, before add_late")
         count = self.gram.shape[1]
