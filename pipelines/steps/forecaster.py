@@ -644,15 +644,43 @@ class NormalEquations:
     order whatever the other customers are (chunks are fixed ranges of start hours; a window outside a
     customer's range weighs exactly 0), so sharding changes nothing.
 
-    Memory: the sums are float64 (their float32 products per chunk and block are added in), one [C, HORIZON, F, F]
-    per half-life; the rest is per customer block (`BLOCK_CUSTOMERS`)."""
+    Memory: the sums are float64 (their float32 products per chunk and block are added in), per half-life and
+    customer X'VX by its blocks (`add`): the shared columns' S x S block as its upper triangle (it is symmetric),
+    the picked rows against the shared columns (P x S) and the P x P block, about half of a full F x F; `grams`
+    assembles the full matrices a block of customers at a time, for the solves. The rest is per customer block
+    (`BLOCK_CUSTOMERS`)."""
 
     def __init__(self, count: int, device: torch.device) -> None:
-        size = len(design()[0][0]) + design()[1].shape[1] + 1
+        p, s = design()[0].shape[1], design()[1].shape[1] + 1
         shape = (len(HALF_LIVES), count, HORIZON)
-        self.gram = torch.zeros(*shape, size, size, dtype=torch.float64, device=device)
-        self.moment = torch.zeros(*shape, size, dtype=torch.float64, device=device)
+        self.shared = torch.zeros(*shape, s * (s + 1) // 2, dtype=torch.float64, device=device)
+        self.cross = torch.zeros(*shape, p, s, dtype=torch.float64, device=device)
+        self.own = torch.zeros(*shape, p, p, dtype=torch.float64, device=device)
+        self.moment = torch.zeros(*shape, p + s, dtype=torch.float64, device=device)
         self.later_by: int | None = None  # hours the late windows were folded in with (None: not yet)
+
+    def parts(self) -> tuple[torch.Tensor, ...]:
+        """The sums as stored, each [len(HALF_LIVES), C, HORIZON, ...]."""
+        return self.shared, self.cross, self.own, self.moment
+
+    def grams(self, life: int | torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
+        """X'VX [B, HORIZON, F, F] of the customers `rows` at half-life index `life` (one, or one per customer)."""
+        shared, cross, own = self.shared[life, rows], self.cross[life, rows], self.own[life, rows]
+        p, s = cross.shape[-2:]
+        upper = _upper(s, shared.device)
+        gram = shared.new_empty(*shared.shape[:-1], p + s, p + s)
+        block = gram[..., p:, p:]
+        block[..., upper[0], upper[1]] = shared
+        block[..., upper[1], upper[0]] = shared
+        gram[..., :p, p:] = cross
+        gram[..., p:, :p] = cross.transpose(-1, -2)
+        gram[..., :p, :p] = own
+        return gram
+
+    @property
+    def gram(self) -> torch.Tensor:
+        """Every customer's full X'VX [len(HALF_LIVES), C, HORIZON, F, F] (for checks: twice the sums' memory)."""
+        return torch.stack([self.grams(life, slice(None)) for life in range(len(HALF_LIVES))])
 
     def add(self, windows, target, weight, age, rows: slice = slice(None)) -> None:
         """Windows [K, N, WINDOW] of the K customers `rows`, their targets, weights [K, N, HORIZON], ages [K, N].
@@ -666,22 +694,20 @@ class NormalEquations:
         p, s = picks.shape[1], shared.shape[1] + 1
         count, n = windows.shape[:2]
         common = torch.cat([_deviations(windows), torch.ones_like(windows[..., :1])], -1)  # [K, N, S]
-        outer = (common[..., :, None] * common[..., None, :]).view(count, n, s * s)  # [K, N, S * S]
+        # [K, N, S(S+1)/2]: the symmetric block's upper half, row by row (`_upper`'s order; a gather is 6x slower)
+        outer = torch.cat([common[..., i : i + 1] * common[..., i:] for i in range(s)], -1)
         # Hour h's picks are h + the same offsets for every h: slices, not a gather (contiguous: faster products).
         offsets = (picks[0] - picks[0, 0]).tolist()
         picked = torch.stack([windows[..., o : o + HORIZON].transpose(1, 2) for o in offsets], 2)  # [K, HORIZON, P, N]
         weeks = windows.view(count, n, WINDOW // WEEK, WEEK)[..., :HORIZON]  # the seasonal window average's hours
         residual = (target - weeks.sum(2) / (WINDOW // WEEK)).transpose(1, 2)  # [K, HORIZON, N]
         squared = weight.square().transpose(1, 2)  # [K, HORIZON, N]
-        gram = windows.new_empty(count, HORIZON, p + s, p + s)  # one half-life's, float32
         for index, half_life in enumerate(HALF_LIVES):
             v = squared * _decay(age, half_life)[:, None, :] if half_life else squared  # [K, HORIZON, N]
             weighted = picked * v[:, :, None, :]  # [K, HORIZON, P, N]
-            gram[..., p:, p:] = (v @ outer).view(count, HORIZON, s, s)
-            gram[..., :p, p:] = (weighted.reshape(count, HORIZON * p, n) @ common).view(count, HORIZON, p, s)
-            gram[..., p:, :p] = gram[..., :p, p:].transpose(-1, -2)
-            gram[..., :p, :p] = weighted @ picked.transpose(-1, -2)
-            self.gram[index, rows].add_(gram)  # float32 products, float64 sums
+            self.shared[index, rows].add_(v @ outer)  # float32 products, float64 sums
+            self.cross[index, rows].add_((weighted.reshape(count, HORIZON * p, n) @ common).view(count, HORIZON, p, s))
+            self.own[index, rows].add_(weighted @ picked.transpose(-1, -2))
             moment = self.moment[index, rows]
             vr = v * residual
             moment[..., :p].add_((weighted @ residual[..., None]).squeeze(-1))
@@ -692,11 +718,11 @@ class NormalEquations:
         hours more (their ages counted from the end of the validation week)."""
         if self.later_by not in (None, later_by):
             raise ValueError(f"late windows were folded in {self.later_by} hours later, not {later_by}")
-        lives = torch.tensor(HALF_LIVES, dtype=torch.float64, device=self.gram.device)
+        lives = torch.tensor(HALF_LIVES, dtype=torch.float64, device=self.moment.device)
         factor = torch.where(lives > 0, 0.5 ** (later_by / lives.clamp_min(1)), 1.0)
-        for index in range(len(HALF_LIVES)):
-            self.gram[index, rows] = self.gram[index, rows] * factor[index] + late.gram[index]
-            self.moment[index, rows] = self.moment[index, rows] * factor[index] + late.moment[index]
+        for mine, theirs in zip(self.parts(), late.parts(), strict=True):
+            for index in range(len(HALF_LIVES)):
+                mine[index, rows] = mine[index, rows] * factor[index] + theirs[index]
         self.later_by = later_by
 
     def candidates(self, strengths: tuple[float, ...]) -> list[torch.Tensor]:
@@ -707,15 +733,15 @@ class NormalEquations:
         block of customers at a time (a customer's solutions do not depend on it)."""
         if self.later_by is not None:
             raise ValueError("the candidates are solved from the sums without the validation windows, before add_late")
-        count = self.gram.shape[1]
+        count = self.moment.shape[1]
         lives = len(HALF_LIVES)
         solutions = torch.empty(lives, len(strengths), *self.moment.shape[1:], dtype=torch.float64,
-                                device=self.gram.device)  # fmt: skip
+                                device=self.moment.device)  # fmt: skip
         system = None
         for first in range(0, count, BLOCK_CUSTOMERS):
             rows = slice(first, min(first + BLOCK_CUSTOMERS, count))
             for life in range(lives):
-                gram, moment = self.gram[life, rows], self.moment[life, rows]  # views
+                gram, moment = self.grams(life, rows), self.moment[life, rows]
                 scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None]  # [B, HORIZON, 1]
                 if system is None or system.shape != gram.shape:
                     system = torch.empty_like(gram)
@@ -736,16 +762,22 @@ class NormalEquations:
                              "candidates, after it for the refit")  # fmt: skip
         count = len(strength)
         if customers is None:
-            customers = torch.arange(count, device=self.gram.device)
-        solutions = torch.empty(count, *self.moment.shape[2:], dtype=torch.float64, device=self.gram.device)
-        eye = torch.eye(self.gram.shape[-1], dtype=self.gram.dtype, device=self.gram.device)
+            customers = torch.arange(count, device=self.moment.device)
+        solutions = torch.empty(count, *self.moment.shape[2:], dtype=torch.float64, device=self.moment.device)
+        eye = torch.eye(self.moment.shape[-1], dtype=torch.float64, device=self.moment.device)
         for first in range(0, count, BLOCK_CUSTOMERS):
             rows = torch.arange(first, min(first + BLOCK_CUSTOMERS, count), device=strength.device)
             sums = customers[rows]
-            gram, moment = self.gram[half_life[rows], sums], self.moment[half_life[rows], sums]
+            gram, moment = self.grams(half_life[rows], sums), self.moment[half_life[rows], sums]
             scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
             solutions[rows] = torch.linalg.solve(gram + strength[rows, None, None, None] * scale * eye, moment)
         return solutions
+
+
+@functools.cache
+def _upper(size: int, device: torch.device) -> torch.Tensor:
+    """[2, size(size+1)/2]: the row and column of each upper-triangle entry of a size x size matrix."""
+    return torch.triu_indices(size, size, device=device)
 
 
 def _decay(age: torch.Tensor, half_life: int) -> torch.Tensor:
@@ -802,7 +834,7 @@ def add_validation_windows(sampler: WindowSampler, equations: NormalEquations, e
     its customers' own; a customer's sums do not depend on its block."""
     batch = sampler.batch_size
     for rows in length_blocks(early_starts):
-        late = NormalEquations(len(rows), equations.gram.device)
+        late = NormalEquations(len(rows), equations.moment.device)
         chunks = range(int(early_starts[rows].min()) // batch, -(-int(late_starts[rows].max()) // batch))
         sum_windows(sampler, late, rows, early_starts, late_starts, chunks)
         equations.add_late(late, rows, later_by)
@@ -850,13 +882,14 @@ def train(
         chunks = range(-(-int(early_starts[rows].max()) // hp.batch_size))  # from start hour 0
         block = NormalEquations(len(rows), device)
         sum_windows(sampler, block, rows, zero, early_starts, chunks)
-        equations.gram[:, rows], equations.moment[:, rows] = block.gram, block.moment
+        for mine, theirs in zip(equations.parts(), block.parts(), strict=True):
+            mine[:, rows] = theirs
         del block
 
     # Candidates, each scored on the validation week: the fixed ones first (0 is the seasonal window average, the
     # prior; then the level candidates), then every (half-life, strength) fitted on the windows before it.
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
-    size = equations.gram.shape[-1]
+    size = equations.moment.shape[-1]
     fixed = fixed_candidates(count, size, device)
     grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
     candidates = list(fixed)  # [C, H, F] each
