@@ -28,9 +28,10 @@ learning rate, exact.
 
 Sharding: each customer's sums read only its own windows, chunked by fixed ranges of start hours, so a customer's
 model does not depend on which other customers (or host) it was fitted with: tests/integration/test_training.py
-checks this. Memory: the F x F float64 sums per customer, forecast hour and half-life (one set: the validation
-week's windows are summed a customer block at a time and folded in after the candidates are solved), plus one
-block of BLOCK_CUSTOMERS customers' temporaries at a time (a chunk's windows and features, a block's systems).
+checks this. Memory: the float64 sums per customer, forecast hour and half-life (X'VX by its blocks, about half
+of F x F: `NormalEquations`; one set: the validation week's windows are summed a customer block at a time and
+folded in after the candidates are solved), plus one block of BLOCK_CUSTOMERS customers' temporaries at a time
+(a chunk's windows and their products, a block's systems).
 
 Short histories: windows may reach before a customer's first reading (`padded`: those hours are gaps, filled as
 any leading gap), so a customer needs MIN_CONTEXT (one week) of real hours per window, not all of WINDOW.
