@@ -1,5 +1,5 @@
 """The closed-form fit's cheaper arithmetic computes what the plain formulas do (pipelines/steps/forecaster.py):
-the normal equations by blocks, the candidates from one eigendecomposition, W_lin from the basis's parts, and a
+the normal equations by blocks, the candidates on the sums in place, W_lin from the basis's parts, and a
 window's decay whatever block it is summed in."""
 
 from __future__ import annotations
