@@ -77,14 +77,18 @@ def test_the_served_weights_from_the_basis_parts_are_the_dense_map():
 
 
 def test_the_cholesky_ridge_solve_is_lus_and_a_system_that_fails_to_factor_falls_back_to_lu():
-    # SPD systems as the fit builds them (a Gram matrix plus a small ridge), one of them made indefinite: Cholesky
-    # cannot factor it, so without the LU fallback its solution would be whatever the failed factor gives.
+    # Gram matrices plus a ridge, as the fit builds them, one of them made indefinite: Cholesky cannot factor it,
+    # so without the LU fallback its solution would be whatever the failed factor gives.
     generator = torch.Generator().manual_seed(2)
     x = torch.randn(4, 3, 200, 42, generator=generator, dtype=torch.float64)
-    system = x.transpose(-1, -2) @ x + 1e-5 * torch.eye(42, dtype=torch.float64)
-    system[1, 2] = torch.diag(torch.linspace(-1.0, 1.0, 42, dtype=torch.float64)) + 1e-3  # symmetric, indefinite
+    gram = x.transpose(-1, -2) @ x
+    gram[1, 2] = torch.diag(torch.linspace(-10.0, 1.0, 42, dtype=torch.float64)) + 1e-3  # symmetric, indefinite
     moment = torch.randn(4, 3, 42, generator=generator, dtype=torch.float64)
-    assert int((torch.linalg.cholesky_ex(system)[1] != 0).sum()) == 1
-    expected = torch.linalg.solve(system, moment)
-    got = forecaster._ridge_solve(system, moment)
-    assert ((got - expected).abs() <= 1e-9 * expected.abs().amax(-1, keepdim=True)).all()
+    factor = torch.empty_like(gram).mT  # a reused buffer: the second call must not see the first's factor
+    for strength in (1e-5, 1.0):
+        ridge = torch.full((4, 3, 1), strength, dtype=torch.float64)
+        system = gram + ridge[..., None] * torch.eye(42, dtype=torch.float64)
+        assert int((torch.linalg.cholesky_ex(system)[1] != 0).sum()) == 1
+        expected = torch.linalg.solve(system, moment)
+        for got in (forecaster._ridge_solve(gram, ridge, moment), forecaster._ridge_solve(gram, ridge, moment, factor)):
+            assert ((got - expected).abs() <= 1e-9 * expected.abs().amax(-1, keepdim=True)).all()
