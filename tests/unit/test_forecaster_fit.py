@@ -92,3 +92,17 @@ def test_the_cholesky_ridge_solve_is_lus_and_a_system_that_fails_to_factor_falls
         expected = torch.linalg.solve(system, moment)
         for got in (forecaster._ridge_solve(gram, ridge, moment), forecaster._ridge_solve(gram, ridge, moment, factor)):
             assert ((got - expected).abs() <= 1e-9 * expected.abs().amax(-1, keepdim=True)).all()
+
+
+def test_a_candidate_scored_without_the_relu_columns_scores_as_served():
+    # The fit scores candidates with hidden=0 (the served ReLU correction is zeros): the same errors, bit for bit.
+    generator = torch.Generator().manual_seed(3)
+    readings = 10 + torch.rand(3, 6 * forecaster.WEEK, generator=generator)
+    readings[1, 100:130] = torch.nan
+    mean, std = readings.nanmean(1), torch.full((3,), 2.0)
+    validation = forecaster.Validation(readings, mean, std, torch.full((3,), 5 * forecaster.WEEK), forecaster.WEEK)
+    beta = 0.01 * torch.randn(3, HORIZON, 42, generator=generator, dtype=torch.float64)
+    served = validation.errors(forecaster.linear_parameters(beta, forecaster.Hyperparameters().hidden))
+    scored = validation.errors(forecaster.linear_parameters(beta, 0))
+    assert forecaster.Hyperparameters().hidden > 0
+    assert all(torch.equal(a, b) for a, b in zip(served, scored, strict=True))
