@@ -31,7 +31,7 @@ model does not depend on which other customers (or host) it was fitted with: tes
 checks this. Memory: the float64 sums per customer, forecast hour and half-life (X'VX by its blocks, about half
 of F x F: `NormalEquations`; one set: the validation week's windows are summed a customer block at a time and
 folded in after the candidates are solved), plus one block of BLOCK_CUSTOMERS customers' temporaries at a time
-(a chunk's windows and their products, a block's systems).
+(a chunk's windows and their products for both half-lives at once, a block's systems: a few MB per block).
 
 Short histories: windows may reach before a customer's first reading (`padded`: those hours are gaps, filled as
 any leading gap), so a customer needs MIN_CONTEXT (one week) of real hours per window, not all of WINDOW.
