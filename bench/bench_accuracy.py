@@ -432,12 +432,17 @@ def verdict(methods: list[Method], cpu: bool) -> dict[str, float]:
     }
 
 
+def worst_ratio(tables: list[dict[str, float]]) -> float:
+    """The one figure a variant is judged by: its worst ModelGate / best peer ratio, MAPE or RMSE, over the tables."""
+    return max(max(v["mape"], v["rmse"]) for v in tables)
+
+
 def choose(summary: dict[str, list[dict[str, float]]], short: dict[str, float] | None = None) -> str:
     """The rule (see TIE, CPU_LIMIT and SHORT_GATE): among the variants whose short-history ratio (`short`, where
     given) is at most SHORT_GATE and that cost at most CPU_LIMIT x "current" (where it was run; else below each
     table's winning peer), the lowest worst ratio; within TIE of it, the earliest. Where no variant passes the
     gate, the short-history ratio joins every variant's worst ratio instead."""
-    worst = {name: max(max(v["mape"], v["rmse"]) for v in tables) for name, tables in summary.items()}
+    worst = {name: worst_ratio(tables) for name, tables in summary.items()}
     gated = [name for name in summary if short is None or short[name] <= SHORT_GATE]
     if not gated:
         worst = {name: max(ratio, short[name]) for name, ratio in worst.items()}
@@ -497,7 +502,7 @@ def run(quick: bool = False, dev: bool = False, variants: str = "", lightgbm: bo
         short[name] = short_history_ratio(overrides)
         print(f"  DEV short histories (seed {SHORT_SEED}): {name}: aggregate MAPE ratio {short[name]:.3f}", flush=True)
     first = next(iter(summary))
-    worst = max(max(v["mape"], v["rmse"]) for v in summary[first])
+    worst = worst_ratio(summary[first])
     notes = (
         "Each table ranks by mean per-customer MAPE (the evaluation step's metric code). The statsforecast "
         "models are refitted at every origin and cost ~0.7-0.9 s per fit here, so they run on a sample; "
@@ -512,8 +517,7 @@ def run(quick: bool = False, dev: bool = False, variants: str = "", lightgbm: bo
         for name, tables in summary.items():
             cells = "; ".join(f"{v['mape']:.3f} / {v['rmse']:.3f}" for v in tables)
             cpu = max(v["cpu"] for v in tables)
-            worst_ratio = max(max(v["mape"], v["rmse"]) for v in tables)
-            rows.append((name, f"{worst_ratio:.4f}; {cells}; CPU {cpu:.2f}; short {short[name]:.3f}"))
+            rows.append((name, f"{worst_ratio(tables):.4f}; {cells}; CPU {cpu:.2f}; short {short[name]:.3f}"))
         notes += f" Chosen by the rule (bench/bench_accuracy.py `choose`): {choose(summary, short)}."
     protocol = "DEV protocol (never reads the test periods)" if dev else "test protocol"
     return BenchResult(
