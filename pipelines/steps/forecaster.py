@@ -752,7 +752,7 @@ class NormalEquations:
             rows = slice(first, min(first + BLOCK_CUSTOMERS, count))
             for life in range(lives):
                 gram, moment = self.grams(life, rows), self.moment[life, rows]
-                scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None]  # [B, HORIZON, 1]
+                scale = _ridge_scale(gram)
                 if factor is None or factor.shape != gram.shape:
                     factor = torch.empty_like(gram).mT  # LAPACK's column-major layout: factored in place
                 for index, strength in enumerate(strengths):
@@ -777,9 +777,14 @@ class NormalEquations:
             rows = torch.arange(first, min(first + BLOCK_CUSTOMERS, count), device=strength.device)
             sums = customers[rows]
             gram, moment = self.grams(half_life[rows], sums), self.moment[half_life[rows], sums]
-            scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None]
-            solutions[rows] = _ridge_solve(gram, strength[rows, None, None] * scale, moment)
+            solutions[rows] = _ridge_solve(gram, strength[rows, None, None] * _ridge_scale(gram), moment)
         return solutions
+
+
+def _ridge_scale(gram: torch.Tensor) -> torch.Tensor:
+    """[.., 1]: what a ridge strength is relative to, the mean of gram's diagonal, for the candidates and the
+    refit alike (one formula: a refit solves exactly the system its candidate was chosen with)."""
+    return gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None]
 
 
 def _ridge_solve(gram: torch.Tensor, ridge: torch.Tensor, moment: torch.Tensor,
