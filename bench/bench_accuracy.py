@@ -554,7 +554,6 @@ def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
             arms[f"ModelGate at {baseline}"] = _forecaster_at(baseline, Path(work)).train
         rows: list[tuple[str, str]] = []
         ratios: dict[str, float] = {}
-        models: dict[str, forecaster.TrainedModels] = {}
         for threads in (1, os.cpu_count() or 1):
             label = "1 thread each" if threads == 1 else f"{threads} threads each (the bench's default)"
             torch.set_num_threads(threads)
@@ -577,11 +576,10 @@ def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
                 ratios[f"{name}, {label}"] = statistics.median(per_round)
                 rows.append((f"{label}: {name} / LightGBM L1 (median of the rounds' ratios)",
                              f"{statistics.median(per_round):.2f}"))  # fmt: skip
-        for name, fit in arms.items():  # the models, once more (deterministic: the same at any thread count)
+        if baseline:  # both fits' models, once more (deterministic: the same at any thread count), to compare
             torch.set_num_threads(1)
-            models[name] = fit(data, forecaster.Hyperparameters(holdout_hours=GENERATED_HOLDOUT), progress=False)
-    if baseline:
-        rows += model_differences(*models.values(), data)
+            hp = forecaster.Hyperparameters(holdout_hours=GENERATED_HOLDOUT)
+            rows += model_differences(*(fit(data, hp, progress=False) for fit in arms.values()), data)
     load_after = os.getloadavg()
     rows.insert(0, ("customers x days, rounds (arms alternated in each)", f"{len(data)} x {GENERATED_DAYS}, {rounds}"))
     rows.insert(
