@@ -297,6 +297,14 @@ VARIANTS: dict[str, dict[str, object]] = {
     "combine-fixed-fitted": {"COMBINE": "fixed+fitted"},
     "fixed-scored-4-weeks": {"FIXED_SCORING_WEEKS": 4},
     "round-1": {"COMBINE": "top", "SELECTION": "mape", "FIXED_SCORING_WEEKS": 1},  # the constants before round 2
+    # Third round (bench/RESULTS.md), written before its sweep: MSTL itself as a member (with a fixed SES level it
+    # is a linear map of the window: pipelines/steps/mstl.py), alone or with other levels, and as the prior the
+    # fitted candidates correct (index 1 of `forecaster.priors`: MSTL_ALPHAS[0]'s map).
+    "mstl-0.9": {"MSTL_ALPHAS": (0.9,)},
+    "mstl-alphas": {"MSTL_ALPHAS": (0.9, 0.5, 1.0)},
+    "fitted-on-mstl": {"FITTED_PRIOR": 1},  # with an mstl-* variant only
+    "ridge-stronger": {"RIDGE_STRENGTHS": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)},
+    "combine-top-1": {"COMBINE": "top", "TOP": 1},
 }
 # The rule (fixed before the dev runs): the variant with the lowest worst ratio (ModelGate / best peer, MAPE and
 # RMSE, over the dev tables); one within TIE of the lowest is as good, and the earliest such in the run's order
@@ -322,11 +330,15 @@ def variant(overrides: dict[str, object]):
         for k, v in constants.items():
             setattr(forecaster, k, v)
         forecaster.design.cache_clear()
+        forecaster._priors.cache_clear()
+        forecaster._device_priors.cache_clear()
         yield int(overrides.get("validation_hours", forecaster.Hyperparameters.validation_hours))
     finally:
         for k, v in saved.items():
             setattr(forecaster, k, v)
         forecaster.design.cache_clear()
+        forecaster._priors.cache_clear()
+        forecaster._device_priors.cache_clear()
 
 
 def parse_variants(text: str) -> dict[str, dict[str, object]]:

@@ -58,6 +58,7 @@ import torch
 from tqdm import tqdm
 
 from modelgate.model_repository import HORIZON, WINDOW
+from pipelines.steps import mstl
 from pipelines.steps.series import HOUR_US, SeriesSet
 
 SPAN = WINDOW + HORIZON
@@ -235,8 +236,8 @@ class TrainedModels:
     skipped: dict[str, str] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the model]
     # [C] each customer's leading member, the better of its model's members on the validation week (0: the
-    # seasonal window average; then LEVEL_CANDIDATES; then HALF_LIVES x RIDGE_STRENGTHS); the name is the Adam
-    # trainer's, kept for the artifact and its readers.
+    # seasonal window average; then LEVEL_CANDIDATES; then MSTL_ALPHAS; then HALF_LIVES x RIDGE_STRENGTHS); the
+    # name is the Adam trainer's, kept for the artifact and its readers.
     chosen_epochs: torch.Tensor | None = None
     device: str = "cpu"
     seconds: float = 0.0
@@ -292,8 +293,8 @@ def fingerprint(data: SeriesSet, hp: Hyperparameters) -> str:
     digest = zlib.crc32(np.ascontiguousarray(data.values).tobytes())
     digest = zlib.crc32("|".join(data.customers).encode(), digest)
     design_constants = (RIDGE_STRENGTHS, HALF_LIVES, TOP, DEVIATION_SPANS, SELECTION, LEVEL_CANDIDATES,
-                        VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE)  # fmt: skip
-    fit = zlib.crc32(Path(__file__).read_bytes())
+                        MSTL_ALPHAS, FITTED_PRIOR, VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE)  # fmt: skip
+    fit = zlib.crc32(Path(mstl.__file__).read_bytes(), zlib.crc32(Path(__file__).read_bytes()))
     fit = zlib.crc32(repr((sorted(asdict(hp).items()), design_constants)).encode(), fit)
     return f"{digest:08x}-{fit:08x}"
 
@@ -480,6 +481,13 @@ SELECTION = "mape+rmse"  # how candidates are ranked on the validation week (`Va
 # Fixed candidates that carry the recent level's move forward (`fixed_candidates`): a fit on weeks of flat level
 # learns not to, and the dev real series' held-out weeks follow a level drop (MSTL's level follows it).
 LEVEL_CANDIDATES: tuple[int, ...] | None = None  # spans (hours, each one of DEVIATION_SPANS); None: every span
+# Fixed candidates that are statsforecast's MSTL(24, 168) forecast with a simple-exponential-smoothing level of each
+# alpha: with a fixed alpha MSTL is a linear map of the window (`mstl.forecast_map`), so the candidate is exactly
+# it, served as W_lin. (): none.
+MSTL_ALPHAS: tuple[float, ...] = ()
+# The prior the fitted candidates correct (an index of `priors`): 0 the seasonal window average; k MSTL's with
+# MSTL_ALPHAS[k - 1]'s level (their ridge then shrinks towards MSTL's forecast instead).
+FITTED_PRIOR = 0
 VALIDATION_STRIDE = HORIZON  # hours between the validation forecasts' origins (HORIZON: daily, as evaluated)
 # Weeks of daily origins, ending with the validation week, that rank the fixed candidates among themselves (they
 # are not fitted, so every origin before the held-out tail is fair; 1: the validation week alone). The fitted
@@ -565,11 +573,47 @@ def _last_week_map(shared: torch.Tensor) -> torch.Tensor | None:
     return recent.contiguous() if torch.allclose(earlier, expected, rtol=0, atol=1e-7) else None
 
 
+@functools.cache
+def _priors(alphas: tuple[float, ...]) -> torch.Tensor:
+    maps = [seasonal_window_average()]
+    maps += [torch.from_numpy(mstl.forecast_map(WINDOW, HORIZON, alpha)) for alpha in alphas]
+    return torch.stack(maps)
+
+
+def priors() -> torch.Tensor:
+    """[K, WINDOW, HORIZON] float64: the maps a model's weights start from (`linear_parameters`' `mix`): the
+    seasonal window average, then MSTL's with each MSTL_ALPHAS level."""
+    return _priors(tuple(MSTL_ALPHAS))
+
+
+def _device_prior(index: int, device: torch.device) -> torch.Tensor:
+    return _device_priors(tuple(MSTL_ALPHAS), device)[index]
+
+
+@functools.cache
+def _device_priors(alphas: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    return _priors(alphas).to(device, torch.float32)
+
+
+def fixed_priors() -> list[int]:
+    """The prior (an index of `priors`) of each of `fixed_candidates`, in order."""
+    spans = DEVIATION_SPANS if LEVEL_CANDIDATES is None else LEVEL_CANDIDATES
+    return [0] * (1 + len(spans)) + list(range(1, 1 + len(MSTL_ALPHAS)))
+
+
+def one_prior(index: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[count, K] `mix` of a candidate built on prior `index` alone."""
+    mix = torch.zeros(count, len(priors()), dtype=torch.float64, device=device)
+    mix[:, index] = 1.0
+    return mix
+
+
 def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.Tensor]:
     """Feature weights [C, HORIZON, F] of the candidates that need no fit: the seasonal window average (all zero),
     then per level span (LEVEL_CANDIDATES) the seasonal window average plus the deviation of the last `span` hours'
     level from the same hours of the three weeks before (the level moved: carry the move forward, as an
-    exponential-smoothing or MSTL level does; a span must be one of DEVIATION_SPANS)."""
+    exponential-smoothing or MSTL level does; a span must be one of DEVIATION_SPANS); then one per MSTL_ALPHAS,
+    whose weights are all zero: its prior is MSTL's map (`fixed_priors`)."""
     prior = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     chosen = [prior]
     picks = design()[0].shape[1]
@@ -579,6 +623,7 @@ def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.
         level = prior.clone()
         level[..., picks + DEVIATION_SPANS.index(span)] = 1.0
         chosen.append(level)
+    chosen += [prior] * len(MSTL_ALPHAS)  # shared, never written to
     return chosen
 
 
@@ -606,12 +651,15 @@ def members(scores: torch.Tensor, fixed_scores: torch.Tensor | None, fixed: int)
     return chosen, torch.full(chosen.shape, 0.5, dtype=torch.float64, device=scores.device)
 
 
-def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:
-    """Feature weights [C, HORIZON, F] (float64) -> the served model's weights: W_lin = seasonal window average +
-    the features' columns, b_lin = the constant's weight; the ReLU correction's weights are zero (off)."""
+def linear_parameters(beta: torch.Tensor, hidden: int, mix: torch.Tensor | None = None) -> ForecasterParameters:
+    """Feature weights [C, HORIZON, F] (float64) -> the served model's weights: W_lin = the prior + the features'
+    columns, b_lin = the constant's weight; the ReLU correction's weights are zero (off). The prior is the
+    seasonal window average, or with `mix` [C, K] (float64) each customer's weighted sum of the `priors`."""
     picks, shared, basis = design()
     count, beta = beta.shape[0], beta.cpu()
     prior = seasonal_window_average()
+    maps = None if mix is None else priors()
+    mix = None if mix is None else mix.cpu()
     last_week = _last_week_map(shared)
     p, weeks = picks.shape[1], WINDOW // WEEK
     hours = torch.arange(HORIZON)[:, None]
@@ -619,12 +667,13 @@ def linear_parameters(beta: torch.Tensor, hidden: int) -> ForecasterParameters:
     b_in = torch.zeros(count, 1, HORIZON + hidden)
     for first in range(0, count, BLOCK_CUSTOMERS):  # W_lin in float64 a block at a time, stored as float32
         rows = slice(first, first + BLOCK_CUSTOMERS)
+        start = prior.repeat(len(beta[rows]), 1, 1) if mix is None else torch.einsum("ck,kwh->cwh", mix[rows], maps)
         if last_week is None:  # a design whose shared columns read otherwise (a variant): the dense product
-            w_in[rows, :, :HORIZON] = prior + torch.einsum("hwf,chf->cwh", basis, beta[rows])
+            w_in[rows, :, :HORIZON] = start + torch.einsum("hwf,chf->cwh", basis, beta[rows])
             continue
         # `basis` by its parts: each hour's picked window hours, and the shared columns from their last week's
         # rows (the earlier weeks' are minus a third of them): a fifth of the dense product's arithmetic.
-        w = prior.repeat(len(beta[rows]), 1, 1)
+        w = start
         w[:, picks, hours] += beta[rows, :, :p]
         level = last_week.double() @ beta[rows, :, p:-1].transpose(1, 2)  # [B, WEEK, HORIZON]
         w.view(-1, weeks, WEEK, HORIZON)[:, -1] += level
@@ -702,7 +751,10 @@ class NormalEquations:
         # then give the moments too (row P), with no matrix-vector products of their own.
         offsets = (picks[0] - picks[0, 0]).tolist()
         weeks = windows.view(count, n, WINDOW // WEEK, WEEK)[..., :HORIZON]  # the seasonal window average's hours
-        residual = target - weeks.sum(2) / (WINDOW // WEEK)  # [K, N, HORIZON]
+        if FITTED_PRIOR:  # a dense prior: one product per chunk
+            residual = target - windows @ _device_prior(FITTED_PRIOR, windows.device).to(windows.dtype)
+        else:
+            residual = target - weeks.sum(2) / (WINDOW // WEEK)  # [K, N, HORIZON]
         slices = [windows[..., o : o + HORIZON].transpose(1, 2) for o in offsets] + [residual.transpose(1, 2)]
         augmented = torch.stack(slices, 2)  # [K, HORIZON, P + 1, N], contiguous
         picked = augmented[:, :, :p]
@@ -927,6 +979,7 @@ def train(
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
     size = equations.moment.shape[-1]
     fixed = fixed_candidates(count, size, device)
+    prior_of = fixed_priors()  # each fixed candidate's prior; the fitted ones start from FITTED_PRIOR's
     grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
     candidates = list(fixed)  # [C, H, F] each
     candidates += equations.candidates(RIDGE_STRENGTHS)  # in `grid`'s order
@@ -940,7 +993,8 @@ def train(
     for index, beta in enumerate(candidates):
         # Scored without the ReLU correction's columns: they are zeros (off), so the errors are the served model's,
         # bit for bit, at a third of the CPU (no [C, WINDOW, hidden] zeros built and multiplied).
-        params = linear_parameters(beta, 0).to(device)
+        prior = prior_of[index] if index < len(fixed) else FITTED_PRIOR
+        params = linear_parameters(beta, 0, one_prior(prior, count)).to(device)
         errors.append(validation.errors(params))
         if longer is not None and index < len(fixed):
             longer_errors.append(longer.errors(params))
@@ -955,7 +1009,11 @@ def train(
     ranked, weights = members(scores, fixed_scores, len(fixed))  # [C, M] each
     ranked, weights = ranked.to(device), weights.to(device)
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
+    # Each customer's prior: its members' priors, weighted as they are.
+    prior_index = torch.tensor(prior_of + [FITTED_PRIOR] * len(grid), dtype=torch.int64, device=device)
+    mix = torch.zeros(count, len(priors()), dtype=torch.float64, device=device)
     for column, weight in zip(ranked.T, weights.T, strict=True):
+        mix.scatter_add_(1, prior_index[column][:, None], weight[:, None])
         refit = _gather(fixed, column)  # the fixed members as they are; the fitted ones solved again (only they)
         solved = (column >= len(fixed)).nonzero().squeeze(1)
         fitted = [grid[c - len(fixed)] for c in column[solved].tolist()]
@@ -968,11 +1026,11 @@ def train(
     chosen_fits = torch.stack([_gather(candidates, column) for column in ranked.T])  # [M, C, H, F]
     before_validation = (chosen_fits * weights.T[..., None, None]).sum(0)
     # The validation MAPE of that model (what the artifact's history reports), and its leading member.
-    mapes, _ = validation.errors(linear_parameters(before_validation, 0).to(device))
+    mapes, _ = validation.errors(linear_parameters(before_validation, 0, mix).to(device))
     mapes = torch.where(validation.has_points, mapes, 0.0)
     ranked = ranked.cpu()
     chosen = ranked[:, 0]
-    params = linear_parameters(beta, hp.hidden)
+    params = linear_parameters(beta, hp.hidden, mix)
     if device.type == "cuda":
         torch.cuda.synchronize()
     models = TrainedModels(
@@ -986,7 +1044,7 @@ def train(
         chosen_epochs=chosen,
         device=str(device),
         seconds=time.perf_counter() - started,
-        validation_params=linear_parameters(before_validation, hp.hidden),
+        validation_params=linear_parameters(before_validation, hp.hidden, mix),
     )
     if checkpointer:
         checkpointer.maybe_save(_state(models, run_id), force=True)

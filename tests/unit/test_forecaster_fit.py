@@ -106,3 +106,31 @@ def test_a_candidate_scored_without_the_relu_columns_scores_as_served():
     scored = validation.errors(forecaster.linear_parameters(beta, 0))
     assert forecaster.Hyperparameters().hidden > 0
     assert all(torch.equal(a, b) for a, b in zip(served, scored, strict=True))
+
+
+def test_the_sums_of_candidates_fitted_on_mstls_forecast_use_its_residual(monkeypatch):
+    monkeypatch.setattr(forecaster, "MSTL_ALPHAS", (0.9,))
+    monkeypatch.setattr(forecaster, "FITTED_PRIOR", 1)
+    w, target, weight, age = _problem()
+    equations = forecaster.NormalEquations(len(w), torch.device("cpu"))
+    equations.add(w, target, weight, age)
+    monkeypatch.setattr(forecaster, "FITTED_PRIOR", 0)  # the same sums with the seasonal window average's prior
+    plain = forecaster.NormalEquations(len(w), torch.device("cpu"))
+    plain.add(w, target - w @ forecaster.priors()[1] + w @ forecaster.seasonal_window_average(), weight, age)
+    # The same Gram matrices; the moments of the residual against MSTL's forecast (float32 map: 1e-6).
+    torch.testing.assert_close(equations.gram, plain.gram, rtol=0, atol=0)
+    assert (equations.moment - plain.moment).abs().max() <= 1e-5 * plain.moment.abs().max()
+
+
+def test_the_served_weights_start_from_each_customers_mix_of_priors(monkeypatch):
+    monkeypatch.setattr(forecaster, "MSTL_ALPHAS", (0.9, 0.5))
+    beta = torch.randn(3, HORIZON, forecaster.design()[2].shape[-1], dtype=torch.float64)
+    mix = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.25, 0.75]], dtype=torch.float64)
+    params = forecaster.linear_parameters(beta, 4, mix)
+    maps = forecaster.priors()
+    assert maps.shape == (3, forecaster.WINDOW, HORIZON)
+    start = torch.einsum("ck,kwh->cwh", mix, maps)
+    dense = start + torch.einsum("hwf,chf->cwh", forecaster.design()[2], beta)
+    assert torch.allclose(params.w_in[..., :HORIZON].double(), dense, rtol=0, atol=1e-5)
+    # mix None is the seasonal window average alone, as before
+    torch.testing.assert_close(forecaster.linear_parameters(beta[:1], 4).w_in, params.w_in[:1])
