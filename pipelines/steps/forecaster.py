@@ -14,7 +14,9 @@ The fit (`train`): one pass over every training window (hourly starts) sums, per
 half-life, the normal equations X'VX, X'Vr (`NormalEquations`: r is the target minus the seasonal window
 average; V weighs each hour by the squared error relative to the reading, what MAPE judges, and older windows
 less by the half-life). Candidates per customer: the fixed ones (`fixed_candidates`: the seasonal window average
-itself, and the same plus the recent level's move over each LEVEL_CANDIDATES span) and the ridge solutions for
+itself, the same plus the recent level's move over each LEVEL_CANDIDATES span, and statsforecast's MSTL(24, 168)
+with an SES level of each MSTL_ALPHAS alpha: with a fixed alpha MSTL is a linear map of the window, built by
+pipelines/steps/mstl.py, so the candidate is exactly it) and the ridge solutions for
 every (half-life, strength) in HALF_LIVES x RIDGE_STRENGTHS, fitted on the windows before the validation week
 (`Validation`). The fitted ones are scored on the validation week (SELECTION: MAPE and RMSE, each relative to
 the seasonal window average's); the fixed ones, which are not fitted, on the FIXED_SCORING_WEEKS (4) weeks of
@@ -236,8 +238,8 @@ class TrainedModels:
     skipped: dict[str, str] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)  # [mean per-customer validation MAPE of the model]
     # [C] each customer's leading member, the better of its model's members on the validation week (0: the
-    # seasonal window average; then LEVEL_CANDIDATES; then MSTL_ALPHAS; then HALF_LIVES x RIDGE_STRENGTHS); the
-    # name is the Adam trainer's, kept for the artifact and its readers.
+    # seasonal window average; then LEVEL_CANDIDATES, BASELINE_CANDIDATES, MSTL_ALPHAS; then HALF_LIVES x
+    # RIDGE_STRENGTHS); the name is the Adam trainer's, kept for the artifact and its readers.
     chosen_epochs: torch.Tensor | None = None
     device: str = "cpu"
     seconds: float = 0.0
@@ -293,7 +295,8 @@ def fingerprint(data: SeriesSet, hp: Hyperparameters) -> str:
     digest = zlib.crc32(np.ascontiguousarray(data.values).tobytes())
     digest = zlib.crc32("|".join(data.customers).encode(), digest)
     design_constants = (RIDGE_STRENGTHS, HALF_LIVES, TOP, DEVIATION_SPANS, SELECTION, LEVEL_CANDIDATES,
-                        MSTL_ALPHAS, FITTED_PRIOR, VALIDATION_STRIDE, FIXED_SCORING_WEEKS, COMBINE)  # fmt: skip
+                        BASELINE_CANDIDATES, MSTL_ALPHAS, FITTED_PRIOR, VALIDATION_STRIDE, FIXED_SCORING_WEEKS,
+                        COMBINE)  # fmt: skip
     fit = zlib.crc32(Path(mstl.__file__).read_bytes(), zlib.crc32(Path(__file__).read_bytes()))
     fit = zlib.crc32(repr((sorted(asdict(hp).items()), design_constants)).encode(), fit)
     return f"{digest:08x}-{fit:08x}"
@@ -481,10 +484,14 @@ SELECTION = "mape+rmse"  # how candidates are ranked on the validation week (`Va
 # Fixed candidates that carry the recent level's move forward (`fixed_candidates`): a fit on weeks of flat level
 # learns not to, and the dev real series' held-out weeks follow a level drop (MSTL's level follows it).
 LEVEL_CANDIDATES: tuple[int, ...] | None = None  # spans (hours, each one of DEVIATION_SPANS); None: every span
+# Seasonal naive forecasts as fixed candidates, by lag (hours: 24 or 168): the evaluation step's own baselines,
+# so a customer whose last week says more than the four-week average (e.g. earlier weeks' long outages, forward
+# filled) can pick what the condition compares with.
+BASELINE_CANDIDATES: tuple[int, ...] = ()
 # Fixed candidates that are statsforecast's MSTL(24, 168) forecast with a simple-exponential-smoothing level of each
 # alpha: with a fixed alpha MSTL is a linear map of the window (`mstl.forecast_map`), so the candidate is exactly
 # it, served as W_lin. (): none.
-MSTL_ALPHAS: tuple[float, ...] = ()
+MSTL_ALPHAS: tuple[float, ...] = (0.9,)
 # The prior the fitted candidates correct (an index of `priors`): 0 the seasonal window average; k MSTL's with
 # MSTL_ALPHAS[k - 1]'s level (their ridge then shrinks towards MSTL's forecast instead).
 FITTED_PRIOR = 0
@@ -576,7 +583,7 @@ def _last_week_map(shared: torch.Tensor) -> torch.Tensor | None:
 @functools.cache
 def _priors(alphas: tuple[float, ...]) -> torch.Tensor:
     maps = [seasonal_window_average()]
-    maps += [torch.from_numpy(mstl.forecast_map(WINDOW, HORIZON, alpha)) for alpha in alphas]
+    maps += [torch.tensor(mstl.forecast_map(WINDOW, HORIZON, alpha)) for alpha in alphas]  # a copy: read-only
     return torch.stack(maps)
 
 
@@ -598,7 +605,7 @@ def _device_priors(alphas: tuple[float, ...], device: torch.device) -> torch.Ten
 def fixed_priors() -> list[int]:
     """The prior (an index of `priors`) of each of `fixed_candidates`, in order."""
     spans = DEVIATION_SPANS if LEVEL_CANDIDATES is None else LEVEL_CANDIDATES
-    return [0] * (1 + len(spans)) + list(range(1, 1 + len(MSTL_ALPHAS)))
+    return [0] * (1 + len(spans) + len(BASELINE_CANDIDATES)) + list(range(1, 1 + len(MSTL_ALPHAS)))
 
 
 def one_prior(index: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -612,7 +619,8 @@ def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.
     """Feature weights [C, HORIZON, F] of the candidates that need no fit: the seasonal window average (all zero),
     then per level span (LEVEL_CANDIDATES) the seasonal window average plus the deviation of the last `span` hours'
     level from the same hours of the three weeks before (the level moved: carry the move forward, as an
-    exponential-smoothing or MSTL level does; a span must be one of DEVIATION_SPANS); then one per MSTL_ALPHAS,
+    exponential-smoothing or MSTL level does; a span must be one of DEVIATION_SPANS); then the seasonal naive
+    forecast of each BASELINE_CANDIDATES lag; then one per MSTL_ALPHAS,
     whose weights are all zero: its prior is MSTL's map (`fixed_priors`)."""
     prior = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     chosen = [prior]
@@ -623,6 +631,13 @@ def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.
         level = prior.clone()
         level[..., picks + DEVIATION_SPANS.index(span)] = 1.0
         chosen.append(level)
+    for lag in BASELINE_CANDIDATES:  # x[WINDOW - lag + h] minus the seasonal window average, in the picks
+        if lag not in (24, 168):
+            raise ValueError(f"BASELINE_CANDIDATES lag {lag} must be 24 or 168 (a seasonal naive baseline)")
+        naive = prior.clone()
+        naive[..., :4] = -1.0 / 4  # the same hour of the week in each of the four weeks (the last: pick 3)
+        naive[..., 10 - lag // 24] += 1.0  # picks 3..9: the same hour on the last seven days
+        chosen.append(naive)
     chosen += [prior] * len(MSTL_ALPHAS)  # shared, never written to
     return chosen
 

@@ -21,6 +21,7 @@ def forecast(beta: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 
 def test_a_level_candidate_adds_the_recent_levels_move_to_the_seasonal_window_average(monkeypatch):
     monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", (24, 168))
+    monkeypatch.setattr(forecaster, "MSTL_ALPHAS", ())
     size = forecaster.design()[2].shape[-1]
     window = torch.rand(WINDOW, generator=torch.Generator().manual_seed(2), dtype=torch.float64).float()
 
@@ -137,3 +138,76 @@ def test_the_checkpoint_fingerprint_covers_each_design_constant(monkeypatch, nam
     before = forecaster.fingerprint(data, hp)
     monkeypatch.setattr(forecaster, name, value)
     assert forecaster.fingerprint(data, hp) != before
+
+
+def test_the_baseline_candidates_are_the_evaluation_steps_seasonal_naive_forecasts(monkeypatch):
+    monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", ())
+    monkeypatch.setattr(forecaster, "BASELINE_CANDIDATES", (168, 24))
+    monkeypatch.setattr(forecaster, "MSTL_ALPHAS", ())
+    size = forecaster.design()[2].shape[-1]
+    window = torch.rand(WINDOW, generator=torch.Generator().manual_seed(4), dtype=torch.float64).float()
+
+    _, weekly, daily = forecaster.fixed_candidates(1, size, torch.device("cpu"))
+
+    assert forecaster.fixed_priors() == [0, 0, 0]
+    baselines = evaluate.baseline_forecasts(window.numpy()[None, None])
+    for beta, name in ((weekly, evaluate.SEASONAL_NAIVE_168), (daily, evaluate.SEASONAL_NAIVE_24)):
+        torch.testing.assert_close(forecast(beta, window), torch.as_tensor(baselines[name][0, 0]))
+    monkeypatch.setattr(forecaster, "BASELINE_CANDIDATES", (48,))
+    with pytest.raises(ValueError, match="lag 48 must be 24 or 168"):
+        forecaster.fixed_candidates(1, size, torch.device("cpu"))
+
+
+def _taylor_hours() -> np.ndarray:
+    from pmdarima.datasets import load_taylor
+
+    half_hourly = load_taylor().astype(np.float64)
+    return (half_hourly[0::2] + half_hourly[1::2]) / 2 / 1000  # GWh per hour
+
+
+def test_an_mstl_candidate_serves_statsforecasts_mstl_forecast(monkeypatch):
+    from statsforecast.models import MSTL, SimpleExponentialSmoothing
+
+    monkeypatch.setattr(forecaster, "LEVEL_CANDIDATES", (24,))
+    monkeypatch.setattr(forecaster, "MSTL_ALPHAS", (0.9, 0.5))
+    size = forecaster.design()[2].shape[-1]
+    fixed = forecaster.fixed_candidates(1, size, torch.device("cpu"))
+    assert forecaster.fixed_priors() == [0, 0, 1, 2]
+    hours = _taylor_hours()
+    for offset in (0, 700):
+        window = hours[offset : offset + WINDOW]
+        mean, std = window.mean(), window.std()
+        for index, alpha in ((2, 0.9), (3, 0.5)):
+            params = forecaster.linear_parameters(fixed[index], 4, forecaster.one_prior(index - 1, 1))
+            ours = forecaster.predict(params, torch.tensor(window, dtype=torch.float32)[None, None],
+                                      torch.tensor([mean], dtype=torch.float32),
+                                      torch.tensor([std], dtype=torch.float32))[0, 0]  # fmt: skip
+            theirs = MSTL(season_length=[24, 168], trend_forecaster=SimpleExponentialSmoothing(alpha=alpha))
+            expected = theirs.forecast(y=window, h=HORIZON)["mean"]
+            np.testing.assert_allclose(ours.numpy(), expected, rtol=2e-6)
+
+
+def test_a_customer_whose_model_is_mstl_alone_is_served_mstls_map(monkeypatch):
+    # The real series in 4 overlapping cuts; COMBINE "top" with TOP 1 serves one member alone, so a customer
+    # that picks the MSTL candidate is served exactly its map (and the others are not).
+    monkeypatch.setattr(forecaster, "MSTL_ALPHAS", (0.9,))
+    monkeypatch.setattr(forecaster, "COMBINE", "top")
+    monkeypatch.setattr(forecaster, "TOP", 1)
+    hours = _taylor_hours().astype(np.float32)
+    lengths = np.array([8, 9, 10, 11]) * WEEK
+    values = np.full((4, int(lengths.max())), np.nan, dtype=np.float32)
+    for row, length in enumerate(lengths):
+        values[row, :length] = hours[:length]
+    start = np.datetime64("2000-06-05T00:00", "us").astype(np.int64)
+    data = series.SeriesSet(tuple(f"cut-{w}" for w in (8, 9, 10, 11)), values, lengths, np.full(4, start))
+
+    models = forecaster.train(data, forecaster.Hyperparameters(), progress=False)
+
+    mstl_index = len(forecaster.fixed_priors()) - 1
+    served = models.params.w_in[:, :, :HORIZON].double()
+    mstl_map = forecaster.priors()[1]
+    alone = models.chosen_epochs == mstl_index
+    assert alone.any(), f"no cut picked the MSTL candidate: {models.chosen_epochs.tolist()}"
+    for row in range(4):
+        same = torch.allclose(served[row], mstl_map, rtol=0, atol=1e-6) and not models.params.b_in[row].any()
+        assert same == bool(alone[row])
