@@ -160,7 +160,8 @@ def run(quick: bool = False) -> BenchResult:
         ("customers (one training shard), hours of data per customer", f"{count}, up to {data.values.shape[1]}"),
         (
             "fit",
-            f"{fixed + fitted} candidates ({fixed} fixed: the seasonal prior and its level-following variants;"
+            f"{fixed + fitted} candidates ({fixed} fixed: the seasonal prior, its level-following variants and"
+            f" {len(forecaster.MSTL_ALPHAS)} MSTL;"
             f" {len(forecaster.HALF_LIVES)} half-lives x {len(forecaster.RIDGE_STRENGTHS)} ridge strengths fitted),"
             f" {combined}, refitted if fitted;"
             f" {hp.batch_size} windows per customer per chunk, {forecaster.BLOCK_CUSTOMERS} customers per block",
