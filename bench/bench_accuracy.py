@@ -566,9 +566,10 @@ def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
     data = generated(customers)
     origins = _origins(data, GENERATED_HOLDOUT)
     with tempfile.TemporaryDirectory() as work:
-        arms: dict[str, Callable] = {"ModelGate": forecaster.train}
+        modules = {"ModelGate": forecaster}
         if baseline:
-            arms[f"ModelGate at {baseline}"] = _forecaster_at(baseline, Path(work)).train
+            modules[f"ModelGate at {baseline}"] = _forecaster_at(baseline, Path(work))
+        arms: dict[str, Callable] = {name: module.train for name, module in modules.items()}
         rows: list[tuple[str, str]] = []
         ratios: dict[str, float] = {}
         for threads in (1, os.cpu_count() or 1):
@@ -596,7 +597,8 @@ def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
         if baseline:  # both fits' models, once more (deterministic: the same at any thread count), to compare
             torch.set_num_threads(1)
             hp = forecaster.Hyperparameters(holdout_hours=GENERATED_HOLDOUT)
-            rows += model_differences(*(fit(data, hp, progress=False) for fit in arms.values()), data)
+            fixed = [fixed_count(module) for module in modules.values()]
+            rows += model_differences(*(fit(data, hp, progress=False) for fit in arms.values()), data, fixed)
     load_after = os.getloadavg()
     rows.insert(0, ("customers x days, rounds (arms alternated in each)", f"{len(data)} x {GENERATED_DAYS}, {rounds}"))
     rows.insert(
@@ -618,13 +620,28 @@ def cpu_comparison(quick: bool = False, baseline: str = "") -> BenchResult:
     )
 
 
+def fixed_count(module) -> int:
+    """How many fixed candidates a forecaster module has (its leading-member indices count them first)."""
+    return len(module.fixed_candidates(1, module.design()[2].shape[-1], torch.device("cpu")))
+
+
+def leading_members(chosen: torch.Tensor, fixed: int) -> list[tuple[str, int]]:
+    """Each customer's leading member (`TrainedModels.chosen_epochs`) as ("fixed", k) or ("fitted", k): the k-th
+    of its kind, comparable between trees with different counts of fixed candidates."""
+    return [("fixed", i) if i < fixed else ("fitted", i - fixed) for i in chosen.tolist()]
+
+
 def model_differences(ours: forecaster.TrainedModels, before: forecaster.TrainedModels,
-                      data: series.SeriesSet) -> list[tuple[str, str]]:  # fmt: skip
-    """How far this tree's models are from the baseline's: the customers whose candidates differ, the largest
-    W_lin / b_lin difference (the served weights and the ones fitted without the validation week), and the
-    largest relative difference of their held-out forecasts (forecasts only: no actual is read, nothing scored)."""
-    differ = int((ours.chosen_epochs != before.chosen_epochs).sum())
-    rows = [("this tree vs the baseline: customers whose candidates differ", f"{differ} of {len(ours.customers)}")]
+                      data: series.SeriesSet, fixed: list[int]) -> list[tuple[str, str]]:  # fmt: skip
+    """How far this tree's models are from the baseline's: the customers whose leading member differs, the
+    largest W_lin / b_lin difference (the served weights and the ones fitted without the validation week), and
+    the largest relative difference of their held-out forecasts (forecasts only: no actual is read, nothing
+    scored). `fixed`: each tree's count of fixed candidates, so that a leading member is compared as the k-th
+    fixed or the k-th fitted candidate (a tree with more fixed candidates numbers its fitted ones later)."""
+    pairs = zip(leading_members(ours.chosen_epochs, fixed[0]), leading_members(before.chosen_epochs, fixed[1]),
+                strict=True)  # fmt: skip
+    differ = sum(a != b for a, b in pairs)
+    rows = [("this tree vs the baseline: customers whose leading member differs", f"{differ} of {len(ours.customers)}")]
     for what, a, b in (("params", ours.params, before.params),
                        ("validation_params", ours.validation_params, before.validation_params)):  # fmt: skip
         w_lin = float((a.w_in[..., :HORIZON] - b.w_in[..., :HORIZON]).abs().max())

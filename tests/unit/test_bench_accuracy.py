@@ -168,3 +168,12 @@ def test_the_cpu_comparison_runs_alone_and_reports_both_thread_budgets(monkeypat
     assert sum(label.endswith("(median of the rounds' ratios)") for label in labels) == 2  # both budgets
     assert fits[:3] == [1, 1, 1]  # warm-up and the rounds at one thread first
     assert result.ratio == pytest.approx((2.0 * 1000) / (1.0 * 1000 / 3))  # 2 s per series vs 1 s per 3
+
+
+def test_leading_members_are_compared_by_kind_and_rank_not_by_index():
+    # A tree with one more fixed candidate numbers its fitted ones one later: the same members, other indices.
+    before = bench_accuracy.leading_members(torch.tensor([0, 3, 8, 9, 20]), fixed=8)
+    after = bench_accuracy.leading_members(torch.tensor([0, 3, 9, 10, 21]), fixed=9)
+    assert before == after == [("fixed", 0), ("fixed", 3), ("fitted", 0), ("fitted", 1), ("fitted", 12)]
+    assert bench_accuracy.leading_members(torch.tensor([8]), fixed=9) == [("fixed", 8)]  # the new fixed one
+    assert bench_accuracy.fixed_count(forecaster) == len(forecaster.fixed_priors())
