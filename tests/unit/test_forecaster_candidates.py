@@ -211,3 +211,12 @@ def test_a_customer_whose_model_is_mstl_alone_is_served_mstls_map(monkeypatch):
     for row in range(4):
         same = torch.allclose(served[row], mstl_map, rtol=0, atol=1e-6) and not models.params.b_in[row].any()
         assert same == bool(alone[row])
+    # ... and the served graph (gap filling, normalisation and that map in one ONNX model) forecasts what
+    # forecaster.predict does, on windows with every kind of gap.
+    from pipelines.packaging import onnx_export
+
+    template = onnx_export.served_template(onnx_export.export_template(models.hyperparameters.hidden))
+    row = int(alone.nonzero()[0, 0])
+    mean, std = float(models.mean[row]), float(models.std[row])
+    model = onnx_export.customer_model(template, models.params, row, mean, std)
+    onnx_export.verify(model, models.params, row, np.random.default_rng(3), mean, std)  # raises past 1e-4 relative
