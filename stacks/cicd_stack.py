@@ -10,6 +10,7 @@ the steps it returns run before that environment's stage is deployed (`source`: 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from aws_cdk import Stack, pipelines
@@ -24,6 +25,29 @@ from infra.constructs.secure_bucket import AccessLogsBucket
 from stacks.stage import ModelGateStage
 
 GateFactory = Callable[[str, pipelines.IFileSetProducer], Sequence[pipelines.Step]]
+
+# CodePipeline's fixed quotas (User Guide, "Quotas in AWS CodePipeline"): 2..50 stages a pipeline, 1..50 actions a
+# stage, stage names of at most 100 of [A-Za-z0-9.@_-]. CDK Pipelines splits an environment's actions into stages
+# of 50 (`<stage>.1`, `<stage>.2`, ...), so a platform of many models x environments reaches the stage quota first.
+MAX_STAGES, MAX_ACTIONS, MAX_STAGE_NAME = 50, 50, 100
+STAGE_NAME = re.compile(r"[A-Za-z0-9.@_-]+")
+
+
+class PipelineQuotaError(ValueError):
+    """The CI/CD pipeline this config makes would be refused by CodePipeline."""
+
+
+def quota_problems(stages: Sequence[tuple[str, int]]) -> list[str]:
+    """What CodePipeline would refuse in a pipeline of `stages` (name, number of actions), in order."""
+    problems = []
+    if not 2 <= len(stages) <= MAX_STAGES:
+        problems.append(f"{len(stages)} stages (CodePipeline allows 2 to {MAX_STAGES} in a pipeline)")
+    for name, actions in stages:
+        if not 1 <= actions <= MAX_ACTIONS:
+            problems.append(f"stage {name!r} has {actions} actions (1 to {MAX_ACTIONS} allowed)")
+        if len(name) > MAX_STAGE_NAME or not STAGE_NAME.fullmatch(name):
+            problems.append(f"stage name {name!r} is not 1-{MAX_STAGE_NAME} of A-Z a-z 0-9 . @ _ -")
+    return problems
 
 
 class CicdStack(Stack):
@@ -77,9 +101,23 @@ class CicdStack(Stack):
 
         # Build now so that nag sees (and suppressions can address) the generated CodeBuild/CodePipeline resources.
         self.pipeline.build_pipeline()
+        self._check_quotas(len(stages))
         self._use_connection_with_its_own_prefix(cicd.connection_arn)
         self._log_artifact_access()
         self._suppress_generated_wildcards()
+
+    def _check_quotas(self, environments: int) -> None:
+        """Refuse at synth the pipeline CodePipeline would refuse at deploy (after a long first synth and build)."""
+        built = self.pipeline.pipeline
+        problems = quota_problems([(stage.stage_name, len(stage.actions)) for stage in built.stages])
+        if problems:
+            raise PipelineQuotaError(
+                f"the CI/CD pipeline {self.node.path} of {environments} environment(s) would be refused by "
+                f"CodePipeline: {'; '.join(problems)}. Each model adds its stacks to every environment's stage "
+                "(CDK Pipelines makes a stage per 50 actions): deploy fewer models or environments per pipeline, "
+                "e.g. split the config's models over two config files with their own `project.name` (two pipelines; "
+                "`-c config=<file>`)."
+            )
 
     def _use_connection_with_its_own_prefix(self, connection_arn: str) -> None:
         """CDK grants `codestar-connections:UseConnection` whatever the ARN; a CodeConnections ARN

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.config import load_config
+from stacks import cicd_stack
 
 CHAIN = load_config().chain  # the shipped config's promotion chain
 ENVIRONMENTS = CHAIN.names
@@ -77,3 +78,33 @@ def test_source_is_the_configured_connection_and_synth_uses_the_makefile(synth, 
     stack = synth.stack(f"{config.project.name}-cicd", f"{config.project.name}-cicd")
     projects = [r for r in stack.template["Resources"].values() if r["Type"] == "AWS::CodeBuild::Project"]
     assert any("make synth" in str(p["Properties"]["Source"]["BuildSpec"]) for p in projects)
+
+
+def test_codepipelines_fixed_quotas_are_checked_on_every_stage():
+    fine = [("Source", 1), ("Build", 1), ("modelgate-dev.1", 50), ("modelgate-dev.2", 3)]
+    assert cicd_stack.quota_problems(fine) == []
+    many = [(f"stage-{i}", 1) for i in range(51)]
+    assert cicd_stack.quota_problems(many) == ["51 stages (CodePipeline allows 2 to 50 in a pipeline)"]
+    assert cicd_stack.quota_problems([("Source", 1)]) == ["1 stages (CodePipeline allows 2 to 50 in a pipeline)"]
+    crowded = cicd_stack.quota_problems([("Source", 1), ("modelgate-prod", 51), ("Empty", 0)])
+    assert crowded == [
+        "stage 'modelgate-prod' has 51 actions (1 to 50 allowed)",
+        "stage 'Empty' has 0 actions (1 to 50 allowed)",
+    ]
+    named = cicd_stack.quota_problems([("Source", 1), ("has space", 1), ("x" * 101, 1)])
+    assert [p.split(" is not")[0] for p in named] == ["stage name 'has space'", f"stage name {'x' * 101!r}"]
+
+
+def test_the_shipped_pipeline_is_within_the_quotas(pipeline):
+    stages = [(stage["Name"], len(stage["Actions"])) for stage in pipeline["Stages"]]
+    assert cicd_stack.quota_problems(stages) == []
+
+
+def test_a_pipeline_past_the_stage_quota_is_refused_at_synth_saying_what_to_do(monkeypatch, tmp_path):
+    from stacks.app_builder import build_app
+
+    stages = len(ENVIRONMENTS) + 4  # Source, Build, UpdatePipeline, Assets and one per environment (one model)
+    monkeypatch.setattr(cicd_stack, "MAX_STAGES", stages - 1)
+    with pytest.raises(cicd_stack.PipelineQuotaError, match=rf"{stages} stages .* allows 2 to {stages - 1}") as error:
+        build_app(outdir=str(tmp_path))
+    assert "split the config's models over two config files" in str(error.value)
