@@ -152,21 +152,9 @@ def stl(x: np.ndarray, period: int, seasonal: int, inner_iter: int = INNER_ITER)
 
 @functools.cache
 def season_operator(n: int, period: int, seasonal: int, inner_iter: int = INNER_ITER) -> np.ndarray:
-    """STL's seasonal component as a matrix [n, n] (`stl(x, ...)[0] == season_operator(...) @ x`), by the same
-    iteration in closed form: season = G (y - trend), trend' = E (y - season), so trend_j = c + K trend_{j-1}
-    with K = E G, c = E - K, trend_1 = c, and the final season is G (I - trend_{inner_iter - 1})."""
-    _check_stl(n, period, seasonal)
-    trend_len, low_pass = default_lengths(period, seasonal)
-    cycle = _cycle_subseries(np.eye(n), period, seasonal, 0)
-    g = cycle[period : period + n] - _ess_matrix(n, low_pass, 1) @ _fts(cycle, period)
-    k = _ess_matrix(n, trend_len, 1) @ g
-    c = _ess_matrix(n, trend_len, 1) - k
-    trend = np.zeros((n, n))
-    if inner_iter > 1:
-        trend = c
-        for _ in range(inner_iter - 2):
-            trend = c + k @ trend
-    s = g - g @ trend
+    """STL's seasonal component as a matrix [n, n] (`stl(x, ...)[0] == season_operator(...) @ x`): `stl` of the
+    identity's columns (it is linear), cached."""
+    s = stl(np.eye(n), period, seasonal, inner_iter)[0]
     s.flags.writeable = False
     return s
 
