@@ -335,15 +335,11 @@ def variant(overrides: dict[str, object]):
         for k, v in constants.items():
             setattr(forecaster, k, v)
         forecaster.design.cache_clear()
-        forecaster._priors.cache_clear()
-        forecaster._device_priors.cache_clear()
         yield int(overrides.get("validation_hours", forecaster.Hyperparameters.validation_hours))
     finally:
         for k, v in saved.items():
             setattr(forecaster, k, v)
         forecaster.design.cache_clear()
-        forecaster._priors.cache_clear()
-        forecaster._device_priors.cache_clear()
 
 
 def parse_variants(text: str) -> dict[str, dict[str, object]]:

@@ -580,7 +580,7 @@ def _last_week_map(shared: torch.Tensor) -> torch.Tensor | None:
     return recent.contiguous() if torch.allclose(earlier, expected, rtol=0, atol=1e-7) else None
 
 
-@functools.cache
+@functools.cache  # keyed by the alphas, so a variant's MSTL_ALPHAS needs no cache clearing
 def _priors(alphas: tuple[float, ...]) -> torch.Tensor:
     maps = [seasonal_window_average()]
     maps += [torch.tensor(mstl.forecast_map(WINDOW, HORIZON, alpha)) for alpha in alphas]  # a copy: read-only
@@ -602,10 +602,14 @@ def _device_priors(alphas: tuple[float, ...], device: torch.device) -> torch.Ten
     return _priors(alphas).to(device, torch.float32)
 
 
+def level_spans() -> tuple[int, ...]:
+    """The spans of the level candidates (LEVEL_CANDIDATES; None: every one of DEVIATION_SPANS)."""
+    return DEVIATION_SPANS if LEVEL_CANDIDATES is None else LEVEL_CANDIDATES
+
+
 def fixed_priors() -> list[int]:
     """The prior (an index of `priors`) of each of `fixed_candidates`, in order."""
-    spans = DEVIATION_SPANS if LEVEL_CANDIDATES is None else LEVEL_CANDIDATES
-    return [0] * (1 + len(spans) + len(BASELINE_CANDIDATES)) + list(range(1, 1 + len(MSTL_ALPHAS)))
+    return [0] * (1 + len(level_spans()) + len(BASELINE_CANDIDATES)) + list(range(1, 1 + len(MSTL_ALPHAS)))
 
 
 def one_prior(index: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -625,7 +629,7 @@ def fixed_candidates(count: int, size: int, device: torch.device) -> list[torch.
     prior = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     chosen = [prior]
     picks = design()[0].shape[1]
-    for span in DEVIATION_SPANS if LEVEL_CANDIDATES is None else LEVEL_CANDIDATES:
+    for span in level_spans():
         if span not in DEVIATION_SPANS:
             raise ValueError(f"LEVEL_CANDIDATES span {span} is not one of DEVIATION_SPANS {DEVIATION_SPANS}")
         level = prior.clone()
@@ -990,12 +994,13 @@ def train(
         del block
 
     # Candidates, each scored on the validation week: the fixed ones first (0 is the seasonal window average, the
-    # prior; then the level candidates), then every (half-life, strength) fitted on the windows before it.
+    # prior; then the level, baseline and MSTL candidates), then every (half-life, strength) fitted on the windows
+    # before it.
     validation = Validation(readings, mean, std, train_lengths, hp.validation_hours)
     size = equations.moment.shape[-1]
     fixed = fixed_candidates(count, size, device)
-    prior_of = fixed_priors()  # each fixed candidate's prior; the fitted ones start from FITTED_PRIOR's
     grid = [(h, s) for h in range(len(HALF_LIVES)) for s in RIDGE_STRENGTHS]
+    prior_of = fixed_priors() + [FITTED_PRIOR] * len(grid)  # each candidate's prior (an index of `priors`)
     candidates = list(fixed)  # [C, H, F] each
     candidates += equations.candidates(RIDGE_STRENGTHS)  # in `grid`'s order
     # One candidate's served weights at a time ([C, WINDOW, HORIZON] each: all of them at once would be the
@@ -1008,8 +1013,7 @@ def train(
     for index, beta in enumerate(candidates):
         # Scored without the ReLU correction's columns: they are zeros (off), so the errors are the served model's,
         # bit for bit, at a third of the CPU (no [C, WINDOW, hidden] zeros built and multiplied).
-        prior = prior_of[index] if index < len(fixed) else FITTED_PRIOR
-        params = linear_parameters(beta, 0, one_prior(prior, count)).to(device)
+        params = linear_parameters(beta, 0, one_prior(prior_of[index], count)).to(device)
         errors.append(validation.errors(params))
         if longer is not None and index < len(fixed):
             longer_errors.append(longer.errors(params))
@@ -1025,7 +1029,7 @@ def train(
     ranked, weights = ranked.to(device), weights.to(device)
     beta = torch.zeros(count, HORIZON, size, dtype=torch.float64, device=device)
     # Each customer's prior: its members' priors, weighted as they are.
-    prior_index = torch.tensor(prior_of + [FITTED_PRIOR] * len(grid), dtype=torch.int64, device=device)
+    prior_index = torch.tensor(prior_of, dtype=torch.int64, device=device)
     mix = torch.zeros(count, len(priors()), dtype=torch.float64, device=device)
     for column, weight in zip(ranked.T, weights.T, strict=True):
         mix.scatter_add_(1, prior_index[column][:, None], weight[:, None])
