@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench import bench_accuracy
 from modelgate.model_repository import HORIZON, WINDOW
 from pipelines.steps import evaluate, forecaster, series
 
@@ -158,13 +159,6 @@ def test_the_baseline_candidates_are_the_evaluation_steps_seasonal_naive_forecas
         forecaster.fixed_candidates(1, size, torch.device("cpu"))
 
 
-def _taylor_hours() -> np.ndarray:
-    from pmdarima.datasets import load_taylor
-
-    half_hourly = load_taylor().astype(np.float64)
-    return (half_hourly[0::2] + half_hourly[1::2]) / 2 / 1000  # GWh per hour
-
-
 def test_an_mstl_candidate_serves_statsforecasts_mstl_forecast(monkeypatch):
     from statsforecast.models import MSTL, SimpleExponentialSmoothing
 
@@ -173,7 +167,7 @@ def test_an_mstl_candidate_serves_statsforecasts_mstl_forecast(monkeypatch):
     size = forecaster.design()[2].shape[-1]
     fixed = forecaster.fixed_candidates(1, size, torch.device("cpu"))
     assert forecaster.fixed_priors() == [0, 0, 1, 2]
-    hours = _taylor_hours()
+    hours = bench_accuracy.taylor().values[0].astype(np.float64)  # the real series, hourly GWh
     for offset in (0, 700):
         window = hours[offset : offset + WINDOW]
         mean, std = window.mean(), window.std()
@@ -193,13 +187,13 @@ def test_a_customer_whose_model_is_mstl_alone_is_served_mstls_map(monkeypatch):
     monkeypatch.setattr(forecaster, "MSTL_ALPHAS", (0.9,))
     monkeypatch.setattr(forecaster, "COMBINE", "top")
     monkeypatch.setattr(forecaster, "TOP", 1)
-    hours = _taylor_hours().astype(np.float32)
+    real = bench_accuracy.taylor()
+    hours = real.values[0]
     lengths = np.array([8, 9, 10, 11]) * WEEK
     values = np.full((4, int(lengths.max())), np.nan, dtype=np.float32)
     for row, length in enumerate(lengths):
         values[row, :length] = hours[:length]
-    start = np.datetime64("2000-06-05T00:00", "us").astype(np.int64)
-    data = series.SeriesSet(tuple(f"cut-{w}" for w in (8, 9, 10, 11)), values, lengths, np.full(4, start))
+    data = series.SeriesSet(tuple(f"cut-{w}" for w in (8, 9, 10, 11)), values, lengths, np.repeat(real.starts, 4))
 
     models = forecaster.train(data, forecaster.Hyperparameters(), progress=False)
 

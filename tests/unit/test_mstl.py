@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pmdarima.datasets import load_taylor
 from statsforecast.models import MSTL, SimpleExponentialSmoothing
 from statsforecast.mstl import mstl as sf_mstl
 from statsmodels.tsa.seasonal import STL
 
+from bench import bench_accuracy
 from modelgate.model_repository import HORIZON, WINDOW
 from pipelines.steps import mstl
 
 
 @pytest.fixture(scope="module")
 def taylor() -> np.ndarray:
-    half_hourly = np.asarray(load_taylor(), dtype=np.float64)
-    return half_hourly.reshape(-1, 2).mean(axis=1)  # 2016 hours
+    return bench_accuracy.taylor().values[0].astype(np.float64)  # 2016 hours, GWh
 
 
 def _series(kind: str, n: int, taylor: np.ndarray) -> np.ndarray:
